@@ -1,0 +1,370 @@
+"""CloudEvents 1.0 (structured JSON mode) for everything that happens in wrtci.
+
+Every event is one frozen Struct: the CloudEvents attributes plus a typed
+``data``. The CloudEvents ``type`` attribute is the msgspec tag, so one
+decoder turns any message into the right class and rejects anything else.
+
+Schema evolution: new fields get defaults; a field's type never changes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Self, TypeVar
+
+import msgspec
+
+from proto.model import (
+    Artifact,
+    DeviceHealth,
+    DeviceState,
+    ErrorCode,
+    FirmwareState,
+    Image,
+    JobResult,
+    PriorityClass,
+    PullRequest,
+    SourceKind,
+    TestPlan,
+    TestResult,
+)
+
+TYPE_NAMESPACE = "org.openwrt.wrtci"
+
+
+class _Kind:
+    """``Event.kind``: the CloudEvents type without the namespace."""
+
+    def __get__(self, obj: object, cls: type[msgspec.Struct]) -> str:
+        tag = cls.__struct_config__.tag
+        if not isinstance(tag, str):
+            raise AttributeError(f"{cls.__name__} is not a concrete event type")
+        return tag.removeprefix(TYPE_NAMESPACE + ".")
+
+
+class CloudEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    specversion: str = "1.0"
+    id: str
+    source: str
+    time: dt.datetime
+    subject: str | None = None
+    """The object the event is about (firmware, job, device id)."""
+    datacontenttype: str = "application/json"
+
+    kind = _Kind()
+    """Short type, e.g. ``firmware.discovered``; also the subject suffix."""
+
+    @classmethod
+    def build(
+        cls,
+        data: msgspec.Struct,
+        *,
+        source: str,
+        id: str | None = None,
+        subject: str | None = None,
+        time: dt.datetime | None = None,
+    ) -> Self:
+        """A new event; pass a deterministic ``id`` wherever the event can repeat."""
+        return cls(
+            id=id or str(uuid.uuid4()),
+            source=source,
+            time=time or dt.datetime.now(dt.UTC),
+            subject=subject,
+            data=data,  # type: ignore[call-arg]
+        )
+
+
+def _t(kind: str) -> str:
+    return f"{TYPE_NAMESPACE}.{kind}"
+
+
+# -- firmware -------------------------------------------------------------------
+
+
+class FirmwareDiscoveredData(msgspec.Struct, frozen=True, kw_only=True):
+    firmware_id: str
+    source_kind: SourceKind
+    priority_class: PriorityClass
+    channel: str
+    """snapshot, stable, oldstable, a release branch, pr, custom."""
+    version: str
+    """version_number: ``SNAPSHOT``, ``23.05.5``, ..."""
+    revision: str | None = None
+    """version_code, e.g. ``r24106-10cc5fcd00``."""
+    images: list[Image] = []
+    tree_name: str = "openwrt"
+    git_repository_url: str | None = None
+    git_commit_hash: str | None = None
+    git_branch: str | None = None
+    pull_request: PullRequest | None = None
+    submitter: str | None = None
+    url: str | None = None
+    """Human-facing page of the firmware (release dir, PR, build)."""
+
+
+class FirmwareDiscovered(CloudEvent, tag=_t("firmware.discovered")):
+    data: FirmwareDiscoveredData
+
+
+class FirmwareStateData(msgspec.Struct, frozen=True, kw_only=True):
+    firmware_id: str
+    state: FirmwareState
+    previous: FirmwareState | None = None
+    reason: str | None = None
+
+
+class FirmwareStateChanged(CloudEvent, tag=_t("firmware.state")):
+    data: FirmwareStateData
+
+
+class FirmwareCancelRequestedData(msgspec.Struct, frozen=True, kw_only=True):
+    firmware_id: str
+    requested_by: str = ""
+    reason: str | None = None
+
+
+class FirmwareCancelRequested(CloudEvent, tag=_t("firmware.cancel_requested")):
+    data: FirmwareCancelRequestedData
+
+
+class FirmwareRetryRequested(CloudEvent, tag=_t("firmware.retry_requested")):
+    data: FirmwareCancelRequestedData
+
+
+# -- jobs -----------------------------------------------------------------------
+
+
+class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything a lab needs to run a job; the message on the JOBS stream."""
+
+    job_id: str
+    attempt: int = 1
+    firmware_id: str
+    device_type: str
+    image: Image
+    plans: list[TestPlan]
+    priority: int
+    timeout_s: float
+    firmware_version: str | None = None
+    firmware_revision: str | None = None
+
+
+class JobCreated(CloudEvent, tag=_t("job.created")):
+    data: JobSpec
+
+
+class JobStartedData(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    attempt: int
+    lab: str
+    device: str
+    deadline: dt.datetime | None = None
+
+
+class JobStarted(CloudEvent, tag=_t("job.started")):
+    data: JobStartedData
+
+
+class JobProgressData(msgspec.Struct, frozen=True, kw_only=True):
+    """Also the job's heartbeat: the timeout service watches for it."""
+
+    job_id: str
+    attempt: int
+    lab: str
+    device: str
+    stage: str
+    """download, flash, boot, test, upload"""
+    message: str = ""
+
+
+class JobProgress(CloudEvent, tag=_t("job.progress")):
+    data: JobProgressData
+
+
+class JobFinishedData(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    attempt: int
+    lab: str
+    device: str
+    result: JobResult
+    error_code: ErrorCode | None = None
+    error_message: str | None = None
+    tests: list[TestResult] = []
+    log_key: str | None = None
+    artifacts: list[Artifact] = []
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+
+class JobFinished(CloudEvent, tag=_t("job.finished")):
+    data: JobFinishedData
+
+
+class JobCancelledData(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    attempt: int | None = None
+    reason: str = ""
+
+
+class JobCancelled(CloudEvent, tag=_t("job.cancelled")):
+    data: JobCancelledData
+
+
+class JobRequestData(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    requested_by: str = ""
+    reason: str | None = None
+
+
+class JobRetryRequested(CloudEvent, tag=_t("job.retry_requested")):
+    data: JobRequestData
+
+
+class JobCancelRequested(CloudEvent, tag=_t("job.cancel_requested")):
+    data: JobRequestData
+
+
+# -- labs and devices ----------------------------------------------------------
+
+
+class DeviceHealthData(msgspec.Struct, frozen=True, kw_only=True):
+    lab: str
+    device: str
+    device_type: str
+    health: DeviceHealth
+    state: DeviceState
+    consecutive_failures: int = 0
+    check_passed: bool | None = None
+    message: str = ""
+
+
+class DeviceHealthChanged(CloudEvent, tag=_t("device.health")):
+    data: DeviceHealthData
+
+
+class LabDevice(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    device_type: str
+    features: list[str] = []
+    state: DeviceState = DeviceState.IDLE
+    health: DeviceHealth = DeviceHealth.UNKNOWN
+
+
+class LabOnlineData(msgspec.Struct, frozen=True, kw_only=True):
+    lab: str
+    devices: list[LabDevice] = []
+    version: str = ""
+
+
+class LabOnline(CloudEvent, tag=_t("lab.online")):
+    data: LabOnlineData
+
+
+class LabOfflineData(msgspec.Struct, frozen=True, kw_only=True):
+    lab: str
+    reason: str = ""
+
+
+class LabOffline(CloudEvent, tag=_t("lab.offline")):
+    data: LabOfflineData
+
+
+# -- console logs -----------------------------------------------------------------
+
+
+class LogChunkData(msgspec.Struct, frozen=True, kw_only=True):
+    """A piece of a job's console log; ``seq`` orders and dedupes chunks."""
+
+    job_id: str
+    attempt: int
+    lab: str
+    device: str
+    seq: int
+    """Order within (job, attempt, stream), from 0; a resent chunk keeps its seq."""
+    text: str
+    final: bool = False
+    """Last chunk of this stream: the log writer closes the object."""
+    stream: str = "console"
+    """``console`` or the name of an artifact (``junit.xml``, ``results.json``)."""
+
+
+class LogChunk(CloudEvent, tag=_t("log.chunk")):
+    data: LogChunkData
+
+
+# -- the union --------------------------------------------------------------------
+
+Event = (
+    FirmwareDiscovered
+    | FirmwareStateChanged
+    | FirmwareCancelRequested
+    | FirmwareRetryRequested
+    | JobCreated
+    | JobStarted
+    | JobProgress
+    | JobFinished
+    | JobCancelled
+    | JobRetryRequested
+    | JobCancelRequested
+    | DeviceHealthChanged
+    | LabOnline
+    | LabOffline
+    | LogChunk
+)
+
+EVENT_TYPES: tuple[type[CloudEvent], ...] = Event.__args__  # type: ignore[attr-defined]
+EVENT_BY_KIND: dict[str, type[CloudEvent]] = {cls.kind: cls for cls in EVENT_TYPES}
+
+# Events a lab publishes (under its own subject scope); all others are central.
+LAB_EVENT_TYPES: tuple[type[CloudEvent], ...] = (
+    JobStarted,
+    JobProgress,
+    JobFinished,
+    DeviceHealthChanged,
+    LabOnline,
+    LabOffline,
+    LogChunk,
+)
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Event)
+
+
+class DecodeError(ValueError):
+    """A message that is not a wrtci CloudEvent."""
+
+
+def encode(event: CloudEvent) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode(payload: bytes) -> CloudEvent:
+    try:
+        return _decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise DecodeError(str(exc)) from exc
+
+
+E = TypeVar("E", bound=CloudEvent)
+
+
+def decode_as(payload: bytes, event_type: type[E]) -> E:
+    """Decode and insist on one event type (e.g. a JobCreated on the JOBS stream)."""
+    event = decode(payload)
+    if not isinstance(event, event_type):
+        raise DecodeError(f"expected {event_type.kind}, got {type(event).kind}")
+    return event
+
+
+# The subjects' object ids, for filters such as ``wrtci events --job X``.
+def object_ids(event: CloudEvent) -> dict[str, str]:
+    data = event.data  # type: ignore[attr-defined]
+    ids: dict[str, str] = {}
+    for field in ("firmware_id", "job_id", "lab", "device", "device_type"):
+        value = getattr(data, field, None)
+        if isinstance(value, str):
+            ids[field] = value
+    if isinstance(data, JobSpec):
+        ids["device_type"] = data.device_type
+    return ids

@@ -1,0 +1,55 @@
+"""Values kept in the KV buckets: the live state people and the scheduler watch."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TypeVar
+
+import msgspec
+
+from proto.events import LabDevice
+from proto.model import DeviceHealth, DeviceState
+
+R = TypeVar("R")
+
+
+class LabRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """``<prefix>_labs`` bucket, key = lab; expires unless the lab heartbeats."""
+
+    lab: str
+    devices: list[LabDevice] = []
+    heartbeat_at: dt.datetime
+    version: str = ""
+
+
+class DeviceRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """``<prefix>_devices`` bucket, key = ``<lab>.<device>``."""
+
+    lab: str
+    device: str
+    device_type: str
+    features: list[str] = []
+    state: DeviceState = DeviceState.IDLE
+    health: DeviceHealth = DeviceHealth.UNKNOWN
+    consecutive_failures: int = 0
+    last_check_at: dt.datetime | None = None
+    updated_at: dt.datetime
+
+
+class ControlRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """``<prefix>_control`` bucket, key ``scheduler``: pause / drain switch."""
+
+    paused: bool = False
+    reason: str = ""
+    updated_at: dt.datetime | None = None
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_record(record: msgspec.Struct) -> bytes:
+    return _encoder.encode(record)
+
+
+def decode_record(payload: bytes, record_type: type[R]) -> R:
+    return msgspec.json.decode(payload, type=record_type)

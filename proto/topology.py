@@ -1,0 +1,230 @@
+"""The JetStream topology: streams, consumer templates and KV buckets.
+
+Declared here, next to the subjects they carry, and applied idempotently by
+``wrtci nats apply`` (and by ``wrtci up``). The server configuration files are
+in the top-level ``nats/`` directory; this module cannot live there because a
+Python package called ``nats`` would shadow the nats-py client.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import NotFoundError
+
+from proto.subjects import Priority, Subjects
+
+DAY = 24 * 3600.0
+
+EVENTS_MAX_AGE = 90 * DAY
+EVENTS_DEDUPE_WINDOW = 2 * 3600.0
+JOBS_DEDUPE_WINDOW = 2 * 3600.0
+LOGS_MAX_AGE = 7 * DAY
+LOGS_DEDUPE_WINDOW = 15 * 60.0
+LAB_HEARTBEAT_TTL = 90.0
+"""A lab whose record is not refreshed within this many seconds is gone."""
+
+JOB_ACK_WAIT = 120.0
+"""A lab holding a job must send in-progress acks more often than this."""
+JOB_MAX_DELIVER = 5
+SERVICE_ACK_WAIT = 60.0
+SERVICE_MAX_DELIVER = 8
+SERVICE_BACKOFF = [1.0, 5.0, 15.0, 60.0, 120.0, 300.0, 600.0]
+
+
+def streams(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:
+    return [
+        StreamConfig(
+            name=subjects.events_stream,
+            description="Everything that happened in wrtci, as CloudEvents",
+            subjects=subjects.all_events(),
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=EVENTS_MAX_AGE,
+            duplicate_window=EVENTS_DEDUPE_WINDOW,
+            discard=DiscardPolicy.OLD,
+            num_replicas=replicas,
+        ),
+        StreamConfig(
+            name=subjects.jobs_stream,
+            description="Queued jobs, one subject per priority and device type",
+            subjects=[subjects.all_jobs()],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            duplicate_window=JOBS_DEDUPE_WINDOW,
+            discard=DiscardPolicy.OLD,
+            num_replicas=replicas,
+        ),
+        StreamConfig(
+            name=subjects.logs_stream,
+            description="Console log chunks streamed by labs while jobs run",
+            subjects=[subjects.all_logs()],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=LOGS_MAX_AGE,
+            duplicate_window=LOGS_DEDUPE_WINDOW,
+            discard=DiscardPolicy.OLD,
+            num_replicas=replicas,
+        ),
+    ]
+
+
+def key_values(subjects: Subjects, replicas: int = 1) -> list[KeyValueConfig]:
+    return [
+        KeyValueConfig(
+            bucket=subjects.labs_bucket,
+            description="Labs online, refreshed by heartbeat",
+            history=1,
+            ttl=LAB_HEARTBEAT_TTL,
+            storage=StorageType.FILE,
+            replicas=replicas,
+        ),
+        KeyValueConfig(
+            bucket=subjects.devices_bucket,
+            description="Device state and health per lab device",
+            history=5,
+            storage=StorageType.FILE,
+            replicas=replicas,
+        ),
+        KeyValueConfig(
+            bucket=subjects.control_bucket,
+            description="Operator switches: scheduler pause / drain",
+            history=10,
+            storage=StorageType.FILE,
+            replicas=replicas,
+        ),
+    ]
+
+
+# -- consumer templates ------------------------------------------------------------
+
+
+def service_consumer(
+    durable: str,
+    filter_subjects: Sequence[str],
+    *,
+    ack_wait: float = SERVICE_ACK_WAIT,
+    max_deliver: int = SERVICE_MAX_DELIVER,
+) -> ConsumerConfig:
+    """A durable pull consumer that a service's replicas share."""
+    backoff = SERVICE_BACKOFF[: max_deliver - 1] if max_deliver > 1 else None
+    return ConsumerConfig(
+        durable_name=durable,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        filter_subjects=list(filter_subjects),
+        ack_wait=ack_wait,
+        max_deliver=max_deliver,
+        backoff=backoff,
+        max_ack_pending=1000,
+    )
+
+
+def job_consumer(
+    subjects: Subjects,
+    priority: Priority | int,
+    device_type: str,
+    *,
+    ack_wait: float = JOB_ACK_WAIT,
+) -> ConsumerConfig:
+    """The durable that every lab with ``device_type`` pulls ``priority`` jobs from."""
+    return ConsumerConfig(
+        durable_name=subjects.job_consumer(priority, device_type),
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        filter_subject=subjects.job(priority, device_type),
+        ack_wait=ack_wait,
+        max_deliver=JOB_MAX_DELIVER,
+        max_ack_pending=10_000,
+    )
+
+
+# -- apply -------------------------------------------------------------------------
+
+
+class Change(enum.StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+
+
+def _differs(desired: object, actual: object) -> list[str]:
+    """Names of the fields set in ``desired`` whose value ``actual`` lacks."""
+    changed = []
+    for field in dataclasses.fields(desired):  # type: ignore[arg-type]
+        want = getattr(desired, field.name)
+        if want is None or (field.name == "description" and not want):
+            continue
+        have = getattr(actual, field.name, None)
+        if isinstance(want, float | int) and isinstance(have, float | int):
+            if abs(float(want) - float(have)) > 1e-6:
+                changed.append(field.name)
+        elif want != have:
+            changed.append(field.name)
+    return changed
+
+
+async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> Change:
+    try:
+        info = await js.stream_info(config.name)  # type: ignore[arg-type]
+    except NotFoundError:
+        await js.add_stream(config)
+        return Change.CREATED
+    if _differs(config, info.config):
+        await js.update_stream(config)
+        return Change.UPDATED
+    return Change.UNCHANGED
+
+
+async def ensure_key_value(js: JetStreamContext, config: KeyValueConfig) -> Change:
+    try:
+        info = await js.stream_info(f"KV_{config.bucket}")
+    except NotFoundError:
+        await js.create_key_value(config)
+        return Change.CREATED
+    wanted = {
+        "description": config.description,
+        "max_msgs_per_subject": config.history,
+        "max_age": config.ttl or 0.0,
+    }
+    drifted = [k for k, v in wanted.items() if (getattr(info.config, k) or 0.0) != v]
+    if drifted:
+        await js.update_stream(dataclasses.replace(info.config, **wanted))
+        return Change.UPDATED
+    return Change.UNCHANGED
+
+
+async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerConfig) -> Change:
+    """Create or update a durable consumer; safe to call from many processes."""
+    try:
+        info = await js.consumer_info(stream, config.durable_name)  # type: ignore[arg-type]
+    except NotFoundError:
+        await js.add_consumer(stream, config)
+        return Change.CREATED
+    if _differs(config, info.config):
+        await js.add_consumer(stream, config)
+        return Change.UPDATED
+    return Change.UNCHANGED
+
+
+async def apply(js: JetStreamContext, subjects: Subjects, replicas: int = 1) -> dict[str, Change]:
+    """Create or update every stream and bucket; returns what happened to each."""
+    changes: dict[str, Change] = {}
+    for stream in streams(subjects, replicas):
+        changes[f"stream {stream.name}"] = await ensure_stream(js, stream)
+    for kv in key_values(subjects, replicas):
+        changes[f"kv {kv.bucket}"] = await ensure_key_value(js, kv)
+    return changes

@@ -1,0 +1,35 @@
+"""``wrtci db migrate``: bring the PostgreSQL schema up to date."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from services import db
+from services.cli.common import add_config_argument, cli_config
+from services.db.migrate import current_version, migrate
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("db", help="database schema")
+    db_sub = parser.add_subparsers(dest="db_command", required=True)
+    cmd = db_sub.add_parser("migrate", help="apply missing schema migrations")
+    add_config_argument(cmd)
+    cmd.set_defaults(func=run_migrate)
+
+
+async def _migrate(args: argparse.Namespace) -> tuple[list, int]:
+    conn = await db.connect(cli_config(args).database)
+    try:
+        applied = await migrate(conn)
+        return applied, await current_version(conn)
+    finally:
+        await conn.close()
+
+
+def run_migrate(args: argparse.Namespace) -> int:
+    applied, version = asyncio.run(_migrate(args))
+    for migration in applied:
+        print(f"applied    {migration.version:04d}_{migration.name}")
+    print(f"schema at version {version}" + ("" if applied else " (nothing to do)"))
+    return 0

@@ -1,0 +1,122 @@
+"""``wrtci events``: the event log, past and live, like ``nats stream view`` / ``nats sub``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import re
+import sys
+from typing import TextIO
+
+import msgspec
+import nats.errors
+from nats.js.api import DeliverPolicy
+
+from proto.events import CloudEvent, DecodeError, decode, object_ids
+from services.cli.common import add_config_argument, cli_config, nats_connection
+
+_DURATION_RE = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class EventFilter(msgspec.Struct, kw_only=True):
+    types: list[str] = []
+    firmware: str | None = None
+    job: str | None = None
+    device: str | None = None
+    lab: str | None = None
+
+    def matches(self, event: CloudEvent) -> bool:
+        if self.types and not any(
+            event.kind == t or event.kind.startswith(t + ".") for t in self.types
+        ):
+            return False
+        ids = object_ids(event)
+        wanted = {"firmware_id": self.firmware, "job_id": self.job,
+                  "device": self.device, "lab": self.lab}
+        return all(value is None or ids.get(key) == value for key, value in wanted.items())
+
+
+def parse_since(value: str) -> dt.datetime:
+    match = _DURATION_RE.match(value)
+    if match:
+        seconds = int(match[1]) * _UNITS[match[2]]
+        return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+    parsed = dt.datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def format_line(event: CloudEvent, subject: str) -> str:
+    ids = " ".join(f"{k.removesuffix('_id')}={v}" for k, v in object_ids(event).items())
+    when = event.time.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{when}  {event.kind:22}  {ids}  [{subject}]"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "events", help="show past and live events",
+        description="Past events of the EVENTS stream, then (with --follow) new ones.",
+    )
+    add_config_argument(parser)
+    parser.add_argument("--follow", "-f", action="store_true", help="keep showing new events")
+    parser.add_argument("--new", action="store_true", help="only events from now on")
+    parser.add_argument("--since", help="start at a time: 15m, 2h, 1d or an ISO time")
+    parser.add_argument("--type", "-t", action="append", default=[], dest="types",
+                        help="event type or family (firmware, job.finished); repeatable")
+    parser.add_argument("--firmware", help="only events of this firmware id")
+    parser.add_argument("--job", help="only events of this job id")
+    parser.add_argument("--device", help="only events of this device")
+    parser.add_argument("--lab", help="only events of this lab")
+    parser.add_argument("--json", action="store_true",
+                        help="print each event as its CloudEvents JSON, one per line")
+    parser.add_argument("--idle-timeout", type=float, default=1.0, help=argparse.SUPPRESS)
+    parser.set_defaults(func=run_events)
+
+
+async def stream_events(args: argparse.Namespace, out: TextIO) -> int:
+    config = cli_config(args)
+    subjects = config.nats.subjects
+    wanted = EventFilter(types=args.types, firmware=args.firmware, job=args.job,
+                         device=args.device, lab=args.lab)
+    options: dict = {"deliver_policy": DeliverPolicy.ALL}
+    if args.new:
+        options = {"deliver_policy": DeliverPolicy.NEW}
+    elif args.since:
+        options = {"deliver_policy": DeliverPolicy.BY_START_TIME,
+                   "opt_start_time": parse_since(args.since).isoformat()}
+    shown = 0
+    async with nats_connection(config.nats) as nc:
+        js = nc.jetstream()
+        sub = await js.subscribe(f"{subjects.prefix}.>", stream=subjects.events_stream,
+                                 ordered_consumer=True, **options)
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=args.idle_timeout)
+            except (TimeoutError, nats.errors.TimeoutError):
+                if args.follow:
+                    continue
+                break
+            try:
+                event = decode(msg.data)
+            except DecodeError as exc:
+                print(f"# undecodable message on {msg.subject}: {exc}", file=out)
+                continue
+            if wanted.matches(event):
+                if args.json:
+                    print(msg.data.decode(), file=out)
+                else:
+                    print(format_line(event, msg.subject), file=out)
+                out.flush()
+                shown += 1
+            if not args.follow and msg.metadata.num_pending == 0:
+                break
+        await sub.unsubscribe()
+    return shown
+
+
+def run_events(args: argparse.Namespace) -> int:
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(stream_events(args, sys.stdout))
+    return 0

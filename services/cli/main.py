@@ -1,0 +1,35 @@
+"""``wrtci``: the operator and developer command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from services.cli import db_cmd, events_cmd, nats_cmd, run_cmd, up_cmd
+from services.config import ConfigError
+
+COMMANDS = [nats_cmd, db_cmd, events_cmd, run_cmd, up_cmd]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wrtci", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"wrtci: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, TimeoutError) as exc:
+        print(f"wrtci: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

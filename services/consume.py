@@ -1,0 +1,134 @@
+"""The pull loop every service uses on its durable consumer.
+
+- ack after the handler succeeded;
+- ``nak(delay)`` when the handler raises :class:`Retry` or fails unexpectedly
+  (the consumer's ``max_deliver`` bounds the attempts);
+- ``term()`` for a message that can never be handled: it does not decode, or
+  the handler raised :class:`Reject` — logged with subject and sequence;
+- on stop: no new fetch, the message being handled finishes, the rest of the
+  batch is handed back at once (``nak``) for another replica.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
+
+from proto.events import CloudEvent, DecodeError, decode
+from proto.topology import ensure_consumer
+
+log = logging.getLogger(__name__)
+
+
+class Retry(Exception):
+    """Handle this message again later."""
+
+    def __init__(self, reason: str, delay: float = 5.0) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+class Reject(Exception):
+    """This message can never be handled: terminate it."""
+
+
+class MsgMeta(msgspec.Struct, frozen=True):
+    subject: str
+    stream_seq: int
+    num_delivered: int
+    headers: dict[str, str] | None = None
+
+
+Handler = Callable[[CloudEvent, MsgMeta], Awaitable[Any]]
+
+
+def _meta(msg: Msg) -> MsgMeta:
+    md = msg.metadata
+    return MsgMeta(
+        subject=msg.subject,
+        stream_seq=md.sequence.stream,
+        num_delivered=md.num_delivered,
+        headers=dict(msg.headers) if msg.headers else None,
+    )
+
+
+async def handle_message(
+    msg: Msg,
+    handler: Handler,
+    *,
+    consumer: str,
+    decoder: Callable[[bytes], CloudEvent] = decode,
+    retry_delay: float = 5.0,
+) -> str:
+    """Run one message through ``handler``; returns what was done with it."""
+    meta = _meta(msg)
+    where = {"subject": meta.subject, "stream_seq": meta.stream_seq, "consumer": consumer}
+    try:
+        event = decoder(msg.data)
+    except DecodeError as exc:
+        log.error("malformed message terminated: %s", exc, extra=where)
+        await msg.term()
+        return "term"
+    where["event_id"] = event.id
+    try:
+        await handler(event, meta)
+    except Reject as exc:
+        log.error("message rejected and terminated: %s", exc, extra=where)
+        await msg.term()
+        return "term"
+    except Retry as exc:
+        log.warning("handler asked to retry: %s", exc, extra=where | {"delay_s": exc.delay})
+        await msg.nak(delay=exc.delay)
+        return "nak"
+    except Exception:
+        log.exception("handler failed; message will be redelivered", extra=where)
+        await msg.nak(delay=retry_delay)
+        return "nak"
+    await msg.ack()
+    return "ack"
+
+
+async def consume(
+    js: JetStreamContext,
+    stream: str,
+    config: ConsumerConfig,
+    handler: Handler,
+    stop: asyncio.Event,
+    *,
+    batch: int = 50,
+    fetch_timeout: float = 1.0,
+    decoder: Callable[[bytes], CloudEvent] = decode,
+) -> None:
+    """Fetch and handle until ``stop`` is set."""
+    durable = config.durable_name
+    assert durable, "consume() needs a durable consumer"
+    await ensure_consumer(js, stream, config)
+    sub = await js.pull_subscribe_bind(durable, stream)
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(batch, timeout=fetch_timeout)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except nats.errors.ConnectionClosedError:
+                break
+            for index, msg in enumerate(msgs):
+                if stop.is_set():
+                    await _hand_back(msgs[index:])
+                    break
+                await handle_message(msg, handler, consumer=durable, decoder=decoder)
+    finally:
+        await sub.unsubscribe()
+
+
+async def _hand_back(msgs: list[Msg]) -> None:
+    for msg in msgs:
+        await msg.nak()

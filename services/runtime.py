@@ -1,0 +1,180 @@
+"""What every daemon shares: logging, the NATS connection, signals, --check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+import nats
+from nats.aio.client import Client as NATS
+
+from proto.events import CloudEvent, encode
+from proto.routing import event_subject
+from proto.subjects import Subjects
+from services.config import ConfigError, LoggingConfig, NatsConfig, load_config
+
+log = logging.getLogger(__name__)
+
+C = TypeVar("C", bound=msgspec.Struct)
+
+_STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; ``extra={...}`` fields become keys (job_id, ...)."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+        self._encoder = msgspec.json.Encoder()
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "service": self.service,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return self._encoder.encode(entry).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        base = super().format(record)
+        extras = {
+            k: v for k, v in vars(record).items()
+            if k not in _STANDARD_ATTRS and not k.startswith("_")
+        }
+        return base + "".join(f" {k}={v}" for k, v in extras.items())
+
+
+def setup_logging(config: LoggingConfig, service: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if config.format == "json":
+        handler.setFormatter(JsonFormatter(service))
+    else:
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.level.upper())
+    logging.getLogger("nats").setLevel(max(root.level, logging.WARNING))
+
+
+async def connect_nats(config: NatsConfig, name: str, **options: Any) -> NATS:
+    """Connect with bounded time; reconnects forever once connected."""
+    kwargs: dict[str, Any] = {
+        "servers": [config.url],
+        "name": name,
+        "connect_timeout": config.connect_timeout_s,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 1,
+        "allow_reconnect": True,
+    }
+    if config.creds_file:
+        kwargs["user_credentials"] = config.creds_file
+    if config.token:
+        kwargs["token"] = config.token
+    if config.user:
+        kwargs["user"] = config.user
+        kwargs["password"] = config.password
+    kwargs.update(options)
+
+    async def _error(exc: Exception) -> None:
+        log.warning("nats: %s", exc, extra={"service": name})
+
+    kwargs.setdefault("error_cb", _error)
+    # A first connection that fails must fail, not retry silently forever.
+    return await asyncio.wait_for(nats.connect(**kwargs), config.connect_timeout_s + 5)
+
+
+class EventPublisher:
+    """Publishes CloudEvents with their id as ``Nats-Msg-Id``."""
+
+    def __init__(self, js: Any, subjects: Subjects, timeout: float = 5.0) -> None:
+        self.js = js
+        self.subjects = subjects
+        self.timeout = timeout
+
+    async def publish(self, event: CloudEvent, subject: str | None = None) -> Any:
+        return await self.js.publish(
+            subject or event_subject(self.subjects, event),
+            encode(event),
+            timeout=self.timeout,
+            headers={"Nats-Msg-Id": event.id},
+        )
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+RunFn = Callable[[Any, asyncio.Event], Awaitable[None]]
+CheckFn = Callable[[Any], Awaitable[None]]
+
+
+def daemon_main(
+    service: str,
+    config_type: type[C],
+    run: RunFn,
+    check: CheckFn,
+    argv: list[str] | None = None,
+) -> int:
+    """The whole ``__main__`` of a daemon: args, config, logging, signals, run."""
+    parser = argparse.ArgumentParser(prog=f"wrtci-{service}", description=f"wrtci {service}")
+    parser.add_argument("--config", "-c", help="TOML configuration file")
+    parser.add_argument("--check", action="store_true",
+                        help="check that the dependencies answer, exit 0/1")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(config_type, args.config)
+    except ConfigError as exc:
+        print(f"wrtci {service}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(getattr(config, "logging", LoggingConfig()), service)
+    if args.check:
+        return asyncio.run(_check(service, check, config))
+    return asyncio.run(_serve(service, run, config))
+
+
+async def _check(service: str, check: CheckFn, config: Any) -> int:
+    try:
+        await asyncio.wait_for(check(config), 30)
+    except Exception as exc:  # --check reports any failure as "unhealthy"
+        print(f"{service}: unhealthy: {exc!r}", file=sys.stderr)
+        return 1
+    print(f"{service}: ok")
+    return 0
+
+
+async def _serve(service: str, run: RunFn, config: Any) -> int:
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    log.info("starting", extra={"event": "service.start"})
+    await run(config, stop)
+    log.info("stopped", extra={"event": "service.stop"})
+    return 0
+
+
+async def check_nats(config: NatsConfig) -> None:
+    """Connect and see that JetStream answers."""
+    nc = await connect_nats(config, "wrtci-check", max_reconnect_attempts=0)
+    try:
+        await nc.jetstream().account_info()
+    finally:
+        await nc.close()

@@ -1,0 +1,219 @@
+"""``wrtci up``: the whole system on one machine.
+
+Starts nats-server, PostgreSQL and the S3 server under a state directory,
+applies the JetStream topology and the migrations, starts every central
+service and the virtual lab, prints where everything is, and on SIGINT /
+SIGTERM stops it all in reverse order. A second ``wrtci up`` on the same state
+directory reuses its ports, its database, its streams and its objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tomllib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import msgspec
+from minio import Minio
+
+from proto import topology
+from services import db, registry
+from services.cli.common import CliConfig
+from services.config import DatabaseConfig, NatsConfig, StorageConfig, dump_config
+from services.db.migrate import migrate
+from services.runtime import connect_nats
+from services.stack import s3_snapshot
+from services.stack.servers import LOOPBACK, NatsServer, PostgresServer, S3Server, free_port
+
+log = logging.getLogger(__name__)
+
+DATABASE = "wrtci"
+
+
+class StackPorts(msgspec.Struct, kw_only=True):
+    nats: int
+    nats_monitor: int
+    postgres: int
+    s3: int
+    api: int
+
+
+class Stack:
+    """The servers and daemons of one local installation."""
+
+    def __init__(self, state_dir: Path, out=sys.stdout) -> None:
+        self.state_dir = state_dir.resolve()
+        self.out = out
+        self.config_path = self.state_dir / "wrtci.toml"
+        self.ports = self._load_or_pick_ports()
+        self.nats = NatsServer(self.state_dir / "nats" / "store", self.ports.nats,
+                               self.ports.nats_monitor)
+        self.postgres = PostgresServer(self.state_dir / "postgres", self.ports.postgres)
+        self.s3 = S3Server(self.state_dir / "s3", self.ports.s3)
+        self.daemons: dict[str, subprocess.Popen] = {}
+
+    # -- configuration ----------------------------------------------------------
+
+    def _load_or_pick_ports(self) -> StackPorts:
+        ports_file = self.state_dir / "ports.toml"
+        if ports_file.exists():
+            return msgspec.convert(tomllib.loads(ports_file.read_text()), StackPorts)
+        ports = StackPorts(nats=free_port(), nats_monitor=free_port(), postgres=free_port(),
+                           s3=free_port(), api=free_port())
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ports_file.write_bytes(msgspec.toml.encode(ports))
+        return ports
+
+    @property
+    def config(self) -> CliConfig:
+        return CliConfig(
+            nats=NatsConfig(url=self.nats.url),
+            database=DatabaseConfig(dsn=self.postgres.dsn(DATABASE)),
+            storage=StorageConfig(endpoint=self.s3.endpoint, access_key=self.s3.access_key,
+                                  secret_key=self.s3.secret_key, bucket="wrtci"),
+        )
+
+    def _write_config(self) -> None:
+        # Secrets of the local emulator only; a real site keeps them in the environment.
+        self.config_path.write_bytes(dump_config(self.config))
+        os.chmod(self.config_path, 0o600)
+
+    # -- start / stop -------------------------------------------------------------
+
+    def start_servers(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.nats.start()
+        self.postgres.start()
+        self.s3.start()
+        self._write_config()
+
+    async def prepare(self) -> None:
+        """Topology, database, bucket: idempotent, so a restart keeps the data."""
+        config = self.config
+        nc = await connect_nats(config.nats, "wrtci-up")
+        try:
+            await topology.apply(nc.jetstream(), config.nats.subjects)
+        finally:
+            await nc.close()
+        admin = await db.connect(DatabaseConfig(dsn=self.postgres.dsn("postgres")))
+        try:
+            exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
+            if not exists:
+                await admin.execute(f'CREATE DATABASE "{DATABASE}"')
+        finally:
+            await admin.close()
+        conn = await db.connect(config.database)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        client = self.minio()
+        if not client.bucket_exists(config.storage.bucket):
+            client.make_bucket(config.storage.bucket)
+        s3_snapshot.restore(client, self.state_dir / "s3" / "objects")
+
+    def minio(self) -> Minio:
+        return Minio(self.s3.endpoint, access_key=self.s3.access_key,
+                     secret_key=self.s3.secret_key, secure=False, region=self.s3.region)
+
+    def start_daemons(self) -> None:
+        logs = self.state_dir / "logs"
+        logs.mkdir(exist_ok=True)
+        for name in registry.SERVICES:
+            argv = [sys.executable, "-m", "services.cli.main", "run", name,
+                    "--config", str(self.config_path)]
+            self._spawn(name, argv, logs / f"{name}.log")
+
+    def _spawn(self, name: str, argv: list[str], log_path: Path,
+               env: dict[str, str] | None = None) -> None:
+        with open(log_path, "ab") as logfile:
+            self.daemons[name] = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
+                start_new_session=True, env=env,
+            )
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.daemons.values())):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in self.daemons.items():
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop, killing it", name)
+                proc.kill()
+                proc.wait()
+        if self.s3.running:
+            with contextlib.suppress(Exception):
+                s3_snapshot.save(self.minio(), self.state_dir / "s3" / "objects")
+        self.s3.stop()
+        self.nats.stop()
+        self.postgres.stop()
+
+    def describe(self) -> str:
+        lines = [
+            f"wrtci is up (state in {self.state_dir})",
+            f"  NATS        {self.nats.url}   monitor {self.nats.monitor_url}",
+            f"  PostgreSQL  {self.postgres.dsn(DATABASE)}",
+            f"  S3 (moto)   {self.s3.url}   bucket wrtci",
+            f"  config      {self.config_path}",
+        ]
+        for name, proc in self.daemons.items():
+            log_path = self.state_dir / "logs" / f"{name}.log"
+            lines.append(f"  daemon      {name} (pid {proc.pid}, log {log_path})")
+        lines += [
+            "",
+            f"  export WRTCI_CONFIG={self.config_path}",
+            "  wrtci events --follow          # the event log",
+            f"  nats --server {self.nats.url} stream view "
+            f"{self.config.nats.subjects.events_stream}",
+        ]
+        return "\n".join(lines)
+
+
+DemoFn = Callable[[Stack], Awaitable[int]]
+
+
+async def wait_for_stop(stop: asyncio.Event, stack: Stack) -> None:
+    while not stop.is_set():
+        for name, proc in stack.daemons.items():
+            if proc.poll() is not None:
+                log.error("%s exited with status %s", name, proc.returncode)
+                stack.daemons = {n: p for n, p in stack.daemons.items() if p is not proc}
+                break
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def run_stack(state_dir: Path, demo: DemoFn | None, once: bool, out=sys.stdout) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stack = Stack(state_dir, out)
+    status = 0
+    try:
+        await asyncio.to_thread(stack.start_servers)
+        await stack.prepare()
+        stack.start_daemons()
+        print(stack.describe(), file=out, flush=True)
+        if demo is not None:
+            status = await demo(stack)
+        if not once:
+            print("\nPress Ctrl-C to stop.", file=out, flush=True)
+            await wait_for_stop(stop, stack)
+    finally:
+        print("stopping wrtci ...", file=out, flush=True)
+        await asyncio.to_thread(stack.stop)
+        print("stopped", file=out, flush=True)
+    return status
+
+
+__all__ = ["LOOPBACK", "Stack", "run_stack"]

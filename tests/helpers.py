@@ -1,0 +1,28 @@
+"""Small helpers shared by tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, timeout: float = 60, env: dict[str, str] | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``wrtci ARGS`` as a user would, in a subprocess of this checkout."""
+    full_env = dict(os.environ, PYTHONPATH=str(PROJECT_ROOT))
+    full_env.pop("WRTCI_CONFIG", None)
+    full_env.update(env or {})
+    result = subprocess.run(
+        [sys.executable, "-m", "services.cli.main", *args],
+        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=PROJECT_ROOT,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"wrtci {' '.join(args)} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    return result

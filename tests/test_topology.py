@@ -1,0 +1,102 @@
+"""`wrtci nats apply` and `wrtci db migrate` are idempotent."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import asyncpg
+import pytest
+from nats.js.api import RetentionPolicy
+
+from proto import topology
+from services.cli.common import CliConfig
+from services.config import dump_config
+from tests.helpers import run_cli
+
+
+@pytest.fixture
+def apply_config(tmp_path, nats_config):
+    path = tmp_path / "wrtci.toml"
+    path.write_bytes(dump_config(CliConfig(nats=nats_config)))
+    return path
+
+
+async def test_nats_apply_twice_changes_nothing(apply_config, nc, subjects) -> None:
+    first = run_cli("nats", "apply", "--config", str(apply_config))
+    assert first.stdout.count("created") == 6, first.stdout
+    js = nc.jetstream()
+    before = {s: await js.stream_info(s) for s in
+              (subjects.events_stream, subjects.jobs_stream, subjects.logs_stream,
+               f"KV_{subjects.labs_bucket}")}
+
+    second = run_cli("nats", "apply", "--config", str(apply_config))
+    assert second.stdout.count("unchanged") == 6, second.stdout
+    assert "created" not in second.stdout and "updated" not in second.stdout
+    for name, info in before.items():
+        after = await js.stream_info(name)
+        assert after.config == info.config
+        assert after.created == info.created
+
+    jobs = before[subjects.jobs_stream].config
+    assert jobs.retention == RetentionPolicy.WORK_QUEUE
+    assert jobs.subjects == [f"{subjects.prefix}.job.*.*"]
+    events = before[subjects.events_stream].config
+    assert events.retention == RetentionPolicy.LIMITS and events.duplicate_window > 0
+    labs_kv = before[f"KV_{subjects.labs_bucket}"].config
+    assert labs_kv.max_age == topology.LAB_HEARTBEAT_TTL
+
+
+async def test_apply_updates_a_drifted_stream(js, subjects) -> None:
+    drifted = dataclasses.replace(topology.streams(subjects)[0], max_age=30 * topology.DAY)
+    await js.update_stream(drifted)
+    changes = await topology.apply(js, subjects)
+    assert changes[f"stream {subjects.events_stream}"] is topology.Change.UPDATED
+    info = await js.stream_info(subjects.events_stream)
+    assert info.config.max_age == topology.EVENTS_MAX_AGE
+    again = await topology.apply(js, subjects)
+    assert set(again.values()) == {topology.Change.UNCHANGED}
+
+
+async def test_db_migrate_twice_changes_nothing(tmp_path, empty_database_config) -> None:
+    path = tmp_path / "wrtci.toml"
+    path.write_bytes(dump_config(CliConfig(database=empty_database_config)))
+
+    first = run_cli("db", "migrate", "--config", str(path))
+    assert "applied    0001_initial" in first.stdout
+
+    conn = await asyncpg.connect(empty_database_config.dsn)
+    try:
+        schema_before = await conn.fetch(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'public' ORDER BY 1, 2")
+        second = run_cli("db", "migrate", "--config", str(path))
+        assert "nothing to do" in second.stdout and "applied " not in second.stdout
+        schema_after = await conn.fetch(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'public' ORDER BY 1, 2")
+        assert schema_after == schema_before
+        tables = {r["table_name"] for r in schema_after}
+        assert {"checkouts", "builds", "tests", "issues", "incidents", "jobs",
+                "job_attempts", "labs", "devices", "device_health"} <= tables
+        assert await conn.fetchval("SELECT count(*) FROM schema_migrations") == 1
+    finally:
+        await conn.close()
+
+
+async def test_kcidb_columns_and_constraints(pool) -> None:
+    async with pool.acquire() as conn:
+        columns = {r["column_name"] for r in await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'tests'")}
+        assert {"id", "build_id", "origin", "path", "status", "start_time", "duration",
+                "log_url", "log_excerpt", "misc", "environment_comment",
+                "output_files"} <= columns
+        await conn.execute(
+            "INSERT INTO checkouts (id, origin, source_kind, priority_class, channel, version)"
+            " VALUES ('wrtci:fw1', 'wrtci', 'official', 'stable', 'stable', '23.05.5')")
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                "INSERT INTO checkouts (id, origin, source_kind, priority_class, channel, version)"
+                " VALUES ('other:fw2', 'wrtci', 'official', 'stable', 'stable', '23.05.5')")
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                "UPDATE checkouts SET state = 'finished' WHERE id = 'wrtci:fw1'")

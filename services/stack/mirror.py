@@ -1,0 +1,103 @@
+"""A local OpenWrt downloads mirror for ``wrtci up --demo``.
+
+It has the real layout and formats (``.versions.json``, a release's
+``.targets.json`` and ``targets/<target>/<subtarget>/profiles.json``), so the
+trigger scans it exactly as it scans downloads.openwrt.org. The one release
+holds the virtual lab's firmware as the x86/64 ``generic`` profile image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import msgspec
+from aiohttp import web
+
+from services.stack.servers import LOOPBACK
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = PROJECT_ROOT / "deploy" / "virtual-lab" / "build-firmware.sh"
+
+DEMO_VERSION = "24.10.0"
+DEMO_REVISION = "r28427-6df0e3d02a"
+DEMO_SOURCE_DATE_EPOCH = 1738600000
+
+
+class VirtualFirmware(msgspec.Struct, frozen=True):
+    kernel: Path
+    image: Path
+    version: str
+    revision: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.image.read_bytes()).hexdigest()
+
+
+def build_virtual_firmware(out_dir: Path, version: str = DEMO_VERSION,
+                           revision: str = DEMO_REVISION) -> VirtualFirmware:
+    """Build (or reuse) the virtual device's kernel and firmware image."""
+    image = out_dir / f"openwrt-{version}-x86-64-generic-initramfs-rootfs.cpio.gz"
+    kernel = out_dir / "vmlinuz"
+    if not (image.exists() and kernel.exists()):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["bash", str(BUILD_SCRIPT), str(out_dir), version, revision],
+                       check=True, capture_output=True, timeout=600)
+    return VirtualFirmware(kernel=kernel, image=image, version=version, revision=revision)
+
+
+def write_release(mirror_dir: Path, firmware: VirtualFirmware) -> Path:
+    """Lay out one stable release with the firmware; returns the image's path in the mirror."""
+    release = mirror_dir / "releases" / firmware.version
+    target_dir = release / "targets" / "x86" / "64"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    (mirror_dir / ".versions.json").write_text(json.dumps({
+        "stable_version": firmware.version,
+        "oldstable_version": "",
+        "upcoming_version": "",
+        "versions_list": [firmware.version],
+    }, indent=2))
+    (release / ".targets.json").write_text(json.dumps({"x86/64": "x86_64"}, indent=2))
+    sha256 = firmware.sha256
+    profiles = {
+        "arch_packages": "x86_64",
+        "default_packages": ["base-files", "busybox"],
+        "metadata_version": 1,
+        "profiles": {
+            "generic": {
+                "device_packages": [],
+                "image_prefix": f"openwrt-{firmware.version}-x86-64-generic",
+                "images": [{
+                    "filesystem": "initramfs",
+                    "name": firmware.image.name,
+                    "sha256": sha256,
+                    "sha256_unsigned": sha256,
+                    "type": "rootfs",
+                }],
+                "supported_devices": [],
+                "titles": [{"model": "x86/64 (wrtci virtual lab)", "vendor": "Generic"}],
+            }
+        },
+        "source_date_epoch": DEMO_SOURCE_DATE_EPOCH,
+        "target": "x86/64",
+        "version_code": firmware.revision,
+        "version_number": firmware.version,
+    }
+    (target_dir / "profiles.json").write_text(json.dumps(profiles, indent=2))
+    published = target_dir / firmware.image.name
+    shutil.copyfile(firmware.image, published)
+    return published
+
+
+async def serve_mirror(mirror_dir: Path, port: int) -> web.AppRunner:
+    """Serve the mirror over HTTP on loopback (ETag / Last-Modified by aiohttp)."""
+    app = web.Application()
+    app.router.add_static("/", mirror_dir, show_index=True)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, LOOPBACK, port).start()
+    return runner

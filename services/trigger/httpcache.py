@@ -45,10 +45,13 @@ class ConditionalFetcher:
         self.max_bytes = max_bytes
         self.stats = FetchStats()
 
-    async def get(self, url: str, *, keep_body: bool = False) -> Document:
+    async def get(self, url: str, *, keep_body: bool = False,
+                  conditional: bool = True) -> Document:
         """Fetch ``url``; with ``keep_body`` a 304 returns the body stored by ``remember``."""
-        row = await self.pool.fetchrow(
-            "SELECT etag, last_modified, body FROM trigger_http_cache WHERE url = $1", url)
+        row = None
+        if conditional:
+            row = await self.pool.fetchrow(
+                "SELECT etag, last_modified, body FROM trigger_http_cache WHERE url = $1", url)
         headers = {}
         if row is not None and (not keep_body or row["body"] is not None):
             if row["etag"]:

@@ -14,6 +14,9 @@ import re
 
 ORIGIN = "wrtci"
 
+SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+,=-]*$")
+"""An image file name: no directory part, nothing a shell or a URL would read."""
+
 FILESYSTEMS = ("squashfs", "ext4", "initramfs", "jffs2", "ubifs", "ubi")
 """Name tokens that say the filesystem."""
 

@@ -30,7 +30,12 @@ from proto.subjects import PriorityClass
 from services.runtime import EventPublisher
 from services.trigger.config import OfficialConfig
 from services.trigger.httpcache import ConditionalFetcher, FetchError, NotFound
-from services.trigger.images import discovered_event_id, image_id, official_firmware_id
+from services.trigger.images import (
+    SAFE_FILE_NAME,
+    discovered_event_id,
+    image_id,
+    official_firmware_id,
+)
 from services.trigger.record import INFRASTRUCTURE_ERRORS, Outcome, record_and_announce
 
 log = logging.getLogger(__name__)
@@ -45,8 +50,7 @@ CHANNEL_PRIORITY = {
 }
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_TARGET_RE = re.compile(r"^[a-z0-9_.]+/[a-z0-9_.-]+$")
-_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+,=-]*$")
+TARGET_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*/[a-z0-9][a-z0-9_.-]*$")
 
 
 class BadDocument(ValueError):
@@ -117,7 +121,7 @@ def firmware_from_profiles(
     source_kind: SourceKind = SourceKind.OFFICIAL,
 ) -> FirmwareDiscoveredData:
     """The firmware one target's profiles.json describes (validated)."""
-    if not _TARGET_RE.match(index.target):
+    if not TARGET_RE.match(index.target):
         raise BadDocument(f"bad target {index.target!r}")
     if not index.version_code or "/" in index.version_code or ":" in index.version_code:
         raise BadDocument(f"bad version_code {index.version_code!r}")
@@ -131,7 +135,7 @@ def firmware_from_profiles(
         for entry in profile.images:
             if not _SHA256_RE.match(entry.sha256):
                 raise BadDocument(f"{profile_name}/{entry.name}: bad sha256 {entry.sha256!r}")
-            if not _FILE_RE.match(entry.name):
+            if not SAFE_FILE_NAME.match(entry.name):
                 raise BadDocument(f"{profile_name}: bad image name {entry.name!r}")
             images.append(Image(
                 id=image_id(firmware_id, target, subtarget, profile_name, entry.name),
@@ -214,7 +218,7 @@ class OfficialScanner:
             log.warning("cannot read the target list, skipping the release",
                         extra={"channel": release.channel, "error": str(exc)})
             return []
-        valid = sorted(t for t in targets if _TARGET_RE.match(t))
+        valid = sorted(t for t in targets if TARGET_RE.match(t))
         if len(valid) != len(targets):
             log.warning("ignored malformed target names", extra={"channel": release.channel})
         return valid

@@ -22,8 +22,8 @@ from services.trigger.official import (
     releases_for,
 )
 from services.trigger.record import record
-from services.trigger.service import open_context
-from tests.helpers import PROJECT_ROOT
+from services.trigger.service import open_context, run
+from tests.helpers import PROJECT_ROOT, run_cli
 from tests.servers.downloads import DownloadsServer, generate_mirror, profiles_json
 from tests.servers.trigger_harness import (
     build_count,
@@ -311,3 +311,29 @@ async def test_scan_once_command(generated, make_config, js, pool, tmp_path) -> 
     assert b'"announced":1' in out
     assert list(await checkouts(pool)) == ["wrtci:official:stable:24.10.0:r28427-6df0e3d02a"]
 
+
+
+# -- the daemon -----------------------------------------------------------------------------
+
+
+async def test_daemon_scans_on_start_and_stops_when_asked(generated, make_config, js, subjects,
+                                                          pool) -> None:
+    """A one-target release, as in the demo mirror: the daemon finds it without being asked."""
+    generate_mirror(generated, targets=1, profiles=1)
+    config = make_config(generated.url, channels=["stable"], interval_s=3600)
+    stop = asyncio.Event()
+    daemon = asyncio.create_task(run(config, stop))
+    sub = await js.subscribe(subjects.event("firmware.discovered"), ordered_consumer=True)
+    try:
+        msg = await sub.next_msg(timeout=30)
+    finally:
+        await sub.unsubscribe()
+        stop.set()
+        await asyncio.wait_for(daemon, 30)
+    assert b"wrtci:official:stable:24.10.0:r28427-6df0e3d02a" in msg.data
+    assert len(await checkouts(pool)) == 1
+
+
+async def test_check_mode_answers_for_the_site_config(site_config_file) -> None:
+    result = run_cli("run", "trigger", "--config", str(site_config_file), "--check")
+    assert "trigger: ok" in result.stdout

@@ -1,0 +1,1 @@
+"""The trigger service: firmware sources -> recorded firmware + ``firmware.discovered``."""

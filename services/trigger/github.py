@@ -1,0 +1,359 @@
+"""Firmware from GitHub pull requests that carry the trigger label.
+
+For every open PR with the label (``ci-test-requested`` by default): the
+newest successful build workflow run for the PR's head commit, its artifacts
+named ``openwrt-<target>-<subtarget>...``, downloaded (zip), unpacked without
+trusting them (``artifacts``), the images stored in object storage, and the
+firmware ``wrtci:pr:<repo>#<n>:<head sha>`` recorded and announced. A new push
+is a new head sha, hence a new firmware; a PR without the label is not looked
+at. A head already announced costs one database lookup per poll, no download.
+
+GitHub's REST API: ``GET /repos/{repo}/pulls``, ``.../actions/runs`` (or
+``.../actions/workflows/{workflow}/runs``), ``.../actions/runs/{id}/artifacts``
+and the artifact's ``archive_download_url`` (a redirect to blob storage;
+aiohttp drops the Authorization header on a redirect to another host).
+Rate limiting (403/429 with ``X-RateLimit-Remaining: 0`` or ``Retry-After``)
+pauses the source until the reset time; 5xx and malformed answers skip the
+PR until the next poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import msgspec
+
+from proto.events import FirmwareDiscoveredData
+from proto.model import Image, PullRequest, SourceKind
+from proto.storage import firmware_object_key
+from proto.subjects import PriorityClass
+from services.trigger.artifacts import ArtifactRejected, Unpacked, UnpackLimits, unpack
+from services.trigger.config import GithubConfig
+from services.trigger.httpcache import FetchError
+from services.trigger.images import (
+    classify,
+    discovered_event_id,
+    guess_profile,
+    image_id,
+    pr_firmware_id,
+)
+from services.trigger.official import ProfilesIndex
+from services.trigger.record import INFRASTRUCTURE_ERRORS, is_announced, record_and_announce
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class RateLimited(FetchError):
+    def __init__(self, message: str, reset_at: float) -> None:
+        super().__init__(message)
+        self.reset_at = reset_at
+
+
+# -- the API's shapes (only what is read) ---------------------------------------------
+
+
+class Label(msgspec.Struct, frozen=True):
+    name: str
+
+
+class Repo(msgspec.Struct, frozen=True):
+    full_name: str | None = None
+    clone_url: str | None = None
+
+
+class Head(msgspec.Struct, frozen=True):
+    sha: str
+    ref: str = ""
+    repo: Repo | None = None
+
+
+class User(msgspec.Struct, frozen=True):
+    login: str = ""
+
+
+class Pull(msgspec.Struct, frozen=True):
+    number: int
+    html_url: str
+    head: Head
+    title: str = ""
+    labels: list[Label] = []
+    user: User | None = None
+
+
+class Run(msgspec.Struct, frozen=True):
+    id: int
+    head_sha: str
+    conclusion: str | None = None
+    created_at: str = ""
+
+
+class Runs(msgspec.Struct, frozen=True):
+    workflow_runs: list[Run] = []
+
+
+class ArtifactInfo(msgspec.Struct, frozen=True):
+    id: int
+    name: str
+    archive_download_url: str
+    size_in_bytes: int = 0
+    expired: bool = False
+
+
+class Artifacts(msgspec.Struct, frozen=True):
+    artifacts: list[ArtifactInfo] = []
+
+
+# -- the client -------------------------------------------------------------------------
+
+
+class GithubClient:
+    def __init__(self, session: aiohttp.ClientSession, config: GithubConfig) -> None:
+        self.session = session
+        self.base = config.api_url.rstrip("/")
+        self.timeout = aiohttp.ClientTimeout(total=config.timeout_s)
+        self.headers = {"Accept": "application/vnd.github+json",
+                        "X-GitHub-Api-Version": "2022-11-28"}
+        if config.token:
+            self.headers["Authorization"] = f"Bearer {config.token}"
+
+    @staticmethod
+    def _check(resp: aiohttp.ClientResponse, url: str) -> None:
+        if resp.status == 200:
+            return
+        remaining = resp.headers.get("X-RateLimit-Remaining")
+        if resp.status in (403, 429) and (remaining == "0" or "Retry-After" in resp.headers):
+            if "Retry-After" in resp.headers:
+                reset_at = time.time() + float(resp.headers["Retry-After"])
+            else:
+                reset_at = float(resp.headers.get("X-RateLimit-Reset", time.time() + 60))
+            raise RateLimited(f"{url}: rate limited until {reset_at:.0f}", reset_at)
+        raise FetchError(f"{url}: HTTP {resp.status}")
+
+    async def get(self, path: str, params: dict[str, Any], shape: type[T]) -> tuple[T, str | None]:
+        """One page decoded as ``shape``, and the next page's URL from the Link header."""
+        url = path if path.startswith("http") else f"{self.base}{path}"
+        try:
+            async with self.session.get(url, params=params, headers=self.headers,
+                                        timeout=self.timeout) as resp:
+                self._check(resp, url)
+                body = await resp.read()
+                next_url = resp.links.get("next", {}).get("url")
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise FetchError(f"{url}: {exc!r}") from exc
+        try:
+            return msgspec.json.decode(body, type=shape), str(next_url) if next_url else None
+        except msgspec.DecodeError as exc:
+            raise FetchError(f"{url}: unexpected answer: {exc}") from exc
+
+    async def all_pages(self, path: str, params: dict[str, Any], shape: type[T],
+                        max_pages: int = 20) -> list[T]:
+        pages = []
+        url: str | None = path
+        for _ in range(max_pages):
+            if url is None:
+                break
+            page, url = await self.get(url, params if url == path else {}, shape)
+            pages.append(page)
+        return pages
+
+    async def download(self, url: str, dest: Path, max_bytes: int) -> int:
+        size = 0
+        try:
+            async with self.session.get(url, headers=self.headers, timeout=self.timeout) as resp:
+                self._check(resp, url)
+                with dest.open("wb") as out:
+                    async for chunk in resp.content.iter_chunked(1024 * 1024):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise ArtifactRejected(f"artifact is over {max_bytes} bytes")
+                        out.write(chunk)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise FetchError(f"{url}: {exc!r}") from exc
+        return size
+
+
+# -- the source ---------------------------------------------------------------------------
+
+
+class PollReport(msgspec.Struct):
+    labelled: int = 0
+    announced: int = 0
+    waiting: int = 0
+    """Labelled PRs with no successful build (or no artifacts) yet."""
+    skipped: int = 0
+    rate_limited: bool = False
+
+
+class PullRequestSource:
+    def __init__(self, config: GithubConfig, ctx) -> None:
+        self.config = config
+        self.ctx = ctx
+        self.client = GithubClient(ctx.session, config)
+        self.repo = config.repository
+        self.paused_until = 0.0
+        self.limits = UnpackLimits(max_total=config.max_unpacked_bytes,
+                                   max_members=config.max_members, max_ratio=config.max_ratio)
+        self.rejected: set[str] = set()
+        """Heads whose artifacts were refused: not downloaded again by this process."""
+
+    async def poll_once(self) -> PollReport:
+        report = PollReport()
+        if time.time() < self.paused_until:
+            report.rate_limited = True
+            return report
+        try:
+            pages = await self.client.all_pages(
+                f"/repos/{self.repo}/pulls", {"state": "open", "per_page": 100}, list[Pull])
+            for pull in (p for page in pages for p in page):
+                if any(label.name == self.config.label for label in pull.labels):
+                    report.labelled += 1
+                    await self._one(pull, report)
+        except RateLimited as exc:
+            self.paused_until = exc.reset_at
+            report.rate_limited = True
+            log.warning("GitHub rate limit: paused", extra={"until": exc.reset_at})
+        except FetchError as exc:
+            report.skipped += 1
+            log.warning("cannot list pull requests, retried next poll",
+                        extra={"error": str(exc)})
+        log.info("github poll done", extra=msgspec.to_builtins(report))
+        return report
+
+    async def _one(self, pull: Pull, report: PollReport) -> None:
+        firmware_id = pr_firmware_id(self.repo, pull.number, pull.head.sha)
+        ids = {"firmware_id": firmware_id, "pr": pull.number}
+        if firmware_id in self.rejected or await is_announced(
+                self.ctx.pool, discovered_event_id(firmware_id)):
+            return
+        try:
+            data = await self._firmware(pull, firmware_id)
+        except ArtifactRejected as exc:
+            self.rejected.add(firmware_id)
+            report.skipped += 1
+            log.warning("artifact refused", extra={**ids, "error": str(exc)})
+            return
+        except RateLimited:
+            raise
+        except FetchError as exc:
+            report.skipped += 1
+            log.warning("skipped pull request, retried next poll",
+                        extra={**ids, "error": str(exc)})
+            return
+        except INFRASTRUCTURE_ERRORS as exc:
+            report.skipped += 1
+            log.error("cannot store firmware, retried next poll", extra={**ids, "error": repr(exc)})
+            return
+        if data is None:
+            report.waiting += 1
+            return
+        try:
+            outcome = await record_and_announce(self.ctx.pool, self.ctx.publisher, data,
+                                                event_id=discovered_event_id(firmware_id))
+        except INFRASTRUCTURE_ERRORS as exc:
+            report.skipped += 1
+            log.error("cannot record, retried next poll", extra={**ids, "error": repr(exc)})
+            return
+        if outcome.published:
+            report.announced += 1
+
+    async def _newest_successful_run(self, sha: str) -> Run | None:
+        path = (f"/repos/{self.repo}/actions/workflows/{self.config.workflow}/runs"
+                if self.config.workflow else f"/repos/{self.repo}/actions/runs")
+        runs, _ = await self.client.get(
+            path, {"head_sha": sha, "status": "success", "per_page": 100}, Runs)
+        good = [r for r in runs.workflow_runs if r.head_sha == sha and r.conclusion == "success"]
+        return max(good, key=lambda r: (r.created_at, r.id), default=None)
+
+    async def _firmware(self, pull: Pull, firmware_id: str) -> FirmwareDiscoveredData | None:
+        run = await self._newest_successful_run(pull.head.sha)
+        if run is None:
+            log.info("no successful build yet", extra={"pr": pull.number})
+            return None
+        pages = await self.client.all_pages(
+            f"/repos/{self.repo}/actions/runs/{run.id}/artifacts", {"per_page": 100}, Artifacts)
+        wanted = [a for page in pages for a in page.artifacts
+                  if a.name.startswith(self.config.artifact_prefix) and not a.expired]
+        if not wanted:
+            log.info("build has no firmware artifacts", extra={"pr": pull.number, "run": run.id})
+            return None
+        with tempfile.TemporaryDirectory(prefix="wrtci-pr-") as tmp:
+            unpacked = []
+            for artifact in wanted:
+                unpacked.append(await self._unpack(artifact, Path(tmp)))
+            # Everything unpacked and checked before anything is stored or recorded.
+            images = []
+            for (target, subtarget), files, profiles in unpacked:
+                for file in files:
+                    image = self._image(firmware_id, target, subtarget, file, profiles)
+                    if image is not None:
+                        await self.ctx.store.put_file(image.object_key, file.path)
+                        images.append(image)
+        if not images:
+            raise ArtifactRejected("the artifacts hold no firmware image")
+        head_repo = pull.head.repo
+        return FirmwareDiscoveredData(
+            firmware_id=firmware_id, source_kind=SourceKind.GITHUB_PR,
+            priority_class=PriorityClass.PR, channel="pr", version=f"pr-{pull.number}",
+            images=images,
+            git_repository_url=head_repo.clone_url if head_repo else None,
+            git_commit_hash=pull.head.sha, git_branch=pull.head.ref or None,
+            pull_request=PullRequest(repository=self.repo, number=pull.number,
+                                     head_sha=pull.head.sha, url=pull.html_url,
+                                     title=pull.title,
+                                     author=pull.user.login if pull.user else ""),
+            submitter=pull.user.login if pull.user else None, url=pull.html_url,
+        )
+
+    def _target_of(self, artifact: ArtifactInfo) -> tuple[str, str]:
+        parts = artifact.name[len(self.config.artifact_prefix):].split("-")
+        if len(parts) < 2 or not all(parts[:2]):
+            raise ArtifactRejected(f"artifact name {artifact.name!r} names no target/subtarget")
+        return parts[0], parts[1]
+
+    async def _unpack(self, artifact: ArtifactInfo, tmp: Path):
+        target = self._target_of(artifact)
+        if artifact.size_in_bytes > self.config.max_artifact_bytes:
+            raise ArtifactRejected(f"{artifact.name} is {artifact.size_in_bytes} bytes")
+        zip_path = tmp / f"{artifact.id}.zip"
+        await self.client.download(artifact.archive_download_url, zip_path,
+                                   self.config.max_artifact_bytes)
+        files, profiles_raw = await asyncio.to_thread(
+            unpack, zip_path, tmp / str(artifact.id), self.limits,
+            lambda name: classify(name)[0] is not None)
+        zip_path.unlink()
+        profiles = None
+        if profiles_raw is not None:
+            try:
+                profiles = msgspec.json.decode(profiles_raw, type=ProfilesIndex)
+            except msgspec.DecodeError:
+                log.info("ignored unreadable profiles.json", extra={"artifact": artifact.name})
+        return target, files, profiles
+
+    @staticmethod
+    def _image(firmware_id: str, target: str, subtarget: str, file: Unpacked,
+               profiles: ProfilesIndex | None) -> Image | None:
+        image_type, filesystem = classify(file.name)
+        profile = guess_profile(file.name, target, subtarget)
+        if profiles is not None:
+            for name, entry in profiles.profiles.items():
+                listed = next((i for i in entry.images if i.name == file.name), None)
+                if listed is not None:
+                    profile, image_type = name, listed.type
+                    filesystem = listed.filesystem or filesystem
+                    break
+        if image_type is None:
+            return None
+        return Image(
+            id=image_id(firmware_id, target, subtarget, profile, file.name),
+            target=target, subtarget=subtarget, profile=profile, name=file.name,
+            type=image_type, filesystem=filesystem, sha256=file.sha256, size=file.size,
+            object_key=firmware_object_key(firmware_id, file.name),
+        )

@@ -1,0 +1,37 @@
+"""Firmware files wrtci holds itself (uploads, PR artifacts), in object storage.
+
+minio is synchronous: every call runs in a thread, with the HTTP timeouts of
+the storage config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import urllib3
+from minio import Minio
+
+from services.config import StorageConfig
+
+
+class ObjectStore:
+    def __init__(self, config: StorageConfig) -> None:
+        self.bucket = config.bucket
+        timeout = urllib3.Timeout(connect=min(10.0, config.timeout_s), read=config.timeout_s)
+        self.client = Minio(
+            config.endpoint, access_key=config.access_key, secret_key=config.secret_key,
+            secure=config.secure, region=config.region,
+            http_client=urllib3.PoolManager(
+                timeout=timeout, retries=urllib3.Retry(total=3, backoff_factor=0.2)),
+        )
+
+    async def put_file(self, key: str, path: Path,
+                       content_type: str = "application/octet-stream") -> None:
+        """Store a local file under ``key`` (multipart for large files)."""
+        await asyncio.to_thread(self.client.fput_object, self.bucket, key, str(path),
+                                content_type=content_type)
+
+    async def check(self) -> None:
+        if not await asyncio.to_thread(self.client.bucket_exists, self.bucket):
+            raise RuntimeError(f"bucket {self.bucket!r} does not exist")

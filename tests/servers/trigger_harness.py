@@ -1,0 +1,49 @@
+"""What the trigger tests share: the service config for this test's servers,
+the service context, and reading back what was recorded and announced."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from proto import events as ev
+from services.config import DatabaseConfig, NatsConfig, StorageConfig
+from services.trigger.config import GithubConfig, OfficialConfig, TriggerConfig, WebConfig
+from services.trigger.service import Config
+
+
+def trigger_config(nats_config: NatsConfig, database_config: DatabaseConfig,
+                   storage_config: StorageConfig, *, official: OfficialConfig | None = None,
+                   github: GithubConfig | None = None, web: WebConfig | None = None) -> Config:
+    return Config(
+        nats=nats_config, database=database_config, storage=storage_config,
+        trigger=TriggerConfig(
+            official=official or OfficialConfig(enabled=False),
+            github=github or GithubConfig(enabled=False),
+            web=web or WebConfig(enabled=False),
+        ),
+    )
+
+
+async def discovered_events(js, subjects) -> list[ev.FirmwareDiscovered]:
+    """Every firmware.discovered event in this test's EVENTS stream, in order."""
+    info = await js.stream_info(subjects.events_stream)
+    found = []
+    if info.state.messages:
+        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(subjects.events_stream, seq)
+            event = ev.decode(msg.data)
+            if isinstance(event, ev.FirmwareDiscovered):
+                found.append(event)
+    return found
+
+
+async def checkouts(pool: asyncpg.Pool) -> dict[str, asyncpg.Record]:
+    rows = await pool.fetch("SELECT * FROM checkouts ORDER BY id")
+    return {row["id"]: row for row in rows}
+
+
+async def build_count(pool: asyncpg.Pool, checkout_id: str | None = None) -> int:
+    if checkout_id is None:
+        return await pool.fetchval("SELECT count(*) FROM builds")
+    return await pool.fetchval("SELECT count(*) FROM builds WHERE checkout_id = $1",
+                               checkout_id)

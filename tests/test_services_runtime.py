@@ -50,13 +50,13 @@ async def test_sigterm_stops_the_service_cleanly(name, site_config_file, js) -> 
             line = await asyncio.wait_for(proc.stderr.readline(), 30)
             assert line, b"".join(lines).decode()
             lines.append(line)
-            if b'"starting"' in line:
+            if b"service.start" in line:
                 break
         await asyncio.sleep(1.0)  # let it subscribe and settle into its loops
         proc.send_signal(signal.SIGTERM)
         rest = await asyncio.wait_for(proc.stderr.read(), 60)
         assert await proc.wait() == 0, (b"".join(lines) + rest).decode()
-        assert b'"stopped"' in rest
+        assert b"service.stop" in rest
     finally:
         if proc.returncode is None:
             proc.kill()

@@ -1,0 +1,1 @@
+"""Local servers speaking the protocols of external services, for tests."""

@@ -107,6 +107,7 @@ async def consume_batches(
     batch: int = 500,
     fetch_timeout: float = 1.0,
     decoder: Callable[[bytes], CloudEvent] = decode,
+    retry_delay: float = 5.0,
 ) -> None:
     """Fetch up to ``batch`` messages at a time and handle them together until ``stop``."""
     durable = config.durable_name
@@ -121,6 +122,7 @@ async def consume_batches(
                 continue
             except nats.errors.ConnectionClosedError:
                 break
-            await handle_batch(msgs, handler, consumer=durable, decoder=decoder)
+            await handle_batch(msgs, handler, consumer=durable, decoder=decoder,
+                               retry_delay=retry_delay)
     finally:
         await sub.unsubscribe()

@@ -5,10 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from services.cli import db_cmd, events_cmd, nats_cmd, run_cmd, trigger_cmd, up_cmd
+from services.cli import (
+    db_cmd,
+    events_cmd,
+    kcidb_cmd,
+    nats_cmd,
+    run_cmd,
+    summary_cmd,
+    trigger_cmd,
+    up_cmd,
+)
 from services.config import ConfigError
 
-COMMANDS = [nats_cmd, db_cmd, events_cmd, run_cmd, up_cmd, trigger_cmd]
+COMMANDS = [nats_cmd, db_cmd, events_cmd, run_cmd, up_cmd, trigger_cmd, kcidb_cmd, summary_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,128 @@
+"""A pull loop that hands a whole fetched batch to one handler call.
+
+:func:`services.consume.consume` handles one message at a time; a burst of
+thousands of results would then cost one database round trip each. Here the
+handler gets every decodable message of a ``fetch(N)`` at once (so it can
+write them in one transaction) and says per message what to do:
+
+- ``None``: done, ack;
+- :class:`~services.consume.Retry`: nak with its delay;
+- :class:`~services.consume.Reject`: term, logged with subject and sequence.
+
+Malformed messages are termed and logged before the handler sees the batch.
+If the handler raises, the whole batch is nak'ed (nothing was committed).
+On stop: no new fetch; the batch in hand finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import msgspec
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig
+
+from proto.events import CloudEvent, DecodeError, decode
+from proto.topology import ensure_consumer
+from services.consume import MsgMeta, Reject, Retry, _meta
+
+log = logging.getLogger(__name__)
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    event: CloudEvent
+    meta: MsgMeta
+
+
+Verdict = Retry | Reject | None
+BatchHandler = Callable[[Sequence[Delivery]], Awaitable[Sequence[Verdict]]]
+
+
+async def handle_batch(
+    msgs: Sequence[Msg],
+    handler: BatchHandler,
+    *,
+    consumer: str,
+    decoder: Callable[[bytes], CloudEvent] = decode,
+    retry_delay: float = 5.0,
+) -> dict[str, int]:
+    """Run one fetched batch through ``handler``; returns counts per action."""
+    counts = {"ack": 0, "nak": 0, "term": 0}
+    deliveries: list[Delivery] = []
+    kept: list[Msg] = []
+    for msg in msgs:
+        meta = _meta(msg)
+        try:
+            deliveries.append(Delivery(decoder(msg.data), meta))
+            kept.append(msg)
+        except DecodeError as exc:
+            log.error("malformed message terminated: %s", exc,
+                      extra={"subject": meta.subject, "stream_seq": meta.stream_seq,
+                             "consumer": consumer})
+            await msg.term()
+            counts["term"] += 1
+    if not deliveries:
+        return counts
+    try:
+        verdicts = await handler(deliveries)
+        if len(verdicts) != len(deliveries):
+            raise RuntimeError(f"handler returned {len(verdicts)} verdicts "
+                               f"for {len(deliveries)} messages")
+    except Exception:
+        log.exception("batch handler failed; %d messages will be redelivered", len(kept),
+                      extra={"consumer": consumer})
+        for msg in kept:
+            await msg.nak(delay=retry_delay)
+        counts["nak"] += len(kept)
+        return counts
+    for msg, delivery, verdict in zip(kept, deliveries, verdicts, strict=True):
+        where = {"subject": delivery.meta.subject, "stream_seq": delivery.meta.stream_seq,
+                 "consumer": consumer, "event_id": delivery.event.id}
+        if verdict is None:
+            await msg.ack()
+            counts["ack"] += 1
+        elif isinstance(verdict, Reject):
+            log.error("message rejected and terminated: %s", verdict, extra=where)
+            await msg.term()
+            counts["term"] += 1
+        else:
+            log.warning("handler asked to retry: %s", verdict,
+                        extra=where | {"delay_s": verdict.delay})
+            await msg.nak(delay=verdict.delay)
+            counts["nak"] += 1
+    return counts
+
+
+async def consume_batches(
+    js: JetStreamContext,
+    stream: str,
+    config: ConsumerConfig,
+    handler: BatchHandler,
+    stop: asyncio.Event,
+    *,
+    batch: int = 500,
+    fetch_timeout: float = 1.0,
+    decoder: Callable[[bytes], CloudEvent] = decode,
+    retry_delay: float = 5.0,
+) -> None:
+    """Fetch up to ``batch`` messages at a time and handle them together until ``stop``."""
+    durable = config.durable_name
+    assert durable, "consume_batches() needs a durable consumer"
+    await ensure_consumer(js, stream, config)
+    sub = await js.pull_subscribe_bind(durable, stream)
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(batch, timeout=fetch_timeout)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except nats.errors.ConnectionClosedError:
+                break
+            await handle_batch(msgs, handler, consumer=durable, decoder=decoder,
+                               retry_delay=retry_delay)
+    finally:
+        await sub.unsubscribe()

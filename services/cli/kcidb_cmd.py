@@ -1,0 +1,87 @@
+"""``wrtci kcidb``: the results as KCIDB v5 JSON, and one forwarding pass."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import sys
+from pathlib import Path
+
+import aiohttp
+import msgspec
+
+from services import db
+from services.cli.common import add_config_argument, cli_config
+from services.cli.events_cmd import parse_since
+from services.config import load_config
+from services.results import kcidb
+from services.results.config import Config as ResultsConfig
+from services.results.forwarder import Forwarder, KcidbClient
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("kcidb", help="KCIDB v5 export and forwarding")
+    kcidb_sub = parser.add_subparsers(dest="kcidb_command", required=True)
+
+    export = kcidb_sub.add_parser(
+        "export", help="write KCIDB v5 JSON for a firmware or a time range",
+        description="Checkouts, builds, tests, issues and incidents as one KCIDB v5 "
+                    "document (for kcidb-submit or a kcidb-ng /submit).")
+    add_config_argument(export)
+    which = export.add_mutually_exclusive_group(required=True)
+    which.add_argument("--firmware", help="firmware (checkout) id")
+    which.add_argument("--since", help="tests stored since: 15m, 2h, 1d or an ISO time")
+    export.add_argument("--until", help="tests stored before (default: now)")
+    export.add_argument("--output", "-o", help="file to write (default: stdout)")
+    export.add_argument("--minor", type=int, default=3, help="KCIDB v5 minor version")
+    export.set_defaults(func=run_export)
+
+    forward = kcidb_sub.add_parser(
+        "forward", help="forward new results to the kcidb-ng endpoint once",
+        description="One pass of the results service's forwarder ([kcidb] section).")
+    add_config_argument(forward)
+    forward.set_defaults(func=run_forward)
+
+
+async def _export(args: argparse.Namespace) -> dict | None:
+    conn = await db.connect(cli_config(args).database)
+    try:
+        if args.firmware:
+            return await kcidb.export_firmware(conn, args.firmware, args.minor)
+        until = parse_since(args.until) if args.until else dt.datetime.now(dt.UTC)
+        return await kcidb.export_range(conn, parse_since(args.since), until, args.minor)
+    finally:
+        await conn.close()
+
+
+def run_export(args: argparse.Namespace) -> int:
+    document = asyncio.run(_export(args))
+    if document is None:
+        print(f"wrtci: no firmware {args.firmware!r}", file=sys.stderr)
+        return 1
+    text = msgspec.json.format(msgspec.json.encode(document), indent=2).decode() + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+        counts = ", ".join(f"{len(document.get(k, []))} {k}" for k in kcidb.KINDS)
+        print(f"wrote {args.output}: {counts}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+async def _forward(args: argparse.Namespace) -> None:
+    config = load_config(ResultsConfig, args.config)
+    pool = await db.create_pool(config.database)
+    try:
+        async with aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=config.kcidb.timeout_s)) as session:
+            client = KcidbClient(session, config.kcidb.url, config.kcidb.token)
+            await Forwarder(pool, client, config.kcidb).step()
+    finally:
+        await pool.close()
+
+
+def run_forward(args: argparse.Namespace) -> int:
+    asyncio.run(_forward(args))
+    return 0

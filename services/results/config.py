@@ -1,0 +1,60 @@
+"""Configuration of the results service (one section each in the site TOML)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from services.config import DatabaseConfig, LoggingConfig, NatsConfig, StorageConfig
+
+DEFAULT_SIGNATURES = Path(__file__).with_name("signatures.toml")
+
+
+class ResultsSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    durable: str = "results"
+    batch_size: int = 500
+    """Messages fetched and written per transaction."""
+    fetch_timeout_s: float = 0.5
+    work_interval_s: float = 1.0
+    """How often the analysis loop looks for due work when it found none."""
+    work_batch: int = 20
+    signatures_file: str | None = None
+    """Log-analysis signatures (TOML); default: the file shipped with wrtci."""
+    log_max_bytes: int = 32 * 1024 * 1024
+    log_retry_delay_s: float = 5.0
+    """First wait for a console log that is not in object storage yet (doubles)."""
+    log_max_tries: int = 10
+    flaky_window: int = 20
+    """Latest runs of a test on a device type that its flakiness score looks at."""
+    flaky_threshold: float = 0.2
+    log_base_url: str | None = None
+    """Public URL prefix of object storage keys, for KCIDB ``log_url``."""
+
+
+class KcidbSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = False
+    url: str = "https://db.kernelci.org"
+    """Base URL of a kcidb-ng REST endpoint (``/submit`` and ``/status`` below it)."""
+    token: str | None = None
+    """JWT; give it as WRTCI_KCIDB__TOKEN or WRTCI_KCIDB__TOKEN_FILE, not in the TOML."""
+    origin: str = "wrtci"
+    interval_s: float = 30.0
+    """How often the forwarder looks for new results."""
+    max_objects: int = 5000
+    """Objects per submission."""
+    timeout_s: float = 30.0
+    max_tries: int = 8
+    backoff_s: float = 5.0
+    """First retry delay after a failed request (doubles, capped at 10 minutes)."""
+    status_poll_s: float = 5.0
+    minor_version: int = 3
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
+    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    results: ResultsSection = msgspec.field(default_factory=ResultsSection)
+    kcidb: KcidbSection = msgspec.field(default_factory=KcidbSection)

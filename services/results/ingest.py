@@ -1,0 +1,272 @@
+"""Deciding what a batch of lab events does to the record.
+
+Pure logic: :class:`BatchPlan` starts from the job attempts the batch refers
+to (as locked in the database) and applies the events in stream order,
+collecting the rows to write and a verdict per event. ``store.py`` does the
+SQL. Rules:
+
+- a lab event must come from its own lab (subject scope == ``data.lab``);
+- job events must name an existing attempt; an attempt belongs to the first
+  lab that starts (or finishes) it, and any other lab's report is rejected;
+- ``done`` is final: a duplicate or late started / progress / finished
+  changes nothing (first finished wins, the timeout service's included);
+- a finished that overtakes its started is accepted if no other lab holds
+  the attempt; the later started is then ignored.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+import msgspec
+
+from proto import events as ev
+from proto.model import JobResult
+from proto.subjects import Subjects
+from services.batch_consume import Delivery, Verdict
+from services.consume import Reject
+
+ORIGIN = "wrtci"
+EXCERPT_MAX = 16384
+ANALYSED_RESULTS = (JobResult.FAIL, JobResult.ERROR)
+
+
+class Attempt(msgspec.Struct, kw_only=True):
+    """A job_attempts row plus the job facts a test row needs."""
+
+    job_id: str
+    attempt: int
+    state: str
+    build_id: str
+    device_type: str
+    lab: str | None = None
+    device: str | None = None
+    result: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    log_key: str | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    changed: bool = False
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.job_id, self.attempt)
+
+
+class TestRow(msgspec.Struct, frozen=True, kw_only=True):
+    __test__ = False
+
+    id: str
+    build_id: str
+    path: str
+    status: str
+    duration: float | None
+    log_excerpt: str | None
+    log_url: str | None
+    comment: str | None
+    start_time: dt.datetime | None
+    job_id: str
+    attempt: int
+    device_type: str
+    lab: str | None
+    device: str | None
+
+
+class HealthRow(msgspec.Struct, frozen=True, kw_only=True):
+    event_id: str
+    lab: str
+    device: str
+    device_type: str
+    health: str
+    state: str
+    check_passed: bool | None
+    consecutive_failures: int
+    message: str
+    at: dt.datetime
+
+
+class DeviceRow(msgspec.Struct, frozen=True, kw_only=True):
+    lab: str
+    name: str
+    device_type: str
+    features: list[str] | None
+    """None: keep the features already known (health events do not carry them)."""
+    state: str
+    health: str
+    consecutive_failures: int | None
+    at: dt.datetime
+
+
+class LabRow(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    online: bool | None
+    """None: only seen (a device event), online state unchanged."""
+    version: str | None
+    at: dt.datetime
+
+
+class WorkRow(msgspec.Struct, frozen=True, kw_only=True):
+    kind: str
+    job_id: str
+    attempt: int
+    log_key: str | None = None
+
+
+def test_id(job_id: str, attempt: int, path: str) -> str:
+    return f"{job_id}:{attempt}:{path}"
+
+
+def job_keys(deliveries: Iterable[Delivery]) -> set[tuple[str, int]]:
+    """The attempts a batch refers to (to load and lock them first)."""
+    keys = set()
+    for delivery in deliveries:
+        data = getattr(delivery.event, "data", None)
+        if isinstance(delivery.event, ev.JobStarted | ev.JobProgress | ev.JobFinished):
+            keys.add((data.job_id, data.attempt))  # type: ignore[union-attr]
+    return keys
+
+
+class BatchPlan:
+    def __init__(self, subjects: Subjects, attempts: Iterable[Attempt],
+                 log_base_url: str | None = None) -> None:
+        self.subjects = subjects
+        self.attempts = {a.key: a for a in attempts}
+        self.log_base_url = log_base_url.rstrip("/") + "/" if log_base_url else None
+        self.tests: list[TestRow] = []
+        self.health: list[HealthRow] = []
+        self.devices: list[DeviceRow] = []
+        self.labs: list[LabRow] = []
+        self.work: list[WorkRow] = []
+
+    # -- entry point ---------------------------------------------------------------
+
+    def apply(self, delivery: Delivery) -> Verdict:
+        event = delivery.event
+        try:
+            lab = self.subjects.lab_of_subject(delivery.meta.subject)
+        except ValueError:
+            lab = None  # a central subject
+        if lab is None:
+            if isinstance(event, ev.JobFinished):
+                return self._finished(event, None)
+            return None  # not ours to record (the consumer filter keeps these out)
+        data_lab = getattr(getattr(event, "data", None), "lab", None)
+        if data_lab != lab:
+            return Reject(f"lab {lab!r} published an event for lab {data_lab!r}")
+        match event:
+            case ev.JobStarted():
+                return self._started(event.data, event.time)
+            case ev.JobProgress():
+                return self._started(event.data, event.time)
+            case ev.JobFinished():
+                return self._finished(event, lab)
+            case ev.DeviceHealthChanged():
+                return self._device_health(event)
+            case ev.LabOnline():
+                return self._lab_online(event)
+            case ev.LabOffline():
+                self.labs.append(LabRow(name=lab, online=False, version=None, at=event.time))
+                return None
+        return None
+
+    # -- jobs -------------------------------------------------------------------------
+
+    def _claim(self, job_id: str, attempt: int, lab: str | None) -> Attempt | Reject:
+        row = self.attempts.get((job_id, attempt))
+        if row is None:
+            return Reject(f"unknown job attempt {job_id} #{attempt}")
+        if lab is not None and row.lab is not None and row.lab != lab:
+            return Reject(f"job attempt {job_id} #{attempt} belongs to lab {row.lab!r}, "
+                          f"not {lab!r}")
+        return row
+
+    def _started(self, data: ev.JobStartedData | ev.JobProgressData,
+                 at: dt.datetime) -> Verdict:
+        row = self._claim(data.job_id, data.attempt, data.lab)
+        if isinstance(row, Reject):
+            return row
+        if row.state == "queued":
+            row.state = "running"
+            row.lab, row.device = data.lab, data.device
+            row.started_at = at
+            row.changed = True
+        return None
+
+    def _finished(self, event: ev.JobFinished, lab: str | None) -> Verdict:
+        data = event.data
+        row = self._claim(data.job_id, data.attempt, lab)
+        if isinstance(row, Reject):
+            return row
+        if row.state == "done":
+            return None
+        row.state = "done"
+        # The lab that held the attempt stays; a finished that overtook its
+        # started (or the timeout service's verdict) fills in what it knows.
+        row.lab = row.lab or data.lab or None
+        row.device = row.device or data.device or None
+        row.result = str(data.result)
+        row.error_code = str(data.error_code) if data.error_code else None
+        row.error_message = data.error_message
+        row.log_key = data.log_key
+        row.started_at = row.started_at or data.started_at
+        row.finished_at = data.finished_at or event.time
+        row.changed = True
+        self._add_tests(row, data)
+        if data.tests:
+            self.work.append(WorkRow(kind="history", job_id=row.job_id, attempt=row.attempt))
+        if data.result in ANALYSED_RESULTS and data.log_key:
+            self.work.append(WorkRow(kind="log", job_id=row.job_id, attempt=row.attempt,
+                                     log_key=data.log_key))
+        return None
+
+    def _add_tests(self, row: Attempt, data: ev.JobFinishedData) -> None:
+        log_url = self.log_base_url + data.log_key if self.log_base_url and data.log_key else None
+        for result in data.tests:
+            excerpt = result.log_excerpt
+            if excerpt is not None and len(excerpt) > EXCERPT_MAX:
+                excerpt = excerpt[-EXCERPT_MAX:]  # the end of a log says why it failed
+            self.tests.append(TestRow(
+                id=test_id(row.job_id, row.attempt, result.path),
+                build_id=row.build_id, path=result.path, status=str(result.status),
+                duration=result.duration_s, log_excerpt=excerpt, log_url=log_url,
+                comment=result.message, start_time=row.started_at,
+                job_id=row.job_id, attempt=row.attempt, device_type=row.device_type,
+                lab=row.lab, device=row.device,
+            ))
+
+    # -- labs and devices ------------------------------------------------------------
+
+    def _device_health(self, event: ev.DeviceHealthChanged) -> Verdict:
+        data = event.data
+        self.labs.append(LabRow(name=data.lab, online=None, version=None, at=event.time))
+        self.health.append(HealthRow(
+            event_id=event.id, lab=data.lab, device=data.device, device_type=data.device_type,
+            health=str(data.health), state=str(data.state), check_passed=data.check_passed,
+            consecutive_failures=data.consecutive_failures, message=data.message,
+            at=event.time,
+        ))
+        self.devices.append(DeviceRow(
+            lab=data.lab, name=data.device, device_type=data.device_type, features=None,
+            state=str(data.state), health=str(data.health),
+            consecutive_failures=data.consecutive_failures, at=event.time,
+        ))
+        return None
+
+    def _lab_online(self, event: ev.LabOnline) -> Verdict:
+        data = event.data
+        self.labs.append(LabRow(name=data.lab, online=True, version=data.version or None,
+                                at=event.time))
+        for device in data.devices:
+            self.devices.append(DeviceRow(
+                lab=data.lab, name=device.name, device_type=device.device_type,
+                features=list(device.features), state=str(device.state),
+                health=str(device.health), consecutive_failures=None, at=event.time,
+            ))
+        return None
+
+    # -- results ------------------------------------------------------------------------
+
+    def changed_attempts(self) -> list[Attempt]:
+        return [a for a in self.attempts.values() if a.changed]

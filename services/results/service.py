@@ -1,0 +1,102 @@
+"""``run`` / ``check`` of the results daemon: wires the loops together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import aiohttp
+import asyncpg
+from nats.js.api import ConsumerConfig
+
+from proto.subjects import Subjects
+from proto.topology import service_consumer
+from services import db
+from services.batch_consume import Delivery, Verdict, consume_batches
+from services.results.config import Config
+from services.results.forwarder import Forwarder, KcidbClient
+from services.results.logs import LogStore, storage_client
+from services.results.signatures import SignatureSet
+from services.results.store import ingest_batch
+from services.results.work import Analyser
+from services.runtime import check_nats, connect_nats
+
+__all__ = ["Config", "check", "consumer_config", "run"]
+
+log = logging.getLogger(__name__)
+
+INPUT_EVENTS = ("job.started", "job.progress", "job.finished", "device.health",
+                "lab.online", "lab.offline")
+
+
+def consumer_config(subjects: Subjects, durable: str = "results",
+                    max_ack_pending: int = 5000) -> ConsumerConfig:
+    """The lab events, plus job.finished from the timeout service (central, authoritative)."""
+    filters = [subjects.all_lab_events(kind) for kind in INPUT_EVENTS]
+    filters.append(subjects.event("job.finished"))
+    config = service_consumer(durable, filters)
+    config.max_ack_pending = max_ack_pending
+    return config
+
+
+def ingest_handler(pool: asyncpg.Pool, subjects: Subjects, log_base_url: str | None):
+    async def handle(deliveries: Sequence[Delivery]) -> list[Verdict]:
+        return await ingest_batch(pool, subjects, deliveries, log_base_url)
+    return handle
+
+
+async def run(config: Config, stop: asyncio.Event) -> None:
+    section = config.results
+    signatures = SignatureSet.load(section.signatures_file)  # bad config: fail at start
+    subjects = config.nats.subjects
+    nc = await connect_nats(config.nats, "wrtci-results")
+    pool = await db.create_pool(config.database)
+    session: aiohttp.ClientSession | None = None
+    try:
+        tasks = [
+            asyncio.create_task(consume_batches(
+                nc.jetstream(timeout=config.nats.request_timeout_s), subjects.events_stream,
+                consumer_config(subjects, section.durable),
+                ingest_handler(pool, subjects, section.log_base_url), stop,
+                batch=section.batch_size, fetch_timeout=section.fetch_timeout_s),
+                name="ingest"),
+            asyncio.create_task(Analyser(
+                pool, LogStore(storage_client(config.storage), config.storage.bucket,
+                               config.storage.timeout_s * 2),
+                signatures, section).run(stop), name="analysis"),
+        ]
+        if config.kcidb.enabled:
+            session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=config.kcidb.timeout_s))
+            client = KcidbClient(session, config.kcidb.url, config.kcidb.token)
+            tasks.append(asyncio.create_task(
+                Forwarder(pool, client, config.kcidb).run(stop), name="kcidb"))
+        await _supervise(tasks, stop)
+    finally:
+        if session is not None:
+            await session.close()
+        await pool.close()
+        await nc.drain()
+
+
+async def _supervise(tasks: list[asyncio.Task], stop: asyncio.Event) -> None:
+    """Run until stop; a loop that dies stops the daemon (systemd restarts it)."""
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if task is not stopper and task.exception() is not None:
+            log.error("results loop %s died", task.get_name(), exc_info=task.exception())
+            raise task.exception()  # type: ignore[misc]
+
+
+async def check(config: Config) -> None:
+    SignatureSet.load(config.results.signatures_file)
+    await check_nats(config.nats)
+    conn = await db.connect(config.database)
+    try:
+        await conn.fetchval("SELECT count(*) FROM results_work")
+    finally:
+        await conn.close()

@@ -1,0 +1,164 @@
+"""KCIDB v5 export (through the CLI) and forwarding to a local kcidb-ng endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+
+import aiohttp
+import pytest
+from minio import Minio
+
+from proto.storage import job_log_key
+from services.results.config import KcidbSection, ResultsSection
+from services.results.forwarder import Forwarder, KcidbClient
+from services.results.logs import LogStore, storage_client
+from services.results.signatures import SignatureSet
+from services.results.work import Analyser
+from tests import kcidb_schema
+from tests.factories_results import Factory, finished, ingest_all, publish, started
+from tests.helpers import run_cli
+from tests.servers.kcidb import KcidbServer, make_token
+
+PANIC_LOG = """\
+[    0.000000] Linux version 6.6.63 (builder@buildhost)
+[    2.104000] VFS: Mounted root (squashfs filesystem) readonly on device 31:2.
+[    5.300000] Kernel panic - not syncing: Attempted to kill init! exitcode=0x0000000b
+[    5.301000] ---[ end Kernel panic - not syncing: Attempted to kill init! ]---
+"""
+
+
+def _put(storage_config, key: str, text: str) -> None:
+    client = Minio(storage_config.endpoint, access_key=storage_config.access_key,
+                   secret_key=storage_config.secret_key, secure=False)
+    data = text.encode()
+    client.put_object(storage_config.bucket, key, io.BytesIO(data), len(data))
+
+
+def analyser(pool, storage_config) -> Analyser:
+    return Analyser(pool, LogStore(storage_client(storage_config), storage_config.bucket),
+                    SignatureSet.load(), ResultsSection(log_retry_delay_s=0.01))
+
+
+async def _firmware_with_results(js, subjects, pool, storage_config) -> tuple[str, str]:
+    factory = Factory(pool)
+    firmware = await factory.firmware(revision="r28000-0123456789")
+    job = await factory.job(firmware)
+    log_key = job_log_key(job, 1)
+    _put(storage_config, log_key, PANIC_LOG)
+    await publish(js, subjects, started(job), finished(
+        job, {"base.test_shell": "PASS", "base.test_ubus[lan-1]": "FAIL"}, log_key=log_key))
+    await ingest_all(js, subjects, pool)
+    await analyser(pool, storage_config).run_due(10)
+    return firmware, job
+
+
+async def test_firmware_export_is_valid_kcidb_v5(js, subjects, pool, storage_config,
+                                                 site_config_file, tmp_path):
+    firmware, job = await _firmware_with_results(js, subjects, pool, storage_config)
+    out = tmp_path / "kcidb.json"
+    result = run_cli("kcidb", "export", "--firmware", firmware, "-c", str(site_config_file),
+                     "-o", str(out))
+    assert "1 checkouts, 1 builds, 2 tests, 1 issues, 1 incidents" in result.stdout
+    document = json.loads(out.read_text())
+    kcidb_schema.validate(document)
+    assert document["version"] == {"major": 5, "minor": 3}
+    assert [c["id"] for c in document["checkouts"]] == [firmware]
+    tests = {t["path"]: t for t in document["tests"]}
+    assert set(tests) == {"base.test_shell", "base.test_ubus_lan-1"}
+    assert tests["base.test_ubus_lan-1"]["misc"]["pytest_id"] == "base.test_ubus[lan-1]"
+    assert tests["base.test_ubus_lan-1"]["status"] == "FAIL"
+    assert document["incidents"][0]["test_id"] == f"{job}:1:base.test_ubus[lan-1]"
+    assert document["issues"][0]["id"] == "wrtci:logspec:kernel-panic"
+    # An abbreviated commit hash is not a KCIDB hash: kept under misc instead.
+    assert "git_commit_hash" not in document["checkouts"][0]
+
+    # The same through a time range, to stdout.
+    ranged = json.loads(run_cli("kcidb", "export", "--since", "1h", "-c",
+                                str(site_config_file)).stdout)
+    kcidb_schema.validate(ranged)
+    assert sorted(t["id"] for t in ranged["tests"]) == sorted(t["id"] for t in
+                                                               document["tests"])
+
+
+def test_schema_checks_catch_what_kcidb_refuses():
+    bad = {"version": {"major": 5, "minor": 3},
+           "checkouts": [{"id": "other:1", "origin": "wrtci"}],
+           "tests": [{"id": "wrtci-1", "build_id": "wrtci:b", "origin": "wrtci",
+                      "status": "BROKEN", "path": "a..b", "comment": None}]}
+    problems = kcidb_schema.errors(bad)
+    assert any("checkouts/0/id: not prefixed" in p for p in problems)
+    assert any(p.startswith("tests/0/id") for p in problems)
+    assert any(p.startswith("tests/0/status") for p in problems)
+    assert any(p.startswith("tests/0/path") for p in problems)
+    assert any(p.startswith("tests/0/comment") for p in problems)  # no nulls in KCIDB
+    assert kcidb_schema.errors({"checkouts": []})  # version is required
+
+
+@pytest.fixture
+async def kcidb_server():
+    server = await KcidbServer(hold_s=0.8).start()
+    yield server
+    await server.stop()
+
+
+async def _forward_until_settled(pool, server, steps: int = 100) -> list[str]:
+    section = KcidbSection(enabled=True, url=server.url, backoff_s=0.01,
+                           token=make_token(server.secret, "wrtci"))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.3)) as session:
+        forwarder = Forwarder(pool, KcidbClient(session, section.url, section.token), section)
+        for _ in range(steps):
+            await forwarder.step()
+            states = [r["state"] for r in await pool.fetch(
+                "SELECT DISTINCT state FROM kcidb_submissions")]
+            if states == ["processed"]:
+                break
+            await asyncio.sleep(0.02)  # let the (tiny) retry backoff pass
+    return states
+
+
+async def test_forwarder_survives_5xx_and_timeout_without_losing_or_doubling(
+        js, subjects, pool, storage_config, kcidb_server):
+    firmware, _job = await _firmware_with_results(js, subjects, pool, storage_config)
+    kcidb_server.faults = ["500", "timeout"]
+
+    assert await _forward_until_settled(pool, kcidb_server) == ["processed"]
+    assert kcidb_server.requests.count("submit") == 3  # 500, timeout, accepted
+    assert len(kcidb_server.spool) == 1
+    for kind, expected in [("checkouts", 1), ("builds", 1), ("tests", 2), ("issues", 1),
+                           ("incidents", 1)]:
+        ids = kcidb_server.objects(kind)
+        assert len(ids) == len(set(ids)) == expected, kind
+    (document,) = kcidb_server.spool.values()
+    kcidb_schema.validate(document)
+    tries = await pool.fetchval("SELECT max(tries) FROM kcidb_submissions")
+    assert tries == 2
+
+    # New results later: only they go out, in a second submission.
+    factory = Factory(pool)
+    second = await factory.job(firmware)
+    await publish(js, subjects, finished(second, {"base.test_shell": "PASS"}))
+    await ingest_all(js, subjects, pool)
+    assert await _forward_until_settled(pool, kcidb_server) == ["processed"]
+    assert len(kcidb_server.spool) == 2
+    all_tests = kcidb_server.objects("tests")
+    assert len(all_tests) == len(set(all_tests)) == 3
+    assert kcidb_server.objects("checkouts") == [firmware]  # not sent twice
+
+
+async def test_forwarder_without_valid_token_fails_the_batch_once(pool, js, subjects,
+                                                                  kcidb_server):
+    factory = Factory(pool)
+    job = await factory.job(await factory.firmware())
+    await publish(js, subjects, finished(job, {"base.test_shell": "PASS"}))
+    await ingest_all(js, subjects, pool)
+    section = KcidbSection(enabled=True, url=kcidb_server.url, token="not-a-jwt")
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        forwarder = Forwarder(pool, KcidbClient(session, section.url, section.token), section)
+        await forwarder.step()
+        await forwarder.step()
+    assert kcidb_server.requests.count("submit") == 1
+    row = await pool.fetchrow("SELECT state, last_error FROM kcidb_submissions "
+                              "WHERE kind = 'tests'")
+    assert row["state"] == "failed" and "401" in row["last_error"]

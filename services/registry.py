@@ -9,7 +9,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-SERVICES: dict[str, str] = {}
+SERVICES: dict[str, str] = {
+    "logs": "services.logs",
+}
 
 
 def load(name: str) -> ModuleType:

@@ -44,7 +44,8 @@ class HealthConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     disable_after: int = 5
     timeout_s: float = 300.0
     check_at_start: bool = True
-    commands: list[str] = ["uname -a", "cat /etc/openwrt_release"]
+    commands: list[str] = msgspec.field(
+        default_factory=lambda: ["uname -a", "cat /etc/openwrt_release"])
     shell_state: str = "shell"
     off_state: str = "off"
 

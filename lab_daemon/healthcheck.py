@@ -12,12 +12,15 @@ environment. Exit status 0 means healthy; the output is the check's log.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from lab_daemon.config import DeviceConfig, HealthConfig, LabSection
 from lab_daemon.process import Outcome, run_process
 from lab_daemon.runner import job_environment
+
+PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 def check_device(target_file: str, commands: list[str], shell_state: str,
@@ -75,6 +78,8 @@ async def run_health_check(lab: LabSection, health: HealthConfig, device: Device
             f"--shell-state={health.shell_state}", f"--off-state={health.off_state}"]
     argv += [f"--command={command}" for command in health.commands]
     env = job_environment(lab, device, image, None)
+    # The check runs this package's own module: make sure the child finds it.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
     outcome: Outcome = await run_process(argv, env=env, cwd=output.parent, output=output,
                                          limit_s=health.timeout_s)
     tail = _tail(output)

@@ -156,6 +156,8 @@ class EventLog:
 
     async def start(self, nc, subjects: Subjects) -> EventLog:
         async def on_msg(msg) -> None:
+            if msg.subject.endswith(".control"):
+                return  # requests to the daemon, not events
             self.events.append(decode(msg.data))
             self.changed.set()
 

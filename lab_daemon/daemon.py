@@ -56,6 +56,8 @@ class LabDaemon:
         self.cache = FirmwareCache(self.lab.cache_dir, self.lab.cache_max_bytes,
                                    self.lab.download_timeout_s)
         self.queues: dict[str, JobQueue] = {}
+        self.online = asyncio.Event()
+        """Set once the lab is registered (devices, lab record, lab.online)."""
 
     # -- start-up ---------------------------------------------------------------
 
@@ -79,6 +81,8 @@ class LabDaemon:
                              devices=[d.summary() for d in self.devices.values()]),
             source=self.source))
         log.info("lab online", extra={"lab": self.lab.name, "devices": list(self.devices)})
+        await self._beat()
+        self.online.set()
         heartbeat = asyncio.create_task(self._heartbeat())
         workers = [asyncio.create_task(self._device_loop(d), name=f"device-{d.name}")
                    for d in self.devices.values()]
@@ -142,14 +146,16 @@ class LabDaemon:
 
     async def _heartbeat(self) -> None:
         while True:
-            record = LabRecord(lab=self.lab.name, heartbeat_at=_now(), version=VERSION,
-                               devices=[d.summary() for d in self.devices.values()])
-            try:
-                await self.labs_kv.put(self.subjects.lab_key(self.lab.name),
-                                       encode_record(record))
-            except Exception as exc:  # NATS away: the next beat retries
-                log.warning("heartbeat failed: %r", exc, extra={"lab": self.lab.name})
             await asyncio.sleep(self.lab.heartbeat_s)
+            await self._beat()
+
+    async def _beat(self) -> None:
+        record = LabRecord(lab=self.lab.name, heartbeat_at=_now(), version=VERSION,
+                           devices=[d.summary() for d in self.devices.values()])
+        try:
+            await self.labs_kv.put(self.subjects.lab_key(self.lab.name), encode_record(record))
+        except Exception as exc:  # NATS away: the next beat retries
+            log.warning("heartbeat failed: %r", exc, extra={"lab": self.lab.name})
 
     async def _save(self, device: Device) -> None:
         try:

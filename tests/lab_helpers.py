@@ -107,6 +107,10 @@ async def running_lab(config: Config) -> AsyncIterator[LabDaemon]:
     daemon = LabDaemon(config, stop)
     task = asyncio.create_task(daemon.run())
     try:
+        online = asyncio.ensure_future(daemon.online.wait())
+        await asyncio.wait({online, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # the daemon failed to start: raise its error
         yield daemon
     finally:
         stop.set()

@@ -142,3 +142,13 @@ def test_assembler_keeps_runs_apart():
     assembler.add(_chunk(1, "run", final=True, run=2))
     run, run_log = assembler.latest(key)
     assert run == 2 and run_log.complete and run_log.text() == "second run"
+
+
+def test_example_lab_config_loads_and_resolves_paths():
+    from lab_daemon.cli import load
+
+    config = load(str(PROJECT / "deploy" / "lab.example.toml"))
+    virtual = config.lab.devices[1]
+    assert virtual.target_file == str(VIRTUAL_TARGET)
+    assert virtual.device_type == "x86/64/generic"
+    assert config.lab.health.warn_after == 3 and config.lab.health.disable_after == 5

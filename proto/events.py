@@ -287,6 +287,10 @@ class LogChunkData(msgspec.Struct, frozen=True, kw_only=True):
     """Last chunk of this stream: the log writer closes the object."""
     stream: str = "console"
     """``console`` or the name of an artifact (``junit.xml``, ``results.json``)."""
+    run: int = 1
+    """Which delivery of the job message produced the chunk: a job handed back
+    (lab shutdown, lab lost) runs again under the same attempt, and its log
+    starts over; the log writer keeps the run that sent the final chunk."""
 
 
 class LogChunk(CloudEvent, tag=_t("log.chunk")):

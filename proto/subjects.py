@@ -130,6 +130,10 @@ class Subjects:
             raise ValueError(f"not a lab subject: {subject!r}")
         return decode_token(parts[2])
 
+    def lab_control(self, lab: str) -> str:
+        """Requests to a running lab daemon (maintenance, health check); core NATS."""
+        return f"{self.prefix}.lab.{encode_token(lab)}.control"
+
     def lab_scope(self, lab: str) -> str:
         """Everything one lab may publish (for NATS permissions)."""
         return f"{self.prefix}.lab.{encode_token(lab)}.>"

@@ -12,6 +12,7 @@ from types import ModuleType
 SERVICES: dict[str, str] = {
     "trigger": "services.trigger.service",
     "results": "services.results",
+    "logs": "services.logs",
 }
 
 

@@ -29,7 +29,7 @@ from services.cli.common import CliConfig
 from services.config import DatabaseConfig, NatsConfig, StorageConfig, dump_config
 from services.db.migrate import migrate
 from services.runtime import connect_nats
-from services.stack import s3_snapshot
+from services.stack import s3_snapshot, virtual_lab
 from services.stack.servers import LOOPBACK, NatsServer, PostgresServer, S3Server, free_port
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,10 @@ class Stack:
             argv = [sys.executable, "-m", "services.cli.main", "run", name,
                     "--config", str(self.config_path)]
             self._spawn(name, argv, logs / f"{name}.log")
+        lab_config = virtual_lab.prepare(self.state_dir, self.config.nats)
+        if lab_config is not None:
+            argv = [sys.executable, "-m", "lab_daemon.cli", "run", "--config", str(lab_config)]
+            self._spawn("lab", argv, logs / "lab.log")
 
     def _spawn(self, name: str, argv: list[str], log_path: Path,
                env: dict[str, str] | None = None) -> None:
@@ -202,7 +206,7 @@ async def run_stack(state_dir: Path, demo: DemoFn | None, once: bool, out=sys.st
     try:
         await asyncio.to_thread(stack.start_servers)
         await stack.prepare()
-        stack.start_daemons()
+        await asyncio.to_thread(stack.start_daemons)
         print(stack.describe(), file=out, flush=True)
         if demo is not None:
             status = await demo(stack)

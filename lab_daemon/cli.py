@@ -1,0 +1,245 @@
+"""``wrtci-lab``: run the lab daemon and talk to it.
+
+    wrtci-lab run --config lab.toml
+    wrtci-lab check --config lab.toml              exit 0/1 (systemd, monitoring)
+    wrtci-lab status --config lab.toml
+    wrtci-lab health-check [DEVICE] --config lab.toml
+    wrtci-lab maintenance on|off DEVICE --config lab.toml
+
+``health-check``, ``maintenance`` and ``status`` ask the running daemon over
+NATS (a request on the lab's control subject). When no daemon runs,
+``maintenance`` writes the device's record in the devices bucket (the daemon
+keeps a device in maintenance across restarts) and ``health-check`` runs the
+check right here and records its result the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+
+import msgspec
+import nats.errors
+from nats.js.errors import KeyNotFoundError
+
+from lab_daemon.config import Config
+from lab_daemon.daemon import LabDaemon, resolve_paths
+from lab_daemon.healthcheck import run_health_check
+from lab_daemon.targets import TargetFileError, load_target_file
+from proto import events as ev
+from proto.control import LabAction, LabControlReply, LabControlRequest
+from proto.model import DeviceHealth, DeviceState
+from proto.records import DeviceRecord, decode_record, encode_record
+from services.config import ConfigError, load_config
+from services.runtime import (
+    EventPublisher,
+    check_nats,
+    connect_nats,
+    install_signal_handlers,
+    setup_logging,
+)
+
+CONFIG_ENV = "WRTCI_LAB_CONFIG"
+
+
+def load(path: str | None) -> Config:
+    if not path:
+        raise ConfigError(f"no configuration: pass --config or set ${CONFIG_ENV}")
+    config = load_config(Config, path)
+    return resolve_paths(config, Path(path).resolve().parent)
+
+
+async def _run(config: Config) -> int:
+    stop = asyncio.Event()
+    install_signal_handlers(stop)
+    await LabDaemon(config, stop).run()
+    return 0
+
+
+async def _check(config: Config) -> int:
+    problems = []
+    for device in config.lab.devices:
+        try:
+            load_target_file(device.target_file)
+        except TargetFileError as exc:
+            problems.append(str(exc))
+    try:
+        await asyncio.wait_for(check_nats(config.nats), 30)
+    except Exception as exc:  # --check reports any failure
+        problems.append(f"NATS: {exc!r}")
+    for problem in problems:
+        print(f"wrtci-lab: {problem}", file=sys.stderr)
+    print("wrtci-lab: ok" if not problems else "wrtci-lab: unhealthy")
+    return 1 if problems else 0
+
+
+async def _request(config: Config, request: LabControlRequest,
+                   wait_s: float) -> LabControlReply | None:
+    """The running daemon's answer; None when no daemon listens."""
+    nc = await connect_nats(config.nats, "wrtci-lab-cli", max_reconnect_attempts=0)
+    try:
+        reply = await nc.request(config.nats.subjects.lab_control(config.lab.name),
+                                 msgspec.json.encode(request), timeout=wait_s)
+        return msgspec.json.decode(reply.data, type=LabControlReply)
+    except nats.errors.NoRespondersError:
+        return None
+    finally:
+        await nc.close()
+
+
+def _print(reply: LabControlReply) -> None:
+    print(reply.message)
+    for device in reply.devices:
+        check = {True: "passed", False: "FAILED", None: "-"}[device.check_passed]
+        print(f"  {device.device}: state={device.state} health={device.health} "
+              f"failures={device.consecutive_failures} last check={check}")
+        if device.message and device.check_passed is False:
+            print("    " + device.message.replace("\n", "\n    "))
+
+
+async def _control(config: Config, action: LabAction, device: str | None) -> int:
+    timeout = config.lab.health.timeout_s + 90 if action is LabAction.HEALTH_CHECK else 10
+    reply = await _request(config, LabControlRequest(action=action, device=device), timeout)
+    if reply is not None:
+        _print(reply)
+        if not reply.ok:
+            return 1
+        if action is LabAction.HEALTH_CHECK:
+            return 0 if all(d.check_passed for d in reply.devices) else 1
+        return 0
+    print(f"no lab daemon answers for lab {config.lab.name}; acting directly", file=sys.stderr)
+    if action in (LabAction.MAINTENANCE_ON, LabAction.MAINTENANCE_OFF):
+        assert device is not None
+        return await _standalone_maintenance(config, device, action is LabAction.MAINTENANCE_ON)
+    if action is LabAction.HEALTH_CHECK:
+        return await _standalone_health_check(config, device)
+    print("daemon not running")
+    return 1
+
+
+def _device_configs(config: Config, name: str | None):
+    devices = [d for d in config.lab.devices if name is None or d.name == name]
+    if not devices:
+        raise ConfigError(f"no device {name!r} in {config.lab.name}")
+    return devices
+
+
+async def _standalone_maintenance(config: Config, name: str, on: bool) -> int:
+    [device] = _device_configs(config, name)
+    target = load_target_file(device.target_file)
+    subjects = config.nats.subjects
+    nc = await connect_nats(config.nats, "wrtci-lab-cli", max_reconnect_attempts=0)
+    try:
+        js = nc.jetstream()
+        kv = await js.key_value(subjects.devices_bucket)
+        key = subjects.device_key(config.lab.name, name)
+        try:
+            record = decode_record((await kv.get(key)).value or b"", DeviceRecord)
+        except (KeyNotFoundError, msgspec.DecodeError):
+            record = DeviceRecord(lab=config.lab.name, device=name,
+                                  device_type=device.device_type, features=target.features,
+                                  updated_at=dt.datetime.now(dt.UTC))
+        switch = "on" if on else "off"
+        # Off: the daemon checks the device at start before it takes jobs.
+        state = DeviceState.MAINTENANCE if on else DeviceState.IDLE
+        record = msgspec.structs.replace(record, state=state,
+                                         updated_at=dt.datetime.now(dt.UTC))
+        await kv.put(key, encode_record(record))
+        await EventPublisher(js, subjects).publish(ev.DeviceHealthChanged.build(
+            ev.DeviceHealthData(lab=config.lab.name, device=name,
+                                device_type=device.device_type, health=record.health,
+                                state=state, consecutive_failures=record.consecutive_failures,
+                                message=f"maintenance {switch} (daemon not running)"),
+            source=f"wrtci-lab/{config.lab.name}", subject=name))
+    finally:
+        await nc.close()
+    print(f"{name}: {state}")
+    return 0
+
+
+async def _standalone_health_check(config: Config, name: str | None) -> int:
+    status = 0
+    subjects = config.nats.subjects
+    nc = await connect_nats(config.nats, "wrtci-lab-cli", max_reconnect_attempts=0)
+    try:
+        js = nc.jetstream()
+        for device in _device_configs(config, name):
+            image = Path(device.health_image) if device.health_image else None
+            output = config.lab.runs_dir / device.name / "health-check.log"
+            passed, detail = await run_health_check(config.lab, config.lab.health, device,
+                                                    image, output)
+            print(f"{device.name}: health check {'passed' if passed else 'FAILED'}")
+            if not passed:
+                print("  " + detail.replace("\n", "\n  "))
+                status = 1
+            await EventPublisher(js, subjects).publish(ev.DeviceHealthChanged.build(
+                ev.DeviceHealthData(
+                    lab=config.lab.name, device=device.name, device_type=device.device_type,
+                    health=DeviceHealth.HEALTHY if passed else DeviceHealth.WARNING,
+                    state=DeviceState.IDLE, check_passed=passed,
+                    message=f"manual check (daemon not running)\n{detail}"[-2000:]),
+                source=f"wrtci-lab/{config.lab.name}", subject=device.name))
+    finally:
+        await nc.close()
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wrtci-lab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", "-c", default=os.environ.get(CONFIG_ENV),
+                        help=f"lab TOML file (default ${CONFIG_ENV})")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the lab daemon in the foreground")
+    sub.add_parser("check", help="check target files and NATS, exit 0/1")
+    sub.add_parser("status", help="the running daemon's devices")
+    health = sub.add_parser("health-check", help="boot a device (or all) and check it now")
+    health.add_argument("device", nargs="?")
+    maintenance = sub.add_parser("maintenance", help="take a device out of / back into the pool")
+    maintenance.add_argument("switch", choices=["on", "off"])
+    maintenance.add_argument("device")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    # `--config` may also follow the subcommand: `wrtci-lab run --config lab.toml`.
+    args, rest = parser.parse_known_args(argv)
+    if rest:
+        extra = argparse.ArgumentParser(add_help=False)
+        extra.add_argument("--config", "-c")
+        more, unknown = extra.parse_known_args(rest)
+        if unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.config = more.config or args.config
+    try:
+        config = load(args.config)
+    except ConfigError as exc:
+        print(f"wrtci-lab: configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.logging, "lab")
+    try:
+        if args.command == "run":
+            return asyncio.run(_run(config))
+        if args.command == "check":
+            return asyncio.run(_check(config))
+        if args.command == "status":
+            return asyncio.run(_control(config, LabAction.STATUS, None))
+        if args.command == "health-check":
+            return asyncio.run(_control(config, LabAction.HEALTH_CHECK, args.device))
+        switch = LabAction.MAINTENANCE_ON if args.switch == "on" else LabAction.MAINTENANCE_OFF
+        return asyncio.run(_control(config, switch, args.device))
+    except ConfigError as exc:
+        print(f"wrtci-lab: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        print(f"wrtci-lab: {exc!r}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The lab host's configuration (``lab.toml``): NATS, the lab, its devices.
+
+One file per lab host; secrets (NATS credentials) via ``creds_file`` or the
+usual ``WRTCI_NATS__…`` environment overrides.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from proto.topology import JOB_ACK_WAIT
+from services.config import LoggingConfig, NatsConfig
+
+DAY = 24 * 3600.0
+
+
+class DeviceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    target_file: str
+    """labgrid target file, in the openwrt-tests format, used unchanged."""
+    target: str
+    subtarget: str
+    profile: str
+    place: str | None = None
+    """labgrid place (``LG_PLACE``) for remote devices."""
+    env: dict[str, str] = {}
+    """Extra environment for labgrid and the suite (e.g. ``WRTCI_VIRTUAL_KERNEL``)."""
+    health_image: str | None = None
+    """Firmware booted by health checks; default: the last firmware that passed a job."""
+
+    @property
+    def device_type(self) -> str:
+        return f"{self.target}/{self.subtarget}/{self.profile}"
+
+
+class HealthConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    interval_s: float = DAY
+    """A healthy device is checked this often (and at start, and after an infra failure)."""
+    unhealthy_recheck_s: float = 3600.0
+    """An unhealthy device is checked again this often; a pass puts it back."""
+    warn_after: int = 3
+    disable_after: int = 5
+    timeout_s: float = 300.0
+    check_at_start: bool = True
+    commands: list[str] = msgspec.field(
+        default_factory=lambda: ["uname -a", "cat /etc/openwrt_release"])
+    shell_state: str = "shell"
+    off_state: str = "off"
+
+
+class LabSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    suite_dir: str
+    """Checkout of the test suite (openwrt-tests layout: conftest.py, tests/)."""
+    work_dir: str = "/var/lib/wrtci-lab"
+    """Per-job output (logs, junit) and the firmware cache live below this."""
+    cache_max_bytes: int = 4 * 1024**3
+    download_timeout_s: float = 600.0
+    coordinator: str | None = None
+    """labgrid gRPC coordinator (``LG_COORDINATOR``) for RemotePlace devices."""
+    python: str | None = None
+    """Interpreter that runs pytest and labgrid (default: this one)."""
+    job_ack_wait_s: float = JOB_ACK_WAIT
+    progress_interval_s: float = 30.0
+    """JobProgress heartbeat and in-progress ack period (kept well under the ack wait)."""
+    heartbeat_s: float = 30.0
+    shutdown_grace_s: float = 60.0
+    """On SIGTERM a running job gets this long to finish before it is handed back."""
+    fetch_timeout_s: float = 1.0
+    log_chunk_bytes: int = 64 * 1024
+    log_flush_s: float = 1.0
+    default_timeout_s: float = 1800.0
+    devices: list[DeviceConfig] = []
+    health: HealthConfig = msgspec.field(default_factory=HealthConfig)
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.work_dir) / "cache"
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.work_dir) / "runs"
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    lab: LabSection

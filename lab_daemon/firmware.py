@@ -1,0 +1,114 @@
+"""Firmware downloads into a bounded cache keyed by sha256.
+
+A file is only ever in the cache under the checksum it really has: the
+download goes to a temp file, is hashed while it streams, and is renamed into
+place only when the digest matches. The least recently used files go when
+the cache grows past its limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import aiohttp
+
+log = logging.getLogger(__name__)
+
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+_NAME_RE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+class DownloadError(Exception):
+    """The image could not be fetched (network, HTTP status, timeout)."""
+
+
+class ChecksumMismatch(Exception):
+    """The fetched file is not the image the job names."""
+
+
+class FirmwareCache:
+    def __init__(self, root: Path, max_bytes: int, timeout_s: float = 600.0) -> None:
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def path_for(self, sha256: str, name: str) -> Path:
+        safe = _NAME_RE.sub("_", name).strip(".") or "image"
+        return self.root / sha256 / safe
+
+    def cached(self, sha256: str, name: str) -> Path | None:
+        path = self.path_for(sha256.lower(), name)
+        return path if path.is_file() else None
+
+    async def fetch(self, url: str, sha256: str, name: str) -> Path:
+        """The image, from the cache or downloaded from ``url`` and verified."""
+        sha256 = sha256.lower()
+        if not _SHA_RE.match(sha256):
+            raise ChecksumMismatch(f"job carries an invalid sha256 {sha256!r}")
+        lock = self._locks.setdefault(sha256, asyncio.Lock())
+        async with lock:
+            path = self.path_for(sha256, name)
+            if path.is_file():
+                os.utime(path)  # most recently used
+                return path
+            path.parent.mkdir(parents=True, exist_ok=True)
+            await self._download(url, sha256, path)
+        await asyncio.to_thread(self.evict, keep=path)
+        return path
+
+    async def _download(self, url: str, sha256: str, path: Path) -> None:
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".download-")
+        tmp = Path(tmp_name)
+        try:
+            timeout = aiohttp.ClientTimeout(total=self.timeout_s, sock_read=60)
+            with os.fdopen(fd, "wb") as out:
+                async with aiohttp.ClientSession(timeout=timeout) as session, \
+                        session.get(url) as response:
+                    if response.status != 200:
+                        raise DownloadError(f"GET {_redact(url)}: HTTP {response.status}")
+                    async for block in response.content.iter_chunked(256 * 1024):
+                        digest.update(block)
+                        size += len(block)
+                        out.write(block)
+            actual = digest.hexdigest()
+            if actual != sha256:
+                raise ChecksumMismatch(
+                    f"sha256 of {_redact(url)} is {actual}, the job expects {sha256}")
+            os.replace(tmp, path)
+            log.info("firmware downloaded", extra={"sha256": sha256, "bytes": size})
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise DownloadError(f"GET {_redact(url)}: {exc!r}") from exc
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def evict(self, keep: Path | None = None) -> None:
+        """Drop least recently used images until the cache fits its limit."""
+        files = [p for p in self.root.glob("*/*") if p.is_file() and not p.name.startswith(".")]
+        entries = sorted(((p.stat().st_mtime, p.stat().st_size, p) for p in files),
+                         key=lambda e: e[0])
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in entries:
+            if total <= self.max_bytes:
+                break
+            if path == keep:
+                continue
+            with contextlib.suppress(OSError):
+                path.unlink()
+                path.parent.rmdir()
+            total -= size
+
+
+def _redact(url: str) -> str:
+    """URLs may be presigned: never log the signature."""
+    return url.split("?", 1)[0]

@@ -1,0 +1,184 @@
+"""Running one job on one device: download, test plans, logs, the result.
+
+``execute()`` returns the JobFinished data and never raises for a failure of
+the job itself (those become an ``error`` result with an ErrorCode); it is
+cancelled from outside on shutdown, which kills the test processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from lab_daemon.config import DeviceConfig, LabSection
+from lab_daemon.firmware import ChecksumMismatch, DownloadError, FirmwareCache
+from lab_daemon.logstream import ChunkSender, FileTailer, LogStream
+from lab_daemon.runner import PlanFiles, PlanRun, run_plan
+from proto.events import JobFinishedData, JobSpec
+from proto.model import Artifact, ErrorCode, JobResult, TestStatus
+from proto.storage import job_log_key
+
+log = logging.getLogger(__name__)
+
+CONSOLE = "console"
+PYTEST_LOG = "pytest.log"
+INFRASTRUCTURE_ERRORS = frozenset({ErrorCode.BOOT_FAILED, ErrorCode.TIMEOUT,
+                                   ErrorCode.INFRASTRUCTURE})
+"""Errors that may be the device's fault: a health check follows them."""
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def combine(runs: list[PlanRun]) -> tuple[JobResult, ErrorCode | None, str | None]:
+    """Pass if every test passed or skipped, fail if any failed, error on infrastructure."""
+    for run in runs:
+        if run.error_code is not None:
+            return JobResult.ERROR, run.error_code, run.error_message
+    statuses = [t.status for run in runs for t in run.tests]
+    if not statuses:
+        return JobResult.SKIP, None, "no tests ran"
+    if any(s in (TestStatus.FAIL, TestStatus.ERROR) for s in statuses):
+        return JobResult.FAIL, None, None
+    if all(s is TestStatus.SKIP for s in statuses):
+        return JobResult.SKIP, None, None
+    return JobResult.PASS, None, None
+
+
+class JobExecution:
+    def __init__(self, *, lab: LabSection, device: DeviceConfig, spec: JobSpec, run: int,
+                 cache: FirmwareCache, sender: ChunkSender,
+                 on_stage: Callable[[str], None] = lambda stage: None) -> None:
+        self.lab = lab
+        self.device = device
+        self.spec = spec
+        self.run = run
+        self.cache = cache
+        self.sender = sender
+        self.on_stage = on_stage
+        self.stage = "queued"
+        self.image: Path | None = None
+        name = _SAFE.sub("_", f"{spec.job_id}-{spec.attempt}-{run}")[-120:]
+        self.files = PlanFiles(run_dir=lab.runs_dir / device.name / name)
+
+    def _stream(self, stream: str) -> LogStream:
+        return LogStream(self.sender, job_id=self.spec.job_id, attempt=self.spec.attempt,
+                         run=self.run, lab=self.lab.name, device=self.device.name,
+                         stream=stream, chunk_chars=self.lab.log_chunk_bytes)
+
+    def _set_stage(self, stage: str) -> None:
+        self.stage = stage
+        self.on_stage(stage)
+
+    def _finished(self, started_at: dt.datetime, result: JobResult,
+                  error_code: ErrorCode | None = None, error_message: str | None = None,
+                  **extra) -> JobFinishedData:
+        return JobFinishedData(
+            job_id=self.spec.job_id, attempt=self.spec.attempt, lab=self.lab.name,
+            device=self.device.name, result=result, error_code=error_code,
+            error_message=error_message, started_at=started_at, finished_at=_now(),
+            log_key=job_log_key(self.spec.job_id, self.spec.attempt, CONSOLE), **extra)
+
+    async def execute(self) -> JobFinishedData:
+        started_at = _now()
+        # labgrid appends to its console log: every run starts from an empty directory.
+        shutil.rmtree(self.files.run_dir, ignore_errors=True)
+        self.files.run_dir.mkdir(parents=True)
+        console, pytest_log = self._stream(CONSOLE), self._stream(PYTEST_LOG)
+        tailers = [(FileTailer(self.files.console_log), console),
+                   (FileTailer(self.files.pytest_log), pytest_log)]
+        pump = asyncio.create_task(self._pump(tailers))
+        try:
+            self._set_stage("download")
+            try:
+                self.image = await self._download(pytest_log)
+            except (DownloadError, ChecksumMismatch) as exc:
+                code = (ErrorCode.CHECKSUM_MISMATCH if isinstance(exc, ChecksumMismatch)
+                        else ErrorCode.DOWNLOAD_FAILED)
+                pytest_log.write(f"wrtci-lab: {exc}\n")
+                return await self._close(started_at, tailers, pump, [], JobResult.ERROR,
+                                         code, str(exc))
+            self._set_stage("test")
+            runs = []
+            for plan in self.spec.plans:
+                run = await run_plan(self.lab, self.device, plan, self.image, self.files,
+                                     self.spec.firmware_revision, plan.timeout_s)
+                runs.append(run)
+                if run.error_code in INFRASTRUCTURE_ERRORS:
+                    break  # the device is in doubt: no further plans on it
+            result, code, message = combine(runs)
+            return await self._close(started_at, tailers, pump, runs, result, code, message)
+        finally:
+            if not pump.done():
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pump
+
+    async def _download(self, out: LogStream) -> Path:
+        image = self.spec.image
+        cached = self.cache.cached(image.sha256, image.name)
+        if cached is not None:
+            out.write(f"wrtci-lab: firmware {image.name} ({image.sha256}) from the cache\n")
+            return cached
+        if not image.url:
+            raise DownloadError(f"job {self.spec.job_id} has no download URL for {image.name}")
+        out.write(f"wrtci-lab: downloading {image.name} ({image.sha256})\n")
+        path = await self.cache.fetch(image.url, image.sha256, image.name)
+        out.write(f"wrtci-lab: firmware verified: {path}\n")
+        return path
+
+    async def _pump(self, tailers: list[tuple[FileTailer, LogStream]]) -> None:
+        """Live log: new file content goes out every ``log_flush_s``."""
+        while True:
+            for tailer, stream in tailers:
+                stream.write(tailer.poll())
+                stream.flush()
+            await asyncio.sleep(self.lab.log_flush_s)
+
+    async def _close(self, started_at: dt.datetime, tailers: list[tuple[FileTailer, LogStream]],
+                     pump: asyncio.Task, runs: list[PlanRun], result: JobResult,
+                     code: ErrorCode | None, message: str | None) -> JobFinishedData:
+        self._set_stage("upload")
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+        for tailer, stream in tailers:
+            stream.write(tailer.rest())
+            stream.finish()
+        artifacts = [self._artifact(PYTEST_LOG, self.files.pytest_log, "text/plain")]
+        single = len(runs) == 1
+        for run in runs:
+            for path, base, content_type in ((run.junit, "junit.xml", "application/xml"),
+                                             (run.results_json, "results.json",
+                                              "application/json")):
+                if path is not None:
+                    name = base if single else f"{run.plan}-{base}"
+                    self._send_file(name, path)
+                    artifacts.append(self._artifact(name, path, content_type))
+        if not await self.sender.drain(within_s=max(30.0, self.lab.job_ack_wait_s / 2)):
+            log.warning("log chunks still unacknowledged; they keep being resent",
+                        extra={"job_id": self.spec.job_id, "backlog": self.sender.backlog})
+        tests = [t for run in runs for t in run.tests]
+        return self._finished(started_at, result, code, message, tests=tests,
+                              artifacts=artifacts)
+
+    def _send_file(self, name: str, path: Path) -> None:
+        stream = self._stream(name)
+        stream.write(path.read_text(errors="replace"))
+        stream.finish()
+
+    def _artifact(self, name: str, path: Path, content_type: str) -> Artifact:
+        data = path.read_bytes() if path.is_file() else b""
+        return Artifact(name=name, content_type=content_type, size=len(data),
+                        sha256=hashlib.sha256(data).hexdigest(),
+                        object_key=job_log_key(self.spec.job_id, self.spec.attempt, name))

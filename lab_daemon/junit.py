@@ -1,0 +1,51 @@
+"""pytest's JUnit XML -> KCIDB-style per-test results."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from proto.model import TestResult, TestStatus
+
+_EXCERPT = 4000
+
+
+def _module(classname: str) -> str:
+    """``tests.test_base`` (or ``test_base`` with xunit1 names) -> ``test_base``."""
+    return classname.rsplit(".", 1)[-1] if classname else "unknown"
+
+
+def _path_part(value: str) -> str:
+    # KCIDB paths are dot-separated: keep parametrised ids readable but flat.
+    return value.replace(".", "_")
+
+
+def parse_junit(path: Path, plan: str) -> list[TestResult]:
+    """Results of one JUnit file; a missing or broken file gives no results."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return []
+    results: list[TestResult] = []
+    for case in root.iter("testcase"):
+        name = case.get("name", "unknown")
+        path_ = ".".join([plan, _module(case.get("classname", "")), _path_part(name)])
+        status, detail = TestStatus.PASS, None
+        for tag, mapped in (("failure", TestStatus.FAIL), ("error", TestStatus.ERROR),
+                            ("skipped", TestStatus.SKIP)):
+            element = case.find(tag)
+            if element is not None:
+                status = mapped
+                detail = element
+                break
+        message = excerpt = None
+        if detail is not None:
+            message = detail.get("message") or None
+            excerpt = (detail.text or "").strip()[-_EXCERPT:] or None
+        try:
+            duration = float(case.get("time", ""))
+        except ValueError:
+            duration = None
+        results.append(TestResult(path=path_, status=status, duration_s=duration,
+                                  message=message, log_excerpt=excerpt))
+    return results

@@ -1,0 +1,185 @@
+"""The log writer: console logs and artifacts from the LOGS stream into object storage.
+
+Labs stream each job's console log (and small text artifacts such as
+``junit.xml``) as ordered ``log.chunk`` events; this service assembles each
+(job, attempt, stream) and writes it at ``proto.storage.job_log_key`` when the
+final chunk arrives. While a job runs, the console log so far is rewritten
+every ``partial_interval_s`` for people watching. Chunks are acked as soon as
+they are seen: the LOGS stream keeps them for days, and a final chunk whose
+log is not complete in memory (after a restart, or out of order) rebuilds it
+from the stream. So the service keeps no state of its own and replicas may
+share the consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+
+from proto.events import DecodeError, LogChunk, decode
+from proto.storage import job_log_key
+from proto.subjects import Subjects
+from proto.topology import service_consumer
+from services.config import LoggingConfig, NatsConfig, StorageConfig
+from services.consume import MsgMeta, Reject, Retry, consume
+from services.logs.assembler import Assembler, LogKey, RunLog
+from services.logs.store import LogStore, content_type
+from services.runtime import check_nats, connect_nats
+
+log = logging.getLogger(__name__)
+
+
+class LogsSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    durable: str = "logs-writer"
+    partial_interval_s: float = 5.0
+    """How often the console log of a running job is rewritten for live viewing."""
+    forget_after_s: float = 3600.0
+    """A log that got no chunk for this long (a run that was handed back) is dropped."""
+    rebuild_timeout_s: float = 30.0
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    logs: LogsSection = msgspec.field(default_factory=LogsSection)
+
+
+class LogWriter:
+    def __init__(self, js: JetStreamContext, subjects: Subjects, store: LogStore,
+                 section: LogsSection) -> None:
+        self.js = js
+        self.subjects = subjects
+        self.store = store
+        self.section = section
+        self.assembler = Assembler()
+        self.dirty: set[LogKey] = set()
+        self.seen_at: dict[LogKey, float] = {}
+        self.finished: dict[LogKey, tuple[int, float]] = {}
+        """Logs already stored (run, when): a late duplicate must not reopen them."""
+        self.write_lock = asyncio.Lock()
+        self.written = 0
+
+    async def handle(self, event, meta: MsgMeta) -> None:
+        if not isinstance(event, LogChunk):
+            raise Reject(f"not a log chunk: {event.kind}")
+        chunk = event.data
+        key = Assembler.key(chunk)
+        done = self.finished.get(key)
+        if done is not None:
+            # Stored already: a late duplicate, or a rerun whose job.finished
+            # JetStream dropped as a duplicate — the stored log matches that result.
+            return
+        self.assembler.add(chunk)
+        self.seen_at[key] = time.monotonic()
+        run_log = self.assembler.run_log(key, chunk.run)
+        assert run_log is not None
+        if run_log.final_seq is None:
+            self.dirty.add(key)
+            return
+        if not run_log.complete:
+            rebuilt = await self.rebuild(meta.subject, key, chunk.run)
+            if rebuilt is None or not rebuilt.complete:
+                raise Retry(f"log {key} run {chunk.run} has gaps; waiting for chunks", 2.0)
+            run_log = rebuilt
+        async with self.write_lock:
+            await self.write(key, run_log)
+            self.finished[key] = (chunk.run, time.monotonic())
+            self.assembler.forget(key)
+            self.dirty.discard(key)
+            self.seen_at.pop(key, None)
+
+    async def write(self, key: LogKey, run_log: RunLog) -> None:
+        object_key = job_log_key(key.job_id, key.attempt, key.stream)
+        size = await self.store.put_text(object_key, run_log.text(), content_type(key.stream))
+        self.written += 1
+        log.info("log stored", extra={"job_id": key.job_id, "attempt": key.attempt,
+                                      "stream": key.stream, "key": object_key, "bytes": size})
+
+    async def rebuild(self, subject: str, key: LogKey, run: int) -> RunLog | None:
+        """Every chunk of this job's subject, read back from the LOGS stream."""
+        assembler = Assembler()
+        sub = await self.js.subscribe(subject, ordered_consumer=True,
+                                      deliver_policy=DeliverPolicy.ALL,
+                                      stream=self.subjects.logs_stream)
+        try:
+            deadline = time.monotonic() + self.section.rebuild_timeout_s
+            while time.monotonic() < deadline:
+                msg = await sub.next_msg(timeout=max(0.1, deadline - time.monotonic()))
+                with contextlib.suppress(DecodeError):
+                    event = decode(msg.data)
+                    if isinstance(event, LogChunk):
+                        assembler.add(event.data)
+                if msg.metadata.num_pending == 0:
+                    break
+        except TimeoutError:
+            log.warning("rebuild of %s timed out", key, extra={"job_id": key.job_id})
+        finally:
+            await sub.unsubscribe()
+        for chunk_key, runs in assembler.logs.items():
+            if chunk_key == key:
+                # Keep what was read: later chunks complete it in memory.
+                self.assembler.logs[key] = runs
+        return assembler.run_log(key, run)
+
+    async def flush_partials(self) -> None:
+        """Live view: the console log so far, for logs that changed."""
+        now = time.monotonic()
+        for key in list(self.dirty):
+            self.dirty.discard(key)
+            latest = self.assembler.latest(key)
+            if latest is None or key.stream != "console":
+                continue
+            _, run_log = latest
+            if not run_log.contiguous():
+                continue
+            try:
+                async with self.write_lock:
+                    if key in self.finished:
+                        continue
+                    await self.write(key, run_log)
+            except Exception as exc:  # the next round or the final chunk writes it
+                log.warning("partial log not written: %r", exc, extra={"job_id": key.job_id})
+        for key, seen in list(self.seen_at.items()):
+            if now - seen > self.section.forget_after_s:
+                self.assembler.forget(key)
+                self.seen_at.pop(key, None)
+                self.dirty.discard(key)
+        for key, (_, at) in list(self.finished.items()):
+            if now - at > self.section.forget_after_s:
+                del self.finished[key]
+
+
+async def _partials(writer: LogWriter, stop: asyncio.Event, interval: float) -> None:
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+        await writer.flush_partials()
+
+
+async def run(config: Config, stop: asyncio.Event) -> None:
+    subjects = config.nats.subjects
+    nc = await connect_nats(config.nats, "wrtci-logs")
+    try:
+        js = nc.jetstream()
+        writer = LogWriter(js, subjects, LogStore(config.storage), config.logs)
+        consumer = service_consumer(config.logs.durable, [subjects.all_logs()])
+        partials = asyncio.create_task(_partials(writer, stop, config.logs.partial_interval_s))
+        try:
+            await consume(js, subjects.logs_stream, consumer, writer.handle, stop, batch=100)
+        finally:
+            stop.set()
+            await partials
+    finally:
+        await nc.drain()
+
+
+async def check(config: Config) -> None:
+    await check_nats(config.nats)
+    await LogStore(config.storage).check()

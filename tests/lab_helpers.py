@@ -1,0 +1,213 @@
+"""Helpers for the lab daemon tests: configs, jobs, running daemons, event logs."""
+
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import msgspec
+import tomli_w
+
+from lab_daemon.config import Config, DeviceConfig, HealthConfig, LabSection
+from lab_daemon.daemon import LabDaemon
+from proto import events as ev
+from proto.events import decode
+from proto.model import Image, TestPlan
+from proto.subjects import Priority, Subjects
+from services import logs as logs_service
+from services.config import LoggingConfig, NatsConfig, StorageConfig
+
+PROJECT = Path(__file__).resolve().parent.parent
+VIRTUAL_LAB = PROJECT / "deploy" / "virtual-lab"
+VIRTUAL_TARGET = VIRTUAL_LAB / "qemu-x86-64-virtual.yaml"
+VIRTUAL_SUITE = VIRTUAL_LAB / "openwrt-tests"
+DEVICE_TYPE = "x86/64/generic"
+VERSION, REVISION = "24.10.0", "r28427-6df0e3d02a"
+
+
+class Firmware(msgspec.Struct, frozen=True):
+    directory: Path
+    kernel: Path
+    image: Path
+    sha256: str
+
+
+FAKE_CONFTEST = '''
+import pytest
+import tomli_w
+
+def pytest_addoption(parser):
+    parser.addoption("--firmware", action="store", default=None)
+
+@pytest.fixture
+def firmware(pytestconfig):
+    return pytestconfig.getoption("firmware")
+'''
+
+FAKE_TESTS = '''
+import os, time
+
+def test_firmware_is_the_verified_image(firmware):
+    assert os.environ["LG_IMAGE"] == firmware
+    with open(firmware, "rb") as f:
+        assert f.read() == b"firmware-bytes"
+
+def test_prints():
+    print("fake suite says hello", flush=True)
+
+def test_sleeps():
+    time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
+
+def test_hang():
+    time.sleep(3600)
+'''
+
+
+FAKE_FIRMWARE = b"firmware-bytes"
+
+
+def lab_config(nats_config: NatsConfig, work: Path, suite: Path, *, name: str = "lab1",
+               env: dict[str, str] | None = None, health_image: str | None = None,
+               health: HealthConfig | None = None, **lab) -> Config:
+    device = DeviceConfig(name="dut1", target_file=str(VIRTUAL_TARGET), target="x86",
+                          subtarget="64", profile="generic", env=env or {},
+                          health_image=health_image)
+    section = LabSection(
+        name=name, suite_dir=str(suite), work_dir=str(work), devices=[device],
+        health=health or HealthConfig(check_at_start=False), fetch_timeout_s=0.3,
+        log_flush_s=0.2, **lab)
+    return Config(nats=nats_config, lab=section, logging=LoggingConfig(format="text"))
+
+
+def _drop_none(value):
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def write_config(config: Config, path: Path) -> Path:
+    """lab.toml as a lab maintainer would write it (TOML has no null)."""
+    path.write_text(tomli_w.dumps(_drop_none(msgspec.to_builtins(config))))
+    return path
+
+
+@contextlib.asynccontextmanager
+async def running_lab(config: Config) -> AsyncIterator[LabDaemon]:
+    stop = asyncio.Event()
+    daemon = LabDaemon(config, stop)
+    task = asyncio.create_task(daemon.run())
+    try:
+        online = asyncio.ensure_future(daemon.online.wait())
+        await asyncio.wait({online, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()  # the daemon failed to start: raise its error
+        yield daemon
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+@contextlib.asynccontextmanager
+async def running_log_writer(nats_config: NatsConfig,
+                             storage_config: StorageConfig) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    config = logs_service.Config(nats=nats_config, storage=storage_config,
+                                 logs=logs_service.LogsSection(partial_interval_s=0.5))
+    task = asyncio.create_task(logs_service.run(config, stop))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def job_spec(job_id: str, url: str | None, sha256: str, *, plans: list[TestPlan],
+             revision: str | None = REVISION, name: str = "firmware.bin",
+             timeout_s: float = 600) -> ev.JobSpec:
+    image = Image(id=f"wrtci:test:{job_id}", target="x86", subtarget="64", profile="generic",
+                  name=name, type="initramfs", sha256=sha256, url=url)
+    return ev.JobSpec(job_id=job_id, firmware_id="wrtci:test:fw", device_type=DEVICE_TYPE,
+                      image=image, plans=plans, priority=int(Priority.SNAPSHOT),
+                      timeout_s=timeout_s, firmware_revision=revision)
+
+
+async def publish_job(js, subjects: Subjects, spec: ev.JobSpec) -> None:
+    event = ev.JobCreated.build(spec, source="test", id=f"job.created:{spec.job_id}")
+    await js.publish(subjects.job(spec.priority, spec.device_type), ev.encode(event),
+                     headers={"Nats-Msg-Id": event.id})
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class EventLog:
+    """Every lab event and log chunk as it arrives (core NATS subscription)."""
+
+    def __init__(self) -> None:
+        self.events: list[ev.CloudEvent] = []
+        self.changed = asyncio.Event()
+
+    async def start(self, nc, subjects: Subjects) -> EventLog:
+        async def on_msg(msg) -> None:
+            if msg.subject.endswith(".control"):
+                return  # requests to the daemon, not events
+            self.events.append(decode(msg.data))
+            self.changed.set()
+
+        self.subs = [await nc.subscribe(f"{subjects.prefix}.lab.>", cb=on_msg)]
+        return self
+
+    def of(self, kind: type[ev.CloudEvent]) -> list:
+        return [e for e in self.events if isinstance(e, kind)]
+
+    async def wait_for(self, predicate, within_s: float = 60) -> None:
+        async def loop() -> None:
+            while not predicate(self):
+                self.changed.clear()
+                await self.changed.wait()
+
+        await asyncio.wait_for(loop(), within_s)
+
+
+async def stream_events(js, stream: str, subject: str) -> list[ev.CloudEvent]:
+    """Everything a stream holds on ``subject`` (what a consumer would see)."""
+    from nats.js.api import DeliverPolicy
+
+    info = await js.stream_info(stream, subjects_filter=subject)
+    found: list[ev.CloudEvent] = []
+    if not info.state.subjects:
+        return found
+    sub = await js.subscribe(subject, ordered_consumer=True, deliver_policy=DeliverPolicy.ALL,
+                             stream=stream)
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=5)
+            found.append(decode(msg.data))
+            if msg.metadata.num_pending == 0:
+                break
+    finally:
+        await sub.unsubscribe()
+    return found
+
+
+def lab_subprocess(config_path: Path, log_path: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(PROJECT))
+    with open(log_path, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "lab_daemon.cli", "run", "--config", str(config_path)],
+            cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def dedent(text: str) -> str:
+    return textwrap.dedent(text)

@@ -1,0 +1,202 @@
+"""The lab daemon running jobs through NATS with a small suite (no device boots).
+
+The suite checkout is a tiny openwrt-tests-shaped directory: the daemon runs
+it exactly as it runs the real suite (pytest + labgrid plugin subprocess).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+from minio import Minio
+
+from proto import events as ev
+from proto.model import ErrorCode, JobResult, TestPlan, TestStatus
+from proto.storage import job_log_key
+from tests.lab_helpers import (
+    FAKE_FIRMWARE,
+    EventLog,
+    job_spec,
+    lab_config,
+    lab_subprocess,
+    publish_job,
+    running_lab,
+    running_log_writer,
+    sha256_of,
+    stream_events,
+    write_config,
+)
+
+pytest_plugins = ["tests.lab_fixtures"]
+
+
+def _minio(storage_config) -> Minio:
+    return Minio(storage_config.endpoint, access_key=storage_config.access_key,
+                 secret_key=storage_config.secret_key, secure=False)
+
+
+def _object(storage_config, key: str) -> str:
+    response = _minio(storage_config).get_object(storage_config.bucket, key)
+    try:
+        return response.read().decode()
+    finally:
+        response.close()
+        response.release_conn()
+
+
+async def _jobs_left(js, subjects) -> int:
+    info = await js.stream_info(subjects.jobs_stream)
+    return info.state.messages
+
+
+async def test_job_runs_suite_reports_results_and_stores_logs(
+        js, nc, subjects, nats_config, storage_config, fake_suite, file_server, tmp_path):
+    base_url, www = file_server
+    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+    events = await EventLog().start(nc, subjects)
+    plans = [TestPlan(name="base", tests=["tests/test_fake.py"], keyword="not hang")]
+    spec = job_spec("wrtci:job:ok", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE), plans=plans)
+    config = lab_config(nats_config, tmp_path / "work", fake_suite)
+    async with running_log_writer(nats_config, storage_config), running_lab(config):
+        await publish_job(js, subjects, spec)
+        await events.wait_for(lambda e: e.of(ev.JobFinished))
+        [finished] = events.of(ev.JobFinished)
+        data = finished.data
+        assert data.result is JobResult.PASS, data
+        assert {t.path: t.status for t in data.tests} == {
+            "base.test_fake.test_firmware_is_the_verified_image": TestStatus.PASS,
+            "base.test_fake.test_prints": TestStatus.PASS,
+            "base.test_fake.test_sleeps": TestStatus.PASS,
+        }
+        assert data.log_key == job_log_key(spec.job_id, 1, "console")
+        assert {a.name for a in data.artifacts} == {"pytest.log", "junit.xml"}
+        assert finished.id == f"job.finished:{spec.job_id}:1"
+        # the log writer stores the pytest output and the junit file
+        pytest_key = job_log_key(spec.job_id, 1, "pytest.log")
+
+        async def stored() -> str:
+            while True:
+                try:
+                    return _object(storage_config, pytest_key)
+                except Exception:
+                    await asyncio.sleep(0.2)
+
+        text = await asyncio.wait_for(stored(), 30)
+        assert "3 passed, 1 deselected" in text
+        junit_key = next(a.object_key for a in data.artifacts if a.name == "junit.xml")
+        junit = await asyncio.wait_for(asyncio.to_thread(_object, storage_config, junit_key), 10)
+        assert "test_firmware_is_the_verified_image" in junit
+    started = events.of(ev.JobStarted)
+    assert [e.id for e in started] == [f"job.started:{spec.job_id}:1"]
+    assert await _jobs_left(js, subjects) == 0  # acked
+
+
+async def test_wrong_sha256_is_an_error_and_runs_no_test(
+        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+    base_url, www = file_server
+    (www / "fw.bin").write_bytes(b"tampered")
+    events = await EventLog().start(nc, subjects)
+    spec = job_spec("wrtci:job:badsum", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+                    plans=[TestPlan(name="base", tests=["tests/test_fake.py"])])
+    config = lab_config(nats_config, tmp_path / "work", fake_suite)
+    async with running_lab(config):
+        await publish_job(js, subjects, spec)
+        await events.wait_for(lambda e: e.of(ev.JobFinished))
+    data = events.of(ev.JobFinished)[0].data
+    assert data.result is JobResult.ERROR
+    assert data.error_code is ErrorCode.CHECKSUM_MISMATCH
+    assert data.tests == []
+    assert not list((tmp_path / "work" / "runs").rglob("junit.xml"))
+    assert not list((tmp_path / "work" / "cache").rglob("fw.bin"))  # nothing unverified kept
+    assert await _jobs_left(js, subjects) == 0
+
+
+async def test_hanging_suite_is_killed_at_the_plan_timeout(
+        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+    base_url, www = file_server
+    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+    events = await EventLog().start(nc, subjects)
+    spec = job_spec("wrtci:job:hang", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_hang"],
+                                    timeout_s=3)])
+    config = lab_config(nats_config, tmp_path / "work", fake_suite)
+    async with running_lab(config):
+        await publish_job(js, subjects, spec)
+        await events.wait_for(lambda e: e.of(ev.JobFinished))
+    data = events.of(ev.JobFinished)[0].data
+    assert data.result is JobResult.ERROR and data.error_code is ErrorCode.TIMEOUT
+    # the whole process group is gone: no pytest of this suite is left running
+    leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, str(fake_suite))]
+    assert leftovers == []
+
+
+def _cmdline_has(pid: str, needle: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return needle.encode() in handle.read()
+    except OSError:
+        return False
+
+
+async def test_sigterm_hands_the_job_back_and_it_runs_again_once(
+        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+    base_url, www = file_server
+    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+    events = await EventLog().start(nc, subjects)
+    spec = job_spec("wrtci:job:sigterm", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_sleeps"])])
+    config = lab_config(nats_config, tmp_path / "work", fake_suite, shutdown_grace_s=0.5,
+                        env={"FAKE_SLEEP": "4"})
+    path = write_config(config, tmp_path / "lab.toml")
+    first = lab_subprocess(path, tmp_path / "lab-1.log")
+    try:
+        await publish_job(js, subjects, spec)
+        await events.wait_for(lambda e: any(p.data.stage == "test"
+                                            for p in e.of(ev.JobProgress)))
+        first.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(first.wait, 30) == 0
+    finally:
+        first.kill()
+    handed_back = [p for p in events.of(ev.JobProgress) if p.data.stage == "handed_back"]
+    assert handed_back and "shutting down" in handed_back[0].data.message
+    assert events.of(ev.JobFinished) == []
+    assert events.of(ev.LabOffline)
+    # another daemon (here: a restart) picks the job up at once and finishes it
+    async with running_lab(config):
+        await events.wait_for(lambda e: e.of(ev.JobFinished))
+    finished = await stream_events(js, subjects.events_stream,
+                                   subjects.lab_event("lab1", "job.finished"))
+    assert len(finished) == 1 and finished[0].data.result is JobResult.PASS
+    assert await _jobs_left(js, subjects) == 0
+
+
+async def test_killed_daemon_job_is_redelivered_after_the_ack_wait(
+        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+    base_url, www = file_server
+    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+    events = await EventLog().start(nc, subjects)
+    spec = job_spec("wrtci:job:kill9", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_sleeps"])])
+    config = lab_config(nats_config, tmp_path / "work", fake_suite, job_ack_wait_s=4,
+                        env={"FAKE_SLEEP": "30"})
+    path = write_config(config, tmp_path / "lab.toml")
+    first = lab_subprocess(path, tmp_path / "lab-1.log")
+    try:
+        await publish_job(js, subjects, spec)
+        await events.wait_for(lambda e: any(p.data.stage == "test"
+                                            for p in e.of(ev.JobProgress)))
+        first.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(first.wait, 30)
+    finally:
+        first.kill()
+    fast = lab_config(nats_config, tmp_path / "work2", fake_suite, job_ack_wait_s=4,
+                      env={"FAKE_SLEEP": "0"})
+    async with running_lab(fast):
+        await events.wait_for(lambda e: e.of(ev.JobFinished), within_s=60)
+    [finished] = events.of(ev.JobFinished)
+    assert finished.data.result is JobResult.PASS
+    chunks = [c for c in events.of(ev.LogChunk) if c.data.stream == "pytest.log"]
+    assert {c.data.run for c in chunks} == {1, 2}  # the rerun is the second delivery
+    assert await _jobs_left(js, subjects) == 0

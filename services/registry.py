@@ -9,7 +9,10 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-SERVICES: dict[str, str] = {}
+SERVICES: dict[str, str] = {
+    "scheduler": "services.scheduler.service",
+    "timeout": "services.timeout.service",
+}
 
 
 def load(name: str) -> ModuleType:

@@ -5,10 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from services.cli import db_cmd, events_cmd, nats_cmd, run_cmd, up_cmd
+from services.cli import (
+    control_cmd,
+    db_cmd,
+    events_cmd,
+    jobs_cmd,
+    nats_cmd,
+    run_cmd,
+    up_cmd,
+)
 from services.config import ConfigError
 
-COMMANDS = [nats_cmd, db_cmd, events_cmd, run_cmd, up_cmd]
+COMMANDS = [nats_cmd, db_cmd, events_cmd, run_cmd, up_cmd, control_cmd, jobs_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -193,40 +193,59 @@ async def _halt_on_pause(switch: ControlSwitch, stop: asyncio.Event, halt: async
     halt.set()
 
 
-async def run(config: Config, stop: asyncio.Event) -> None:
-    subjects = config.nats.subjects
-    settings = config.scheduler
-    plans = PlanSet.load(settings.plans_file)
-    nc = await connect_nats(config.nats, "wrtci-scheduler")
-    pool = await db.create_pool(config.database)
-    tasks: list[asyncio.Task] = []
-    try:
-        js = nc.jetstream(timeout=config.nats.request_timeout_s)
+class SchedulerApp:
+    """The daemon's parts, wired together; ``run()`` is its whole life."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.subjects = config.nats.subjects
+        self.plans = PlanSet.load(config.scheduler.plans_file)
+        self.tasks: list[asyncio.Task] = []
+
+    async def start(self, stop: asyncio.Event) -> None:
+        """Connect, catch up with the registry and the switch, start consuming."""
+        config, settings, subjects = self.config, self.config.scheduler, self.subjects
+        self.nc = await connect_nats(config.nats, "wrtci-scheduler")
+        self.pool = await db.create_pool(config.database)
+        js = self.nc.jetstream(timeout=config.nats.request_timeout_s)
         dispatcher = Dispatcher(js, subjects, minio_presigner(config.storage),
                                 concurrency=settings.publish_concurrency)
-        lifecycle = Lifecycle(pool, dispatcher, subjects, max_attempts=settings.max_attempts,
-                              firmware_timeout_s=settings.firmware_timeout_s)
-        registry = DeviceRegistry(js, subjects, pool)
-        switch = ControlSwitch(js, subjects)
-        tasks += [asyncio.create_task(registry.run(stop), name="registry"),
-                  asyncio.create_task(switch.run(stop), name="control-watch")]
+        self.lifecycle = Lifecycle(self.pool, dispatcher, subjects,
+                                   max_attempts=settings.max_attempts,
+                                   firmware_timeout_s=settings.firmware_timeout_s)
+        self.registry = DeviceRegistry(js, subjects, self.pool)
+        self.switch = ControlSwitch(js, subjects)
+        self.tasks += [asyncio.create_task(self.registry.run(stop), name="registry"),
+                       asyncio.create_task(self.switch.run(stop), name="control-watch")]
         # Fan-out reads the registry: let it catch up with the bucket first.
-        await asyncio.wait_for(asyncio.gather(registry.ready.wait(), switch.ready.wait()), 30)
-        scheduler = Scheduler(pool, dispatcher, lifecycle, plans, settings)
-        tasks += [
-            asyncio.create_task(pausable_intake(js, subjects, scheduler, switch, stop,
+        await asyncio.wait_for(
+            asyncio.gather(self.registry.ready.wait(), self.switch.ready.wait()), 30)
+        self.scheduler = Scheduler(self.pool, dispatcher, self.lifecycle, self.plans, settings)
+        self.tasks += [
+            asyncio.create_task(pausable_intake(js, subjects, self.scheduler, self.switch, stop,
                                                 settings.fetch_batch), name="intake"),
             asyncio.create_task(consume(js, subjects.events_stream, control_consumer(subjects),
-                                        scheduler.handle, stop), name="control"),
+                                        self.scheduler.handle, stop), name="control"),
         ]
-        log.info("scheduler running", extra={"plans": plans.names()})
-        await _until_stop_or_failure(tasks, stop)
+        log.info("scheduler running", extra={"plans": self.plans.names()})
+
+    async def close(self) -> None:
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if hasattr(self, "nc"):
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+        if hasattr(self, "pool"):
+            await self.pool.close()
+
+
+async def run(config: Config, stop: asyncio.Event) -> None:
+    app = SchedulerApp(config)
+    try:
+        await app.start(stop)
+        await _until_stop_or_failure(app.tasks, stop)
     finally:
         stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await nc.drain()
-        await pool.close()
+        await app.close()
 
 
 async def _until_stop_or_failure(tasks: list[asyncio.Task], stop: asyncio.Event) -> None:

@@ -100,43 +100,57 @@ class LifecycleHandler:
             self.deadlines.wake()  # a new holdoff or timeout to wait for
 
 
-async def run(config: Config, stop: asyncio.Event) -> None:
-    subjects = config.nats.subjects
-    nc = await connect_nats(config.nats, "wrtci-timeout")
-    pool = await db.create_pool(config.database)
-    tasks: list[asyncio.Task] = []
-    try:
-        js = nc.jetstream(timeout=config.nats.request_timeout_s)
+class TimeoutApp:
+    """The daemon's parts, wired together; ``run()`` is its whole life."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.subjects = config.nats.subjects
+        self.tasks: list[asyncio.Task] = []
+
+    async def start(self, stop: asyncio.Event) -> None:
+        config, subjects = self.config, self.subjects
+        self.nc = await connect_nats(config.nats, "wrtci-timeout")
+        self.pool = await db.create_pool(config.database)
+        js = self.nc.jetstream(timeout=config.nats.request_timeout_s)
         dispatcher = Dispatcher(js, subjects, minio_presigner(config.storage))
-        deadlines: DeadlineLoop | None = None
-
-        def wake() -> None:
-            if deadlines is not None:
-                deadlines.wake()
-
-        lifecycle = Lifecycle(pool, dispatcher, subjects,
-                              heartbeat_timeout_s=config.timeout.heartbeat_timeout_s,
-                              on_timers_changed=wake)
-        deadlines = DeadlineLoop(lifecycle, max_sleep_s=config.timeout.max_sleep_s)
-        handler = LifecycleHandler(lifecycle, subjects, deadlines)
-        tasks = [
-            asyncio.create_task(deadlines.run(stop), name="deadlines"),
+        self.lifecycle = Lifecycle(self.pool, dispatcher, subjects,
+                                   heartbeat_timeout_s=config.timeout.heartbeat_timeout_s,
+                                   on_timers_changed=self._wake)
+        self.deadlines = DeadlineLoop(self.lifecycle, max_sleep_s=config.timeout.max_sleep_s)
+        handler = LifecycleHandler(self.lifecycle, subjects, self.deadlines)
+        self.tasks += [
+            asyncio.create_task(self.deadlines.run(stop), name="deadlines"),
             asyncio.create_task(consume(js, subjects.events_stream, lifecycle_consumer(subjects),
                                         handler.handle, stop), name="lifecycle"),
         ]
         log.info("timeout service running")
+
+    def _wake(self) -> None:
+        self.deadlines.wake()
+
+    async def close(self) -> None:
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if hasattr(self, "nc"):
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+        if hasattr(self, "pool"):
+            await self.pool.close()
+
+
+async def run(config: Config, stop: asyncio.Event) -> None:
+    app = TimeoutApp(config)
+    try:
+        await app.start(stop)
         stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait([*app.tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
         for task in done:
             if task is not stopper and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
     finally:
         stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await nc.drain()
-        await pool.close()
+        await app.close()
 
 
 async def check(config: Config) -> None:

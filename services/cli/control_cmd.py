@@ -28,13 +28,12 @@ class PipelineStatus(msgspec.Struct, kw_only=True):
     queued_jobs: int
     running_jobs: int
     firmware_events_waiting: int
-    """Firmware events not yet taken by the scheduler (paused, or just published)."""
-    firmware_events_in_flight: int
+    """New-work events the scheduler has not finished (waiting while paused, or handed
+    back when the pause caught them in a fetch)."""
 
     @property
     def empty(self) -> bool:
-        return (self.queued_jobs == 0 and self.running_jobs == 0
-                and self.firmware_events_in_flight == 0)
+        return self.queued_jobs == 0 and self.running_jobs == 0
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -66,9 +65,9 @@ async def pipeline_status(js: JetStreamContext, subjects: Subjects,
     control = await read_control(js, subjects)
     try:
         info = await js.consumer_info(subjects.events_stream, INTAKE_CONSUMER)
-        waiting, in_flight = info.num_pending, info.num_ack_pending
+        waiting = info.num_pending + info.num_ack_pending
     except NotFoundError:  # the scheduler never ran here
-        waiting = in_flight = 0
+        waiting = 0
     conn = await db.connect(config.database)
     try:
         counts = dict(await conn.fetch(
@@ -78,7 +77,7 @@ async def pipeline_status(js: JetStreamContext, subjects: Subjects,
     return PipelineStatus(paused=control.paused, reason=control.reason,
                           queued_jobs=counts.get("queued", 0),
                           running_jobs=counts.get("running", 0),
-                          firmware_events_waiting=waiting, firmware_events_in_flight=in_flight)
+                          firmware_events_waiting=waiting)
 
 
 def _describe(status: PipelineStatus) -> str:
@@ -86,7 +85,7 @@ def _describe(status: PipelineStatus) -> str:
         "paused" if status.paused else "running")
     return (f"scheduler {switch}: {status.queued_jobs} jobs queued, "
             f"{status.running_jobs} running, {status.firmware_events_waiting} firmware events "
-            f"waiting, {status.firmware_events_in_flight} being scheduled")
+            "not yet scheduled")
 
 
 async def _pause(args: argparse.Namespace) -> int:
@@ -123,16 +122,20 @@ async def _drain(args: argparse.Namespace) -> int:
         await write_control(js, subjects, paused=True, reason=args.reason or "drain")
         print("scheduler paused; waiting for the jobs in the pipeline to finish", flush=True)
         last = ""
+        empty_before = False
         while True:
             status = await pipeline_status(js, subjects, config)
             line = _describe(status)
             if line != last:
                 print(line, flush=True)
                 last = line
-            if status.empty:
+            # Empty twice in a row: a firmware event the pause caught mid-way has
+            # had the time to queue its jobs (its handler finishes before pausing).
+            if status.empty and empty_before:
                 print("drained: no job queued or running; upgrade, then "
                       "`wrtci scheduler resume`")
                 return 0
+            empty_before = status.empty
             if time.monotonic() > deadline:
                 print(f"not drained after {args.timeout:.0f} s", file=sys.stderr)
                 return 1

@@ -33,7 +33,7 @@ from proto.events import (
     JobRetryRequested,
 )
 from proto.subjects import Subjects
-from proto.topology import service_consumer
+from proto.topology import ensure_consumer, service_consumer
 from services import db
 from services.config import DatabaseConfig, LoggingConfig, NatsConfig, StorageConfig
 from services.consume import MsgMeta, consume
@@ -221,6 +221,8 @@ class SchedulerApp:
         await asyncio.wait_for(
             asyncio.gather(self.registry.ready.wait(), self.switch.ready.wait()), 30)
         self.scheduler = Scheduler(self.pool, dispatcher, self.lifecycle, self.plans, settings)
+        # Exists even while paused: `wrtci scheduler status` counts what waits in it.
+        await ensure_consumer(js, subjects.events_stream, intake_consumer(subjects))
         self.tasks += [
             asyncio.create_task(pausable_intake(js, subjects, self.scheduler, self.switch, stop,
                                                 settings.fetch_batch), name="intake"),

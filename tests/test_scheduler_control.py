@@ -179,3 +179,10 @@ async def test_retry_of_a_failed_job_reopens_the_done_firmware(
                       (f"firmware.state:{fid}:done", "done"),
                       (f"firmware.state:{fid}:closing:r1", "closing"),
                       (f"firmware.state:{fid}:done:r1", "done")]
+
+
+async def test_daemons_check_their_dependencies(site_config_file):
+    for service in ("scheduler", "timeout"):
+        result = await asyncio.to_thread(run_cli, "run", service, "--config",
+                                         str(site_config_file), "--check")
+        assert result.stdout.strip() == f"{service}: ok"

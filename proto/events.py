@@ -101,6 +101,8 @@ class FirmwareDiscoveredData(msgspec.Struct, frozen=True, kw_only=True):
     submitter: str | None = None
     url: str | None = None
     """Human-facing page of the firmware (release dir, PR, build)."""
+    plans: list[str] | None = None
+    """Names of the test plans to run; None: the plans its source kind gets by default."""
 
 
 class FirmwareDiscovered(CloudEvent, tag=_t("firmware.discovered")):

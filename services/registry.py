@@ -11,8 +11,10 @@ from types import ModuleType
 
 SERVICES: dict[str, str] = {
     "trigger": "services.trigger.service",
-    "results": "services.results",
+    "scheduler": "services.scheduler",
+    "timeout": "services.timeout",
     "logs": "services.logs",
+    "results": "services.results",
 }
 
 

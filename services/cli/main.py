@@ -6,8 +6,10 @@ import argparse
 import sys
 
 from services.cli import (
+    control_cmd,
     db_cmd,
     events_cmd,
+    jobs_cmd,
     kcidb_cmd,
     nats_cmd,
     run_cmd,
@@ -17,7 +19,10 @@ from services.cli import (
 )
 from services.config import ConfigError
 
-COMMANDS = [nats_cmd, db_cmd, events_cmd, run_cmd, up_cmd, trigger_cmd, kcidb_cmd, summary_cmd]
+COMMANDS = [
+    nats_cmd, db_cmd, events_cmd, run_cmd, up_cmd,
+    trigger_cmd, control_cmd, jobs_cmd, kcidb_cmd, summary_cmd,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

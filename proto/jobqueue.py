@@ -1,0 +1,131 @@
+"""A lab's side of the JOBS queue: take the next job, highest priority first.
+
+Every lab with a device of a type pulls from the same durable consumers
+(``topology.job_consumer``), one per priority. :class:`JobQueue` keeps a pull
+subscription per (priority, device type) and asks them in priority order, so
+a PR job is taken before a snapshot job even when the snapshot job is older.
+
+The lab daemon uses it like this::
+
+    queue = JobQueue(js, subjects)
+    job = await queue.next_job("x86/64/generic")   # None when nothing waits
+    if job is not None:
+        ...; await job.in_progress(); ...; await job.ack()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from proto.events import DecodeError, JobCreated, JobSpec, decode_as
+from proto.subjects import PRIORITIES_HIGH_FIRST, Priority, Subjects
+from proto.topology import JOB_ACK_WAIT, ensure_consumer, job_consumer
+
+log = logging.getLogger(__name__)
+
+
+class QueuedJob:
+    """A job taken from the queue; the lab acks it when the job is over."""
+
+    def __init__(self, msg: Msg, event: JobCreated, priority: Priority) -> None:
+        self.msg = msg
+        self.event = event
+        self.priority = priority
+
+    @property
+    def spec(self) -> JobSpec:
+        return self.event.data
+
+    @property
+    def num_delivered(self) -> int:
+        """2 or more: another lab took this job before and went away."""
+        return self.msg.metadata.num_delivered
+
+    async def in_progress(self) -> None:
+        """Keep the job: call more often than the consumer's ack wait."""
+        await self.msg.in_progress()
+
+    async def ack(self) -> None:
+        await self.msg.ack()
+
+    async def nak(self, delay: float | None = None) -> None:
+        """Hand the job back at once (or after ``delay``) for another device."""
+        await self.msg.nak(delay=delay)
+
+
+class JobQueue:
+    """Pull subscriptions on the job consumers, kept open between calls."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        subjects: Subjects,
+        *,
+        ack_wait: float = JOB_ACK_WAIT,
+        priorities: Iterable[Priority] = PRIORITIES_HIGH_FIRST,
+    ) -> None:
+        self.js = js
+        self.subjects = subjects
+        self.ack_wait = ack_wait
+        self.priorities = tuple(sorted(priorities, reverse=True))
+        self._subs: dict[tuple[int, str], JetStreamContext.PullSubscription] = {}
+
+    async def _subscription(
+        self, priority: Priority, device_type: str
+    ) -> JetStreamContext.PullSubscription:
+        key = (int(priority), device_type)
+        sub = self._subs.get(key)
+        if sub is None:
+            config = job_consumer(self.subjects, priority, device_type, ack_wait=self.ack_wait)
+            await ensure_consumer(self.js, self.subjects.jobs_stream, config)
+            sub = await self.js.pull_subscribe_bind(
+                config.durable_name, self.subjects.jobs_stream  # type: ignore[arg-type]
+            )
+            self._subs[key] = sub
+        return sub
+
+    async def _may_have_job(self, sub: JetStreamContext.PullSubscription) -> bool:
+        # A cheap look before a fetch that would otherwise wait its whole
+        # timeout on each empty priority. Messages delivered but not acked
+        # count too: their ack wait may have run out (a lab died).
+        info = await sub.consumer_info()
+        return bool(info.num_pending or info.num_ack_pending)
+
+    async def next_job(self, device_type: str, *, wait: float = 1.0) -> QueuedJob | None:
+        """The next job for ``device_type``, highest priority first; None if none waits."""
+        for priority in self.priorities:
+            sub = await self._subscription(priority, device_type)
+            if not await self._may_have_job(sub):
+                continue
+            try:
+                [msg] = await sub.fetch(1, timeout=wait)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue  # the pending ones are held by other labs
+            try:
+                event = decode_as(msg.data, JobCreated)
+            except DecodeError as exc:
+                log.error("malformed job message terminated: %s", exc,
+                          extra={"subject": msg.subject, "device_type": device_type})
+                await msg.term()
+                continue
+            return QueuedJob(msg, event, priority)
+        return None
+
+    async def close(self) -> None:
+        for sub in self._subs.values():
+            with contextlib.suppress(Exception):  # closing: the connection may be gone
+                await sub.unsubscribe()
+        self._subs.clear()
+
+
+async def fetch_next_job(
+    queue: JobQueue, device_type: str, *, wait: float = 1.0
+) -> QueuedJob | None:
+    """Function form of :meth:`JobQueue.next_job`."""
+    return await queue.next_job(device_type, wait=wait)

@@ -1,0 +1,70 @@
+"""Record a firmware (KCIDB checkout) and its images (builds) in the database.
+
+The trigger calls this when it discovers a firmware, and the scheduler calls
+it again for every ``firmware.discovered`` event it handles: whichever comes
+first writes the rows, the other changes nothing. So the order in which the
+services see a firmware never matters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from proto.events import FirmwareDiscoveredData
+
+ORIGIN = "wrtci"
+
+
+def _checkout_misc(data: FirmwareDiscoveredData) -> dict[str, Any]:
+    misc: dict[str, Any] = {}
+    if data.pull_request is not None:
+        misc["pull_request"] = msgspec.to_builtins(data.pull_request)
+    if data.submitter:
+        misc["submitter"] = data.submitter
+    if data.url:
+        misc["url"] = data.url
+    if data.plans is not None:
+        misc["plans"] = list(data.plans)
+    return misc
+
+
+async def record_firmware(conn: asyncpg.Connection, data: FirmwareDiscoveredData) -> bool:
+    """Upsert the checkout and its builds; True when the checkout row is new.
+
+    An existing checkout keeps its state: recording a firmware again never
+    moves it back to ``running``.
+    """
+    async with conn.transaction():
+        created = await conn.fetchval(
+            """
+            INSERT INTO checkouts (id, origin, tree_name, git_repository_url, git_commit_hash,
+                                   git_repository_branch, misc, source_kind, priority_class,
+                                   channel, version, revision, state, start_time)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'running', now())
+            ON CONFLICT (id) DO NOTHING
+            RETURNING true
+            """,
+            data.firmware_id, ORIGIN, data.tree_name, data.git_repository_url,
+            data.git_commit_hash, data.git_branch, _checkout_misc(data),
+            data.source_kind.value, data.priority_class.value, data.channel, data.version,
+            data.revision,
+        )
+        await conn.executemany(
+            """
+            INSERT INTO builds (id, checkout_id, origin, architecture, target, subtarget,
+                                profile, image_name, image_type, filesystem, sha256, size,
+                                url, object_key, status, start_time)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'PASS', now())
+            ON CONFLICT (id) DO NOTHING
+            """,
+            [
+                (image.id, data.firmware_id, ORIGIN, f"{image.target}/{image.subtarget}",
+                 image.target, image.subtarget, image.profile, image.name, image.type,
+                 image.filesystem, image.sha256, image.size, image.url, image.object_key)
+                for image in data.images
+            ],
+        )
+    return bool(created)

@@ -1,0 +1,100 @@
+"""The device registry: a live view of the labs KV bucket.
+
+Labs put a ``LabRecord`` (their devices, with device type and features) under
+their key and refresh it as a heartbeat; the bucket's TTL drops a lab that
+stops. The registry watches the bucket (no polling) and mirrors every entry
+into ``announced_devices``, where fan-out reads device types and features and
+where the ``job_waiting`` view sees which device types have a lab online.
+Device types stay known after their lab is gone, so their jobs wait in the
+queue instead of never being created.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+
+import asyncpg
+import msgspec
+import nats.errors
+from nats.js import JetStreamContext
+from nats.js.kv import KV_DEL, KV_PURGE
+
+from proto.records import LabRecord, decode_record
+from proto.subjects import Subjects
+from proto.tokens import TokenError, decode_key_part
+from proto.topology import LAB_HEARTBEAT_TTL
+from services.scheduler import store
+
+log = logging.getLogger(__name__)
+
+
+class DeviceRegistry:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        subjects: Subjects,
+        pool: asyncpg.Pool,
+        *,
+        ttl_s: float = LAB_HEARTBEAT_TTL,
+    ) -> None:
+        self.js = js
+        self.subjects = subjects
+        self.pool = pool
+        self.ttl_s = ttl_s
+        self.labs: dict[str, LabRecord] = {}
+        self.ready = asyncio.Event()
+        """Set once every entry present at start has been mirrored."""
+
+    def online_device_types(self, now: dt.datetime | None = None) -> set[str]:
+        now = now or dt.datetime.now(dt.UTC)
+        horizon = dt.timedelta(seconds=self.ttl_s)
+        return {device.device_type for record in self.labs.values()
+                if record.heartbeat_at + horizon > now for device in record.devices}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        kv = await self.js.key_value(self.subjects.labs_bucket)
+        watcher = await kv.watchall()
+        try:
+            while not stop.is_set():
+                try:
+                    entry = await watcher.updates(timeout=1.0)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue
+                if entry is None:  # the end of what was there before the watch
+                    self.ready.set()
+                    continue
+                await self._apply(entry)
+        finally:
+            await watcher.stop()
+
+    async def _apply(self, entry) -> None:
+        try:
+            lab = decode_key_part(entry.key)
+        except TokenError:
+            log.error("labs bucket key is not a lab name", extra={"key": entry.key})
+            return
+        if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+            self.labs.pop(lab, None)
+            async with self.pool.acquire() as conn:
+                await store.lab_gone(conn, lab)
+            log.info("lab left", extra={"lab": lab})
+            return
+        try:
+            record = decode_record(entry.value, LabRecord)
+        except msgspec.DecodeError as exc:
+            log.error("labs bucket entry ignored: %s", exc, extra={"lab": lab})
+            return
+        if record.lab != lab:
+            log.error("labs bucket entry names another lab; ignored",
+                      extra={"lab": lab, "record_lab": record.lab})
+            return
+        known = lab in self.labs
+        self.labs[lab] = record
+        async with self.pool.acquire() as conn:
+            await store.record_lab(conn, record, self.ttl_s)
+        if not known:
+            log.info("lab online", extra={"lab": lab, "devices": len(record.devices),
+                                          "device_types": sorted({d.device_type
+                                                                  for d in record.devices})})

@@ -1,0 +1,101 @@
+"""Put job attempts on the JOBS stream (for labs) and on EVENTS (for people)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+
+import msgspec
+from nats.js import JetStreamContext
+from nats.js.errors import APIError
+
+from proto.events import JobCreated, JobSpec, encode
+from proto.subjects import Subjects
+from services.config import StorageConfig
+from services.runtime import EventPublisher
+
+log = logging.getLogger(__name__)
+
+SOURCE = "wrtci/scheduler"
+
+Presigner = Callable[[str], str]
+"""Object key -> a URL a lab can download from."""
+
+
+def job_created_id(job_id: str, attempt: int) -> str:
+    """``Nats-Msg-Id`` of an attempt: publishing it twice queues it once."""
+    return f"job.created:{job_id}:{attempt}"
+
+
+def minio_presigner(config: StorageConfig) -> Presigner:
+    """Presigned GET URLs; computed locally (region given), no request to the server."""
+    from minio import Minio
+
+    client = Minio(config.endpoint, access_key=config.access_key, secret_key=config.secret_key,
+                   secure=config.secure, region=config.region)
+    expiry = dt.timedelta(seconds=config.presign_expiry_s)
+
+    def presign(object_key: str) -> str:
+        return client.presigned_get_object(config.bucket, object_key, expires=expiry)
+
+    return presign
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        subjects: Subjects,
+        presign: Presigner | None = None,
+        *,
+        concurrency: int = 64,
+        timeout: float = 10.0,
+    ) -> None:
+        self.js = js
+        self.subjects = subjects
+        self.presign = presign
+        self.events = EventPublisher(js, subjects, timeout)
+        self.timeout = timeout
+        self._slots = asyncio.Semaphore(concurrency)
+
+    def _with_url(self, spec: JobSpec) -> JobSpec:
+        image = spec.image
+        if image.url or not image.object_key:
+            return spec
+        if self.presign is None:
+            raise RuntimeError(f"job {spec.job_id}: image {image.object_key} needs object "
+                               "storage to presign its URL, and none is configured")
+        image = msgspec.structs.replace(image, url=self.presign(image.object_key))
+        return msgspec.structs.replace(spec, image=image)
+
+    async def publish(self, spec: JobSpec) -> int:
+        """Queue one attempt; returns its JOBS stream sequence (the same when repeated)."""
+        spec = self._with_url(spec)
+        event = JobCreated.build(spec, source=SOURCE, subject=spec.job_id,
+                                 id=job_created_id(spec.job_id, spec.attempt))
+        async with self._slots:
+            ack = await self.js.publish(
+                self.subjects.job(spec.priority, spec.device_type), encode(event),
+                timeout=self.timeout, headers={"Nats-Msg-Id": event.id},
+            )
+            await self.events.publish(event)
+        log.info("job queued", extra={"job_id": spec.job_id, "attempt": spec.attempt,
+                                      "device_type": spec.device_type,
+                                      "priority": spec.priority, "duplicate": ack.duplicate})
+        return ack.seq
+
+    async def publish_all(self, specs: Sequence[JobSpec]) -> list[tuple[str, int, int]]:
+        """Queue many at once; (job id, attempt, sequence) of each."""
+        seqs = await asyncio.gather(*(self.publish(spec) for spec in specs))
+        return [(s.job_id, s.attempt, seq) for s, seq in zip(specs, seqs, strict=True)]
+
+    async def withdraw(self, queue_seq: int | None) -> bool:
+        """Take a queued attempt off the JOBS stream; False if a lab had acked it already."""
+        if queue_seq is None:
+            return False
+        with contextlib.suppress(APIError):  # gone: acked by a lab, or deleted before
+            return bool(await self.js.delete_msg(self.subjects.jobs_stream, queue_seq))
+        return False

@@ -1,0 +1,109 @@
+"""Which jobs a firmware gets: pure logic, no I/O.
+
+A firmware's images x the device types labs have x the plans each device
+type qualifies for. One job per device type carries all its plans, so a
+device is flashed once; the job uses the one image of the firmware that fits
+the device type best.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+
+import msgspec
+
+from proto.events import FirmwareDiscoveredData
+from proto.model import Image, TestPlan
+from services.scheduler.plans import PlanConfig, plans_for_device
+
+MAX_JOB_ID = 200
+"""Longer ids are shortened with a digest (they end up in subjects' headers and URLs)."""
+
+DEFAULT_IMAGE_PREFERENCE = [
+    "combined:squashfs", "combined-efi:squashfs", "combined:ext4", "combined-efi:ext4",
+    "sysupgrade:squashfs", "kernel:initramfs", "sysupgrade", "factory", "combined",
+    "combined-efi", "kernel",
+]
+"""``type[:filesystem]`` in order of preference; anything else comes after."""
+
+
+class JobDraft(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    device_type: str
+    image: Image
+    plans: list[TestPlan]
+    priority: int
+    timeout_s: float
+
+
+def job_id(firmware_id: str, image: Image, device_type: str) -> str:
+    """``<firmware>:<image name>:<device type>``, shortened past MAX_JOB_ID characters."""
+    full = f"{firmware_id}:{image.name}:{device_type}"
+    if len(full) <= MAX_JOB_ID:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:24]
+    return f"{firmware_id[:MAX_JOB_ID - 26]}:{digest}"
+
+
+def _image_rank(image: Image, preference: Sequence[str]) -> tuple[int, str]:
+    keys = [f"{image.type}:{image.filesystem}" if image.filesystem else None, image.type]
+    for index, wanted in enumerate(preference):
+        if wanted in keys:
+            return index, image.name
+    return len(preference), image.name
+
+
+def _images_by_device_type(
+    images: Iterable[Image], device_types: Iterable[str]
+) -> dict[str, list[Image]]:
+    """Device type -> the images that can run on it.
+
+    An image naming a profile fits exactly that device type; one naming only
+    target/subtarget (PR artifacts, uploads) fits every profile of the
+    subtarget, unless a profile-specific image exists for it.
+    """
+    exact: dict[str, list[Image]] = {}
+    generic: dict[str, list[Image]] = {}
+    for image in images:
+        if image.profile:
+            exact.setdefault(f"{image.target}/{image.subtarget}/{image.profile}", []).append(image)
+        else:
+            generic.setdefault(f"{image.target}/{image.subtarget}", []).append(image)
+    fits: dict[str, list[Image]] = {}
+    for device_type in device_types:
+        if device_type in exact:
+            fits[device_type] = exact[device_type]
+            continue
+        target_subtarget = device_type.rsplit("/", 1)[0]
+        if target_subtarget in generic:
+            fits[device_type] = generic[target_subtarget]
+    return fits
+
+
+def plan_jobs(
+    firmware: FirmwareDiscoveredData,
+    device_types: Mapping[str, frozenset[str]],
+    plans: Sequence[PlanConfig],
+    *,
+    overhead_s: float,
+    image_preference: Sequence[str] = DEFAULT_IMAGE_PREFERENCE,
+) -> list[JobDraft]:
+    """The jobs of ``firmware`` for ``device_types`` (device type -> features)."""
+    priority = int(firmware.priority_class.priority)
+    drafts = []
+    fits = _images_by_device_type(firmware.images, device_types)
+    for device_type in sorted(fits):
+        device_plans = plans_for_device(plans, device_types[device_type])
+        if not device_plans:
+            continue
+        image = min(fits[device_type], key=lambda i: _image_rank(i, image_preference))
+        drafts.append(JobDraft(
+            job_id=job_id(firmware.firmware_id, image, device_type),
+            device_type=device_type,
+            image=image,
+            plans=device_plans,
+            priority=priority,
+            timeout_s=overhead_s + sum(p.timeout_s for p in device_plans),
+        ))
+    return drafts

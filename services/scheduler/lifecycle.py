@@ -1,0 +1,368 @@
+"""KernelCI's node life for firmware and jobs, applied to the database.
+
+Firmware: ``running -> available -> closing -> done``. It is ``available``
+with a holdoff once its jobs are queued; after the holdoff it is ``done`` when
+every job is done, else ``closing`` until the last one is. When its timeout
+passes, the firmware and its unfinished jobs are forced to ``done``. The move
+to ``done`` publishes a ``firmware.state`` event with a deterministic id, inside
+the transaction that makes it: a repeat is deduplicated by JetStream, a
+failure rolls the move back.
+
+Jobs: ``queued -> running -> done``. An infrastructure error is retried as a
+new attempt (on any lab with the device type) until ``max_attempts``; only the
+last attempt's result is the job's result.
+
+Both the scheduler (manual retry / cancel) and the timeout service (lab
+events, deadlines) drive these transitions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+
+import asyncpg
+import msgspec
+
+from proto.events import (
+    FirmwareStateChanged,
+    FirmwareStateData,
+    JobCancelled,
+    JobCancelledData,
+    JobFinished,
+    JobFinishedData,
+)
+from proto.model import ErrorCode, FirmwareState, JobResult
+from proto.subjects import Subjects
+from services.runtime import EventPublisher
+from services.scheduler import store
+from services.scheduler.dispatch import Dispatcher
+
+log = logging.getLogger(__name__)
+
+SOURCE = "wrtci/lifecycle"
+
+
+class Transition(msgspec.Struct, frozen=True):
+    state: FirmwareState
+    reason: str
+
+
+def decide_firmware(
+    state: FirmwareState,
+    *,
+    holdoff_until: dt.datetime | None,
+    timeout_at: dt.datetime | None,
+    open_jobs: int,
+    now: dt.datetime,
+) -> Transition | None:
+    """The firmware's next state under KernelCI's rules, or None to stay."""
+    if state is FirmwareState.DONE:
+        return None
+    if timeout_at is not None and now >= timeout_at:
+        return Transition(FirmwareState.DONE, "timeout")
+    if state is FirmwareState.AVAILABLE and holdoff_until is not None and now >= holdoff_until:
+        if open_jobs == 0:
+            return Transition(FirmwareState.DONE, "all jobs done")
+        return Transition(FirmwareState.CLOSING, "holdoff passed")
+    if state is FirmwareState.CLOSING and open_jobs == 0:
+        return Transition(FirmwareState.DONE, "all jobs done")
+    return None
+
+
+def state_event_id(firmware_id: str, state: FirmwareState, round_: int) -> str:
+    suffix = f":r{round_}" if round_ else ""
+    return f"firmware.state:{firmware_id}:{state.value}{suffix}"
+
+
+class Lifecycle:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        dispatcher: Dispatcher,
+        subjects: Subjects,
+        *,
+        heartbeat_timeout_s: float = 300.0,
+        max_attempts: int = 3,
+        firmware_timeout_s: float = 24 * 3600.0,
+        on_timers_changed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.pool = pool
+        self.dispatcher = dispatcher
+        self.subjects = subjects
+        self.events: EventPublisher = dispatcher.events
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.max_attempts = max_attempts
+        self.firmware_timeout_s = firmware_timeout_s
+        self.on_timers_changed = on_timers_changed
+
+    # -- firmware ----------------------------------------------------------------
+
+    async def _publish_state(self, firmware_id: str, state: FirmwareState,
+                             previous: FirmwareState, reason: str, round_: int) -> None:
+        await self.events.publish(FirmwareStateChanged.build(
+            FirmwareStateData(firmware_id=firmware_id, state=state, previous=previous,
+                              reason=reason),
+            source=SOURCE, subject=firmware_id, id=state_event_id(firmware_id, state, round_),
+        ))
+        log.info("firmware %s", state.value, extra={"firmware_id": firmware_id,
+                                                    "reason": reason, "round": round_})
+
+    async def mark_available(self, firmware_id: str, holdoff_s: float) -> bool:
+        """Its jobs are queued: ``running -> available`` with holdoff and timeout."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                """
+                UPDATE checkouts SET state = 'available',
+                       holdoff_until = now() + make_interval(secs => $2),
+                       timeout_at = coalesce(timeout_at, now() + make_interval(secs => $3)),
+                       updated_at = now()
+                 WHERE id = $1 AND state = 'running'
+                RETURNING round
+                """,
+                firmware_id, holdoff_s, self.firmware_timeout_s,
+            )
+            if row is None:
+                return False
+            await self._publish_state(firmware_id, FirmwareState.AVAILABLE,
+                                      FirmwareState.RUNNING, "jobs queued", row["round"])
+        self.on_timers_changed()
+        return True
+
+    async def advance_firmware(
+        self, firmware_id: str, *, force_done: str | None = None
+    ) -> FirmwareState | None:
+        """Apply the rules once; ``force_done`` (a reason) ends it now. Returns the new state."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "SELECT state, holdoff_until, timeout_at, round, now() AS now "
+                "FROM checkouts WHERE id = $1 FOR UPDATE",
+                firmware_id,
+            )
+            if row is None:
+                return None
+            state = FirmwareState(row["state"])
+            open_jobs = await store.open_jobs(conn, firmware_id)
+            if force_done and state is not FirmwareState.DONE:
+                move: Transition | None = Transition(FirmwareState.DONE, force_done)
+            else:
+                move = decide_firmware(state, holdoff_until=row["holdoff_until"],
+                                       timeout_at=row["timeout_at"], open_jobs=len(open_jobs),
+                                       now=row["now"])
+            if move is None:
+                return None
+            if move.state is FirmwareState.DONE:
+                for job in open_jobs:
+                    code = ErrorCode.TIMEOUT if job.state == "running" else (
+                        ErrorCode.NO_HEALTHY_DEVICE)
+                    if force_done == "cancelled":
+                        code = ErrorCode.CANCELLED
+                    await self._end_for_good(conn, job, code, f"firmware {move.reason}")
+            await conn.execute(
+                """
+                UPDATE checkouts SET state = $2, updated_at = now(),
+                       done_at = CASE WHEN $2 = 'done' THEN now() ELSE done_at END
+                 WHERE id = $1
+                """,
+                firmware_id, move.state.value,
+            )
+            await self._publish_state(firmware_id, move.state, state, move.reason, row["round"])
+        return move.state
+
+    async def _reopen(self, conn: asyncpg.Connection, firmware_id: str) -> None:
+        """A manual retry on a done firmware: back to ``closing``, a new round."""
+        row = await conn.fetchrow(
+            """
+            UPDATE checkouts SET state = 'closing', round = round + 1, done_at = NULL,
+                   timeout_at = now() + make_interval(secs => $2), updated_at = now()
+             WHERE id = $1 AND state = 'done'
+            RETURNING round
+            """,
+            firmware_id, self.firmware_timeout_s,
+        )
+        if row is not None:
+            await self._publish_state(firmware_id, FirmwareState.CLOSING, FirmwareState.DONE,
+                                      "retry requested", row["round"])
+
+    # -- jobs: what labs report ------------------------------------------------------
+
+    async def job_started(self, job_id: str, attempt: int, lab: str, device: str) -> bool:
+        async with self.pool.acquire() as conn:
+            changed = await store.mark_started(conn, job_id, attempt, lab, device,
+                                               self.heartbeat_timeout_s)
+        if changed:
+            self.on_timers_changed()
+        else:
+            log.info("start of an old or finished attempt ignored",
+                     extra={"job_id": job_id, "attempt": attempt, "lab": lab})
+        return changed
+
+    async def job_progress(self, job_id: str, attempt: int, lab: str, device: str) -> bool:
+        async with self.pool.acquire() as conn:
+            changed = await store.mark_progress(conn, job_id, attempt, lab, device,
+                                                self.heartbeat_timeout_s)
+        if changed:
+            self.on_timers_changed()
+        return changed
+
+    async def job_finished(self, data: JobFinishedData) -> str:
+        """An attempt ended: retry it, or end the job. Returns what happened."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            job = await store.lock_job(conn, data.job_id)
+            if job is None:
+                log.warning("finish of an unknown job ignored", extra={"job_id": data.job_id})
+                return "unknown"
+            if job.state == "done" or job.attempt != data.attempt:
+                log.info("finish of an old or finished attempt ignored",
+                         extra={"job_id": data.job_id, "attempt": data.attempt,
+                                "current_attempt": job.attempt})
+                return "ignored"
+            outcome = await self._attempt_ended(conn, job, data)
+        if outcome == "done":
+            await self.advance_firmware(job.checkout_id)
+        return outcome
+
+    async def _attempt_ended(self, conn: asyncpg.Connection, job: store.JobRow,
+                             data: JobFinishedData) -> str:
+        code = data.error_code
+        retry = (data.result is JobResult.ERROR and code is not None and code.retryable
+                 and data.attempt < job.max_attempts
+                 and await store.firmware_state(conn, job.checkout_id) != "done")
+        if retry:
+            await self._queue_attempt(conn, job.id, data.attempt + 1)
+            log.info("infrastructure error, job retried",
+                     extra={"job_id": job.id, "attempt": data.attempt + 1,
+                            "error_code": code and code.value})
+            return "retried"
+        await store.finish(conn, job.id, data.attempt, result=data.result.value,
+                           error_code=code.value if code else None,
+                           error_message=data.error_message, lab=data.lab or None,
+                           device=data.device or None, log_key=data.log_key)
+        log.info("job done", extra={"job_id": job.id, "attempt": data.attempt,
+                                    "result": data.result.value})
+        return "done"
+
+    async def _queue_attempt(self, conn: asyncpg.Connection, job_id: str, attempt: int,
+                             max_attempts: int | None = None) -> None:
+        await store.requeue(conn, job_id, attempt, max_attempts)
+        spec = await store.job_spec(conn, job_id)
+        assert spec is not None  # the row is locked by the caller
+        seq = await self.dispatcher.publish(spec)
+        await store.set_queue_seqs(conn, [(job_id, attempt, seq)])
+
+    # -- jobs: ended by wrtci itself ----------------------------------------------------
+
+    async def _announce_end(self, job: store.JobRow, code: ErrorCode, message: str) -> None:
+        """Tell the results service (central job.finished) and the lab (job.cancelled)."""
+        await self.dispatcher.withdraw(job.queue_seq)
+        finished = JobFinished.build(
+            JobFinishedData(job_id=job.id, attempt=job.attempt, lab=job.lab or "",
+                            device=job.device or "", result=JobResult.ERROR, error_code=code,
+                            error_message=message, finished_at=dt.datetime.now(dt.UTC)),
+            source=SOURCE, subject=job.id, id=f"job.finished:{job.id}:{job.attempt}:{code}",
+        )
+        await self.events.publish(finished, subject=self.subjects.event("job.finished"))
+        await self.events.publish(JobCancelled.build(
+            JobCancelledData(job_id=job.id, attempt=job.attempt, reason=message),
+            source=SOURCE, subject=job.id, id=f"job.cancelled:{job.id}:{job.attempt}:{code}",
+        ))
+
+    async def _end_for_good(self, conn: asyncpg.Connection, job: store.JobRow,
+                            code: ErrorCode, message: str) -> None:
+        if await store.finish(conn, job.id, job.attempt, result=JobResult.ERROR.value,
+                              error_code=code.value, error_message=message):
+            await self._announce_end(job, code, message)
+            log.info("job ended", extra={"job_id": job.id, "attempt": job.attempt,
+                                         "error_code": code.value})
+
+    async def expire_overdue(self) -> int:
+        """End running attempts past their deadline (retried like any infra error)."""
+        async with self.pool.acquire() as conn:
+            overdue = await store.overdue_jobs(conn)
+        for item in overdue:
+            code = ErrorCode.TIMEOUT if item.plan_timed_out else ErrorCode.LAB_LOST
+            message = ("plan timeout passed" if item.plan_timed_out
+                       else "no progress from the lab before the deadline")
+            async with self.pool.acquire() as conn, conn.transaction():
+                job = await store.lock_job(conn, item.id)
+                if job is None or job.state != "running" or job.attempt != item.attempt:
+                    continue
+                await self._announce_end(job, code, message)
+                outcome = await self._attempt_ended(conn, job, JobFinishedData(
+                    job_id=job.id, attempt=job.attempt, lab=job.lab or "",
+                    device=job.device or "", result=JobResult.ERROR, error_code=code,
+                    error_message=message))
+            log.warning("job attempt timed out", extra={"job_id": item.id,
+                                                        "attempt": item.attempt,
+                                                        "error_code": code.value})
+            if outcome == "done":
+                await self.advance_firmware(job.checkout_id)
+        return len(overdue)
+
+    # -- operators: retry and cancel ------------------------------------------------------
+
+    async def cancel_job(self, job_id: str, reason: str) -> bool:
+        async with self.pool.acquire() as conn, conn.transaction():
+            job = await store.lock_job(conn, job_id)
+            if job is None or job.state == "done":
+                return False
+            await self._end_for_good(conn, job, ErrorCode.CANCELLED, reason)
+        await self.advance_firmware(job.checkout_id)
+        return True
+
+    async def cancel_firmware(self, firmware_id: str, reason: str) -> bool:
+        state = await self.advance_firmware(firmware_id, force_done="cancelled")
+        log.info("firmware cancelled", extra={"firmware_id": firmware_id, "reason": reason})
+        return state is not None
+
+    async def retry_job(self, job_id: str) -> bool:
+        """A new attempt of a done job, with a fresh budget of automatic retries."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            job = await store.lock_job(conn, job_id)
+            if job is None or job.state != "done":
+                return False
+            await self._reopen(conn, job.checkout_id)
+            attempt = job.attempt + 1
+            await self._queue_attempt(conn, job_id, attempt,
+                                      max_attempts=attempt + self.max_attempts - 1)
+        log.info("job retry requested", extra={"job_id": job_id, "attempt": attempt})
+        return True
+
+    async def retry_firmware(self, firmware_id: str) -> int:
+        """Retry every job of the firmware that failed or errored."""
+        async with self.pool.acquire() as conn:
+            job_ids = await store.jobs_to_retry(conn, firmware_id)
+        retried = 0
+        for job_id in job_ids:
+            retried += await self.retry_job(job_id)
+        return retried
+
+    # -- timers -------------------------------------------------------------------------
+
+    async def due_firmware(self) -> list[str]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                """
+                SELECT id FROM checkouts
+                 WHERE state <> 'done'
+                   AND ((state = 'available' AND holdoff_until <= now())
+                        OR timeout_at <= now())
+                """
+            )
+        return [r["id"] for r in rows]
+
+    async def seconds_to_next_deadline(self) -> float | None:
+        """Seconds until the next timer (job deadline, holdoff, firmware timeout) is due."""
+        async with self.pool.acquire() as conn:
+            return await conn.fetchval(
+                """
+                SELECT extract(epoch FROM min(t) - now())::float8 FROM (
+                    SELECT min(deadline_at) AS t FROM jobs WHERE state = 'running'
+                    UNION ALL
+                    SELECT min(holdoff_until) FROM checkouts WHERE state = 'available'
+                    UNION ALL
+                    SELECT min(timeout_at) FROM checkouts WHERE state <> 'done'
+                ) AS timers
+                """
+            )

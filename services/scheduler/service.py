@@ -1,0 +1,270 @@
+"""The scheduler daemon: firmware events in, jobs out.
+
+For each ``firmware.discovered`` event: record the firmware (if the trigger
+has not yet), fan it out to the device types labs have announced x the test
+plans they qualify for, queue one job per device type on its priority's
+subject, and move the firmware to ``available``. Jobs have deterministic ids
+and ``Nats-Msg-Id`` headers, and rows are upserts, so a repeated event — or
+two replicas handling it — queues each job once.
+
+It also applies operators' retry and cancel requests, and stops taking new
+firmware while the pause switch is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable
+
+import asyncpg
+import msgspec
+from nats.js import JetStreamContext
+
+from proto.events import (
+    CloudEvent,
+    FirmwareCancelRequested,
+    FirmwareDiscovered,
+    FirmwareDiscoveredData,
+    FirmwareRetryRequested,
+    JobCancelRequested,
+    JobRetryRequested,
+)
+from proto.subjects import Subjects
+from proto.topology import ensure_consumer, service_consumer
+from services import db
+from services.config import DatabaseConfig, LoggingConfig, NatsConfig, StorageConfig
+from services.consume import MsgMeta, consume
+from services.firmware_store import record_firmware
+from services.runtime import check_nats, connect_nats
+from services.scheduler import store
+from services.scheduler.control import INTAKE_CONSUMER, ControlSwitch
+from services.scheduler.devices import DeviceRegistry
+from services.scheduler.dispatch import Dispatcher, minio_presigner
+from services.scheduler.fanout import DEFAULT_IMAGE_PREFERENCE, plan_jobs
+from services.scheduler.lifecycle import Lifecycle
+from services.scheduler.plans import PlanSet
+
+log = logging.getLogger(__name__)
+
+CONTROL_CONSUMER = "scheduler-control"
+
+
+class SchedulerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    plans_file: str | None = None
+    """TOML test plans; None: the defaults shipped in services/scheduler/plans.toml."""
+    holdoff_s: float = 600.0
+    """How long a firmware stays ``available`` (open for late jobs) before closing."""
+    firmware_timeout_s: float = 48 * 3600.0
+    max_attempts: int = 3
+    job_overhead_s: float = 900.0
+    """Added to the plans' timeouts for download, flash and boot."""
+    device_retention_days: float = 30.0
+    """Device types announced within this time get jobs, online or not."""
+    image_preference: list[str] = msgspec.field(
+        default_factory=lambda: list(DEFAULT_IMAGE_PREFERENCE))
+    publish_concurrency: int = 64
+    fetch_batch: int = 10
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
+    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    scheduler: SchedulerSettings = msgspec.field(default_factory=SchedulerSettings)
+
+
+def intake_consumer(subjects: Subjects):
+    """New work: paused by the control switch."""
+    return service_consumer(INTAKE_CONSUMER, [
+        subjects.event("firmware.discovered"),
+        subjects.event("firmware.retry_requested"),
+        subjects.event("job.retry_requested"),
+    ])
+
+
+def control_consumer(subjects: Subjects):
+    """Cancel requests: served even while paused (a drain may need them)."""
+    return service_consumer(CONTROL_CONSUMER, [
+        subjects.event("firmware.cancel_requested"),
+        subjects.event("job.cancel_requested"),
+    ])
+
+
+class Scheduler:
+    def __init__(self, pool: asyncpg.Pool, dispatcher: Dispatcher, lifecycle: Lifecycle,
+                 plans: PlanSet, settings: SchedulerSettings) -> None:
+        self.pool = pool
+        self.dispatcher = dispatcher
+        self.lifecycle = lifecycle
+        self.plans = plans
+        self.settings = settings
+
+    async def handle(self, event: CloudEvent, meta: MsgMeta) -> None:
+        if isinstance(event, FirmwareDiscovered):
+            await self.schedule_firmware(event.data)
+        elif isinstance(event, JobRetryRequested):
+            if not await self.lifecycle.retry_job(event.data.job_id):
+                log.info("retry of a job that is not done ignored",
+                         extra={"job_id": event.data.job_id})
+        elif isinstance(event, FirmwareRetryRequested):
+            count = await self.lifecycle.retry_firmware(event.data.firmware_id)
+            log.info("firmware retry", extra={"firmware_id": event.data.firmware_id,
+                                              "jobs": count})
+        elif isinstance(event, JobCancelRequested):
+            await self.lifecycle.cancel_job(event.data.job_id,
+                                            event.data.reason or "cancelled by request")
+        elif isinstance(event, FirmwareCancelRequested):
+            await self.lifecycle.cancel_firmware(event.data.firmware_id,
+                                                 event.data.reason or "cancelled by request")
+
+    async def schedule_firmware(self, data: FirmwareDiscoveredData) -> int:
+        """Queue the firmware's jobs; returns how many were published now."""
+        firmware_id = data.firmware_id
+        unknown = self.plans.unknown(data.plans)
+        if unknown:
+            log.warning("firmware asks for unknown test plans", extra={
+                "firmware_id": firmware_id, "plans": unknown, "known": self.plans.names()})
+        retention = dt.timedelta(days=self.settings.device_retention_days)
+        async with self.pool.acquire() as conn:
+            await record_firmware(conn, data)
+            state = await store.firmware_state(conn, firmware_id)
+            if state == "done":
+                log.info("firmware already done; event ignored",
+                         extra={"firmware_id": firmware_id})
+                return 0
+            if state in ("running", "available"):  # a closing firmware takes no new jobs
+                device_types = await store.known_device_types(
+                    conn, dt.datetime.now(dt.UTC) - retention)
+                drafts = plan_jobs(
+                    data, device_types,
+                    self.plans.for_firmware(data.source_kind, data.plans),
+                    overhead_s=self.settings.job_overhead_s,
+                    image_preference=self.settings.image_preference,
+                )
+                await store.insert_jobs(conn, firmware_id, drafts, self.settings.max_attempts)
+            # Also after a crash between insert and publish: whatever is not queued yet.
+            specs = await store.unpublished_jobs(conn, firmware_id)
+        published = await self.dispatcher.publish_all(specs)
+        async with self.pool.acquire() as conn:
+            await store.set_queue_seqs(conn, published)
+            device_types_now = sorted({s.device_type for s in specs})
+            online = await store.device_types_online(conn, device_types_now)
+        waiting = [d for d in device_types_now if d not in online]
+        log.info("firmware scheduled", extra={
+            "firmware_id": firmware_id, "jobs": len(specs), "waiting_for_lab": len(waiting)})
+        await self.lifecycle.mark_available(firmware_id, self.settings.holdoff_s)
+        return len(specs)
+
+
+async def _until(wait: Awaitable[object], stop: asyncio.Event) -> None:
+    """Until ``wait`` is over or ``stop`` is set."""
+    waits = [asyncio.ensure_future(wait), asyncio.create_task(stop.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
+
+
+async def pausable_intake(js: JetStreamContext, subjects: Subjects, scheduler: Scheduler,
+                          switch: ControlSwitch, stop: asyncio.Event, batch: int) -> None:
+    """Consume new work while the switch is on; messages wait in the stream while paused."""
+    config = intake_consumer(subjects)
+    while not stop.is_set():
+        if switch.paused:
+            await _until(switch.wait_running(), stop)
+            continue
+        halt = asyncio.Event()
+        watcher = asyncio.create_task(_halt_on_pause(switch, stop, halt))
+        try:
+            await consume(js, subjects.events_stream, config, scheduler.handle, halt, batch=batch)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+
+async def _halt_on_pause(switch: ControlSwitch, stop: asyncio.Event, halt: asyncio.Event) -> None:
+    await _until(switch.wait_paused(), stop)
+    halt.set()
+
+
+class SchedulerApp:
+    """The daemon's parts, wired together; ``run()`` is its whole life."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.subjects = config.nats.subjects
+        self.plans = PlanSet.load(config.scheduler.plans_file)
+        self.tasks: list[asyncio.Task] = []
+
+    async def start(self, stop: asyncio.Event) -> None:
+        """Connect, catch up with the registry and the switch, start consuming."""
+        config, settings, subjects = self.config, self.config.scheduler, self.subjects
+        self.nc = await connect_nats(config.nats, "wrtci-scheduler")
+        self.pool = await db.create_pool(config.database)
+        js = self.nc.jetstream(timeout=config.nats.request_timeout_s)
+        dispatcher = Dispatcher(js, subjects, minio_presigner(config.storage),
+                                concurrency=settings.publish_concurrency)
+        self.lifecycle = Lifecycle(self.pool, dispatcher, subjects,
+                                   max_attempts=settings.max_attempts,
+                                   firmware_timeout_s=settings.firmware_timeout_s)
+        self.registry = DeviceRegistry(js, subjects, self.pool)
+        self.switch = ControlSwitch(js, subjects)
+        self.tasks += [asyncio.create_task(self.registry.run(stop), name="registry"),
+                       asyncio.create_task(self.switch.run(stop), name="control-watch")]
+        # Fan-out reads the registry: let it catch up with the bucket first.
+        await asyncio.wait_for(
+            asyncio.gather(self.registry.ready.wait(), self.switch.ready.wait()), 30)
+        self.scheduler = Scheduler(self.pool, dispatcher, self.lifecycle, self.plans, settings)
+        # Exists even while paused: `wrtci scheduler status` counts what waits in it.
+        await ensure_consumer(js, subjects.events_stream, intake_consumer(subjects))
+        self.tasks += [
+            asyncio.create_task(pausable_intake(js, subjects, self.scheduler, self.switch, stop,
+                                                settings.fetch_batch), name="intake"),
+            asyncio.create_task(consume(js, subjects.events_stream, control_consumer(subjects),
+                                        self.scheduler.handle, stop), name="control"),
+        ]
+        log.info("scheduler running", extra={"plans": self.plans.names()})
+
+    async def close(self) -> None:
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if hasattr(self, "nc"):
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+        if hasattr(self, "pool"):
+            await self.pool.close()
+
+
+async def run(config: Config, stop: asyncio.Event) -> None:
+    app = SchedulerApp(config)
+    try:
+        await app.start(stop)
+        await _until_stop_or_failure(app.tasks, stop)
+    finally:
+        stop.set()
+        await app.close()
+
+
+async def _until_stop_or_failure(tasks: list[asyncio.Task], stop: asyncio.Event) -> None:
+    """Return on stop; re-raise if a part of the daemon dies (systemd restarts it)."""
+    stopper = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    for task in done:
+        if task is not stopper and task.exception() is not None:
+            raise task.exception()  # type: ignore[misc]
+
+
+async def check(config: Config) -> None:
+    await check_nats(config.nats)
+    conn = await db.connect(config.database)
+    try:
+        await conn.fetchval("SELECT count(*) FROM announced_devices")
+    finally:
+        await conn.close()
+    PlanSet.load(config.scheduler.plans_file)

@@ -1,0 +1,162 @@
+"""The timeout service: every job and firmware reaches a final state.
+
+- Lab events (``job.started``, ``job.progress`` — the heartbeat —,
+  ``job.finished``) move jobs ``queued -> running -> done``; an infrastructure
+  error is retried as a new attempt up to the job's ``max_attempts``.
+- A running attempt with no progress past its deadline, or past its plan
+  timeout, is ended here as ``error`` (``lab_lost`` / ``timeout``): a central
+  ``job.finished`` for the results service, a ``job.cancelled`` for the lab.
+- Firmware holdoffs and timeouts fire from timers kept in the database.
+
+KernelCI runs this as a polling loop; here events drive it and timers only
+cover what no event announces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import msgspec
+
+from proto.events import (
+    CloudEvent,
+    FirmwareStateChanged,
+    JobFinished,
+    JobProgress,
+    JobStarted,
+)
+from proto.subjects import Subjects
+from proto.topology import service_consumer
+from services import db
+from services.config import DatabaseConfig, LoggingConfig, NatsConfig, StorageConfig
+from services.consume import MsgMeta, Reject, consume
+from services.runtime import check_nats, connect_nats
+from services.scheduler.dispatch import Dispatcher, minio_presigner
+from services.scheduler.lifecycle import Lifecycle
+from services.timeout.deadlines import DeadlineLoop
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "timeout-lifecycle"
+
+
+class TimeoutSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    heartbeat_timeout_s: float = 300.0
+    """A running attempt with no progress for this long is ended as ``lab_lost``.
+
+    Longer than two JOBS ack waits (topology.JOB_ACK_WAIT): a lab that dies is
+    first replaced by JetStream's redelivery of its job to another lab."""
+    max_sleep_s: float = 60.0
+    """Upper bound of a timer sleep (timers set by other replicas)."""
+
+
+class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
+    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    timeout: TimeoutSettings = msgspec.field(default_factory=TimeoutSettings)
+
+
+def lifecycle_consumer(subjects: Subjects):
+    return service_consumer(CONSUMER, [
+        subjects.all_lab_events("job.started"),
+        subjects.all_lab_events("job.progress"),
+        subjects.all_lab_events("job.finished"),
+        subjects.event("job.finished"),
+        subjects.event("firmware.state"),
+    ])
+
+
+class LifecycleHandler:
+    def __init__(self, lifecycle: Lifecycle, subjects: Subjects, deadlines: DeadlineLoop) -> None:
+        self.lifecycle = lifecycle
+        self.subjects = subjects
+        self.deadlines = deadlines
+
+    def _check_lab(self, event: JobStarted | JobProgress | JobFinished, meta: MsgMeta) -> None:
+        # A lab may only speak for itself: its subject scope names it.
+        if not meta.subject.startswith(f"{self.subjects.prefix}.lab."):
+            return  # central (the timeout service itself, the API)
+        lab = self.subjects.lab_of_subject(meta.subject)
+        if lab != event.data.lab:
+            raise Reject(f"event of lab {event.data.lab!r} published by lab {lab!r}")
+
+    async def handle(self, event: CloudEvent, meta: MsgMeta) -> None:
+        if isinstance(event, JobStarted):
+            self._check_lab(event, meta)
+            data = event.data
+            await self.lifecycle.job_started(data.job_id, data.attempt, data.lab, data.device)
+        elif isinstance(event, JobProgress):
+            self._check_lab(event, meta)
+            data = event.data
+            await self.lifecycle.job_progress(data.job_id, data.attempt, data.lab, data.device)
+        elif isinstance(event, JobFinished):
+            self._check_lab(event, meta)
+            await self.lifecycle.job_finished(event.data)
+        elif isinstance(event, FirmwareStateChanged):
+            self.deadlines.wake()  # a new holdoff or timeout to wait for
+
+
+class TimeoutApp:
+    """The daemon's parts, wired together; ``run()`` is its whole life."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.subjects = config.nats.subjects
+        self.tasks: list[asyncio.Task] = []
+
+    async def start(self, stop: asyncio.Event) -> None:
+        config, subjects = self.config, self.subjects
+        self.nc = await connect_nats(config.nats, "wrtci-timeout")
+        self.pool = await db.create_pool(config.database)
+        js = self.nc.jetstream(timeout=config.nats.request_timeout_s)
+        dispatcher = Dispatcher(js, subjects, minio_presigner(config.storage))
+        self.lifecycle = Lifecycle(self.pool, dispatcher, subjects,
+                                   heartbeat_timeout_s=config.timeout.heartbeat_timeout_s,
+                                   on_timers_changed=self._wake)
+        self.deadlines = DeadlineLoop(self.lifecycle, max_sleep_s=config.timeout.max_sleep_s)
+        handler = LifecycleHandler(self.lifecycle, subjects, self.deadlines)
+        self.tasks += [
+            asyncio.create_task(self.deadlines.run(stop), name="deadlines"),
+            asyncio.create_task(consume(js, subjects.events_stream, lifecycle_consumer(subjects),
+                                        handler.handle, stop), name="lifecycle"),
+        ]
+        log.info("timeout service running")
+
+    def _wake(self) -> None:
+        self.deadlines.wake()
+
+    async def close(self) -> None:
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if hasattr(self, "nc"):
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+        if hasattr(self, "pool"):
+            await self.pool.close()
+
+
+async def run(config: Config, stop: asyncio.Event) -> None:
+    app = TimeoutApp(config)
+    try:
+        await app.start(stop)
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*app.tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        for task in done:
+            if task is not stopper and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+    finally:
+        stop.set()
+        await app.close()
+
+
+async def check(config: Config) -> None:
+    await check_nats(config.nats)
+    conn = await db.connect(config.database)
+    try:
+        await conn.fetchval("SELECT count(*) FROM jobs WHERE state = 'running'")
+    finally:
+        await conn.close()

@@ -11,8 +11,8 @@ from types import ModuleType
 
 SERVICES: dict[str, str] = {
     "trigger": "services.trigger.service",
-    "scheduler": "services.scheduler",
-    "timeout": "services.timeout",
+    "scheduler": "services.scheduler.service",
+    "timeout": "services.timeout.service",
     "logs": "services.logs",
     "results": "services.results",
 }

@@ -50,7 +50,7 @@ def combine(runs: list[PlanRun]) -> tuple[JobResult, ErrorCode | None, str | Non
         return JobResult.SKIP, None, "no tests ran"
     if any(s in (TestStatus.FAIL, TestStatus.ERROR) for s in statuses):
         return JobResult.FAIL, None, None
-    if all(s is TestStatus.SKIP for s in statuses):
+    if all(s in (TestStatus.SKIP, TestStatus.MISS) for s in statuses):
         return JobResult.SKIP, None, None
     return JobResult.PASS, None, None
 

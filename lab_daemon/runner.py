@@ -16,7 +16,7 @@ import msgspec
 from lab_daemon.config import DeviceConfig, LabSection
 from lab_daemon.junit import parse_junit
 from lab_daemon.process import run_process
-from proto.model import ErrorCode, TestPlan, TestResult
+from proto.model import ErrorCode, TestPlan, TestResult, TestStatus
 
 # pytest exit codes (and the suite's own: pytest.exit(returncode=3) when the
 # device does not reach its shell).
@@ -58,23 +58,42 @@ class PlanFiles(msgspec.Struct, frozen=True, kw_only=True):
         return self.run_dir / "plans" / plan
 
 
-def test_paths(suite: Path, plan: TestPlan) -> list[str]:
+class PlanPaths(msgspec.Struct, frozen=True):
+    present: list[str]
+    """Absolute pytest node ids that exist in this suite checkout."""
+    missing: list[str]
+    """Plan entries this checkout does not have (an older or trimmed suite)."""
+
+
+def test_paths(suite: Path, plan: TestPlan) -> PlanPaths:
     suite = suite.resolve()
-    paths = []
+    present, missing = [], []
     for entry in plan.tests or ["tests"]:
         node, sep, rest = entry.partition("::")
         full = (suite / node).resolve()
         if full != suite and suite not in full.parents:
             raise PlanError(f"test path {entry!r} is outside the suite checkout")
-        paths.append(str(full) + sep + rest)
-    return paths
+        if full.exists():
+            present.append(str(full) + sep + rest)
+        else:
+            missing.append(entry)
+    return PlanPaths(present, missing)
+
+
+def missing_results(plan: str, entries: list[str]) -> list[TestResult]:
+    """KCIDB MISS for each plan entry the suite checkout lacks: asked for, not run."""
+    results = []
+    for entry in entries:
+        module = Path(entry.partition("::")[0]).stem
+        results.append(TestResult(path=f"{plan}.{module}", status=TestStatus.MISS,
+                                  message=f"{entry} is not in this lab's test suite checkout"))
+    return results
 
 
 def pytest_argv(lab: LabSection, device: DeviceConfig, plan: TestPlan, image: Path,
-                files: PlanFiles) -> list[str]:
+                files: PlanFiles, paths: list[str]) -> list[str]:
     plan_dir = files.plan_dir(plan.name)
-    argv = [lab.python or sys.executable, "-m", "pytest",
-            *test_paths(Path(lab.suite_dir), plan),
+    argv = [lab.python or sys.executable, "-m", "pytest", *paths,
             f"--lg-env={Path(device.target_file).resolve()}",
             f"--firmware={image}",
             f"--lg-log={files.console_dir}",
@@ -109,17 +128,21 @@ async def run_plan(lab: LabSection, device: DeviceConfig, plan: TestPlan, image:
     plan_dir.mkdir(parents=True, exist_ok=True)
     files.console_dir.mkdir(parents=True, exist_ok=True)
     try:
-        argv = pytest_argv(lab, device, plan, image, files)
+        paths = test_paths(Path(lab.suite_dir), plan)
     except PlanError as exc:
         return PlanRun(plan=plan.name, error_code=ErrorCode.TEST_SUITE_ERROR,
                        error_message=str(exc))
+    missed = missing_results(plan.name, paths.missing)
+    if not paths.present:
+        return PlanRun(plan=plan.name, tests=missed)  # nothing to run: no boot
+    argv = pytest_argv(lab, device, plan, image, files, paths.present)
     outcome = await run_process(
         argv, env=job_environment(lab, device, image, expected_revision),
         cwd=plan_dir, output=files.pytest_log, limit_s=timeout_s)
     junit = plan_dir / "junit.xml"
     # The suite may write a results.json into its working directory.
     results_json = plan_dir / "results.json"
-    run = PlanRun(plan=plan.name, tests=parse_junit(junit, plan.name),
+    run = PlanRun(plan=plan.name, tests=parse_junit(junit, plan.name) + missed,
                   junit=junit if junit.is_file() else None,
                   results_json=results_json if results_json.is_file() else None)
     if outcome.timed_out:

@@ -93,6 +93,30 @@ async def test_job_runs_suite_reports_results_and_stores_logs(
     assert await _jobs_left(js, subjects) == 0  # acked
 
 
+async def test_plan_paths_missing_from_the_suite_are_reported_as_miss(
+        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+    base_url, www = file_server
+    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+    events = await EventLog().start(nc, subjects)
+    plans = [TestPlan(name="base", tests=["tests/test_fake.py", "tests/test_ssh.py"],
+                      keyword="not hang"),
+             TestPlan(name="system", tests=["tests/test_lan.py"])]
+    spec = job_spec("wrtci:job:miss", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+                    plans=plans)
+    config = lab_config(nats_config, tmp_path / "work", fake_suite)
+    async with running_lab(config):
+        await publish_job(js, subjects, spec)
+        await events.wait_for(lambda e: e.of(ev.JobFinished))
+    data = events.of(ev.JobFinished)[0].data
+    statuses = {t.path: t.status for t in data.tests}
+    assert statuses["base.test_ssh"] is TestStatus.MISS
+    assert statuses["system.test_lan"] is TestStatus.MISS
+    assert statuses["base.test_fake.test_prints"] is TestStatus.PASS
+    assert data.result is JobResult.PASS, data
+    # only the plan with something to run started pytest
+    assert [p.name for p in (tmp_path / "work").rglob("junit.xml")] == ["junit.xml"]
+
+
 async def test_wrong_sha256_is_an_error_and_runs_no_test(
         js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
     base_url, www = file_server

@@ -14,6 +14,7 @@ import asyncpg
 import msgspec
 
 from proto.events import FirmwareDiscoveredData
+from proto.model import Image, PriorityClass, PullRequest, SourceKind
 
 ORIGIN = "wrtci"
 
@@ -68,3 +69,35 @@ async def record_firmware(conn: asyncpg.Connection, data: FirmwareDiscoveredData
             ],
         )
     return bool(created)
+
+
+async def load_open_firmware(conn: asyncpg.Connection) -> list[FirmwareDiscoveredData]:
+    """Firmware that still takes new jobs (``running``/``available``), as recorded."""
+    checkouts = await conn.fetch(
+        """SELECT id, tree_name, git_repository_url, git_commit_hash, git_repository_branch,
+                  misc, source_kind, priority_class, channel, version, revision
+           FROM checkouts WHERE state IN ('running', 'available') ORDER BY created_at""")
+    builds = await conn.fetch(
+        """SELECT checkout_id, id, target, subtarget, profile, image_name, image_type,
+                  filesystem, sha256, size, url, object_key
+           FROM builds WHERE checkout_id = ANY($1::text[]) ORDER BY id""",
+        [c["id"] for c in checkouts])
+    images: dict[str, list[Image]] = {}
+    for b in builds:
+        images.setdefault(b["checkout_id"], []).append(Image(
+            id=b["id"], target=b["target"], subtarget=b["subtarget"], profile=b["profile"],
+            name=b["image_name"], type=b["image_type"], filesystem=b["filesystem"],
+            sha256=b["sha256"], size=b["size"], url=b["url"], object_key=b["object_key"]))
+    firmware = []
+    for c in checkouts:
+        misc = c["misc"] or {}
+        pull_request = misc.get("pull_request")
+        firmware.append(FirmwareDiscoveredData(
+            firmware_id=c["id"], source_kind=SourceKind(c["source_kind"]),
+            priority_class=PriorityClass(c["priority_class"]), channel=c["channel"],
+            version=c["version"], revision=c["revision"], images=images.get(c["id"], []),
+            tree_name=c["tree_name"] or "openwrt", git_repository_url=c["git_repository_url"],
+            git_commit_hash=c["git_commit_hash"], git_branch=c["git_repository_branch"],
+            pull_request=msgspec.convert(pull_request, PullRequest) if pull_request else None,
+            submitter=misc.get("submitter"), url=misc.get("url"), plans=misc.get("plans")))
+    return firmware

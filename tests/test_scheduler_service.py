@@ -179,6 +179,44 @@ async def test_job_for_a_device_type_without_lab_online_waits(
     assert progress["waiting_device_types"] == ["ramips/mt7621/r1"]
 
 
+async def test_late_lab_gets_jobs_of_open_firmware_but_not_of_closed(
+        js, subjects, nats_config, database_config, storage_config, pool):
+    await factories.announce_lab(js, subjects, "lab-a", LAB_A)
+    open_fw = factories.firmware(["x86/64/generic", "mediatek/filogic/openwrt_one"], tag="r1")
+    closed_fw = factories.firmware(["mediatek/filogic/openwrt_one"], tag="r0")
+    await factories.insert_firmware(pool, closed_fw)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE checkouts SET state = 'closing' WHERE id = $1",
+                           closed_fw.firmware_id)
+    async with running(nats_config, database_config, storage_config,
+                       with_timeout=False) as pipeline:
+        await factories.publish_firmware(js, subjects, open_fw)
+        await wait_until(lambda: _state_is(pool, open_fw.firmware_id, "available"),
+                         "firmware available")
+        assert [r["device_type"] for r in await firmware_jobs(pool, open_fw.firmware_id)] == [
+            "x86/64/generic"]
+
+        await factories.announce_lab(js, subjects, "lab-b", LAB_B)  # brings openwrt_one
+
+        async def openwrt_one_scheduled() -> bool:
+            rows = await firmware_jobs(pool, open_fw.firmware_id)
+            return len(rows) == 2 and all(r["queue_seq"] for r in rows)
+
+        await wait_until(openwrt_one_scheduled, "late lab's job queued")
+        assert pipeline.scheduler.registry.online_device_types() >= {
+            "mediatek/filogic/openwrt_one"}
+        # a lab heartbeat with nothing new changes nothing
+        await factories.announce_lab(js, subjects, "lab-b", LAB_B)
+        await asyncio.sleep(0.5)
+    assert len(await firmware_jobs(pool, open_fw.firmware_id)) == 2
+    assert await firmware_jobs(pool, closed_fw.firmware_id) == []  # closing: no new children
+    created = [e for e in await stored_events(js, subjects, "job.created")
+               if e.data.device_type == "mediatek/filogic/openwrt_one"]
+    assert len(created) == 1
+    info = await js.stream_info(subjects.jobs_stream)
+    assert info.state.messages == 2
+
+
 async def test_uploaded_image_gets_a_presigned_url(js, subjects, nats_config, database_config,
                                                    storage_config, pool, s3_server):
     await _announce(js, subjects)

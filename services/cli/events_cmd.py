@@ -14,7 +14,19 @@ import msgspec
 import nats.errors
 from nats.js.api import DeliverPolicy
 
-from proto.events import CloudEvent, DecodeError, decode, object_ids
+from proto.events import (
+    CloudEvent,
+    DecodeError,
+    DeviceHealthChanged,
+    FirmwareDiscovered,
+    FirmwareStateChanged,
+    JobCreated,
+    JobFinished,
+    JobProgress,
+    LabOnline,
+    decode,
+    object_ids,
+)
 from services.cli.common import add_config_argument, cli_config, nats_connection
 
 _DURATION_RE = re.compile(r"^(\d+)([smhd])$")
@@ -48,10 +60,32 @@ def parse_since(value: str) -> dt.datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
+def what_happened(event: CloudEvent) -> str:
+    """The gist of an event in a few words, for one-line views."""
+    data = event.data  # type: ignore[attr-defined]
+    if isinstance(event, FirmwareStateChanged):
+        return f"-> {data.state}"
+    if isinstance(event, JobCreated):
+        return f"attempt {data.attempt}, priority {data.priority}"
+    if isinstance(event, JobProgress):
+        return data.stage
+    if isinstance(event, JobFinished):
+        error = f"/{data.error_code}" if data.error_code else ""
+        return f"{data.result}{error}, {len(data.tests)} tests"
+    if isinstance(event, DeviceHealthChanged):
+        return f"{data.health} ({data.state})"
+    if isinstance(event, LabOnline):
+        return f"{len(data.devices)} devices"
+    if isinstance(event, FirmwareDiscovered):
+        return f"{data.source_kind} {data.version}, {len(data.images)} images"
+    return ""
+
+
 def format_line(event: CloudEvent, subject: str) -> str:
     ids = " ".join(f"{k.removesuffix('_id')}={v}" for k, v in object_ids(event).items())
     when = event.time.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"{when}  {event.kind:22}  {ids}  [{subject}]"
+    what = what_happened(event)
+    return f"{when}  {event.kind:20} {what + '  ' if what else ''}{ids}  [{subject}]"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

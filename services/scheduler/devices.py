@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import msgspec
@@ -46,6 +47,8 @@ class DeviceRegistry:
         self.labs: dict[str, LabRecord] = {}
         self.ready = asyncio.Event()
         """Set once every entry present at start has been mirrored."""
+        self.on_new_device_types: Callable[[set[str]], Awaitable[object]] | None = None
+        """Called with device types no lab had announced before (a late lab)."""
 
     def online_device_types(self, now: dt.datetime | None = None) -> set[str]:
         now = now or dt.datetime.now(dt.UTC)
@@ -93,7 +96,11 @@ class DeviceRegistry:
         known = lab in self.labs
         self.labs[lab] = record
         async with self.pool.acquire() as conn:
+            before = await store.known_device_types(conn, dt.datetime.min.replace(tzinfo=dt.UTC))
             await store.record_lab(conn, record, self.ttl_s)
+        new_types = {d.device_type for d in record.devices} - before.keys()
+        if new_types and self.on_new_device_types is not None:
+            await self.on_new_device_types(new_types)
         if not known:
             log.info("lab online", extra={"lab": lab, "devices": len(record.devices),
                                           "device_types": sorted({d.device_type

@@ -37,7 +37,7 @@ from proto.topology import ensure_consumer, service_consumer
 from services import db
 from services.config import DatabaseConfig, LoggingConfig, NatsConfig, StorageConfig
 from services.consume import MsgMeta, consume
-from services.firmware_store import record_firmware
+from services.firmware_store import load_open_firmware, record_firmware
 from services.runtime import check_nats, connect_nats
 from services.scheduler import store
 from services.scheduler.control import INTAKE_CONSUMER, ControlSwitch
@@ -120,6 +120,21 @@ class Scheduler:
         elif isinstance(event, FirmwareCancelRequested):
             await self.lifecycle.cancel_firmware(event.data.firmware_id,
                                                  event.data.reason or "cancelled by request")
+
+    async def schedule_late(self, device_types: set[str]) -> None:
+        """A lab brought device types nobody had: jobs for the firmware still open.
+
+        KernelCI's rule: an ``available`` firmware still takes new children (a
+        late lab); a closing or done one does not. Scheduling is idempotent, so
+        this only adds the jobs that are missing.
+        """
+        async with self.pool.acquire() as conn:
+            open_firmware = await load_open_firmware(conn)
+        for data in open_firmware:
+            added = await self.schedule_firmware(data)
+            log.info("late lab: firmware rescheduled", extra={
+                "firmware_id": data.firmware_id, "device_types": sorted(device_types),
+                "jobs_published": added})
 
     async def schedule_firmware(self, data: FirmwareDiscoveredData) -> int:
         """Queue the firmware's jobs; returns how many were published now."""
@@ -221,6 +236,7 @@ class SchedulerApp:
         await asyncio.wait_for(
             asyncio.gather(self.registry.ready.wait(), self.switch.ready.wait()), 30)
         self.scheduler = Scheduler(self.pool, dispatcher, self.lifecycle, self.plans, settings)
+        self.registry.on_new_device_types = self._late_lab
         # Exists even while paused: `wrtci scheduler status` counts what waits in it.
         await ensure_consumer(js, subjects.events_stream, intake_consumer(subjects))
         self.tasks += [
@@ -230,6 +246,14 @@ class SchedulerApp:
                                         self.scheduler.handle, stop), name="control"),
         ]
         log.info("scheduler running", extra={"plans": self.plans.names()})
+
+    async def _late_lab(self, device_types: set[str]) -> None:
+        if self.switch.paused:
+            # Paused means no new scheduling; the next firmware event picks them up.
+            log.info("late lab while paused: not scheduling",
+                     extra={"device_types": sorted(device_types)})
+            return
+        await self.scheduler.schedule_late(device_types)
 
     async def close(self) -> None:
         await asyncio.gather(*self.tasks, return_exceptions=True)

@@ -8,46 +8,21 @@ holds the virtual lab's firmware as the x86/64 ``generic`` profile image.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
-import msgspec
 from aiohttp import web
 
 from services.stack.servers import LOOPBACK
+from services.stack.virtual_lab import VirtualFirmware
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = PROJECT_ROOT / "deploy" / "virtual-lab" / "build-firmware.sh"
-
-DEMO_VERSION = "24.10.0"
-DEMO_REVISION = "r28427-6df0e3d02a"
 DEMO_SOURCE_DATE_EPOCH = 1738600000
 
 
-class VirtualFirmware(msgspec.Struct, frozen=True):
-    kernel: Path
-    image: Path
-    version: str
-    revision: str
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.image.read_bytes()).hexdigest()
-
-
-def build_virtual_firmware(out_dir: Path, version: str = DEMO_VERSION,
-                           revision: str = DEMO_REVISION) -> VirtualFirmware:
-    """Build (or reuse) the virtual device's kernel and firmware image."""
-    image = out_dir / f"openwrt-{version}-x86-64-generic-initramfs-rootfs.cpio.gz"
-    kernel = out_dir / "vmlinuz"
-    if not (image.exists() and kernel.exists()):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["bash", str(BUILD_SCRIPT), str(out_dir), version, revision],
-                       check=True, capture_output=True, timeout=600)
-    return VirtualFirmware(kernel=kernel, image=image, version=version, revision=revision)
+def firmware_id(firmware: VirtualFirmware) -> str:
+    """The id the trigger gives this release (channel stable)."""
+    return f"wrtci:official:stable:{firmware.version}:{firmware.revision}"
 
 
 def write_release(mirror_dir: Path, firmware: VirtualFirmware) -> Path:

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
+import tomli_w
+from aiohttp import web
 from minio import Minio
 
 from proto import topology
@@ -29,8 +31,9 @@ from services.cli.common import CliConfig
 from services.config import DatabaseConfig, NatsConfig, StorageConfig, dump_config
 from services.db.migrate import migrate
 from services.runtime import connect_nats
-from services.stack import s3_snapshot, virtual_lab
+from services.stack import mirror, s3_snapshot, virtual_lab
 from services.stack.servers import LOOPBACK, NatsServer, PostgresServer, S3Server, free_port
+from services.stack.virtual_lab import VirtualFirmware
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +41,21 @@ DATABASE = "wrtci"
 
 
 class StackPorts(msgspec.Struct, kw_only=True):
-    nats: int
-    nats_monitor: int
-    postgres: int
-    s3: int
-    api: int
+    nats: int = 0
+    nats_monitor: int = 0
+    postgres: int = 0
+    s3: int = 0
+    mirror: int = 0
+    trigger_web: int = 0
+
+    def fill(self) -> StackPorts:
+        """Pick free ports for the ones not chosen yet (a new state dir, or a new server)."""
+        return StackPorts(**{name: getattr(self, name) or free_port()
+                             for name in self.__struct_fields__})
+
+
+# Short holdoff: locally nobody adds late jobs, and the demo should finish promptly.
+LOCAL_HOLDOFF_S = 15.0
 
 
 class Stack:
@@ -58,17 +71,20 @@ class Stack:
         self.postgres = PostgresServer(self.state_dir / "postgres", self.ports.postgres)
         self.s3 = S3Server(self.state_dir / "s3", self.ports.s3)
         self.daemons: dict[str, subprocess.Popen] = {}
+        self.firmware: VirtualFirmware | None = None
+        self._mirror: web.AppRunner | None = None
 
     # -- configuration ----------------------------------------------------------
 
     def _load_or_pick_ports(self) -> StackPorts:
         ports_file = self.state_dir / "ports.toml"
+        known = StackPorts()
         if ports_file.exists():
-            return msgspec.convert(tomllib.loads(ports_file.read_text()), StackPorts)
-        ports = StackPorts(nats=free_port(), nats_monitor=free_port(), postgres=free_port(),
-                           s3=free_port(), api=free_port())
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        ports_file.write_bytes(msgspec.toml.encode(ports))
+            known = msgspec.convert(tomllib.loads(ports_file.read_text()), StackPorts)
+        ports = known.fill()
+        if ports != known:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+            ports_file.write_text(tomli_w.dumps(msgspec.to_builtins(ports)))
         return ports
 
     @property
@@ -80,9 +96,25 @@ class Stack:
                                   secret_key=self.s3.secret_key, bucket="wrtci"),
         )
 
+    @property
+    def mirror_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.mirror}"
+
+    def _site_sections(self) -> dict:
+        """The daemons' own sections for the local site."""
+        return {
+            "trigger": {
+                "official": {"base_url": self.mirror_url, "channels": ["stable"],
+                             "interval_s": 60.0},
+                "web": {"port": self.ports.trigger_web},
+            },
+            "scheduler": {"holdoff_s": LOCAL_HOLDOFF_S},
+        }
+
     def _write_config(self) -> None:
         # Secrets of the local emulator only; a real site keeps them in the environment.
-        self.config_path.write_bytes(dump_config(self.config))
+        site = tomllib.loads(dump_config(self.config).decode()) | self._site_sections()
+        self.config_path.write_text(tomli_w.dumps(site))
         os.chmod(self.config_path, 0o600)
 
     # -- start / stop -------------------------------------------------------------
@@ -93,6 +125,21 @@ class Stack:
         self.postgres.start()
         self.s3.start()
         self._write_config()
+
+    def build_virtual_lab(self) -> None:
+        """The virtual device's firmware, published as a release on the local mirror."""
+        self.firmware = virtual_lab.build_firmware(self.state_dir / "virtual-lab")
+        if self.firmware is not None:
+            mirror.write_release(self.state_dir / "mirror", self.firmware)
+
+    async def start_mirror(self) -> None:
+        (self.state_dir / "mirror").mkdir(parents=True, exist_ok=True)
+        self._mirror = await mirror.serve_mirror(self.state_dir / "mirror", self.ports.mirror)
+
+    async def stop_mirror(self) -> None:
+        if self._mirror is not None:
+            await self._mirror.cleanup()
+            self._mirror = None
 
     async def prepare(self) -> None:
         """Topology, database, bucket: idempotent, so a restart keeps the data."""
@@ -130,8 +177,9 @@ class Stack:
             argv = [sys.executable, "-m", "services.cli.main", "run", name,
                     "--config", str(self.config_path)]
             self._spawn(name, argv, logs / f"{name}.log")
-        lab_config = virtual_lab.prepare(self.state_dir, self.config.nats)
-        if lab_config is not None:
+        if self.firmware is not None:
+            lab_config = virtual_lab.write_lab_config(self.state_dir, self.config.nats,
+                                                      self.firmware)
             argv = [sys.executable, "-m", "lab_daemon.cli", "run", "--config", str(lab_config)]
             self._spawn("lab", argv, logs / "lab.log")
 
@@ -167,6 +215,8 @@ class Stack:
             f"  NATS        {self.nats.url}   monitor {self.nats.monitor_url}",
             f"  PostgreSQL  {self.postgres.dsn(DATABASE)}",
             f"  S3 (moto)   {self.s3.url}   bucket wrtci",
+            f"  mirror      {self.mirror_url}   (OpenWrt downloads layout, scanned by trigger)",
+            f"  uploads     http://{LOOPBACK}:{self.ports.trigger_web}/api/v1/firmware",
             f"  config      {self.config_path}",
         ]
         for name, proc in self.daemons.items():
@@ -206,6 +256,8 @@ async def run_stack(state_dir: Path, demo: DemoFn | None, once: bool, out=sys.st
     try:
         await asyncio.to_thread(stack.start_servers)
         await stack.prepare()
+        await asyncio.to_thread(stack.build_virtual_lab)
+        await stack.start_mirror()
         await asyncio.to_thread(stack.start_daemons)
         print(stack.describe(), file=out, flush=True)
         if demo is not None:
@@ -216,6 +268,7 @@ async def run_stack(state_dir: Path, demo: DemoFn | None, once: bool, out=sys.st
     finally:
         print("stopping wrtci ...", file=out, flush=True)
         await asyncio.to_thread(stack.stop)
+        await stack.stop_mirror()
         print("stopped", file=out, flush=True)
     return status
 

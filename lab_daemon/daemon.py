@@ -26,11 +26,11 @@ from lab_daemon.device import Device
 from lab_daemon.firmware import FirmwareCache
 from lab_daemon.healthcheck import run_health_check
 from lab_daemon.job import INFRASTRUCTURE_ERRORS, JobExecution
-from lab_daemon.jobqueue import JobQueue
 from lab_daemon.logstream import ChunkSender
 from lab_daemon.targets import TargetFileError, load_target_file
 from proto import events as ev
 from proto.control import LabAction, LabControlReply, LabControlRequest
+from proto.jobqueue import JobQueue, QueuedJob
 from proto.model import DeviceState, JobResult
 from proto.records import DeviceRecord, LabRecord, decode_record, encode_record
 from services.runtime import EventPublisher, connect_nats
@@ -55,7 +55,9 @@ class LabDaemon:
         self.devices: dict[str, Device] = {}
         self.cache = FirmwareCache(self.lab.cache_dir, self.lab.cache_max_bytes,
                                    self.lab.download_timeout_s)
-        self.queues: dict[str, JobQueue] = {}
+        self.queue: JobQueue | None = None
+        self.executions: dict[str, JobExecution] = {}
+        """Running jobs by job id, for cancel requests."""
         self.online = asyncio.Event()
         """Set once the lab is registered (devices, lab record, lab.online)."""
 
@@ -69,11 +71,13 @@ class LabDaemon:
         self.devices_kv = await self.js.key_value(self.subjects.devices_bucket)
         self.labs_kv = await self.js.key_value(self.subjects.labs_bucket)
         await self._load_devices()
-        for device_type in {d.device_type for d in self.devices.values()}:
-            self.queues[device_type] = await JobQueue(
-                self.js, self.subjects, device_type, self.lab.job_ack_wait_s).open()
+        self.queue = JobQueue(self.js, self.subjects, ack_wait=self.lab.job_ack_wait_s)
         control = await self.nc.subscribe(self.subjects.lab_control(self.lab.name),
                                           cb=self._on_control)
+        # Core NATS is enough: a cancel missed while disconnected still ends the
+        # job centrally (the timeout service), and our late result is ignored.
+        cancels = await self.nc.subscribe(self.subjects.event("job.cancelled"),
+                                          cb=self._on_job_cancelled)
         for device in self.devices.values():
             await self._save(device)
         await self._publish(ev.LabOnline.build(
@@ -96,6 +100,7 @@ class LabDaemon:
             heartbeat.cancel()
             with contextlib.suppress(Exception):
                 await control.unsubscribe()
+                await cancels.unsubscribe()
             await self._go_offline()
 
     async def _load_devices(self) -> None:
@@ -136,8 +141,8 @@ class LabDaemon:
             await self._publish(ev.LabOffline.build(
                 ev.LabOfflineData(lab=self.lab.name, reason="shutdown"), source=self.source))
             await self.labs_kv.delete(self.subjects.lab_key(self.lab.name))
-        for queue in self.queues.values():
-            await queue.close()
+        if self.queue is not None:
+            await self.queue.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.nc.drain(), 10)
         log.info("lab offline", extra={"lab": self.lab.name})
@@ -220,13 +225,13 @@ class LabDaemon:
         if not device.takes_jobs:
             await self._wait(device, min(60.0, max(0.1, device.check_due_at - time.monotonic())))
             return
-        msg = await self.queues[device.device_type].fetch_one(self.lab.fetch_timeout_s)
-        if msg is None:
+        job = await self.queue.next_job(device.device_type, wait=self.lab.fetch_timeout_s)
+        if job is None:
             return
         if self.stop.is_set():
-            await msg.nak()
+            await job.nak()
             return
-        await self._run_job(device, msg)
+        await self._run_job(device, job)
 
     async def _wait(self, device: Device, seconds: float) -> None:
         device.wakeup.clear()
@@ -295,15 +300,9 @@ class LabDaemon:
 
     # -- jobs --------------------------------------------------------------------------
 
-    async def _run_job(self, device: Device, msg: Msg) -> None:
-        try:
-            spec = ev.decode_as(msg.data, ev.JobCreated).data
-        except ev.DecodeError as exc:
-            log.error("malformed job message terminated: %s", exc,
-                      extra={"subject": msg.subject, "device": device.name})
-            await msg.term()
-            return
-        run = msg.metadata.num_delivered or 1
+    async def _run_job(self, device: Device, job: QueuedJob) -> None:
+        spec, msg = job.spec, job.msg
+        run = job.num_delivered or 1
         ids = {"job_id": spec.job_id, "attempt": spec.attempt, "run": run,
                "device": device.name}
         await self._move(device, S.BUSY)
@@ -313,6 +312,7 @@ class LabDaemon:
         execution = JobExecution(lab=self.lab, device=device.config, spec=spec, run=run,
                                  cache=self.cache, sender=sender,
                                  on_stage=lambda stage: stage_changed.set())
+        self.executions[spec.job_id] = execution
         keepalive = asyncio.create_task(self._keepalive(msg, execution, device, stage_changed))
         next_state = S.IDLE
         try:
@@ -333,6 +333,7 @@ class LabDaemon:
             if finished.error_code in INFRASTRUCTURE_ERRORS:
                 next_state = S.CHECKING
         finally:
+            self.executions.pop(spec.job_id, None)
             keepalive.cancel()
             await sender.close()
             device.current_job = None
@@ -410,6 +411,22 @@ class LabDaemon:
                 await asyncio.wait_for(stage_changed.wait(), interval)
 
     # -- control requests ----------------------------------------------------------------
+
+    async def _on_job_cancelled(self, msg: Msg) -> None:
+        try:
+            event = ev.decode_as(msg.data, ev.JobCancelled)
+        except ev.DecodeError as exc:
+            log.warning("undecodable job.cancelled ignored: %s", exc,
+                        extra={"subject": msg.subject})
+            return
+        execution = self.executions.get(event.data.job_id)
+        if execution is None:
+            return
+        if event.data.attempt is not None and event.data.attempt != execution.spec.attempt:
+            return
+        log.info("job cancelled while running: %s", event.data.reason,
+                 extra={"job_id": event.data.job_id, "device": execution.device.name})
+        execution.cancel(event.data.reason)
 
     async def _on_control(self, msg: Msg) -> None:
         try:

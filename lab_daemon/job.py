@@ -14,8 +14,9 @@ import hashlib
 import logging
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 from lab_daemon.config import DeviceConfig, LabSection
 from lab_daemon.firmware import ChecksumMismatch, DownloadError, FirmwareCache
@@ -32,6 +33,8 @@ PYTEST_LOG = "pytest.log"
 INFRASTRUCTURE_ERRORS = frozenset({ErrorCode.BOOT_FAILED, ErrorCode.TIMEOUT,
                                    ErrorCode.INFRASTRUCTURE})
 """Errors that may be the device's fault: a health check follows them."""
+
+T = TypeVar("T")
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -68,6 +71,8 @@ class JobExecution:
         self.on_stage = on_stage
         self.stage = "queued"
         self.image: Path | None = None
+        self._cancelled = asyncio.Event()
+        self.cancel_reason = ""
         name = _SAFE.sub("_", f"{spec.job_id}-{spec.attempt}-{run}")[-120:]
         self.files = PlanFiles(run_dir=lab.runs_dir / device.name / name)
 
@@ -88,6 +93,26 @@ class JobExecution:
             device=self.device.name, result=result, error_code=error_code,
             error_message=error_message, started_at=started_at, finished_at=_now(),
             log_key=job_log_key(self.spec.job_id, self.spec.attempt, CONSOLE), **extra)
+
+    def cancel(self, reason: str) -> None:
+        """Stop the job (the scheduler withdrew it); it ends as error/cancelled."""
+        self.cancel_reason = reason or "cancelled"
+        self._cancelled.set()
+
+    async def _unless_cancelled(self, work: Awaitable[T]) -> T | None:
+        """``work``'s result, or None once the job is cancelled (``work`` is stopped)."""
+        task = asyncio.ensure_future(work)
+        cancelled = asyncio.ensure_future(self._cancelled.wait())
+        try:
+            await asyncio.wait({task, cancelled}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancelled.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()  # run_process kills pytest's process group
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
 
     async def execute(self) -> JobFinishedData:
         started_at = _now()
@@ -111,8 +136,13 @@ class JobExecution:
             self._set_stage("test")
             runs = []
             for plan in self.spec.plans:
-                run = await run_plan(self.lab, self.device, plan, self.image, self.files,
-                                     self.spec.firmware_revision, plan.timeout_s)
+                run = await self._unless_cancelled(run_plan(
+                    self.lab, self.device, plan, self.image, self.files,
+                    self.spec.firmware_revision, plan.timeout_s))
+                if run is None:
+                    pytest_log.write(f"wrtci-lab: job cancelled: {self.cancel_reason}\n")
+                    return await self._close(started_at, tailers, pump, runs, JobResult.ERROR,
+                                             ErrorCode.CANCELLED, self.cancel_reason)
                 runs.append(run)
                 if run.error_code in INFRASTRUCTURE_ERRORS:
                     break  # the device is in doubt: no further plans on it

@@ -90,23 +90,20 @@ class JobQueue:
             self._subs[key] = sub
         return sub
 
-    async def _may_have_job(self, sub: JetStreamContext.PullSubscription) -> bool:
-        # A cheap look before a fetch that would otherwise wait its whole
-        # timeout on each empty priority. Messages delivered but not acked
-        # count too: their ack wait may have run out (a lab died).
-        info = await sub.consumer_info()
-        return bool(info.num_pending or info.num_ack_pending)
-
     async def next_job(self, device_type: str, *, wait: float = 1.0) -> QueuedJob | None:
-        """The next job for ``device_type``, highest priority first; None if none waits."""
+        """The next job for ``device_type``, highest priority first; None if none waits.
+
+        Each priority is long-polled for a share of ``wait``: a job that
+        arrives is taken at once, an empty queue costs about ``wait`` seconds
+        per call (no busy loop), and a higher priority is always asked first.
+        """
+        per_priority = max(0.05, wait / len(self.priorities))
         for priority in self.priorities:
             sub = await self._subscription(priority, device_type)
-            if not await self._may_have_job(sub):
-                continue
             try:
-                [msg] = await sub.fetch(1, timeout=wait)
+                [msg] = await sub.fetch(1, timeout=per_priority)
             except (TimeoutError, nats.errors.TimeoutError):
-                continue  # the pending ones are held by other labs
+                continue
             try:
                 event = decode_as(msg.data, JobCreated)
             except DecodeError as exc:

@@ -121,6 +121,8 @@ class Image(msgspec.Struct, frozen=True, kw_only=True):
     """Where a lab downloads it; may be filled in per job (presigned)."""
     object_key: str | None = None
     """Key in object storage when wrtci holds the file itself."""
+    architecture: str | None = None
+    """OpenWrt package architecture (``arch_packages``: mips_24kc, x86_64); KCIDB's."""
 
     @property
     def device_types(self) -> str:

@@ -69,6 +69,15 @@ class LoggingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """json (one object per line) or text."""
 
 
+class ServiceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """The sections every central daemon shares; each adds its own section."""
+
+    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
+    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+
+
 def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], prefix: str) -> None:
     for name, value in environ.items():
         if not name.startswith(prefix):

@@ -32,11 +32,19 @@ def _checkout_misc(data: FirmwareDiscoveredData) -> dict[str, Any]:
     return misc
 
 
-async def record_firmware(conn: asyncpg.Connection, data: FirmwareDiscoveredData) -> bool:
-    """Upsert the checkout and its builds; True when the checkout row is new.
+class Recorded(msgspec.Struct, frozen=True):
+    checkout_created: bool
+    """This call created the checkout row."""
+    new_builds: int
+    """Builds this call added (images seen for the first time)."""
+
+
+async def record_firmware(conn: asyncpg.Connection, data: FirmwareDiscoveredData) -> Recorded:
+    """Upsert the checkout and its builds in one transaction.
 
     An existing checkout keeps its state: recording a firmware again never
-    moves it back to ``running``.
+    moves it back to ``running``; new images of it (a target published
+    later) are added.
     """
     async with conn.transaction():
         created = await conn.fetchval(
@@ -53,22 +61,29 @@ async def record_firmware(conn: asyncpg.Connection, data: FirmwareDiscoveredData
             data.source_kind.value, data.priority_class.value, data.channel, data.version,
             data.revision,
         )
-        await conn.executemany(
-            """
-            INSERT INTO builds (id, checkout_id, origin, architecture, target, subtarget,
-                                profile, image_name, image_type, filesystem, sha256, size,
-                                url, object_key, status, start_time)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, 'PASS', now())
-            ON CONFLICT (id) DO NOTHING
-            """,
-            [
-                (image.id, data.firmware_id, ORIGIN, f"{image.target}/{image.subtarget}",
-                 image.target, image.subtarget, image.profile, image.name, image.type,
-                 image.filesystem, image.sha256, image.size, image.url, image.object_key)
-                for image in data.images
-            ],
-        )
-    return bool(created)
+        new_builds = 0
+        if data.images:
+            inserted = await conn.fetch(
+                """
+                INSERT INTO builds (id, checkout_id, origin, architecture, config_name, target,
+                                    subtarget, profile, image_name, image_type, filesystem,
+                                    sha256, size, url, object_key, status, start_time)
+                SELECT * , 'PASS', now() FROM unnest(
+                    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                    $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                    $13::bigint[], $14::text[], $15::text[])
+                ON CONFLICT (id) DO NOTHING
+                RETURNING id
+                """,
+                *zip(*[
+                    (image.id, data.firmware_id, ORIGIN, image.architecture, image.profile,
+                     image.target, image.subtarget, image.profile, image.name, image.type,
+                     image.filesystem, image.sha256, image.size, image.url, image.object_key)
+                    for image in data.images
+                ], strict=True),
+            )
+            new_builds = len(inserted)
+    return Recorded(checkout_created=bool(created), new_builds=new_builds)
 
 
 async def load_open_firmware(conn: asyncpg.Connection) -> list[FirmwareDiscoveredData]:
@@ -79,7 +94,7 @@ async def load_open_firmware(conn: asyncpg.Connection) -> list[FirmwareDiscovere
            FROM checkouts WHERE state IN ('running', 'available') ORDER BY created_at""")
     builds = await conn.fetch(
         """SELECT checkout_id, id, target, subtarget, profile, image_name, image_type,
-                  filesystem, sha256, size, url, object_key
+                  filesystem, sha256, size, url, object_key, architecture
            FROM builds WHERE checkout_id = ANY($1::text[]) ORDER BY id""",
         [c["id"] for c in checkouts])
     images: dict[str, list[Image]] = {}
@@ -87,7 +102,8 @@ async def load_open_firmware(conn: asyncpg.Connection) -> list[FirmwareDiscovere
         images.setdefault(b["checkout_id"], []).append(Image(
             id=b["id"], target=b["target"], subtarget=b["subtarget"], profile=b["profile"],
             name=b["image_name"], type=b["image_type"], filesystem=b["filesystem"],
-            sha256=b["sha256"], size=b["size"], url=b["url"], object_key=b["object_key"]))
+            sha256=b["sha256"], size=b["size"], url=b["url"], object_key=b["object_key"],
+            architecture=b["architecture"]))
     firmware = []
     for c in checkouts:
         misc = c["misc"] or {}

@@ -18,7 +18,7 @@ from nats.aio.client import Client as NATS
 from proto.events import CloudEvent, encode
 from proto.routing import event_subject
 from proto.subjects import Subjects
-from services.config import ConfigError, LoggingConfig, NatsConfig, load_config
+from services.config import ConfigError, DatabaseConfig, LoggingConfig, NatsConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,37 @@ async def _serve(service: str, run: RunFn, config: Any) -> int:
     await run(config, stop)
     log.info("stopped", extra={"event": "service.stop"})
     return 0
+
+
+async def until_stop_or_failure(tasks: list[asyncio.Task], stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set, then let every task wind down (they watch ``stop``).
+
+    If a task dies first, the others are stopped the same way and its error
+    is raised: a daemon whose loop died must exit non-zero so that systemd
+    restarts it, rather than linger half alive.
+    """
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    stop.set()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for task in done:
+        if task is not stopper and not task.cancelled() and task.exception() is not None:
+            log.error("daemon task %s died", task.get_name(), exc_info=task.exception())
+            raise task.exception()  # type: ignore[misc]
+
+
+async def check_database(config: DatabaseConfig, probe_sql: str) -> None:
+    """Connect and run a query that needs this daemon's tables."""
+    import asyncpg  # only the central services have it
+
+    conn = await asyncpg.connect(config.dsn, timeout=10, command_timeout=config.command_timeout_s)
+    try:
+        await conn.fetchval(probe_sql)
+    finally:
+        await conn.close()
 
 
 async def check_nats(config: NatsConfig) -> None:

@@ -15,6 +15,7 @@ from minio import Minio
 from proto import events as ev
 from proto.model import ErrorCode, JobResult, TestPlan, TestStatus
 from proto.storage import job_log_key
+from services.runtime import EventPublisher
 from tests.lab_helpers import (
     FAKE_FIRMWARE,
     EventLog,
@@ -154,6 +155,32 @@ async def test_hanging_suite_is_killed_at_the_plan_timeout(
     # the whole process group is gone: no pytest of this suite is left running
     leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, str(fake_suite))]
     assert leftovers == []
+
+
+async def test_cancelled_running_job_is_stopped_and_reported(
+        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+    base_url, www = file_server
+    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+    events = await EventLog().start(nc, subjects)
+    spec = job_spec("wrtci:job:cancel", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_hang"],
+                                    timeout_s=600)])
+    config = lab_config(nats_config, tmp_path / "work", fake_suite)
+    async with running_lab(config):
+        await publish_job(js, subjects, spec)
+        await events.wait_for(lambda e: [p for p in e.of(ev.JobProgress) if p.data.stage == "test"])
+        cancelled = ev.JobCancelled.build(
+            ev.JobCancelledData(job_id=spec.job_id, attempt=spec.attempt, reason="by alice"),
+            source="wrtci/scheduler")
+        await EventPublisher(js, subjects).publish(cancelled)
+        await asyncio.wait_for(events.wait_for(lambda e: e.of(ev.JobFinished)), 60)
+    data = events.of(ev.JobFinished)[0].data
+    assert (data.result, data.error_code, data.error_message) == (
+        JobResult.ERROR, ErrorCode.CANCELLED, "by alice")
+    assert data.log_key is not None  # the log of a cancelled job is kept too
+    leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, str(fake_suite))]
+    assert leftovers == []
+    assert await _jobs_left(js, subjects) == 0
 
 
 def _cmdline_has(pid: str, needle: str) -> bool:

@@ -13,6 +13,7 @@ import pytest
 from proto.model import SourceKind
 from proto.subjects import PriorityClass
 from services.config import dump_config
+from services.firmware_store import record_firmware
 from services.trigger.config import OfficialConfig
 from services.trigger.official import (
     ProfilesIndex,
@@ -21,7 +22,6 @@ from services.trigger.official import (
     firmware_from_profiles,
     releases_for,
 )
-from services.trigger.record import record
 from services.trigger.service import open_context, run
 from tests.helpers import PROJECT_ROOT, run_cli
 from tests.servers.downloads import DownloadsServer, generate_mirror, profiles_json
@@ -199,7 +199,7 @@ async def test_crash_between_commit_and_publish_is_announced_by_the_next_scan(
         data = firmware_from_profiles(msgspec.convert(index, ProfilesIndex),
                                       Release("stable", "releases/24.10.0"), scanner.base)
         async with pool.acquire() as conn:
-            await record(conn, data)  # committed, then the process died: no event yet
+            await record_firmware(conn, data)  # committed, then the process died: no event yet
     assert await discovered_events(js, subjects) == []
 
     report = await scan(config)

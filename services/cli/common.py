@@ -10,16 +10,15 @@ from contextlib import asynccontextmanager
 import msgspec
 from nats.aio.client import Client as NATS
 
-from services.config import DatabaseConfig, LoggingConfig, NatsConfig, StorageConfig, load_config
+from services.config import LoggingConfig, NatsConfig, ServiceConfig, load_config
 from services.runtime import connect_nats
 
 CONFIG_ENV = "WRTCI_CONFIG"
 
 
-class CliConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
-    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
-    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+class CliConfig(ServiceConfig, kw_only=True, forbid_unknown_fields=True):
+    """What the command line reads of the site file: the shared sections."""
+
     logging: LoggingConfig = msgspec.field(default_factory=lambda: LoggingConfig(format="text"))
 
 

@@ -26,7 +26,7 @@ from proto.events import DecodeError, LogChunk, decode
 from proto.storage import job_log_key
 from proto.subjects import Subjects
 from proto.topology import service_consumer
-from services.config import LoggingConfig, NatsConfig, StorageConfig
+from services.config import ServiceConfig
 from services.consume import MsgMeta, Reject, Retry, consume
 from services.logs.assembler import Assembler, LogKey, RunLog
 from services.logs.store import LogStore, content_type
@@ -44,10 +44,7 @@ class LogsSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     rebuild_timeout_s: float = 30.0
 
 
-class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
-    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
-    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+class Config(ServiceConfig, kw_only=True, forbid_unknown_fields=True):
     logs: LogsSection = msgspec.field(default_factory=LogsSection)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import msgspec
 
-from services.config import DatabaseConfig, LoggingConfig, NatsConfig, StorageConfig
+from services.config import ServiceConfig
 
 DEFAULT_SIGNATURES = Path(__file__).with_name("signatures.toml")
 
@@ -51,10 +51,6 @@ class KcidbSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     minor_version: int = 3
 
 
-class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
-    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
-    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
-    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+class Config(ServiceConfig, kw_only=True, forbid_unknown_fields=True):
     results: ResultsSection = msgspec.field(default_factory=ResultsSection)
     kcidb: KcidbSection = msgspec.field(default_factory=KcidbSection)

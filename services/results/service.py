@@ -20,7 +20,7 @@ from services.results.logs import LogStore, storage_client
 from services.results.signatures import SignatureSet
 from services.results.store import ingest_batch
 from services.results.work import Analyser
-from services.runtime import check_nats, connect_nats
+from services.runtime import check_database, check_nats, connect_nats, until_stop_or_failure
 
 __all__ = ["Config", "check", "consumer_config", "run"]
 
@@ -72,7 +72,7 @@ async def run(config: Config, stop: asyncio.Event) -> None:
             client = KcidbClient(session, config.kcidb.url, config.kcidb.token)
             tasks.append(asyncio.create_task(
                 Forwarder(pool, client, config.kcidb).run(stop), name="kcidb"))
-        await _supervise(tasks, stop)
+        await until_stop_or_failure(tasks, stop)
     finally:
         if session is not None:
             await session.close()
@@ -80,23 +80,7 @@ async def run(config: Config, stop: asyncio.Event) -> None:
         await nc.drain()
 
 
-async def _supervise(tasks: list[asyncio.Task], stop: asyncio.Event) -> None:
-    """Run until stop; a loop that dies stops the daemon (systemd restarts it)."""
-    stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-    stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for task in done:
-        if task is not stopper and task.exception() is not None:
-            log.error("results loop %s died", task.get_name(), exc_info=task.exception())
-            raise task.exception()  # type: ignore[misc]
-
-
 async def check(config: Config) -> None:
     SignatureSet.load(config.results.signatures_file)
     await check_nats(config.nats)
-    conn = await db.connect(config.database)
-    try:
-        await conn.fetchval("SELECT count(*) FROM results_work")
-    finally:
-        await conn.close()
+    await check_database(config.database, "SELECT count(*) FROM results_work")

@@ -35,10 +35,10 @@ from proto.events import (
 from proto.subjects import Subjects
 from proto.topology import ensure_consumer, service_consumer
 from services import db
-from services.config import DatabaseConfig, LoggingConfig, NatsConfig, StorageConfig
+from services.config import ServiceConfig
 from services.consume import MsgMeta, consume
 from services.firmware_store import load_open_firmware, record_firmware
-from services.runtime import check_nats, connect_nats
+from services.runtime import check_database, check_nats, connect_nats, until_stop_or_failure
 from services.scheduler import store
 from services.scheduler.control import INTAKE_CONSUMER, ControlSwitch
 from services.scheduler.devices import DeviceRegistry
@@ -69,11 +69,7 @@ class SchedulerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     fetch_batch: int = 10
 
 
-class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
-    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
-    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
-    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+class Config(ServiceConfig, kw_only=True, forbid_unknown_fields=True):
     scheduler: SchedulerSettings = msgspec.field(default_factory=SchedulerSettings)
 
 
@@ -268,27 +264,13 @@ async def run(config: Config, stop: asyncio.Event) -> None:
     app = SchedulerApp(config)
     try:
         await app.start(stop)
-        await _until_stop_or_failure(app.tasks, stop)
+        await until_stop_or_failure(app.tasks, stop)
     finally:
         stop.set()
         await app.close()
 
 
-async def _until_stop_or_failure(tasks: list[asyncio.Task], stop: asyncio.Event) -> None:
-    """Return on stop; re-raise if a part of the daemon dies (systemd restarts it)."""
-    stopper = asyncio.create_task(stop.wait())
-    done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    for task in done:
-        if task is not stopper and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
-
-
 async def check(config: Config) -> None:
     await check_nats(config.nats)
-    conn = await db.connect(config.database)
-    try:
-        await conn.fetchval("SELECT count(*) FROM announced_devices")
-    finally:
-        await conn.close()
+    await check_database(config.database, "SELECT count(*) FROM announced_devices")
     PlanSet.load(config.scheduler.plans_file)

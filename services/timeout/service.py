@@ -30,9 +30,9 @@ from proto.events import (
 from proto.subjects import Subjects
 from proto.topology import service_consumer
 from services import db
-from services.config import DatabaseConfig, LoggingConfig, NatsConfig, StorageConfig
+from services.config import ServiceConfig
 from services.consume import MsgMeta, Reject, consume
-from services.runtime import check_nats, connect_nats
+from services.runtime import check_database, check_nats, connect_nats, until_stop_or_failure
 from services.scheduler.dispatch import Dispatcher, minio_presigner
 from services.scheduler.lifecycle import Lifecycle
 from services.timeout.deadlines import DeadlineLoop
@@ -52,11 +52,7 @@ class TimeoutSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Upper bound of a timer sleep (timers set by other replicas)."""
 
 
-class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
-    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
-    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
-    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+class Config(ServiceConfig, kw_only=True, forbid_unknown_fields=True):
     timeout: TimeoutSettings = msgspec.field(default_factory=TimeoutSettings)
 
 
@@ -142,12 +138,7 @@ async def run(config: Config, stop: asyncio.Event) -> None:
     app = TimeoutApp(config)
     try:
         await app.start(stop)
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([*app.tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        for task in done:
-            if task is not stopper and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+        await until_stop_or_failure(app.tasks, stop)
     finally:
         stop.set()
         await app.close()
@@ -155,8 +146,4 @@ async def run(config: Config, stop: asyncio.Event) -> None:
 
 async def check(config: Config) -> None:
     await check_nats(config.nats)
-    conn = await db.connect(config.database)
-    try:
-        await conn.fetchval("SELECT count(*) FROM jobs WHERE state = 'running'")
-    finally:
-        await conn.close()
+    await check_database(config.database, "SELECT count(*) FROM jobs WHERE state = 'running'")

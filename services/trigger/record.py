@@ -1,6 +1,7 @@
 """Record a firmware once and announce it once, whoever sees it and how often.
 
-Every source hands over a :class:`FirmwareDiscoveredData`. Recording is one
+Every source hands over a :class:`FirmwareDiscoveredData`. Recording
+(``firmware_store.record_firmware``, which the scheduler uses too) is one
 transaction (the checkout and all its builds, ``ON CONFLICT DO NOTHING``), so
 a firmware is either fully recorded or not at all. The announcement comes
 after the commit, with a deterministic event id as ``Nats-Msg-Id``, and is
@@ -16,16 +17,14 @@ marked in ``trigger_announcements`` after the publish returned:
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import asyncpg
 import msgspec
 import nats.errors
 
 from proto.events import FirmwareDiscovered, FirmwareDiscoveredData
-from proto.model import Image
+from services.firmware_store import record_firmware
 from services.runtime import EventPublisher
-from services.trigger.images import ORIGIN
 
 log = logging.getLogger(__name__)
 
@@ -43,64 +42,13 @@ class Outcome(msgspec.Struct, frozen=True):
     """This call published the event (it had not been marked as published)."""
 
 
-_INSERT_CHECKOUT = """
-INSERT INTO checkouts (id, origin, tree_name, git_repository_url, git_commit_hash,
-                       git_repository_branch, start_time, misc, source_kind,
-                       priority_class, channel, version, revision)
-VALUES ($1, $2, $3, $4, $5, $6, now(), $7, $8, $9, $10, $11, $12)
-ON CONFLICT (id) DO NOTHING
-RETURNING id
-"""
-
-_INSERT_BUILD = """
-INSERT INTO builds (id, checkout_id, origin, status, architecture, config_name, misc,
-                    target, subtarget, profile, image_name, image_type, filesystem,
-                    sha256, size, url, object_key)
-VALUES ($1, $2, $3, 'PASS', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-ON CONFLICT (id) DO NOTHING
-"""
-
-
-def _checkout_misc(data: FirmwareDiscoveredData) -> dict[str, Any]:
-    misc: dict[str, Any] = {}
-    if data.url:
-        misc["url"] = data.url
-    if data.submitter:
-        misc["submitter"] = data.submitter
-    if data.pull_request:
-        misc["pull_request"] = msgspec.to_builtins(data.pull_request)
-    return misc
-
-
-def _build_row(firmware_id: str, image: Image, architecture: str | None) -> tuple:
-    return (
-        image.id, firmware_id, ORIGIN, architecture, image.profile, {},
-        image.target, image.subtarget, image.profile, image.name, image.type,
-        image.filesystem, image.sha256, image.size, image.url, image.object_key,
-    )
-
-
-async def record(conn: asyncpg.Connection, data: FirmwareDiscoveredData,
-                 architecture: str | None = None) -> tuple[bool, int]:
-    """Insert the checkout and its builds in one transaction; (checkout new, new builds)."""
-    async with conn.transaction():
-        created = await conn.fetchval(
-            _INSERT_CHECKOUT,
-            data.firmware_id, ORIGIN, data.tree_name, data.git_repository_url,
-            data.git_commit_hash, data.git_branch, _checkout_misc(data),
-            str(data.source_kind), str(data.priority_class), data.channel, data.version,
-            data.revision,
-        )
-        before = await conn.fetchval(
-            "SELECT count(*) FROM builds WHERE checkout_id = $1", data.firmware_id)
-        if data.images:
-            await conn.executemany(
-                _INSERT_BUILD,
-                [_build_row(data.firmware_id, image, architecture) for image in data.images],
-            )
-        after = await conn.fetchval(
-            "SELECT count(*) FROM builds WHERE checkout_id = $1", data.firmware_id)
-    return created is not None, after - before
+def _with_architecture(data: FirmwareDiscoveredData,
+                       architecture: str | None) -> FirmwareDiscoveredData:
+    if architecture is None:
+        return data
+    images = [image if image.architecture else msgspec.structs.replace(
+        image, architecture=architecture) for image in data.images]
+    return msgspec.structs.replace(data, images=images)
 
 
 async def is_announced(pool: asyncpg.Pool, event_id: str) -> bool:
@@ -116,8 +64,10 @@ async def record_and_announce(
     event_id: str,
     architecture: str | None = None,
 ) -> Outcome:
+    data = _with_architecture(data, architecture)
     async with pool.acquire() as conn:
-        created, new_builds = await record(conn, data, architecture)
+        recorded = await record_firmware(conn, data)
+    created, new_builds = recorded.checkout_created, recorded.new_builds
     ids = {"firmware_id": data.firmware_id, "event_id": event_id,
            "source_kind": str(data.source_kind), "images": len(data.images)}
     if created or new_builds:

@@ -19,8 +19,8 @@ import asyncpg
 import msgspec
 
 from services import db
-from services.config import DatabaseConfig, LoggingConfig, NatsConfig, StorageConfig
-from services.runtime import EventPublisher, check_nats, connect_nats
+from services.config import ServiceConfig
+from services.runtime import EventPublisher, check_database, check_nats, connect_nats
 from services.trigger.config import TriggerConfig
 from services.trigger.httpcache import ConditionalFetcher
 from services.trigger.official import OfficialScanner
@@ -31,11 +31,7 @@ log = logging.getLogger(__name__)
 USER_AGENT = "wrtci-trigger/0.1"
 
 
-class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    nats: NatsConfig = msgspec.field(default_factory=NatsConfig)
-    database: DatabaseConfig = msgspec.field(default_factory=DatabaseConfig)
-    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
-    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+class Config(ServiceConfig, kw_only=True, forbid_unknown_fields=True):
     trigger: TriggerConfig = msgspec.field(default_factory=TriggerConfig)
 
 
@@ -120,9 +116,5 @@ async def run(config: Config, stop: asyncio.Event) -> None:
 
 async def check(config: Config) -> None:
     await check_nats(config.nats)
-    conn = await db.connect(config.database)
-    try:
-        await conn.fetchval("SELECT count(*) FROM trigger_http_cache")
-    finally:
-        await conn.close()
+    await check_database(config.database, "SELECT count(*) FROM trigger_http_cache")
     await ObjectStore(config.storage).check()

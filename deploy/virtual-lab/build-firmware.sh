@@ -101,8 +101,16 @@ fetch_kernel() {
     log "kernel $pkg: downloading"
     deb=$(ls -1 "$CACHE_DIR/${pkg}_"*.deb 2>/dev/null | tail -n 1 || true)
     if [ -z "$deb" ]; then
-        (cd "$CACHE_DIR" && apt-get download "$pkg" >&2) \
-            || die "apt-get download $pkg failed (try: apt-get update)"
+        if ! (cd "$CACHE_DIR" && apt-get download "$pkg" >&2); then
+            # Stale package lists name a kernel the mirror no longer has.
+            [ "$(id -u)" -eq 0 ] || die "apt-get download $pkg failed (try: apt-get update)"
+            log "apt-get download $pkg failed: refreshing the package lists once"
+            apt-get update -qq >&2 || die "apt-get update failed"
+            pkg=$(resolve_kernel_package) || die "cannot resolve the kernel package"
+            vmlinuz="$CACHE_DIR/vmlinuz-${pkg#linux-image-}"
+            (cd "$CACHE_DIR" && apt-get download "$pkg" >&2) \
+                || die "apt-get download $pkg failed"
+        fi
         deb=$(ls -1 "$CACHE_DIR/${pkg}_"*.deb | tail -n 1)
     fi
     mkdir -p "$WORK/kernel"

@@ -10,7 +10,8 @@ at. A head already announced costs one database lookup per poll, no download.
 The previous head's firmware, and the firmware of a PR that lost the label or
 was closed, is cancelled if not yet done (``pr_cancel``).
 
-GitHub's REST API: ``GET /repos/{repo}/pulls``, ``.../actions/runs`` (or
+GitHub's REST API: ``GET /repos/{repo}/pulls`` (and ``.../pulls/{n}`` for a PR
+with firmware that left the open list), ``.../actions/runs`` (or
 ``.../actions/workflows/{workflow}/runs``), ``.../actions/runs/{id}/artifacts``
 and the artifact's ``archive_download_url`` (a redirect to blob storage;
 aiohttp drops the Authorization header on a redirect to another host).

@@ -7,8 +7,11 @@ trusting them (``artifacts``), the images stored in object storage, and the
 firmware ``wrtci:pr:<repo>#<n>:<head sha>`` recorded and announced. A new push
 is a new head sha, hence a new firmware; a PR without the label is not looked
 at. A head already announced costs one database lookup per poll, no download.
+The previous head's firmware, and the firmware of a PR that lost the label or
+was closed, is cancelled if not yet done (``pr_cancel``).
 
-GitHub's REST API: ``GET /repos/{repo}/pulls``, ``.../actions/runs`` (or
+GitHub's REST API: ``GET /repos/{repo}/pulls`` (and ``.../pulls/{n}`` for a PR
+with firmware that left the open list), ``.../actions/runs`` (or
 ``.../actions/workflows/{workflow}/runs``), ``.../actions/runs/{id}/artifacts``
 and the artifact's ``archive_download_url`` (a redirect to blob storage;
 aiohttp drops the Authorization header on a redirect to another host).
@@ -44,7 +47,13 @@ from services.trigger.images import (
     pr_firmware_id,
 )
 from services.trigger.official import ProfilesIndex
-from services.trigger.record import INFRASTRUCTURE_ERRORS, is_announced, record_and_announce
+from services.trigger.pr_cancel import PrNow, open_pr_firmware, to_cancel
+from services.trigger.record import (
+    INFRASTRUCTURE_ERRORS,
+    is_announced,
+    publish_once,
+    record_and_announce,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +95,7 @@ class Pull(msgspec.Struct, frozen=True):
     title: str = ""
     labels: list[Label] = []
     user: User | None = None
+    state: str = "open"
 
 
 class Run(msgspec.Struct, frozen=True):
@@ -189,6 +199,8 @@ class PollReport(msgspec.Struct):
     waiting: int = 0
     """Labelled PRs with no successful build (or no artifacts) yet."""
     skipped: int = 0
+    cancelled: int = 0
+    """Cancel requests published for firmware of superseded, unlabelled or closed PRs."""
     rate_limited: bool = False
 
 
@@ -212,8 +224,11 @@ class PullRequestSource:
         try:
             pages = await self.client.all_pages(
                 f"/repos/{self.repo}/pulls", {"state": "open", "per_page": 100}, list[Pull])
-            for pull in (p for page in pages for p in page):
-                if any(label.name == self.config.label for label in pull.labels):
+            pulls = [p for page in pages for p in page]
+            # Stop what is obsolete before downloading what is new: frees the devices.
+            await self._cancel_obsolete(pulls, report)
+            for pull in pulls:
+                if self._labelled(pull):
                     report.labelled += 1
                     await self._one(pull, report)
         except RateLimited as exc:
@@ -226,6 +241,47 @@ class PullRequestSource:
                         extra={"error": str(exc)})
         log.info("github poll done", extra=msgspec.to_builtins(report))
         return report
+
+    def _labelled(self, pull: Pull) -> bool:
+        return any(label.name == self.config.label for label in pull.labels)
+
+    async def _cancel_obsolete(self, pulls: list[Pull], report: PollReport) -> None:
+        """Cancel the firmware of PRs pushed to again, unlabelled, closed or merged.
+
+        Which PRs had firmware comes from the database (see ``pr_cancel``). A
+        PR with such firmware that the open list lacks is asked for on its own:
+        closed, or opened while the list was paged through.
+        """
+        try:
+            firmware = await open_pr_firmware(self.ctx.pool, self.repo)
+        except INFRASTRUCTURE_ERRORS as exc:
+            log.error("cannot read pull request firmware, retried next poll",
+                      extra={"error": repr(exc)})
+            return
+        now = {p.number: PrNow(p.head.sha, self._labelled(p)) for p in pulls}
+        for number in sorted({fw.number for fw in firmware} - now.keys()):
+            try:
+                pull, _ = await self.client.get(f"/repos/{self.repo}/pulls/{number}", {}, Pull)
+            except RateLimited:
+                raise
+            except FetchError as exc:
+                log.warning("cannot look up pull request, retried next poll",
+                            extra={"pr": number, "error": str(exc)})
+                continue
+            now[number] = PrNow(pull.head.sha, self._labelled(pull), open=pull.state == "open")
+        for request in to_cancel(firmware, now):
+            ids = {"firmware_id": request.firmware_id, "event_id": request.event_id,
+                   "reason": request.reason}
+            try:
+                published = await publish_once(self.ctx.pool, self.ctx.publisher,
+                                               request.event(), request.firmware_id)
+            except INFRASTRUCTURE_ERRORS as exc:
+                log.error("cannot request cancel, retried next poll",
+                          extra={**ids, "error": repr(exc)})
+                continue
+            if published:
+                report.cancelled += 1
+                log.info("pull request firmware cancel requested", extra=ids)
 
     async def _one(self, pull: Pull, report: PollReport) -> None:
         firmware_id = pr_firmware_id(self.repo, pull.number, pull.head.sha)

@@ -12,6 +12,9 @@ marked in ``trigger_announcements`` after the publish returned:
   may publish, JetStream keeps one message (same ``Nats-Msg-Id``);
 - a rescan long after (beyond the stream's dedupe window): the mark says it
   was published, nothing is sent.
+
+The trigger's cancel requests for superseded pull-request firmware
+(``pr_cancel``) are published and marked the same way.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import asyncpg
 import msgspec
 import nats.errors
 
-from proto.events import FirmwareDiscovered, FirmwareDiscoveredData
+from proto.events import CloudEvent, FirmwareDiscovered, FirmwareDiscoveredData
 from services.firmware_store import record_firmware
 from services.runtime import EventPublisher
 
@@ -72,15 +75,27 @@ async def record_and_announce(
            "source_kind": str(data.source_kind), "images": len(data.images)}
     if created or new_builds:
         log.info("firmware recorded", extra={**ids, "new_builds": new_builds})
-    if await is_announced(pool, event_id):
-        return Outcome(created, new_builds, published=False)
     event = FirmwareDiscovered.build(data, source=f"{EVENT_SOURCE}/{data.source_kind}",
                                      id=event_id, subject=data.firmware_id)
+    published = await publish_once(pool, publisher, event, data.firmware_id)
+    if published:
+        log.info("firmware announced", extra=ids)
+    return Outcome(created, new_builds, published=published)
+
+
+async def publish_once(pool: asyncpg.Pool, publisher: EventPublisher, event: CloudEvent,
+                       checkout_id: str) -> bool:
+    """Publish ``event`` about a recorded firmware unless it is marked as published.
+
+    The mark comes after the publish returned (see the module's docstring);
+    False: it was already marked, nothing was sent.
+    """
+    if await is_announced(pool, event.id):
+        return False
     await publisher.publish(event)
     await pool.execute(
         "INSERT INTO trigger_announcements (event_id, checkout_id) VALUES ($1, $2) "
         "ON CONFLICT (event_id) DO NOTHING",
-        event_id, data.firmware_id,
+        event.id, checkout_id,
     )
-    log.info("firmware announced", extra=ids)
-    return Outcome(created, new_builds, published=True)
+    return True

@@ -1,6 +1,7 @@
 """A local GitHub REST API: the parts the trigger uses, in GitHub's shapes.
 
-Pull requests (with labels, head sha, pagination by ``Link`` header), Actions
+Pull requests (the list with labels, head sha, pagination by ``Link`` header;
+one pull request by number, also when closed or merged), Actions
 workflow runs filtered by ``head_sha`` / ``status``, run artifacts, and the
 artifact download, which — as on GitHub — redirects to another host (here
 ``localhost`` instead of ``127.0.0.1``) serving the zip. Every answer carries
@@ -74,6 +75,12 @@ class GithubServer:
     def push(self, number: int, head_sha: str) -> None:
         self.pulls[number]["head"]["sha"] = head_sha
 
+    def close(self, number: int, *, merged: bool = False) -> None:
+        """Closed (or merged, which GitHub also shows as ``state: closed``)."""
+        self.pulls[number].update({"state": "closed", "closed_at": "2026-11-26T10:00:00Z",
+                                   "merged": merged,
+                                   "merged_at": "2026-11-26T10:00:00Z" if merged else None})
+
     def add_run(self, head_sha: str, artifacts: dict[str, bytes], *,
                 conclusion: str = "success", created_at: str = "2026-11-25T10:00:00Z",
                 workflow: str = "build.yml") -> int:
@@ -130,6 +137,12 @@ class GithubServer:
         response.headers.update(self._headers())
         return response
 
+    async def _pull(self, request: web.Request) -> web.Response:
+        pull = self.pulls.get(int(request.match_info["number"]))
+        if pull is None:
+            return web.json_response({"message": "Not Found"}, status=404)
+        return web.json_response({"merged": False, **pull})
+
     async def _pulls(self, request: web.Request) -> web.Response:
         per_page = min(int(request.query.get("per_page", 30)), self.per_page_limit)
         page = int(request.query.get("page", 1))
@@ -181,6 +194,7 @@ class GithubServer:
         app = web.Application(middlewares=[self._api])
         repo = "/repos/{owner}/{repo}"
         app.router.add_get(f"{repo}/pulls", self._pulls, name="pulls")
+        app.router.add_get(f"{repo}/pulls/{{number:\\d+}}", self._pull, name="pull")
         app.router.add_get(f"{repo}/actions/runs", self._runs, name="runs")
         app.router.add_get(f"{repo}/actions/workflows/{{workflow}}/runs", self._workflow_runs,
                            name="workflow_runs")

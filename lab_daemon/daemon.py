@@ -29,7 +29,7 @@ from lab_daemon.healthcheck import run_health_check
 from lab_daemon.job import INFRASTRUCTURE_ERRORS, JobExecution
 from lab_daemon.leftovers import kill_leftover_groups
 from lab_daemon.logstream import ChunkSender
-from lab_daemon.places import PlaceClient, PlaceGuard, find_client, lab_identity
+from lab_daemon.places import place_guard
 from lab_daemon.targets import TargetFileError, load_target_file
 from proto import events as ev
 from proto.control import LabAction, LabControlReply, LabControlRequest
@@ -151,17 +151,8 @@ class LabDaemon:
             restored = await self._restore(device_config.name)
             self.devices[device_config.name] = Device(
                 device_config, target, self.lab.name, self.lab.health, restored,
-                place=self._place_guard(device_config))
+                place=place_guard(self.lab, device_config))
 
-    def _place_guard(self, device_config) -> PlaceGuard:
-        client = None
-        if device_config.place and self.lab.coordinator:
-            client = PlaceClient(
-                coordinator=self.lab.coordinator, place=device_config.place,
-                identity=lab_identity(self.lab.name, self.lab.labgrid_user),
-                client=self.lab.labgrid_client or find_client(self.lab.python),
-                timeout_s=self.lab.place_timeout_s)
-        return PlaceGuard(client, device=device_config.name, check_s=self.lab.place_check_s)
 
     async def _restore(self, name: str) -> DeviceRecord | None:
         try:
@@ -253,6 +244,8 @@ class LabDaemon:
     async def _step(self, device: Device) -> None:
         # Someone else holds the place: nothing to do but wait (maintenance on needs no place).
         if device.place.wait_s() > 0 and device.maintenance_requested is not True:
+            if device.check_requested:
+                await self._check_not_run(device)  # it stays requested, for later
             await self._wait(device, device.place.wait_s())
             return
         await self._apply_maintenance(device)
@@ -316,14 +309,18 @@ class LabDaemon:
         check, nothing counted, the check is tried again when the place is free.
         """
         if not await device.place.acquire():
-            async with device.check_done:
-                device.check_done.notify_all()
+            await self._check_not_run(device)
             return False
         try:
             await self._run_check(device)
         finally:
             await device.place.release()
         return True
+
+    async def _check_not_run(self, device: Device) -> None:
+        """Answer whoever asked for a check now: the place is not free (see status)."""
+        async with device.check_done:
+            device.check_done.notify_all()
 
     async def _run_check(self, device: Device) -> None:
         health = self.lab.health
@@ -525,7 +522,9 @@ class LabDaemon:
         elif request.action is LabAction.HEALTH_CHECK:
             try:
                 await self._checks_requested(targets)
-                message = "health check done"
+                blocked = [f"{d.name}: {d.place.problem}" for d in targets if d.place.problem]
+                message = ("health check not run: " + "; ".join(blocked) if blocked
+                           else "health check done")
             except TimeoutError:
                 message = "health check still pending (device busy?)"
         else:

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import msgspec
 
+from lab_daemon.config import DeviceConfig, LabSection
+
 log = logging.getLogger(__name__)
 
 _ACQUIRED = re.compile(r"^\s*acquired: (?P<holder>\S+)\s*$", re.MULTILINE)
@@ -244,3 +246,15 @@ class PlaceGuard:
             log.info("device %s: its place is usable again", self.device,
                      extra={"device": self.device})
         self.problem = None
+
+
+def place_guard(lab: LabSection, device: DeviceConfig) -> PlaceGuard:
+    """The guard of ``device``'s place; a no-op without a place or a coordinator."""
+    client = None
+    if device.place and lab.coordinator:
+        client = PlaceClient(
+            coordinator=lab.coordinator, place=device.place,
+            identity=lab_identity(lab.name, lab.labgrid_user),
+            client=lab.labgrid_client or find_client(lab.python),
+            timeout_s=lab.place_timeout_s)
+    return PlaceGuard(client, device=device.name, check_s=lab.place_check_s)

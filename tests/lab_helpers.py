@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -32,6 +33,8 @@ VIRTUAL_TARGET = VIRTUAL_LAB / "qemu-x86-64-virtual.yaml"
 VIRTUAL_SUITE = VIRTUAL_LAB / "openwrt-tests"
 DEVICE_TYPE = "x86/64/generic"
 VERSION, REVISION = "24.10.0", "r28427-6df0e3d02a"
+LAB_PLACE_USER = f"{socket.gethostname()}/wrtci-lab1"
+"""Who holds a place the daemon of lab1 acquired (labgrid's host/user)."""
 
 
 class Firmware(msgspec.Struct, frozen=True):

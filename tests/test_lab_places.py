@@ -8,8 +8,6 @@ without counting against its health.
 
 from __future__ import annotations
 
-import socket
-
 from lab_daemon.config import HealthConfig
 from lab_daemon.places import parse_holder
 from proto import events as ev
@@ -20,6 +18,7 @@ from services.runtime import EventPublisher
 from tests.lab_helpers import (
     DEVICE_TYPE,
     FAKE_FIRMWARE,
+    LAB_PLACE_USER,
     EventLog,
     device_status,
     eventually,
@@ -28,11 +27,11 @@ from tests.lab_helpers import (
     publish_job,
     running_lab,
     sha256_of,
+    write_config,
 )
+from tests.test_lab_cli import wrtci_lab
 
 pytest_plugins = ["tests.lab_fixtures"]
-
-LAB_USER = f"{socket.gethostname()}/wrtci-lab1"
 
 # Run by the lab as part of the suite: asks the coordinator who holds the place.
 PLACE_TEST = '''
@@ -91,7 +90,7 @@ async def test_cancelled_job_releases_the_place(
         await publish_job(js, subjects, spec)
         await events.wait_for(lambda e: any(p.data.stage == "test"
                                             for p in e.of(ev.JobProgress)))
-        assert labgrid_coordinator.holder(labgrid_place) == LAB_USER
+        assert labgrid_coordinator.holder(labgrid_place) == LAB_PLACE_USER
         await EventPublisher(js, subjects).publish(ev.JobCancelled.build(
             ev.JobCancelledData(job_id=spec.job_id, attempt=1, reason="by alice"),
             source="wrtci/scheduler"))
@@ -161,3 +160,16 @@ async def test_place_held_by_a_developer_is_not_a_health_failure(
 async def _blocked_status(nc, subjects):
     status = await device_status(nc, subjects)
     return status if "acquired by" in status.message else None
+
+
+async def test_standalone_health_check_leaves_a_developers_place_alone(
+        nats_config, fake_suite, tmp_path, labgrid_coordinator, labgrid_place):
+    labgrid_coordinator.client("acquire", place=labgrid_place, user="alice")
+    config = lab_config(nats_config, tmp_path / "work", fake_suite, place=labgrid_place,
+                        coordinator=labgrid_coordinator.address)
+    path = write_config(config, tmp_path / "lab.toml")
+    code, out = await wrtci_lab("health-check", "--config", str(path))
+    assert code == 1, out
+    assert f"dut1: health check not run: place {labgrid_place}: acquired by devbox/alice" in out
+    assert not (tmp_path / "work" / "runs" / "dut1" / "health-check.log").exists()
+    assert labgrid_coordinator.holder(labgrid_place) == "devbox/alice"

@@ -153,7 +153,6 @@ class LabDaemon:
                 device_config, target, self.lab.name, self.lab.health, restored,
                 place=place_guard(self.lab, device_config))
 
-
     async def _restore(self, name: str) -> DeviceRecord | None:
         try:
             entry = await self.devices_kv.get(self.subjects.device_key(self.lab.name, name))

@@ -29,6 +29,7 @@ from nats.js.errors import KeyNotFoundError
 from lab_daemon.config import Config
 from lab_daemon.daemon import LabDaemon, resolve_paths
 from lab_daemon.healthcheck import run_health_check
+from lab_daemon.places import place_guard
 from lab_daemon.targets import TargetFileError, load_target_file
 from proto import events as ev
 from proto.control import LabAction, LabControlReply, LabControlRequest
@@ -170,8 +171,16 @@ async def _standalone_health_check(config: Config, name: str | None) -> int:
         for device in _device_configs(config, name):
             image = Path(device.health_image) if device.health_image else None
             output = config.lab.runs_dir / device.name / "health-check.log"
-            passed, detail = await run_health_check(config.lab, config.lab.health, device,
-                                                    image, output)
+            place = place_guard(config.lab, device)
+            if not await place.acquire():
+                print(f"{device.name}: health check not run: {place.problem}")
+                status = 1
+                continue
+            try:
+                passed, detail = await run_health_check(config.lab, config.lab.health, device,
+                                                        image, output)
+            finally:
+                await place.release()
             print(f"{device.name}: health check {'passed' if passed else 'FAILED'}")
             if not passed:
                 print("  " + detail.replace("\n", "\n  "))
@@ -193,29 +202,25 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", "-c", default=os.environ.get(CONFIG_ENV),
                         help=f"lab TOML file (default ${CONFIG_ENV})")
+    # `--config` may also follow the subcommand: `wrtci-lab run --config lab.toml`.
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--config", "-c", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the lab daemon in the foreground")
-    sub.add_parser("check", help="check target files and NATS, exit 0/1")
-    sub.add_parser("status", help="the running daemon's devices")
-    health = sub.add_parser("health-check", help="boot a device (or all) and check it now")
+    sub.add_parser("run", parents=[after], help="run the lab daemon in the foreground")
+    sub.add_parser("check", parents=[after], help="check target files and NATS, exit 0/1")
+    sub.add_parser("status", parents=[after], help="the running daemon's devices")
+    health = sub.add_parser("health-check", parents=[after],
+                            help="boot a device (or all) and check it now")
     health.add_argument("device", nargs="?")
-    maintenance = sub.add_parser("maintenance", help="take a device out of / back into the pool")
+    maintenance = sub.add_parser("maintenance", parents=[after],
+                                 help="take a device out of / back into the pool")
     maintenance.add_argument("switch", choices=["on", "off"])
     maintenance.add_argument("device")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    # `--config` may also follow the subcommand: `wrtci-lab run --config lab.toml`.
-    args, rest = parser.parse_known_args(argv)
-    if rest:
-        extra = argparse.ArgumentParser(add_help=False)
-        extra.add_argument("--config", "-c")
-        more, unknown = extra.parse_known_args(rest)
-        if unknown:
-            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-        args.config = more.config or args.config
+    args = build_parser().parse_args(argv)
     try:
         config = load(args.config)
     except ConfigError as exc:

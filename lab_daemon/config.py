@@ -59,7 +59,19 @@ class LabSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     cache_max_bytes: int = 4 * 1024**3
     download_timeout_s: float = 600.0
     coordinator: str | None = None
-    """labgrid gRPC coordinator (``LG_COORDINATOR``) for RemotePlace devices."""
+    """labgrid gRPC coordinator (``LG_COORDINATOR``) for RemotePlace devices.
+
+    With it, a device that has a ``place`` runs jobs and checks only while the
+    lab holds that place (acquired before, released after)."""
+    labgrid_user: str | None = None
+    """User the lab acquires places as (``LG_USERNAME``); default ``wrtci-<lab name>``."""
+    labgrid_client: str | None = None
+    """``labgrid-client`` executable; default: next to ``python``, else on PATH."""
+    place_timeout_s: float = 30.0
+    """Limit for each labgrid-client call (acquire, release, show)."""
+    place_check_s: float = 30.0
+    """An idle device looks at its place this often; a place someone else holds
+    is tried again this often (the device takes no job meanwhile)."""
     python: str | None = None
     """Interpreter that runs pytest and labgrid (default: this one)."""
     job_ack_wait_s: float = JOB_ACK_WAIT
@@ -82,6 +94,11 @@ class LabSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     @property
     def runs_dir(self) -> Path:
         return Path(self.work_dir) / "runs"
+
+    @property
+    def procs_dir(self) -> Path:
+        """Records of the running test process groups (see ``leftovers.py``)."""
+        return Path(self.work_dir) / "procs"
 
 
 class Config(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import fcntl
 import logging
 import socket
 import time
@@ -26,7 +27,9 @@ from lab_daemon.device import Device
 from lab_daemon.firmware import FirmwareCache
 from lab_daemon.healthcheck import run_health_check
 from lab_daemon.job import INFRASTRUCTURE_ERRORS, JobExecution
+from lab_daemon.leftovers import kill_leftover_groups
 from lab_daemon.logstream import ChunkSender
+from lab_daemon.places import place_guard
 from lab_daemon.targets import TargetFileError, load_target_file
 from proto import events as ev
 from proto.control import LabAction, LabControlReply, LabControlRequest
@@ -64,6 +67,33 @@ class LabDaemon:
     # -- start-up ---------------------------------------------------------------
 
     async def run(self) -> None:
+        work_lock = self._lock_work_dir()
+        try:
+            await self._run()
+        finally:
+            work_lock.close()
+
+    def _lock_work_dir(self):
+        """One daemon per work directory: the next one may then kill what this one left."""
+        Path(self.lab.work_dir).mkdir(parents=True, exist_ok=True)
+        handle = open(Path(self.lab.work_dir) / "lab.lock", "w")  # noqa: SIM115 (held for the run)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise RuntimeError(
+                f"another lab daemon uses the work directory {self.lab.work_dir}") from None
+        return handle
+
+    async def _clean_up_after_previous_run(self) -> None:
+        """Kill test processes and release place locks a killed predecessor left behind."""
+        killed = await asyncio.to_thread(kill_leftover_groups, self.lab.procs_dir)
+        if killed:
+            log.warning("killed %d process group(s) left by a previous run", len(killed),
+                        extra={"lab": self.lab.name, "pgids": [r.pgid for r in killed]})
+        await asyncio.gather(*(d.place.release() for d in self.devices.values()))
+
+    async def _run(self) -> None:
         self.nc = await connect_nats(self.config.nats, self.source)
         self.js: JetStreamContext = self.nc.jetstream()
         self.publisher = EventPublisher(self.js, self.subjects,
@@ -71,6 +101,7 @@ class LabDaemon:
         self.devices_kv = await self.js.key_value(self.subjects.devices_bucket)
         self.labs_kv = await self.js.key_value(self.subjects.labs_bucket)
         await self._load_devices()
+        await self._clean_up_after_previous_run()
         self.queue = JobQueue(self.js, self.subjects, ack_wait=self.lab.job_ack_wait_s)
         control = await self.nc.subscribe(self.subjects.lab_control(self.lab.name),
                                           cb=self._on_control)
@@ -119,7 +150,8 @@ class LabDaemon:
                             extra={"device": device_config.name})
             restored = await self._restore(device_config.name)
             self.devices[device_config.name] = Device(
-                device_config, target, self.lab.name, self.lab.health, restored)
+                device_config, target, self.lab.name, self.lab.health, restored,
+                place=place_guard(self.lab, device_config))
 
     async def _restore(self, name: str) -> DeviceRecord | None:
         try:
@@ -209,6 +241,12 @@ class LabDaemon:
                 await self._wait(device, 5.0)
 
     async def _step(self, device: Device) -> None:
+        # Someone else holds the place: nothing to do but wait (maintenance on needs no place).
+        if device.place.wait_s() > 0 and device.maintenance_requested is not True:
+            if device.check_requested:
+                await self._check_not_run(device)  # it stays requested, for later
+            await self._wait(device, device.place.wait_s())
+            return
         await self._apply_maintenance(device)
         if device.state is S.MAINTENANCE:
             await self._wait(device, 3600.0)
@@ -225,6 +263,8 @@ class LabDaemon:
         if not device.takes_jobs:
             await self._wait(device, min(60.0, max(0.1, device.check_due_at - time.monotonic())))
             return
+        if not await device.place.looks_free():
+            return  # not taking a job we could not run: it stays queued for others
         job = await self.queue.next_job(device.device_type, wait=self.lab.fetch_timeout_s)
         if job is None:
             return
@@ -256,11 +296,32 @@ class LabDaemon:
         elif not wanted and device.state is S.MAINTENANCE:
             device.message = "maintenance off"
             device.check_requested = True  # back into the pool only through a passing check
-            await self._check(device)
+            if not await self._check(device):
+                device.maintenance_requested = False  # the place was taken: try again later
 
     # -- health checks ---------------------------------------------------------------
 
-    async def _check(self, device: Device) -> None:
+    async def _check(self, device: Device) -> bool:
+        """Run a health check with the device's place held; False if the place was not free.
+
+        A place someone else holds says nothing about the device's health: no
+        check, nothing counted, the check is tried again when the place is free.
+        """
+        if not await device.place.acquire():
+            await self._check_not_run(device)
+            return False
+        try:
+            await self._run_check(device)
+        finally:
+            await device.place.release()
+        return True
+
+    async def _check_not_run(self, device: Device) -> None:
+        """Answer whoever asked for a check now: the place is not free (see status)."""
+        async with device.check_done:
+            device.check_done.notify_all()
+
+    async def _run_check(self, device: Device) -> None:
         health = self.lab.health
         device.check_requested = False
         await self._move(device, S.CHECKING)
@@ -301,6 +362,19 @@ class LabDaemon:
     # -- jobs --------------------------------------------------------------------------
 
     async def _run_job(self, device: Device, job: QueuedJob) -> None:
+        """Run the job with the device's place held (released however the job ends)."""
+        if not await device.place.acquire():
+            # Taken since we looked: another device, or this one later, runs the job.
+            await job.nak(delay=self.lab.place_check_s)
+            log.info("job handed back: the place is not free",
+                     extra={"job_id": job.spec.job_id, "device": device.name})
+            return
+        try:
+            await self._run_acquired(device, job)
+        finally:
+            await device.place.release()
+
+    async def _run_acquired(self, device: Device, job: QueuedJob) -> None:
         spec, msg = job.spec, job.msg
         run = job.num_delivered or 1
         ids = {"job_id": spec.job_id, "attempt": spec.attempt, "run": run,
@@ -447,7 +521,9 @@ class LabDaemon:
         elif request.action is LabAction.HEALTH_CHECK:
             try:
                 await self._checks_requested(targets)
-                message = "health check done"
+                blocked = [f"{d.name}: {d.place.problem}" for d in targets if d.place.problem]
+                message = ("health check not run: " + "; ".join(blocked) if blocked
+                           else "health check done")
             except TimeoutError:
                 message = "health check still pending (device busy?)"
         else:

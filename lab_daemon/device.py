@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from lab_daemon.config import DeviceConfig, HealthConfig
+from lab_daemon.places import PlaceGuard
 from lab_daemon.state import DeviceStateMachine, HealthCounter
 from lab_daemon.targets import TargetInfo
 from proto.control import DeviceStatus
@@ -18,8 +19,10 @@ from proto.records import DeviceRecord
 
 class Device:
     def __init__(self, config: DeviceConfig, target: TargetInfo, lab: str,
-                 health: HealthConfig, restored: DeviceRecord | None = None) -> None:
+                 health: HealthConfig, restored: DeviceRecord | None = None,
+                 place: PlaceGuard | None = None) -> None:
         self.config = config
+        self.place = place or PlaceGuard(None, device=config.name, check_s=0.0)
         self.target = target
         self.lab = lab
         self.machine = DeviceStateMachine(config.name)
@@ -75,4 +78,5 @@ class Device:
     def status(self) -> DeviceStatus:
         return DeviceStatus(device=self.name, state=self.state, health=self.health.health,
                             consecutive_failures=self.health.failures,
-                            check_passed=self.last_check_passed, message=self.message)
+                            check_passed=self.last_check_passed,
+                            message=self.place.problem or self.message)

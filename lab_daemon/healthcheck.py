@@ -81,7 +81,7 @@ async def run_health_check(lab: LabSection, health: HealthConfig, device: Device
     # The check runs this package's own module: make sure the child finds it.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")]))
     outcome: Outcome = await run_process(argv, env=env, cwd=output.parent, output=output,
-                                         limit_s=health.timeout_s)
+                                         limit_s=health.timeout_s, record_dir=lab.procs_dir)
     tail = _tail(output)
     if outcome.timed_out:
         return False, f"health check timed out after {health.timeout_s:.0f} s\n{tail}"

@@ -2,7 +2,9 @@
 
 A timeout or a shutdown kills the whole group — pytest, labgrid and the QEMU
 or serial tools they started — not just the direct child. The child also gets
-SIGTERM if the lab daemon dies (PR_SET_PDEATHSIG).
+SIGTERM if the lab daemon dies (PR_SET_PDEATHSIG); the rest of the group,
+which that signal does not reach, is recorded under ``record_dir`` while it
+runs so the next daemon can kill it (``leftovers.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 import msgspec
+
+from lab_daemon.leftovers import forget_group, record_group
 
 _PR_SET_PDEATHSIG = 1
 
@@ -31,10 +35,12 @@ class Outcome(msgspec.Struct, frozen=True):
 
 
 async def run_process(argv: list[str], *, env: dict[str, str], cwd: Path, output: Path,
-                      limit_s: float, kill_grace: float = 5.0) -> Outcome:
+                      limit_s: float, kill_grace: float = 5.0,
+                      record_dir: Path | None = None) -> Outcome:
     """Run ``argv`` with stdout+stderr appended to ``output``; kill the group on timeout.
 
-    Cancelling the caller also kills the group (and re-raises).
+    Cancelling the caller also kills the group (and re-raises). With
+    ``record_dir`` the group is recorded there until it is over.
     """
     with _append(output) as out:
         proc = await asyncio.create_subprocess_exec(
@@ -42,6 +48,7 @@ async def run_process(argv: list[str], *, env: dict[str, str], cwd: Path, output
             stderr=asyncio.subprocess.STDOUT, start_new_session=True,
             preexec_fn=_child_setup,
         )
+    record = record_group(record_dir, proc.pid, argv) if record_dir is not None else None
     try:
         returncode = await asyncio.wait_for(proc.wait(), limit_s)
         return Outcome(returncode)
@@ -51,6 +58,8 @@ async def run_process(argv: list[str], *, env: dict[str, str], cwd: Path, output
     except asyncio.CancelledError:
         await asyncio.shield(kill_group(proc, kill_grace))
         raise
+    finally:
+        forget_group(record)
 
 
 def _append(path: Path) -> BinaryIO:

@@ -15,6 +15,7 @@ import msgspec
 
 from lab_daemon.config import DeviceConfig, LabSection
 from lab_daemon.junit import parse_junit
+from lab_daemon.places import lab_identity
 from lab_daemon.process import run_process
 from proto.model import ErrorCode, TestPlan, TestResult, TestStatus
 
@@ -115,6 +116,9 @@ def job_environment(lab: LabSection, device: DeviceConfig, image: Path,
         env["LG_PLACE"] = device.place
     if lab.coordinator:
         env["LG_COORDINATOR"] = lab.coordinator
+    if device.place and lab.coordinator:
+        # The suite's RemotePlace must find the place acquired by its own user.
+        env.update(lab_identity(lab.name, lab.labgrid_user).environment())
     if expected_revision:
         env["WRTCI_EXPECTED_REVISION"] = expected_revision
     env["PYTHONUNBUFFERED"] = "1"  # live output for the log stream
@@ -138,7 +142,7 @@ async def run_plan(lab: LabSection, device: DeviceConfig, plan: TestPlan, image:
     argv = pytest_argv(lab, device, plan, image, files, paths.present)
     outcome = await run_process(
         argv, env=job_environment(lab, device, image, expected_revision),
-        cwd=plan_dir, output=files.pytest_log, limit_s=timeout_s)
+        cwd=plan_dir, output=files.pytest_log, limit_s=timeout_s, record_dir=lab.procs_dir)
     junit = plan_dir / "junit.xml"
     # The suite may write a results.json into its working directory.
     results_json = plan_dir / "results.json"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from tests.lab_helpers import FAKE_CONFTEST, FAKE_TESTS, REVISION, VERSION, VIRTUAL_LAB, Firmware
+from tests.servers.labgrid_coordinator import LabgridCoordinator
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +54,21 @@ async def file_server(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     yield f"http://127.0.0.1:{port}", root
     await runner.cleanup()
+
+
+@pytest.fixture(scope="session")
+def labgrid_coordinator() -> Iterator[LabgridCoordinator]:
+    """labgrid's real gRPC coordinator on a free loopback port."""
+    root = Path(tempfile.mkdtemp(prefix="wrtci-labgrid-"))
+    coordinator = LabgridCoordinator(root).start()
+    yield coordinator
+    coordinator.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def labgrid_place(labgrid_coordinator: LabgridCoordinator) -> str:
+    """A new place of this test's own on the coordinator (as a lab maintainer creates it)."""
+    name = f"dut-{uuid.uuid4().hex[:10]}"
+    labgrid_coordinator.client("create", place=name)
+    return name

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,7 @@ import tomli_w
 from lab_daemon.config import Config, DeviceConfig, HealthConfig, LabSection
 from lab_daemon.daemon import LabDaemon
 from proto import events as ev
+from proto.control import DeviceStatus, LabAction, LabControlReply, LabControlRequest
 from proto.events import decode
 from proto.model import Image, TestPlan
 from proto.subjects import Priority, Subjects
@@ -31,6 +33,8 @@ VIRTUAL_TARGET = VIRTUAL_LAB / "qemu-x86-64-virtual.yaml"
 VIRTUAL_SUITE = VIRTUAL_LAB / "openwrt-tests"
 DEVICE_TYPE = "x86/64/generic"
 VERSION, REVISION = "24.10.0", "r28427-6df0e3d02a"
+LAB_PLACE_USER = f"{socket.gethostname()}/wrtci-lab1"
+"""Who holds a place the daemon of lab1 acquired (labgrid's host/user)."""
 
 
 class Firmware(msgspec.Struct, frozen=True):
@@ -76,10 +80,11 @@ FAKE_FIRMWARE = b"firmware-bytes"
 
 def lab_config(nats_config: NatsConfig, work: Path, suite: Path, *, name: str = "lab1",
                env: dict[str, str] | None = None, health_image: str | None = None,
-               health: HealthConfig | None = None, **lab) -> Config:
+               health: HealthConfig | None = None, place: str | None = None,
+               **lab) -> Config:
     device = DeviceConfig(name="dut1", target_file=str(VIRTUAL_TARGET), target="x86",
                           subtarget="64", profile="generic", env=env or {},
-                          health_image=health_image)
+                          health_image=health_image, place=place)
     section = LabSection(
         name=name, suite_dir=str(suite), work_dir=str(work), devices=[device],
         health=health or HealthConfig(check_at_start=False), fetch_timeout_s=0.3,
@@ -211,3 +216,26 @@ def lab_subprocess(config_path: Path, log_path: Path) -> subprocess.Popen:
 
 def dedent(text: str) -> str:
     return textwrap.dedent(text)
+
+
+async def device_status(nc, subjects: Subjects, lab: str = "lab1",
+                        device: str = "dut1") -> DeviceStatus:
+    """The running daemon's answer to ``wrtci-lab status`` for one device."""
+    request = LabControlRequest(action=LabAction.STATUS, device=device)
+    reply = await nc.request(subjects.lab_control(lab), msgspec.json.encode(request), timeout=10)
+    [status] = msgspec.json.decode(reply.data, type=LabControlReply).devices
+    return status
+
+
+async def eventually(predicate, within_s: float = 30, every_s: float = 0.1):
+    """Poll ``predicate`` (sync or async) until it returns something true; return that."""
+    async def loop():
+        while True:
+            value = predicate()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return value
+            await asyncio.sleep(every_s)
+
+    return await asyncio.wait_for(loop(), within_s)

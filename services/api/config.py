@@ -14,7 +14,7 @@ from services.config import ServiceConfig
 
 class ApiSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
-    port: int = 8080
+    port: int = 8072
     tokens: dict[str, str] = {}
     """Token name -> sha256 hex digest; needed for retry / cancel (POST)."""
     page_size: int = 50

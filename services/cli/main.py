@@ -13,6 +13,7 @@ from services.cli import (
     kcidb_cmd,
     nats_cmd,
     run_cmd,
+    show_cmd,
     summary_cmd,
     trigger_cmd,
     up_cmd,
@@ -21,7 +22,7 @@ from services.config import ConfigError
 
 COMMANDS = [
     nats_cmd, db_cmd, events_cmd, run_cmd, up_cmd,
-    trigger_cmd, control_cmd, jobs_cmd, kcidb_cmd, summary_cmd,
+    trigger_cmd, control_cmd, jobs_cmd, kcidb_cmd, summary_cmd, show_cmd,
 ]
 
 

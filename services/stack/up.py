@@ -47,6 +47,7 @@ class StackPorts(msgspec.Struct, kw_only=True):
     s3: int = 0
     mirror: int = 0
     trigger_web: int = 0
+    api: int = 0
 
     def fill(self) -> StackPorts:
         """Pick free ports for the ones not chosen yet (a new state dir, or a new server)."""
@@ -100,6 +101,10 @@ class Stack:
     def mirror_url(self) -> str:
         return f"http://{LOOPBACK}:{self.ports.mirror}"
 
+    @property
+    def api_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.api}"
+
     def _site_sections(self) -> dict:
         """The daemons' own sections for the local site."""
         return {
@@ -109,6 +114,7 @@ class Stack:
                 "web": {"port": self.ports.trigger_web},
             },
             "scheduler": {"holdoff_s": LOCAL_HOLDOFF_S},
+            "api": {"port": self.ports.api},
         }
 
     def _write_config(self) -> None:
@@ -217,6 +223,7 @@ class Stack:
             f"  S3 (moto)   {self.s3.url}   bucket wrtci",
             f"  mirror      {self.mirror_url}   (OpenWrt downloads layout, scanned by trigger)",
             f"  uploads     http://{LOOPBACK}:{self.ports.trigger_web}/api/v1/firmware",
+            f"  web + API   {self.api_url}/   (results pages; REST under /api/v1)",
             f"  config      {self.config_path}",
         ]
         for name, proc in self.daemons.items():

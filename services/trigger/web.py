@@ -18,7 +18,6 @@ file does not leak a token.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import re
 import tempfile
@@ -31,6 +30,7 @@ from proto.events import FirmwareDiscoveredData
 from proto.model import Image, SourceKind
 from proto.storage import firmware_object_key
 from proto.subjects import PriorityClass
+from services.auth import Unauthorized, bearer_token_name
 from services.trigger import buildbot
 from services.trigger.config import WebConfig
 from services.trigger.httpcache import FetchError, NotFound
@@ -80,15 +80,10 @@ async def json_errors(request: web.Request, handler):
 
 def authenticate(request: web.Request, tokens: dict[str, str]) -> str:
     """The name of the token the request carries; 401 otherwise."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "missing bearer token")
-    digest = hashlib.sha256(token.strip().encode()).hexdigest()
-    for name, expected in tokens.items():
-        if hmac.compare_digest(digest, expected.lower()):
-            return name
-    raise ApiError(401, "invalid token")
+    try:
+        return bearer_token_name(request.headers.get("Authorization", ""), tokens)
+    except Unauthorized as exc:
+        raise ApiError(401, str(exc)) from None
 
 
 # -- uploads --------------------------------------------------------------------------

@@ -1,0 +1,81 @@
+"""``POST /api/v1/{jobs|firmware}/{id}/{retry|cancel}``: operator requests.
+
+``Authorization: Bearer TOKEN`` (a token of ``[api.tokens]``); optional JSON
+body ``{"reason": "..."}``. The request is published as the same event the
+``wrtci job|firmware retry|cancel`` command publishes; the scheduler acts on
+it. 202 with the event id; 400 bad body, 401 bad token, 404 unknown id.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+from aiohttp import web
+
+from services.api import queries
+from services.api.app import ApiError, context, json_response
+from services.auth import Unauthorized, bearer_token_name
+from services.operator_requests import publish_request
+
+log = logging.getLogger(__name__)
+
+SOURCE = "wrtci/api"
+MAX_BODY = 16 * 1024
+
+
+class RequestBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    reason: str | None = msgspec.field(default=None)
+
+
+_decoder = msgspec.json.Decoder(RequestBody)
+
+
+async def read_body(request: web.Request) -> RequestBody:
+    if (request.content_length or 0) > MAX_BODY:
+        raise ApiError(413, f"body is over {MAX_BODY} bytes")
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY:
+        raise ApiError(413, f"body is over {MAX_BODY} bytes")
+    if not raw.strip():
+        return RequestBody()
+    try:
+        body = _decoder.decode(raw)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        raise ApiError(400, f"bad JSON body: {exc}") from None
+    if body.reason is not None and len(body.reason) > 1000:
+        raise ApiError(400, "reason is over 1000 characters")
+    return body
+
+
+def requester(request: web.Request) -> str:
+    try:
+        return bearer_token_name(request.headers.get("Authorization", ""),
+                                 context(request).section.tokens)
+    except Unauthorized as exc:
+        raise ApiError(401, str(exc)) from None
+
+
+def handler(noun: str, verb: str):
+    async def handle(request: web.Request) -> web.Response:
+        ctx = context(request)
+        who = requester(request)  # first: an unknown caller learns nothing about ids
+        object_id = request.match_info["object_id"]
+        body = await read_body(request)
+        async with ctx.db() as conn:
+            if not await queries.exists(conn, noun, object_id):
+                raise ApiError(404, f"no {noun} {object_id}")
+        event = await publish_request(ctx.publisher, noun, verb, object_id, body.reason, who,
+                                      SOURCE)
+        log.info("%s %s requested", noun, verb,
+                 extra={f"{noun}_id": object_id, "requested_by": who, "event_id": event.id})
+        return json_response({"event_id": event.id, "type": event.kind, "id": object_id},
+                             status=202)
+    return handle
+
+
+def add_routes(app: web.Application) -> None:
+    for noun, collection in (("job", "jobs"), ("firmware", "firmware")):
+        for verb in ("retry", "cancel"):
+            app.router.add_post(f"/api/v1/{collection}/{{object_id:.+}}/{verb}",
+                                handler(noun, verb))

@@ -1,0 +1,71 @@
+"""Console logs and artifacts of a job attempt, streamed from object storage.
+
+The object is read in pieces and each piece written to the client before the
+next is read: a 100 MB console log costs one piece of memory, not 100 MB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from aiohttp import web
+from minio.error import S3Error
+
+from proto.storage import job_log_key
+from services.config import StorageConfig
+from services.logs.store import content_type, minio_client
+
+STREAM_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
+_MISSING = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBucket"})
+
+
+def log_key(job_id: str, attempt: int, stream: str, recorded_key: str | None) -> str:
+    """The key the log writer uses; the console log as the results service recorded it."""
+    if stream == "console" and recorded_key:
+        return recorded_key
+    return job_log_key(job_id, attempt, stream)
+
+
+class LogReader:
+    def __init__(self, config: StorageConfig, chunk_bytes: int) -> None:
+        self.config = config
+        self.client = minio_client(config)
+        self.chunk_bytes = chunk_bytes
+
+    async def _call(self, fn, *args, **kwargs):
+        return await asyncio.wait_for(asyncio.to_thread(fn, *args, **kwargs),
+                                      self.config.timeout_s)
+
+    async def stream(self, request: web.Request, key: str,
+                     stream: str) -> web.StreamResponse | None:
+        """Send the object to the client; None when there is no such object."""
+        try:
+            obj = await self._call(self.client.get_object, self.config.bucket, key)
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                return None
+            raise
+        try:
+            response = web.StreamResponse(headers={
+                # Never the stored type: a lab must not be able to serve HTML from our origin.
+                "Content-Type": content_type(stream),
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "default-src 'none'; sandbox",
+                "Cache-Control": "no-cache",
+            })
+            size = obj.headers.get("Content-Length")
+            if size is not None and size.isdigit():
+                response.content_length = int(size)
+            await response.prepare(request)
+            while chunk := await self._call(obj.read, self.chunk_bytes):
+                await response.write(chunk)
+            await response.write_eof()
+            return response
+        finally:
+            obj.close()
+            obj.release_conn()
+
+    async def check(self) -> None:
+        if not await self._call(self.client.bucket_exists, self.config.bucket):
+            raise RuntimeError(f"bucket {self.config.bucket} does not exist")

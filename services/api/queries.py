@@ -1,0 +1,350 @@
+"""What the API reads from PostgreSQL, as msgspec Structs (the JSON and the pages share them).
+
+Read-only: every table here belongs to another service (see the helper brief's
+ownership list); the API never writes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TypeVar
+
+import asyncpg
+import msgspec
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def as_structs(rows: list[asyncpg.Record], struct_type: type[S]) -> list[S]:
+    return [msgspec.convert(dict(row), struct_type) for row in rows]
+
+
+class Page(msgspec.Struct, kw_only=True):
+    limit: int
+    offset: int
+
+
+# -- firmware ---------------------------------------------------------------------------
+
+
+class FirmwareFilter(msgspec.Struct, kw_only=True):
+    channel: str | None = None
+    state: str | None = None
+    source: str | None = None
+
+
+class FirmwareItem(msgspec.Struct, kw_only=True):
+    id: str
+    version: str
+    revision: str | None
+    channel: str
+    source_kind: str
+    priority_class: str
+    state: str
+    round: int
+    created_at: dt.datetime
+    holdoff_until: dt.datetime | None
+    timeout_at: dt.datetime | None
+    done_at: dt.datetime | None
+    url: str | None
+    submitter: str | None
+    jobs: int
+    queued: int
+    running: int
+    done: int
+    waiting_for_lab: int
+    waiting_device_types: list[str]
+
+
+_FIRMWARE_COLUMNS = """
+    c.id, c.version, c.revision, c.channel, c.source_kind, c.priority_class, c.state,
+    c.round, c.created_at, c.holdoff_until, c.timeout_at, c.done_at,
+    c.misc->>'url' AS url, c.misc->>'submitter' AS submitter,
+    p.jobs, p.queued, p.running, p.done, p.waiting_for_lab, p.waiting_device_types"""
+
+_FIRMWARE_WHERE = """($1::text IS NULL OR c.channel = $1)
+                 AND ($2::text IS NULL OR c.state = $2)
+                 AND ($3::text IS NULL OR c.source_kind = $3)"""
+
+
+async def list_firmware(conn: asyncpg.Connection, where: FirmwareFilter,
+                        page: Page) -> tuple[list[FirmwareItem], int]:
+    """Newest first, with where its jobs are (the ``firmware_progress`` view)."""
+    args = (where.channel, where.state, where.source)
+    total = await conn.fetchval(f"SELECT count(*) FROM checkouts c WHERE {_FIRMWARE_WHERE}",
+                                *args)
+    # The page of checkouts first, then the progress of just those (the view
+    # aggregates per checkout, and the id predicate is pushed into it).
+    rows = await conn.fetch(
+        f"""WITH page AS (
+                SELECT * FROM checkouts c WHERE {_FIRMWARE_WHERE}
+                 ORDER BY c.created_at DESC, c.id DESC LIMIT $4 OFFSET $5)
+            SELECT {_FIRMWARE_COLUMNS}
+              FROM page c
+              CROSS JOIN LATERAL (SELECT * FROM firmware_progress fp
+                                   WHERE fp.checkout_id = c.id) p
+             ORDER BY c.created_at DESC, c.id DESC""",
+        *args, page.limit, page.offset)
+    return as_structs(rows, FirmwareItem), total
+
+
+async def get_firmware(conn: asyncpg.Connection, firmware_id: str) -> FirmwareItem | None:
+    row = await conn.fetchrow(
+        f"""SELECT {_FIRMWARE_COLUMNS} FROM checkouts c
+              JOIN firmware_progress p ON p.checkout_id = c.id
+             WHERE c.id = $1""", firmware_id)
+    return None if row is None else msgspec.convert(dict(row), FirmwareItem)
+
+
+# -- jobs -------------------------------------------------------------------------------
+
+
+class JobItem(msgspec.Struct, kw_only=True):
+    id: str
+    firmware_id: str
+    build_id: str
+    image_name: str
+    device_type: str
+    state: str
+    result: str | None
+    error_code: str | None
+    error_message: str | None
+    attempt: int
+    max_attempts: int
+    lab: str | None
+    device: str | None
+    log_key: str | None
+    waiting_for_lab: bool
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+_JOB_SELECT = """
+    SELECT j.id, j.checkout_id AS firmware_id, j.build_id, b.image_name, j.device_type,
+           j.state, j.result, j.error_code, j.error_message, j.attempt, j.max_attempts,
+           j.lab, j.device, j.log_key, w.waiting_for_lab, j.created_at, j.started_at,
+           j.finished_at
+      FROM jobs j
+      JOIN builds b ON b.id = j.build_id
+      JOIN job_waiting w ON w.job_id = j.id"""
+
+
+async def firmware_jobs(conn: asyncpg.Connection, firmware_id: str) -> list[JobItem]:
+    rows = await conn.fetch(f"{_JOB_SELECT} WHERE j.checkout_id = $1 "
+                            "ORDER BY j.device_type, j.id", firmware_id)
+    return as_structs(rows, JobItem)
+
+
+async def get_job(conn: asyncpg.Connection, job_id: str) -> JobItem | None:
+    row = await conn.fetchrow(f"{_JOB_SELECT} WHERE j.id = $1", job_id)
+    return None if row is None else msgspec.convert(dict(row), JobItem)
+
+
+class JobTest(msgspec.Struct, kw_only=True):
+    id: str
+    path: str
+    status: str
+    duration: float | None
+    start_time: dt.datetime | None
+    log_excerpt: str | None
+    comment: str | None
+
+
+class AttemptItem(msgspec.Struct, kw_only=True):
+    attempt: int
+    state: str
+    result: str | None
+    error_code: str | None
+    error_message: str | None
+    lab: str | None
+    device: str | None
+    log_key: str | None
+    queued_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    tests: list[JobTest] = []
+
+
+class IncidentItem(msgspec.Struct, kw_only=True):
+    id: str
+    issue_id: str
+    title: str | None
+    attempt: int | None
+    test_id: str | None
+    excerpt: str | None
+
+
+class JobDetail(msgspec.Struct, kw_only=True):
+    job: JobItem
+    attempts: list[AttemptItem]
+    incidents: list[IncidentItem]
+
+
+async def job_detail(conn: asyncpg.Connection, job_id: str) -> JobDetail | None:
+    job = await get_job(conn, job_id)
+    if job is None:
+        return None
+    attempts = as_structs(await conn.fetch(
+        """SELECT attempt, state, result, error_code, error_message, lab, device, log_key,
+                  queued_at, started_at, finished_at
+             FROM job_attempts WHERE job_id = $1 ORDER BY attempt""", job_id), AttemptItem)
+    by_attempt = {a.attempt: a for a in attempts}
+    for row in await conn.fetch(
+            """SELECT attempt, id, path, status, duration, start_time, log_excerpt, comment
+                 FROM tests WHERE job_id = $1 ORDER BY attempt, path, id""", job_id):
+        attempt = by_attempt.get(row["attempt"])
+        if attempt is not None:
+            values = dict(row)
+            del values["attempt"]
+            attempt.tests.append(msgspec.convert(values, JobTest))
+    incidents = as_structs(await conn.fetch(
+        """SELECT i.id, i.issue_id, s.report_subject AS title,
+                  (i.misc->>'attempt')::int AS attempt, i.test_id, i.misc->>'excerpt' AS excerpt
+             FROM incidents i
+             LEFT JOIN issues s ON s.id = i.issue_id AND s.version = i.issue_version
+            WHERE i.misc->>'job_id' = $1 ORDER BY i.id""", job_id), IncidentItem)
+    return JobDetail(job=job, attempts=attempts, incidents=incidents)
+
+
+async def attempt_log_key(conn: asyncpg.Connection, job_id: str,
+                          attempt: int) -> tuple[bool, str | None]:
+    """(the attempt exists, the console log key the results service recorded)."""
+    row = await conn.fetchrow(
+        "SELECT log_key FROM job_attempts WHERE job_id = $1 AND attempt = $2", job_id, attempt)
+    return (row is not None, row["log_key"] if row is not None else None)
+
+
+# -- labs and devices -------------------------------------------------------------------
+
+
+class DeviceItem(msgspec.Struct, kw_only=True):
+    lab: str
+    name: str
+    device_type: str
+    features: list[str]
+    state: str
+    health: str
+    consecutive_failures: int
+    updated_at: dt.datetime
+
+
+class LabItem(msgspec.Struct, kw_only=True):
+    name: str
+    online: bool
+    version: str | None
+    first_seen: dt.datetime
+    last_seen: dt.datetime | None
+    heartbeat_at: dt.datetime | None = None
+    """From the labs KV bucket: set while the lab heartbeats (the entry expires otherwise)."""
+    devices: list[DeviceItem] = []
+
+
+class HealthItem(msgspec.Struct, kw_only=True):
+    event_id: str
+    lab: str
+    device: str
+    health: str
+    state: str
+    check_passed: bool | None
+    consecutive_failures: int
+    message: str | None
+    at: dt.datetime
+
+
+async def list_labs(conn: asyncpg.Connection, lab: str | None = None) -> list[LabItem]:
+    labs = as_structs(await conn.fetch(
+        """SELECT name, online, version, first_seen, last_seen FROM labs
+            WHERE $1::text IS NULL OR name = $1 ORDER BY name""", lab), LabItem)
+    by_name = {item.name: item for item in labs}
+    for device in as_structs(await conn.fetch(
+            """SELECT lab, name, device_type, features, state, health, consecutive_failures,
+                      updated_at
+                 FROM devices WHERE $1::text IS NULL OR lab = $1 ORDER BY lab, name""", lab),
+            DeviceItem):
+        if device.lab in by_name:
+            by_name[device.lab].devices.append(device)
+    return labs
+
+
+async def device_health(conn: asyncpg.Connection, lab: str, limit: int) -> list[HealthItem]:
+    """The latest health reports of a lab's devices, newest first."""
+    rows = await conn.fetch(
+        """SELECT event_id, lab, device, health, state, check_passed, consecutive_failures,
+                  message, at
+             FROM device_health WHERE lab = $1 ORDER BY at DESC, event_id LIMIT $2""",
+        lab, limit)
+    return as_structs(rows, HealthItem)
+
+
+# -- regressions and flaky tests --------------------------------------------------------
+
+
+class RegressionFilter(msgspec.Struct, kw_only=True):
+    firmware: str | None = None
+    device_type: str | None = None
+    open_only: bool = False
+
+
+class RegressionItem(msgspec.Struct, kw_only=True):
+    id: str
+    lineage: str
+    device_type: str
+    path: str
+    last_passing_checkout_id: str
+    first_failing_checkout_id: str
+    first_failing_test_id: str | None
+    fixed_checkout_id: str | None
+    fixed_test_id: str | None
+    flaky: bool
+    detected_at: dt.datetime
+    fixed_at: dt.datetime | None
+
+
+async def list_regressions(conn: asyncpg.Connection, where: RegressionFilter,
+                           page: Page) -> tuple[list[RegressionItem], int]:
+    condition = """($1::text IS NULL OR first_failing_checkout_id = $1
+                                     OR fixed_checkout_id = $1)
+                   AND ($2::text IS NULL OR device_type = $2)
+                   AND (NOT $3 OR fixed_checkout_id IS NULL)"""
+    args = (where.firmware, where.device_type, where.open_only)
+    total = await conn.fetchval(f"SELECT count(*) FROM regressions WHERE {condition}", *args)
+    rows = await conn.fetch(
+        f"""SELECT id, lineage, device_type, path, last_passing_checkout_id,
+                   first_failing_checkout_id, first_failing_test_id, fixed_checkout_id,
+                   fixed_test_id, flaky, detected_at, fixed_at
+              FROM regressions WHERE {condition}
+             ORDER BY detected_at DESC, id LIMIT $4 OFFSET $5""",
+        *args, page.limit, page.offset)
+    return as_structs(rows, RegressionItem), total
+
+
+class FlakyItem(msgspec.Struct, kw_only=True):
+    device_type: str
+    path: str
+    score: float
+    flips: int
+    pairs: int
+    runs: int
+    flaky: bool
+    last_checkout_id: str | None
+    updated_at: dt.datetime
+
+
+async def list_flaky(conn: asyncpg.Connection, device_type: str | None, include_steady: bool,
+                     page: Page) -> tuple[list[FlakyItem], int]:
+    condition = "($1::text IS NULL OR device_type = $1) AND ($2 OR flaky)"
+    total = await conn.fetchval(f"SELECT count(*) FROM flaky_tests WHERE {condition}",
+                                device_type, include_steady)
+    rows = await conn.fetch(
+        f"""SELECT device_type, path, score, flips, pairs, runs, flaky, last_checkout_id,
+                   updated_at
+              FROM flaky_tests WHERE {condition}
+             ORDER BY score DESC, device_type, path LIMIT $3 OFFSET $4""",
+        device_type, include_steady, page.limit, page.offset)
+    return as_structs(rows, FlakyItem), total
+
+
+async def exists(conn: asyncpg.Connection, noun: str, object_id: str) -> bool:
+    table = {"job": "jobs", "firmware": "checkouts"}[noun]
+    return bool(await conn.fetchval(f"SELECT 1 FROM {table} WHERE id = $1", object_id))

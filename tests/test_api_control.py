@@ -1,0 +1,91 @@
+"""Retry / cancel through the API: exactly the CLI's events, and nothing for bad requests."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import pytest
+
+from proto.events import (
+    FirmwareCancelRequested,
+    FirmwareRetryRequested,
+    JobCancelRequested,
+    JobRetryRequested,
+)
+from tests.api_support import TOKEN, serving
+from tests.factories_results import Factory
+from tests.pipeline import stored_events
+
+
+@pytest.fixture
+async def api(js, nats_config, database_config, storage_config):
+    async with serving(nats_config, database_config, storage_config) as client:
+        yield client
+
+
+async def _requests(js, subjects):
+    return [e for e in await stored_events(js, subjects) if e.kind.endswith("_requested")]
+
+
+@pytest.mark.parametrize(("noun", "verb", "event_type"), [
+    ("jobs", "retry", JobRetryRequested),
+    ("jobs", "cancel", JobCancelRequested),
+    ("firmware", "retry", FirmwareRetryRequested),
+    ("firmware", "cancel", FirmwareCancelRequested),
+])
+async def test_request_publishes_the_scheduler_event(api, js, subjects, pool, noun, verb,
+                                                     event_type):
+    factory = Factory(pool)
+    firmware = await factory.firmware()
+    job = await factory.job(firmware)
+    object_id = job if noun == "jobs" else firmware
+
+    status, body = await api.post(f"/api/v1/{noun}/{quote(object_id, safe='')}/{verb}",
+                                  b'{"reason": "flashed the wrong image"}')
+    assert status == 202, body
+    (event,) = await _requests(js, subjects)
+    assert isinstance(event, event_type)
+    assert (body["event_id"], body["type"], body["id"]) == (event.id, event.kind, object_id)
+    assert event.subject == object_id and event.source == "wrtci/api"
+    data = event.data
+    assert (getattr(data, "job_id", None) or data.firmware_id) == object_id
+    assert (data.requested_by, data.reason) == ("alice", "flashed the wrong image")
+    # The subject the scheduler's consumer filters on.
+    kind = "job" if noun == "jobs" else "firmware"
+    msg = await js.get_last_msg(subjects.events_stream, subjects.event(f"{kind}.{verb}_requested"))
+    assert msg.header["Nats-Msg-Id"] == event.id
+
+    # Without a body: no reason. A second request is a second event.
+    status, _ = await api.post(f"/api/v1/{noun}/{object_id}/{verb}")
+    assert status == 202
+    first, second = await _requests(js, subjects)
+    assert second.id != first.id and second.data.reason is None
+
+
+@pytest.mark.parametrize(("path", "body", "token", "status", "error"), [
+    ("/api/v1/jobs/{job}/retry", b"", None, 401, "missing bearer token"),
+    ("/api/v1/jobs/{job}/retry", b"", "not-the-token", 401, "invalid token"),
+    ("/api/v1/firmware/{firmware}/cancel", b"", "", 401, "missing bearer token"),
+    # 401 before 404: no token, no knowing which ids exist
+    ("/api/v1/jobs/wrtci:none/retry", b"", "guess", 401, "invalid token"),
+    ("/api/v1/jobs/wrtci:none/retry", b"", TOKEN, 404, "no job wrtci:none"),
+    ("/api/v1/firmware/wrtci:none/cancel", b"", TOKEN, 404, "no firmware wrtci:none"),
+    ("/api/v1/jobs/{job}/retry", b"{not json", TOKEN, 400, "bad JSON body"),
+    ("/api/v1/jobs/{job}/retry", b'{"reason": 5}', TOKEN, 400, "bad JSON body"),
+    ("/api/v1/jobs/{job}/retry", b'{"force": true}', TOKEN, 400, "bad JSON body"),
+    ("/api/v1/jobs/{job}/retry", b"[1, 2]", TOKEN, 400, "bad JSON body"),
+    ("/api/v1/jobs/{job}/retry", b'{"reason": "' + b"x" * 2000 + b'"}', TOKEN, 400,
+     "reason is over"),
+    ("/api/v1/jobs/{job}/retry", b"\xff\xfe", TOKEN, 400, "bad JSON body"),
+    ("/api/v1/jobs/{job}/retry", b"x" * 20000, TOKEN, 413, "body is over"),
+    ("/api/v1/jobs/{job}/explode", b"", TOKEN, 405, "not allowed"),
+])
+async def test_bad_requests_publish_nothing(api, js, subjects, pool, path, body, token, status,
+                                            error):
+    factory = Factory(pool)
+    firmware = await factory.firmware()
+    job = await factory.job(firmware)
+    got, answer = await api.post(path.format(job=quote(job, safe=""), firmware=firmware), body,
+                                 token=token)
+    assert got == status and error in answer["error"], answer
+    assert await _requests(js, subjects) == []

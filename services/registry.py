@@ -15,6 +15,7 @@ SERVICES: dict[str, str] = {
     "timeout": "services.timeout.service",
     "logs": "services.logs",
     "results": "services.results",
+    "notifier": "services.notifier",
 }
 
 

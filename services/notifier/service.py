@@ -121,6 +121,11 @@ class Notifier:
     async def report(self, facts: FirmwareFacts) -> list[Outcome]:
         outcomes = []
         section = self.section
+        # The report's one line, also where no channel is configured (``wrtci up``).
+        log.info("firmware report: %s", report.mail_subject(facts),
+                 extra={"firmware_id": facts.firmware_id, "round": facts.round,
+                        "verdict": report.verdict(facts).state,
+                        "web_url": report.web_link(section.web_url, facts.firmware_id)})
         if section.mail.enabled:
             to = mail.recipients(facts, section.mail)
             if to:

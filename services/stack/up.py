@@ -109,6 +109,9 @@ class Stack:
                 "web": {"port": self.ports.trigger_web},
             },
             "scheduler": {"holdoff_s": LOCAL_HOLDOFF_S},
+            # No SMTP server or GitHub here: reports stay in the notifier's log
+            # until [notifier.mail] / [notifier.github] are pointed at real ones.
+            "notifier": {"mail": {"enabled": False}, "github": {"enabled": False}},
         }
 
     def _write_config(self) -> None:

@@ -434,3 +434,31 @@ async def test_report_waits_for_the_results_analysis(
         await settled(js, subjects, pool)
     (message,) = smtp.mailbox.messages
     assert message["Subject"] == "[wrtci] 24.10.0 r28427: 1 regression on 1 device type"
+
+
+async def test_a_claim_left_by_a_crashed_replica_is_taken_over_after_its_lease(
+        js, subjects, pool, nats_config, database_config, storage_config, smtp, github):
+    """A replica died between claiming (maybe sending) and marking: sent again, once."""
+    github.add_pull(42, HEAD, [])
+    firmware, job = await pr_firmware(pool)
+    await results(js, subjects, pool, storage_config, {job: {"base.test_shell": "PASS"}})
+    await mark_done(pool, firmware)
+    # Its comment went out before the crash; its claims are still held for a moment.
+    github.add_comment(42, f"<!-- wrtci:{firmware} -->\nold", login="wrtci[bot]")
+    for channel in ("mail", "github_status", "github_comment"):
+        await pool.execute(
+            """INSERT INTO notifications (firmware_id, round, channel, state, attempts,
+                                          lease_until)
+               VALUES ($1, 0, $2, 'sending', 1, now() + interval '1 second')""",
+            firmware, channel)
+    config = notifier_config(nats_config, database_config, storage_config, smtp_port=smtp.port,
+                             github=github)
+    async with notifiers(config):
+        await publish(js, subjects, done_event(firmware))
+        await settled(js, subjects, pool)
+    assert len(smtp.mailbox.messages) == 1 and len(github.statuses) == 1
+    (comment,) = github.comments_on(42)  # the crashed replica's comment, edited
+    assert "### ✅ wrtci: PASS" in comment["body"]
+    attempts = {r["channel"]: r["attempts"] for r in await pool.fetch(
+        "SELECT channel, attempts FROM notifications WHERE state = 'sent'")}
+    assert attempts == {"mail": 2, "github_status": 2, "github_comment": 2}

@@ -54,9 +54,12 @@ async def deliver(pool: asyncpg.Pool, section: NotifierSection, delivery: Delive
         log.info("report already %s", claim.state, extra=ids)
         return Outcome("already")
     if isinstance(claim, Busy):
-        log.info("report being sent elsewhere or not due yet",
-                 extra=ids | {"wait_s": round(claim.wait_s, 3)})
-        return Outcome("later", claim.wait_s)
+        # Held by another replica: it usually finishes long before its lease ends,
+        # so look again soon; the lease only bounds how long a crashed one blocks.
+        wait = min(claim.wait_s, section.settle_poll_s) if claim.held else claim.wait_s
+        log.info("report being sent elsewhere" if claim.held else "report not due yet",
+                 extra=ids | {"wait_s": round(wait, 3)})
+        return Outcome("later", wait)
     assert isinstance(claim, Claimed)
     ids["attempt"] = claim.attempts
     try:

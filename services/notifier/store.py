@@ -28,6 +28,8 @@ class Busy(msgspec.Struct, frozen=True):
     """Not ours to send now: ``wait_s`` until it may be tried (by anyone) again."""
 
     wait_s: float
+    held: bool = False
+    """Another replica is sending it (rather than: put off after a failure)."""
 
 
 class Finished(msgspec.Struct, frozen=True):
@@ -59,7 +61,7 @@ async def claim(pool: asyncpg.Pool, delivery: Delivery, target: str, lease_s: fl
         if state in ("sent", "failed"):
             return Finished(state)
         if state == "sending" and row["lease_until"] > now:
-            return Busy(_seconds(row["lease_until"] - now))
+            return Busy(_seconds(row["lease_until"] - now), held=True)
         if state == "pending" and row["next_try_at"] > now:
             return Busy(_seconds(row["next_try_at"] - now))
         attempts = await conn.fetchval(

@@ -16,6 +16,7 @@ SERVICES: dict[str, str] = {
     "logs": "services.logs",
     "results": "services.results",
     "api": "services.api",
+    "notifier": "services.notifier",
 }
 
 

@@ -115,6 +115,10 @@ class Stack:
             },
             "scheduler": {"holdoff_s": LOCAL_HOLDOFF_S},
             "api": {"port": self.ports.api},
+            # No SMTP server or GitHub here: reports stay in the notifier's log
+            # until [notifier.mail] / [notifier.github] are pointed at real ones.
+            "notifier": {"web_url": self.api_url, "mail": {"enabled": False},
+                         "github": {"enabled": False}},
         }
 
     def _write_config(self) -> None:

@@ -7,6 +7,11 @@ artifact download, which — as on GitHub — redirects to another host (here
 ``localhost`` instead of ``127.0.0.1``) serving the zip. Every answer carries
 the ``X-RateLimit-*`` headers; ``exhaust_rate_limit`` makes the API answer 403
 as GitHub does, ``fail`` injects 5xx answers. Requests are counted per kind.
+
+For the notifier: commit statuses (``POST .../statuses/{sha}``, kept in
+``statuses``) and issue comments of a pull request (list with pagination,
+create, edit; kept in ``comments``), with GitHub's 404 for an unknown pull
+request or comment and 422 for an invalid status state.
 """
 
 from __future__ import annotations
@@ -44,6 +49,9 @@ class GithubServer:
         self.rate_remaining = 5000
         self.rate_reset = int(time.time()) + 3600
         self.failures: dict[str, list[int]] = {}
+        self.statuses: list[dict] = []
+        self.comments: dict[int, dict] = {}
+        """Comment id -> comment (with ``issue_number``)."""
         self._ids = 1000
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -110,6 +118,22 @@ class GithubServer:
 
     def fail(self, kind: str, status: int, times: int = 1) -> None:
         self.failures[kind] = [status] * times
+
+    def comments_on(self, number: int) -> list[dict]:
+        return [c for _, c in sorted(self.comments.items()) if c["issue_number"] == number]
+
+    def add_comment(self, number: int, body: str, login: str = "someone") -> int:
+        """A comment somebody else wrote."""
+        comment_id = self._next_id()
+        self.comments[comment_id] = self._comment(comment_id, number, body, login)
+        return comment_id
+
+    def _comment(self, comment_id: int, number: int, body: str, login: str) -> dict:
+        return {"id": comment_id, "issue_number": number, "body": body,
+                "user": {"login": login, "type": "Bot" if login.endswith("[bot]") else "User"},
+                "html_url": f"https://github.com/{self.repository}/pull/{number}"
+                            f"#issuecomment-{comment_id}",
+                "created_at": "2026-11-26T10:00:00Z", "updated_at": "2026-11-26T10:00:00Z"}
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -190,6 +214,47 @@ class GithubServer:
         return web.Response(body=self.blobs[int(request.match_info["artifact_id"])],
                             content_type="application/zip")
 
+    async def _create_status(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if body.get("state") not in ("error", "failure", "pending", "success"):
+            return web.json_response({"message": "Validation Failed"}, status=422)
+        status = {"id": self._next_id(), "sha": request.match_info["sha"],
+                  "state": body["state"], "context": body.get("context", "default"),
+                  "target_url": body.get("target_url"), "description": body.get("description")}
+        self.statuses.append(status)
+        return web.json_response(status, status=201)
+
+    async def _list_comments(self, request: web.Request) -> web.Response:
+        number = int(request.match_info["number"])
+        if number not in self.pulls:
+            return web.json_response({"message": "Not Found"}, status=404)
+        per_page = min(int(request.query.get("per_page", 30)), self.per_page_limit)
+        page = int(request.query.get("page", 1))
+        comments = self.comments_on(number)
+        headers = {}
+        if page * per_page < len(comments):
+            headers["Link"] = (f'<{self.url}{request.path}?per_page={per_page}'
+                               f'&page={page + 1}>; rel="next"')
+        return web.json_response(comments[(page - 1) * per_page: page * per_page],
+                                 headers=headers)
+
+    async def _create_comment(self, request: web.Request) -> web.Response:
+        number = int(request.match_info["number"])
+        if number not in self.pulls:
+            return web.json_response({"message": "Not Found"}, status=404)
+        body = await request.json()
+        comment_id = self._next_id()
+        self.comments[comment_id] = self._comment(comment_id, number, body["body"],
+                                                  "wrtci[bot]")
+        return web.json_response(self.comments[comment_id], status=201)
+
+    async def _edit_comment(self, request: web.Request) -> web.Response:
+        comment = self.comments.get(int(request.match_info["comment_id"]))
+        if comment is None:
+            return web.json_response({"message": "Not Found"}, status=404)
+        comment.update(body=(await request.json())["body"], updated_at="2026-11-26T11:00:00Z")
+        return web.json_response(comment)
+
     async def start(self) -> GithubServer:
         app = web.Application(middlewares=[self._api])
         repo = "/repos/{owner}/{repo}"
@@ -202,6 +267,13 @@ class GithubServer:
                            name="artifacts")
         app.router.add_get(f"{repo}/actions/artifacts/{{artifact_id}}/zip", self._artifact_zip,
                            name="zip")
+        app.router.add_post(f"{repo}/statuses/{{sha}}", self._create_status, name="status")
+        app.router.add_get(f"{repo}/issues/{{number:\\d+}}/comments", self._list_comments,
+                           name="comments")
+        app.router.add_post(f"{repo}/issues/{{number:\\d+}}/comments", self._create_comment,
+                            name="create_comment")
+        app.router.add_patch(f"{repo}/issues/comments/{{comment_id:\\d+}}", self._edit_comment,
+                             name="edit_comment")
         app.router.add_get("/blob/{artifact_id}", self._blob, name="blob")
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()

@@ -180,3 +180,24 @@ async def test_hostile_event_does_not_take_its_batch_down(js, subjects, pool, ca
     assert any("rejected" in r.getMessage() and "attempt" in r.getMessage()
                for r in caplog.records)
 
+
+async def test_lab_that_takes_over_a_redelivered_attempt_holds_it(js, subjects, pool):
+    """DESIGN: a lab that dies lets its job go back to the queue for another lab.
+
+    JetStream redelivers the same attempt; the scheduler's record follows the
+    lab that started it last, and so must the results.
+    """
+    factory = Factory(pool)
+    job = await factory.job(await factory.firmware())
+    later = T0 + dt.timedelta(minutes=2)
+    lab_b_done = finished(job, {"t.a": "PASS"}, lab="lab-b", device="dut-2")
+    await publish(js, subjects, started(job, lab="lab-a"),
+                  started(job, lab="lab-b", device="dut-2", at=later), lab_b_done)
+    # lab-a's own start, redelivered late, does not take the attempt back
+    await publish(js, subjects, started(job, lab="lab-a"), dedupe=False)
+    await ingest_all(js, subjects, pool)
+
+    attempt = await _attempt(pool, job)
+    assert (attempt["state"], attempt["result"], attempt["lab"], attempt["device"],
+            attempt["started_at"]) == ("done", "pass", "lab-b", "dut-2", later)
+    assert [(t["path"], t["lab"]) for t in await _tests(pool, job)] == [("t.a", "lab-b")]

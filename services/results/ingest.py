@@ -6,8 +6,9 @@ collecting the rows to write and a verdict per event. ``store.py`` does the
 SQL. Rules:
 
 - a lab event must come from its own lab (subject scope == ``data.lab``);
-- job events must name an existing attempt; an attempt belongs to the first
-  lab that starts (or finishes) it, and any other lab's report is rejected;
+- job events must name an existing attempt; an attempt belongs to the lab
+  that started it last (by event time: JetStream hands an attempt whose lab
+  stopped acking to another lab), and any other lab's report is rejected;
 - ``done`` is final: a duplicate or late started / progress / finished
   changes nothing (first finished wins, the timeout service's included);
 - a finished that overtakes its started is accepted if no other lab holds
@@ -166,9 +167,9 @@ class BatchPlan:
             return Reject(f"lab {lab!r} published an event for lab {data_lab!r}")
         match event:
             case ev.JobStarted():
-                return self._started(event.data, event.time)
+                return self._started(event.data, event.time, start=True)
             case ev.JobProgress():
-                return self._started(event.data, event.time)
+                return self._started(event.data, event.time, start=False)
             case ev.JobFinished():
                 return self._finished(event, lab)
             case ev.DeviceHealthChanged():
@@ -194,11 +195,21 @@ class BatchPlan:
         return row
 
     def _started(self, data: ev.JobStartedData | ev.JobProgressData,
-                 at: dt.datetime) -> Verdict:
-        row = self._claim(data.job_id, data.attempt, data.lab)
+                 at: dt.datetime, *, start: bool) -> Verdict:
+        # A start by another lab is JetStream redelivering the attempt after its
+        # lab stopped acking (DESIGN: the job goes back to the queue): the latest
+        # start holds the attempt, as in the scheduler's record.
+        row = self._claim(data.job_id, data.attempt, None)
         if isinstance(row, Reject):
             return row
-        if row.state == "queued":
+        taken_over = start and row.state == "running" and row.lab != data.lab
+        if taken_over and row.started_at is not None and at <= row.started_at:
+            return None  # an older start delivered late: the newer one holds it
+        if not taken_over:
+            row = self._claim(data.job_id, data.attempt, data.lab)
+            if isinstance(row, Reject):
+                return row
+        if row.state == "queued" or taken_over:
             row.state = "running"
             row.lab, row.device = data.lab, _text(data.device)
             row.started_at = at

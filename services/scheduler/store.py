@@ -246,7 +246,11 @@ async def mark_progress(
     conn: asyncpg.Connection, job_id: str, attempt: int, lab: str, device: str,
     heartbeat_timeout_s: float,
 ) -> bool:
-    """A heartbeat: push the no-progress deadline, never past the plan timeout."""
+    """A heartbeat: push the no-progress deadline, never past the plan timeout.
+
+    Only from the lab holding the attempt: one that lost it to a redelivery
+    (it stopped acking) must not take it back, nor keep it alive.
+    """
     status = await conn.execute(
         """
         UPDATE jobs SET state = 'running', lab = $3, device = $4,
@@ -254,7 +258,7 @@ async def mark_progress(
                deadline_at = least(coalesce(started_at, now()) + make_interval(secs => timeout_s),
                                    now() + make_interval(secs => $5)),
                updated_at = now()
-         WHERE id = $1 AND attempt = $2 AND state <> 'done'
+         WHERE id = $1 AND attempt = $2 AND state <> 'done' AND (lab IS NULL OR lab = $3)
         """,
         job_id, attempt, lab, device, heartbeat_timeout_s,
     )

@@ -84,8 +84,18 @@ async def firmware_state(conn: asyncpg.Connection, firmware_id: str) -> str | No
 async def insert_jobs(
     conn: asyncpg.Connection, firmware_id: str, drafts: Sequence[JobDraft], max_attempts: int
 ) -> None:
-    """New jobs (attempt 1, queued) and their first attempt rows; existing ones stay."""
+    """New jobs (attempt 1, queued) and their first attempt rows; existing ones stay.
+
+    Only while the firmware is ``running`` or ``available``: the share lock
+    waits for (and then sees) the timeout service closing or ending it, which
+    takes the row ``FOR UPDATE``; and a firmware cannot be declared done while
+    jobs are being added to it.
+    """
     async with conn.transaction():
+        state = await conn.fetchval(
+            "SELECT state FROM checkouts WHERE id = $1 FOR SHARE", firmware_id)
+        if state not in ("running", "available"):
+            return
         await conn.executemany(
             """
             INSERT INTO jobs (id, checkout_id, build_id, device_type, plans, priority,

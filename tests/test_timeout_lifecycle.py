@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
+from proto.events import JobStarted, JobStartedData
 from proto.model import ErrorCode, JobResult
+from services.consume import MsgMeta, Reject
+from services.scheduler.dispatch import Dispatcher
+from services.scheduler.lifecycle import Lifecycle
 from services.scheduler.service import SchedulerSettings
-from services.timeout.service import TimeoutSettings
+from services.timeout.deadlines import DeadlineLoop
+from services.timeout.service import LifecycleHandler, TimeoutSettings
 from tests import factories
 from tests.pipeline import (
     FakeLab,
@@ -277,3 +284,20 @@ async def test_lab_that_lost_its_job_to_redelivery_no_longer_speaks_for_it(
     row = await job_row(pool, job.spec.job_id)
     assert (row["result"], row["attempt"], row["lab"], row["device"]) == (
         "pass", 1, "lab-b", "x86-2")
+
+
+async def test_hostile_lab_events_are_rejected_not_retried(js, subjects, pool):
+    """An attempt number PostgreSQL cannot hold, or a subject naming no lab, can never
+    be handled: terminate it at once instead of failing max_deliver times."""
+    lifecycle = Lifecycle(pool, Dispatcher(js, subjects), subjects)
+    handler = LifecycleHandler(lifecycle, subjects, DeadlineLoop(lifecycle))
+    event = JobStarted.build(JobStartedData(job_id="wrtci:x", attempt=2**31, lab="lab-a",
+                                            device="d"), source="lab/lab-a")
+    meta = MsgMeta(subject=subjects.lab_event("lab-a", "job.started"), stream_seq=1,
+                   num_delivered=1)
+    with pytest.raises(Reject, match="attempt"):
+        await handler.handle(event, meta)
+    bad_token = MsgMeta(subject=f"{subjects.prefix}.lab.%%.job.started", stream_seq=2,
+                        num_delivered=1)
+    with pytest.raises(Reject):
+        await handler.handle(event, bad_token)

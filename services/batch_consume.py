@@ -10,7 +10,12 @@ write them in one transaction) and says per message what to do:
 - :class:`~services.consume.Reject`: term, logged with subject and sequence.
 
 Malformed messages are termed and logged before the handler sees the batch.
-If the handler raises, the whole batch is nak'ed (nothing was committed).
+If the handler raises, nothing of the batch was committed: each message is
+then handled alone, so that one message the handler can never take (say,
+text the database refuses) does not hold back — and, after ``max_deliver``
+redeliveries, lose — every other message fetched with it. Messages that fail
+alone, and those not reached within ``isolate_budget_s`` (the database is
+down: every one would fail), are nak'ed.
 On stop: no new fetch; the batch in hand finishes.
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
@@ -49,6 +55,7 @@ async def handle_batch(
     consumer: str,
     decoder: Callable[[bytes], CloudEvent] = decode,
     retry_delay: float = 5.0,
+    isolate_budget_s: float = 30.0,
 ) -> dict[str, int]:
     """Run one fetched batch through ``handler``; returns counts per action."""
     counts = {"ack": 0, "nak": 0, "term": 0}
@@ -68,16 +75,21 @@ async def handle_batch(
     if not deliveries:
         return counts
     try:
-        verdicts = await handler(deliveries)
-        if len(verdicts) != len(deliveries):
-            raise RuntimeError(f"handler returned {len(verdicts)} verdicts "
-                               f"for {len(deliveries)} messages")
+        verdicts = await _call(handler, deliveries)
     except Exception:
-        log.exception("batch handler failed; %d messages will be redelivered", len(kept),
-                      extra={"consumer": consumer})
-        for msg in kept:
-            await msg.nak(delay=retry_delay)
-        counts["nak"] += len(kept)
+        if len(deliveries) == 1:
+            log.exception("handler failed; the message will be redelivered",
+                          extra={"consumer": consumer, "subject": deliveries[0].meta.subject,
+                                 "stream_seq": deliveries[0].meta.stream_seq})
+            await kept[0].nak(delay=retry_delay)
+            counts["nak"] += 1
+            return counts
+        log.exception("batch handler failed; handling its %d messages one by one",
+                      len(kept), extra={"consumer": consumer})
+        for action, count in (await _one_by_one(
+                kept, handler, consumer=consumer, decoder=decoder, retry_delay=retry_delay,
+                budget_s=isolate_budget_s)).items():
+            counts[action] += count
         return counts
     for msg, delivery, verdict in zip(kept, deliveries, verdicts, strict=True):
         where = {"subject": delivery.meta.subject, "stream_seq": delivery.meta.stream_seq,
@@ -95,6 +107,41 @@ async def handle_batch(
             await msg.nak(delay=verdict.delay)
             counts["nak"] += 1
     return counts
+
+
+async def _one_by_one(
+    msgs: Sequence[Msg],
+    handler: BatchHandler,
+    *,
+    consumer: str,
+    decoder: Callable[[bytes], CloudEvent],
+    retry_delay: float,
+    budget_s: float,
+) -> dict[str, int]:
+    """Each message as a batch of its own, until ``budget_s`` is spent; the rest: nak."""
+    counts = {"ack": 0, "nak": 0, "term": 0}
+    deadline = time.monotonic() + budget_s
+    for index, msg in enumerate(msgs):
+        if time.monotonic() > deadline:
+            log.error("batch handler still failing; %d messages will be redelivered",
+                      len(msgs) - index, extra={"consumer": consumer})
+            for rest in msgs[index:]:
+                await rest.nak(delay=retry_delay)
+            counts["nak"] += len(msgs) - index
+            break
+        single = await handle_batch([msg], handler, consumer=consumer, decoder=decoder,
+                                    retry_delay=retry_delay)
+        for action, count in single.items():
+            counts[action] += count
+    return counts
+
+
+async def _call(handler: BatchHandler, deliveries: list[Delivery]) -> Sequence[Verdict]:
+    verdicts = await handler(deliveries)
+    if len(verdicts) != len(deliveries):
+        raise RuntimeError(f"handler returned {len(verdicts)} verdicts "
+                           f"for {len(deliveries)} messages")
+    return verdicts
 
 
 async def consume_batches(

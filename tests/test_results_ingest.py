@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
+import msgspec
+
 from proto import events as ev
 from proto.model import DeviceHealth, DeviceState, ErrorCode, JobResult
 from tests.factories_results import (
@@ -149,3 +151,53 @@ async def test_device_health_history_and_lab_presence(js, subjects, pool):
             device["consecutive_failures"]) == ("unhealthy", "unhealthy", ["wan"], 2)
     lab = await pool.fetchrow("SELECT * FROM labs WHERE name = 'lab-a'")
     assert (lab["online"], lab["version"]) == (False, "0.1")
+
+
+async def test_hostile_event_does_not_take_its_batch_down(js, subjects, pool, caplog):
+    """One event the database cannot store must not hold back the others in its batch.
+
+    A serial console easily puts NUL bytes into a test's log excerpt (PostgreSQL
+    text refuses them), and a lab may send any integer as an attempt number.
+    """
+    factory = Factory(pool)
+    firmware = await factory.firmware()
+    good, noisy = await factory.job(firmware), await factory.job(firmware)
+    console = finished(noisy, {"base.test_boot": "FAIL"}, error_message="dead\x00beef")
+    noisy_test = msgspec.structs.replace(console.data.tests[0],
+                                         log_excerpt="U-Boot\x00\x00 2023.07\nStarting kernel")
+    console = msgspec.structs.replace(
+        console, data=msgspec.structs.replace(console.data, tests=[noisy_test]))
+    huge = finished(good, {"t.a": "PASS"}, attempt=2**31, event_id="huge")
+    await publish(js, subjects, huge, console, finished(good, {"t.a": "PASS"}))
+    with caplog.at_level(logging.ERROR, logger="services.batch_consume"):
+        await ingest_all(js, subjects, pool)
+
+    assert (await _attempt(pool, good))["result"] == "pass"
+    noisy_attempt = await _attempt(pool, noisy)
+    assert (noisy_attempt["result"], noisy_attempt["error_message"]) == ("fail", "deadbeef")
+    (test,) = await pool.fetch("SELECT log_excerpt FROM tests WHERE job_id = $1", noisy)
+    assert test["log_excerpt"] == "U-Boot 2023.07\nStarting kernel"
+    assert any("rejected" in r.getMessage() and "attempt" in r.getMessage()
+               for r in caplog.records)
+
+
+async def test_lab_that_takes_over_a_redelivered_attempt_holds_it(js, subjects, pool):
+    """DESIGN: a lab that dies lets its job go back to the queue for another lab.
+
+    JetStream redelivers the same attempt; the scheduler's record follows the
+    lab that started it last, and so must the results.
+    """
+    factory = Factory(pool)
+    job = await factory.job(await factory.firmware())
+    later = T0 + dt.timedelta(minutes=2)
+    lab_b_done = finished(job, {"t.a": "PASS"}, lab="lab-b", device="dut-2")
+    await publish(js, subjects, started(job, lab="lab-a"),
+                  started(job, lab="lab-b", device="dut-2", at=later), lab_b_done)
+    # lab-a's own start, redelivered late, does not take the attempt back
+    await publish(js, subjects, started(job, lab="lab-a"), dedupe=False)
+    await ingest_all(js, subjects, pool)
+
+    attempt = await _attempt(pool, job)
+    assert (attempt["state"], attempt["result"], attempt["lab"], attempt["device"],
+            attempt["started_at"]) == ("done", "pass", "lab-b", "dut-2", later)
+    assert [(t["path"], t["lab"]) for t in await _tests(pool, job)] == [("t.a", "lab-b")]

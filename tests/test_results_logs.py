@@ -110,3 +110,22 @@ async def test_log_stored_after_job_finished_is_analysed_later(js, subjects, poo
     assert incident["test_id"] is None
     assert incident["build_id"] == await pool.fetchval(
         "SELECT build_id FROM jobs WHERE id = $1", job)
+
+
+async def test_console_log_with_nul_bytes_is_analysed(js, subjects, pool, storage_config):
+    """Serial consoles emit NUL bytes (line noise, a board coming out of reset)."""
+    factory = Factory(pool)
+    job = await factory.job(await factory.firmware())
+    log_key = job_log_key(job, 1)
+    noisy = PANIC_LOG.replace("Kernel panic - not syncing: Attempted",
+                              "Kernel panic - not syncing:\x00\x00 Attempted", 1)
+    _put(storage_config, log_key, "\x00\x00\x00" + noisy)
+    await publish(js, subjects, started(job), finished(
+        job, result=JobResult.ERROR, error_code=ErrorCode.BOOT_FAILED, log_key=log_key))
+    await ingest_all(js, subjects, pool)
+    await analyser(pool, storage_config).run_due(10)
+
+    (incident,) = await pool.fetch("SELECT * FROM incidents")
+    assert incident["issue_id"] == "wrtci:logspec:kernel-panic"
+    assert "not syncing: Attempted to kill init" in incident["misc"]["lines"][0]["text"]
+    assert await pool.fetchval("SELECT count(*) FROM results_work") == 0

@@ -11,6 +11,9 @@ from minio import Minio
 from proto.events import JobCreated, decode_as
 from proto.model import PriorityClass, SourceKind
 from proto.subjects import Priority
+from services.scheduler import store
+from services.scheduler.fanout import plan_jobs
+from services.scheduler.plans import PlanSet
 from tests import factories
 from tests.pipeline import (
     FakeLab,
@@ -239,3 +242,19 @@ async def test_uploaded_image_gets_a_presigned_url(js, subjects, nats_config, da
             job.spec.image.url, timeout=aiohttp.ClientTimeout(total=10)) as response:
         assert response.status == 200
         assert await response.read() == b"FIRMWARE"
+
+
+async def test_no_new_jobs_for_a_firmware_that_closed_meanwhile(pool):
+    """Fan-out reads the firmware's state, then inserts; the timeout service may close
+    (or end) the firmware in between. A closing or done firmware takes no new jobs."""
+    data = factories.firmware(["x86/64/generic"])
+    await factories.insert_firmware(pool, data)
+    drafts = plan_jobs(data, {"x86/64/generic": frozenset()}, PlanSet.load().plans,
+                       overhead_s=0)
+    assert drafts
+    for state in ("closing", "done"):
+        async with pool.acquire() as conn:
+            await conn.execute("UPDATE checkouts SET state = $2 WHERE id = $1",
+                               data.firmware_id, state)
+            await store.insert_jobs(conn, data.firmware_id, drafts, 3)
+        assert await firmware_jobs(pool, data.firmware_id) == []

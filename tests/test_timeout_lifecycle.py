@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+
+from proto.events import JobStarted, JobStartedData
 from proto.model import ErrorCode, JobResult
+from services.consume import MsgMeta, Reject
+from services.scheduler.dispatch import Dispatcher
+from services.scheduler.lifecycle import Lifecycle
 from services.scheduler.service import SchedulerSettings
-from services.timeout.service import TimeoutSettings
+from services.timeout.deadlines import DeadlineLoop
+from services.timeout.service import LifecycleHandler, TimeoutSettings
 from tests import factories
 from tests.pipeline import (
     FakeLab,
@@ -247,3 +254,50 @@ async def test_timers_survive_a_restart_of_the_timeout_service(
     await lab.close()
     row = await job_row(pool, job.spec.job_id)
     assert (row["result"], row["error_code"]) == ("error", "lab_lost")
+
+
+async def test_lab_that_lost_its_job_to_redelivery_no_longer_speaks_for_it(
+        js, subjects, nats_config, database_config, storage_config, pool):
+    """Lab A stalls past the ack wait, JetStream gives the attempt to lab B; A wakes up.
+
+    B holds the attempt now (as in the results service): A's late heartbeat
+    and result change nothing, B's result is the job's.
+    """
+    await _lab(js, subjects)
+    data = factories.firmware([X86])
+    async with running(nats_config, database_config, storage_config, scheduler=FAST):
+        await factories.publish_firmware(js, subjects, data)
+        lab_a = FakeLab(js, subjects, "lab-a", "x86-1", ack_wait=1.0)
+        lab_b = FakeLab(js, subjects, "lab-b", "x86-2", ack_wait=1.0)
+        job = await lab_a.take(X86)
+        await lab_a.start(job)
+        again = await lab_b.take(X86)
+        assert again.num_delivered == 2
+        await lab_b.start(again)
+        await lab_a.progress(job)
+        await lab_a.finish(job, JobResult.FAIL, ack=False)
+        await lab_b.finish(again, JobResult.PASS)
+        await wait_until(_job_done(pool, job.spec.job_id), "job done")
+        await lab_a.close()
+        await lab_b.close()
+
+    row = await job_row(pool, job.spec.job_id)
+    assert (row["result"], row["attempt"], row["lab"], row["device"]) == (
+        "pass", 1, "lab-b", "x86-2")
+
+
+async def test_hostile_lab_events_are_rejected_not_retried(js, subjects, pool):
+    """An attempt number PostgreSQL cannot hold, or a subject naming no lab, can never
+    be handled: terminate it at once instead of failing max_deliver times."""
+    lifecycle = Lifecycle(pool, Dispatcher(js, subjects), subjects)
+    handler = LifecycleHandler(lifecycle, subjects, DeadlineLoop(lifecycle))
+    event = JobStarted.build(JobStartedData(job_id="wrtci:x", attempt=2**31, lab="lab-a",
+                                            device="d"), source="lab/lab-a")
+    meta = MsgMeta(subject=subjects.lab_event("lab-a", "job.started"), stream_seq=1,
+                   num_delivered=1)
+    with pytest.raises(Reject, match="attempt"):
+        await handler.handle(event, meta)
+    bad_token = MsgMeta(subject=f"{subjects.prefix}.lab.%%.job.started", stream_seq=2,
+                        num_delivered=1)
+    with pytest.raises(Reject):
+        await handler.handle(event, bad_token)

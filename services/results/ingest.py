@@ -6,8 +6,9 @@ collecting the rows to write and a verdict per event. ``store.py`` does the
 SQL. Rules:
 
 - a lab event must come from its own lab (subject scope == ``data.lab``);
-- job events must name an existing attempt; an attempt belongs to the first
-  lab that starts (or finishes) it, and any other lab's report is rejected;
+- job events must name an existing attempt; an attempt belongs to the lab
+  that started it last (by event time: JetStream hands an attempt whose lab
+  stopped acking to another lab), and any other lab's report is rejected;
 - ``done`` is final: a duplicate or late started / progress / finished
   changes nothing (first finished wins, the timeout service's included);
 - a finished that overtakes its started is accepted if no other lab holds
@@ -30,6 +31,13 @@ from services.consume import Reject
 ORIGIN = "wrtci"
 EXCERPT_MAX = 16384
 ANALYSED_RESULTS = (JobResult.FAIL, JobResult.ERROR)
+MAX_ATTEMPT = 2**31 - 1
+"""Attempt numbers are PostgreSQL integers; a larger one names no attempt."""
+
+
+def _text(value: str | None) -> str | None:
+    """Text PostgreSQL can store: consoles emit NUL bytes, which ``text`` refuses."""
+    return value.replace("\x00", "") if value else value
 
 
 class Attempt(msgspec.Struct, kw_only=True):
@@ -123,7 +131,9 @@ def job_keys(deliveries: Iterable[Delivery]) -> set[tuple[str, int]]:
     keys = set()
     for delivery in deliveries:
         data = getattr(delivery.event, "data", None)
-        if isinstance(delivery.event, ev.JobStarted | ev.JobProgress | ev.JobFinished):
+        if (isinstance(delivery.event, ev.JobStarted | ev.JobProgress | ev.JobFinished)
+                and 0 < data.attempt <= MAX_ATTEMPT  # type: ignore[union-attr]
+                and "\x00" not in data.job_id):  # type: ignore[union-attr]
             keys.add((data.job_id, data.attempt))  # type: ignore[union-attr]
     return keys
 
@@ -157,9 +167,9 @@ class BatchPlan:
             return Reject(f"lab {lab!r} published an event for lab {data_lab!r}")
         match event:
             case ev.JobStarted():
-                return self._started(event.data, event.time)
+                return self._started(event.data, event.time, start=True)
             case ev.JobProgress():
-                return self._started(event.data, event.time)
+                return self._started(event.data, event.time, start=False)
             case ev.JobFinished():
                 return self._finished(event, lab)
             case ev.DeviceHealthChanged():
@@ -174,6 +184,8 @@ class BatchPlan:
     # -- jobs -------------------------------------------------------------------------
 
     def _claim(self, job_id: str, attempt: int, lab: str | None) -> Attempt | Reject:
+        if not 0 < attempt <= MAX_ATTEMPT:
+            return Reject(f"job {job_id}: attempt number {attempt} out of range")
         row = self.attempts.get((job_id, attempt))
         if row is None:
             return Reject(f"unknown job attempt {job_id} #{attempt}")
@@ -183,13 +195,23 @@ class BatchPlan:
         return row
 
     def _started(self, data: ev.JobStartedData | ev.JobProgressData,
-                 at: dt.datetime) -> Verdict:
-        row = self._claim(data.job_id, data.attempt, data.lab)
+                 at: dt.datetime, *, start: bool) -> Verdict:
+        # A start by another lab is JetStream redelivering the attempt after its
+        # lab stopped acking (DESIGN: the job goes back to the queue): the latest
+        # start holds the attempt, as in the scheduler's record.
+        row = self._claim(data.job_id, data.attempt, None)
         if isinstance(row, Reject):
             return row
-        if row.state == "queued":
+        taken_over = start and row.state == "running" and row.lab != data.lab
+        if taken_over and row.started_at is not None and at <= row.started_at:
+            return None  # an older start delivered late: the newer one holds it
+        if not taken_over:
+            row = self._claim(data.job_id, data.attempt, data.lab)
+            if isinstance(row, Reject):
+                return row
+        if row.state == "queued" or taken_over:
             row.state = "running"
-            row.lab, row.device = data.lab, data.device
+            row.lab, row.device = data.lab, _text(data.device)
             row.started_at = at
             row.changed = True
         return None
@@ -205,33 +227,34 @@ class BatchPlan:
         # The lab that held the attempt stays; a finished that overtook its
         # started (or the timeout service's verdict) fills in what it knows.
         row.lab = row.lab or data.lab or None
-        row.device = row.device or data.device or None
+        row.device = row.device or _text(data.device) or None
         row.result = str(data.result)
         row.error_code = str(data.error_code) if data.error_code else None
-        row.error_message = data.error_message
-        row.log_key = data.log_key
+        row.error_message = _text(data.error_message)
+        row.log_key = _text(data.log_key)
         row.started_at = row.started_at or data.started_at
         row.finished_at = data.finished_at or event.time
         row.changed = True
         self._add_tests(row, data)
         if data.tests:
             self.work.append(WorkRow(kind="history", job_id=row.job_id, attempt=row.attempt))
-        if data.result in ANALYSED_RESULTS and data.log_key:
+        if data.result in ANALYSED_RESULTS and row.log_key:
             self.work.append(WorkRow(kind="log", job_id=row.job_id, attempt=row.attempt,
-                                     log_key=data.log_key))
+                                     log_key=row.log_key))
         return None
 
     def _add_tests(self, row: Attempt, data: ev.JobFinishedData) -> None:
-        log_url = self.log_base_url + data.log_key if self.log_base_url and data.log_key else None
+        log_url = self.log_base_url + row.log_key if self.log_base_url and row.log_key else None
         for result in data.tests:
-            excerpt = result.log_excerpt
+            path = _text(result.path) or ""
+            excerpt = _text(result.log_excerpt)
             if excerpt is not None and len(excerpt) > EXCERPT_MAX:
                 excerpt = excerpt[-EXCERPT_MAX:]  # the end of a log says why it failed
             self.tests.append(TestRow(
-                id=test_id(row.job_id, row.attempt, result.path),
-                build_id=row.build_id, path=result.path, status=str(result.status),
+                id=test_id(row.job_id, row.attempt, path),
+                build_id=row.build_id, path=path, status=str(result.status),
                 duration=result.duration_s, log_excerpt=excerpt, log_url=log_url,
-                comment=result.message, start_time=row.started_at,
+                comment=_text(result.message), start_time=row.started_at,
                 job_id=row.job_id, attempt=row.attempt, device_type=row.device_type,
                 lab=row.lab, device=row.device,
             ))
@@ -242,13 +265,15 @@ class BatchPlan:
         data = event.data
         self.labs.append(LabRow(name=data.lab, online=None, version=None, at=event.time))
         self.health.append(HealthRow(
-            event_id=event.id, lab=data.lab, device=data.device, device_type=data.device_type,
-            health=str(data.health), state=str(data.state), check_passed=data.check_passed,
-            consecutive_failures=data.consecutive_failures, message=data.message,
+            event_id=_text(event.id) or "", lab=data.lab, device=_text(data.device) or "",
+            device_type=_text(data.device_type) or "", health=str(data.health),
+            state=str(data.state), check_passed=data.check_passed,
+            consecutive_failures=data.consecutive_failures, message=_text(data.message) or "",
             at=event.time,
         ))
         self.devices.append(DeviceRow(
-            lab=data.lab, name=data.device, device_type=data.device_type, features=None,
+            lab=data.lab, name=_text(data.device) or "",
+            device_type=_text(data.device_type) or "", features=None,
             state=str(data.state), health=str(data.health),
             consecutive_failures=data.consecutive_failures, at=event.time,
         ))
@@ -260,8 +285,9 @@ class BatchPlan:
                                 at=event.time))
         for device in data.devices:
             self.devices.append(DeviceRow(
-                lab=data.lab, name=device.name, device_type=device.device_type,
-                features=list(device.features), state=str(device.state),
+                lab=data.lab, name=_text(device.name) or "",
+                device_type=_text(device.device_type) or "",
+                features=[_text(f) or "" for f in device.features], state=str(device.state),
                 health=str(device.health), consecutive_failures=None, at=event.time,
             ))
         return None

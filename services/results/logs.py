@@ -44,7 +44,8 @@ class LogStore:
                 return None
             raise
         try:
-            return response.read().decode("utf-8", errors="replace")
+            # NUL bytes (serial line noise) are not text PostgreSQL can store.
+            return response.read().replace(b"\x00", b"").decode("utf-8", errors="replace")
         finally:
             response.close()
             response.release_conn()

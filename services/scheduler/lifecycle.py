@@ -218,6 +218,13 @@ class Lifecycle:
                          extra={"job_id": data.job_id, "attempt": data.attempt,
                                 "current_attempt": job.attempt})
                 return "ignored"
+            if job.state == "running" and job.lab and data.lab and data.lab != job.lab:
+                # The attempt was redelivered to another lab, which started it:
+                # only that lab's result counts (the results service agrees).
+                log.warning("finish from a lab that no longer holds the attempt ignored",
+                            extra={"job_id": data.job_id, "attempt": data.attempt,
+                                   "lab": data.lab, "holder": job.lab})
+                return "ignored"
             outcome = await self._attempt_ended(conn, job, data)
         if outcome == "done":
             await self.advance_firmware(job.checkout_id)

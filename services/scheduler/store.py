@@ -84,8 +84,18 @@ async def firmware_state(conn: asyncpg.Connection, firmware_id: str) -> str | No
 async def insert_jobs(
     conn: asyncpg.Connection, firmware_id: str, drafts: Sequence[JobDraft], max_attempts: int
 ) -> None:
-    """New jobs (attempt 1, queued) and their first attempt rows; existing ones stay."""
+    """New jobs (attempt 1, queued) and their first attempt rows; existing ones stay.
+
+    Only while the firmware is ``running`` or ``available``: the share lock
+    waits for (and then sees) the timeout service closing or ending it, which
+    takes the row ``FOR UPDATE``; and a firmware cannot be declared done while
+    jobs are being added to it.
+    """
     async with conn.transaction():
+        state = await conn.fetchval(
+            "SELECT state FROM checkouts WHERE id = $1 FOR SHARE", firmware_id)
+        if state not in ("running", "available"):
+            return
         await conn.executemany(
             """
             INSERT INTO jobs (id, checkout_id, build_id, device_type, plans, priority,
@@ -246,7 +256,11 @@ async def mark_progress(
     conn: asyncpg.Connection, job_id: str, attempt: int, lab: str, device: str,
     heartbeat_timeout_s: float,
 ) -> bool:
-    """A heartbeat: push the no-progress deadline, never past the plan timeout."""
+    """A heartbeat: push the no-progress deadline, never past the plan timeout.
+
+    Only from the lab holding the attempt: one that lost it to a redelivery
+    (it stopped acking) must not take it back, nor keep it alive.
+    """
     status = await conn.execute(
         """
         UPDATE jobs SET state = 'running', lab = $3, device = $4,
@@ -254,7 +268,7 @@ async def mark_progress(
                deadline_at = least(coalesce(started_at, now()) + make_interval(secs => timeout_s),
                                    now() + make_interval(secs => $5)),
                updated_at = now()
-         WHERE id = $1 AND attempt = $2 AND state <> 'done'
+         WHERE id = $1 AND attempt = $2 AND state <> 'done' AND (lab IS NULL OR lab = $3)
         """,
         job_id, attempt, lab, device, heartbeat_timeout_s,
     )

@@ -40,6 +40,8 @@ from services.timeout.deadlines import DeadlineLoop
 log = logging.getLogger(__name__)
 
 CONSUMER = "timeout-lifecycle"
+MAX_ATTEMPT = 2**31 - 1
+"""Attempt numbers are PostgreSQL integers; a larger one names no attempt."""
 
 
 class TimeoutSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -73,10 +75,15 @@ class LifecycleHandler:
         self.deadlines = deadlines
 
     def _check_lab(self, event: JobStarted | JobProgress | JobFinished, meta: MsgMeta) -> None:
+        if not 0 < event.data.attempt <= MAX_ATTEMPT:
+            raise Reject(f"attempt number {event.data.attempt} out of range")
         # A lab may only speak for itself: its subject scope names it.
         if not meta.subject.startswith(f"{self.subjects.prefix}.lab."):
             return  # central (the timeout service itself, the API)
-        lab = self.subjects.lab_of_subject(meta.subject)
+        try:
+            lab = self.subjects.lab_of_subject(meta.subject)
+        except ValueError as exc:  # TokenError: not an escaped lab name
+            raise Reject(str(exc)) from exc
         if lab != event.data.lab:
             raise Reject(f"event of lab {event.data.lab!r} published by lab {lab!r}")
 

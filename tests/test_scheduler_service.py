@@ -220,6 +220,26 @@ async def test_late_lab_gets_jobs_of_open_firmware_but_not_of_closed(
     assert info.state.messages == 2
 
 
+async def test_start_up_schedules_what_open_firmware_is_missing(
+        js, subjects, nats_config, database_config, storage_config, pool):
+    # A scheduler died after recording the firmware and before its jobs were
+    # queued; the firmware event is long acked. The next start catches up.
+    await factories.announce_lab(js, subjects, "lab-a", LAB_A)
+    data = factories.firmware(["x86/64/generic"], tag="r7")
+    await factories.insert_firmware(pool, data)
+    async with pool.acquire() as conn:
+        await conn.execute("UPDATE checkouts SET state = 'available' WHERE id = $1",
+                           data.firmware_id)
+    async with running(nats_config, database_config, storage_config, with_timeout=False):
+        async def queued() -> bool:
+            rows = await firmware_jobs(pool, data.firmware_id)
+            return len(rows) == 1 and rows[0]["queue_seq"] is not None
+
+        await wait_until(queued, "the missing job queued at start-up")
+    info = await js.stream_info(subjects.jobs_stream)
+    assert info.state.messages == 1
+
+
 async def test_uploaded_image_gets_a_presigned_url(js, subjects, nats_config, database_config,
                                                    storage_config, pool, s3_server):
     await _announce(js, subjects)

@@ -92,7 +92,7 @@ class Forwarder:
         while not stop.is_set():
             try:
                 await self.step()
-            except (OSError, asyncpg.PostgresError, TimeoutError):
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 log.exception("kcidb forwarding pass failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.section.interval_s)

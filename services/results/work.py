@@ -41,7 +41,7 @@ class Analyser:
         while not stop.is_set():
             try:
                 done = await self.run_due(self.section.work_batch)
-            except (OSError, asyncpg.PostgresError, TimeoutError):
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
                 log.exception("analysis pass failed")
                 done = 0
             if done == 0:

@@ -35,6 +35,7 @@ from proto.events import (
 )
 from proto.model import ErrorCode, FirmwareState, JobResult
 from proto.subjects import Subjects
+from services.outbox import Outbox, stage_event
 from services.runtime import EventPublisher
 from services.scheduler import store
 from services.scheduler.dispatch import Dispatcher
@@ -92,6 +93,8 @@ class Lifecycle:
         self.dispatcher = dispatcher
         self.subjects = subjects
         self.events: EventPublisher = dispatcher.events
+        self.outbox = Outbox(pool, self.events)
+        """Events decided in a transaction go out only after it committed."""
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.max_attempts = max_attempts
         self.firmware_timeout_s = firmware_timeout_s
@@ -99,13 +102,15 @@ class Lifecycle:
 
     # -- firmware ----------------------------------------------------------------
 
-    async def _publish_state(self, firmware_id: str, state: FirmwareState,
-                             previous: FirmwareState, reason: str, round_: int) -> None:
-        await self.events.publish(FirmwareStateChanged.build(
+    async def _stage_state(self, conn: asyncpg.Connection, firmware_id: str,
+                           state: FirmwareState, previous: FirmwareState, reason: str,
+                           round_: int) -> None:
+        event = FirmwareStateChanged.build(
             FirmwareStateData(firmware_id=firmware_id, state=state, previous=previous,
                               reason=reason),
             source=SOURCE, subject=firmware_id, id=state_event_id(firmware_id, state, round_),
-        ))
+        )
+        await stage_event(conn, event, self.subjects.event(event.kind))
         log.info("firmware %s", state.value, extra={"firmware_id": firmware_id,
                                                     "reason": reason, "round": round_})
 
@@ -125,8 +130,9 @@ class Lifecycle:
             )
             if row is None:
                 return False
-            await self._publish_state(firmware_id, FirmwareState.AVAILABLE,
-                                      FirmwareState.RUNNING, "jobs queued", row["round"])
+            await self._stage_state(conn, firmware_id, FirmwareState.AVAILABLE,
+                                    FirmwareState.RUNNING, "jobs queued", row["round"])
+        await self.outbox.flush()
         self.on_timers_changed()
         return True
 
@@ -167,7 +173,9 @@ class Lifecycle:
                 """,
                 firmware_id, move.state.value,
             )
-            await self._publish_state(firmware_id, move.state, state, move.reason, row["round"])
+            await self._stage_state(conn, firmware_id, move.state, state, move.reason,
+                                    row["round"])
+        await self.outbox.flush()
         return move.state
 
     async def _reopen(self, conn: asyncpg.Connection, firmware_id: str) -> None:
@@ -182,8 +190,8 @@ class Lifecycle:
             firmware_id, self.firmware_timeout_s,
         )
         if row is not None:
-            await self._publish_state(firmware_id, FirmwareState.CLOSING, FirmwareState.DONE,
-                                      "retry requested", row["round"])
+            await self._stage_state(conn, firmware_id, FirmwareState.CLOSING,
+                                    FirmwareState.DONE, "retry requested", row["round"])
 
     # -- jobs: what labs report ------------------------------------------------------
 
@@ -260,7 +268,8 @@ class Lifecycle:
 
     # -- jobs: ended by wrtci itself ----------------------------------------------------
 
-    async def _announce_end(self, job: store.JobRow, code: ErrorCode, message: str) -> None:
+    async def _announce_end(self, conn: asyncpg.Connection, job: store.JobRow,
+                            code: ErrorCode, message: str) -> None:
         """Tell the results service (central job.finished) and the lab (job.cancelled)."""
         await self.dispatcher.withdraw(job.queue_seq)
         finished = JobFinished.build(
@@ -269,17 +278,18 @@ class Lifecycle:
                             error_message=message, finished_at=dt.datetime.now(dt.UTC)),
             source=SOURCE, subject=job.id, id=f"job.finished:{job.id}:{job.attempt}:{code}",
         )
-        await self.events.publish(finished, subject=self.subjects.event("job.finished"))
-        await self.events.publish(JobCancelled.build(
+        await stage_event(conn, finished, self.subjects.event("job.finished"))
+        cancelled = JobCancelled.build(
             JobCancelledData(job_id=job.id, attempt=job.attempt, reason=message),
             source=SOURCE, subject=job.id, id=f"job.cancelled:{job.id}:{job.attempt}:{code}",
-        ))
+        )
+        await stage_event(conn, cancelled, self.subjects.event(cancelled.kind))
 
     async def _end_for_good(self, conn: asyncpg.Connection, job: store.JobRow,
                             code: ErrorCode, message: str) -> None:
         if await store.finish(conn, job.id, job.attempt, result=JobResult.ERROR.value,
                               error_code=code.value, error_message=message):
-            await self._announce_end(job, code, message)
+            await self._announce_end(conn, job, code, message)
             log.info("job ended", extra={"job_id": job.id, "attempt": job.attempt,
                                          "error_code": code.value})
 
@@ -295,11 +305,12 @@ class Lifecycle:
                 job = await store.lock_job(conn, item.id)
                 if job is None or job.state != "running" or job.attempt != item.attempt:
                     continue
-                await self._announce_end(job, code, message)
+                await self._announce_end(conn, job, code, message)
                 outcome = await self._attempt_ended(conn, job, JobFinishedData(
                     job_id=job.id, attempt=job.attempt, lab=job.lab or "",
                     device=job.device or "", result=JobResult.ERROR, error_code=code,
                     error_message=message))
+            await self.outbox.flush()
             log.warning("job attempt timed out", extra={"job_id": item.id,
                                                         "attempt": item.attempt,
                                                         "error_code": code.value})
@@ -315,6 +326,7 @@ class Lifecycle:
             if job is None or job.state == "done":
                 return False
             await self._end_for_good(conn, job, ErrorCode.CANCELLED, reason)
+        await self.outbox.flush()
         await self.advance_firmware(job.checkout_id)
         return True
 
@@ -333,6 +345,7 @@ class Lifecycle:
             attempt = job.attempt + 1
             await self._queue_attempt(conn, job_id, attempt,
                                       max_attempts=attempt + self.max_attempts - 1)
+        await self.outbox.flush()
         log.info("job retry requested", extra={"job_id": job_id, "attempt": attempt})
         return True
 

@@ -117,20 +117,21 @@ class Scheduler:
             await self.lifecycle.cancel_firmware(event.data.firmware_id,
                                                  event.data.reason or "cancelled by request")
 
-    async def schedule_late(self, device_types: set[str]) -> None:
-        """A lab brought device types nobody had: jobs for the firmware still open.
+    async def schedule_open_firmware(self, why: str) -> None:
+        """Jobs that are missing for the firmware still open.
 
         KernelCI's rule: an ``available`` firmware still takes new children (a
         late lab); a closing or done one does not. Scheduling is idempotent, so
-        this only adds the jobs that are missing.
+        this only adds and publishes the jobs that are missing: after a lab
+        brought new device types, and at start-up (a crash may have cut that
+        short, or come between inserting jobs and publishing them).
         """
         async with self.pool.acquire() as conn:
             open_firmware = await load_open_firmware(conn)
         for data in open_firmware:
             added = await self.schedule_firmware(data)
-            log.info("late lab: firmware rescheduled", extra={
-                "firmware_id": data.firmware_id, "device_types": sorted(device_types),
-                "jobs_published": added})
+            log.info("open firmware rescheduled", extra={
+                "firmware_id": data.firmware_id, "why": why, "jobs_published": added})
 
     async def schedule_firmware(self, data: FirmwareDiscoveredData) -> int:
         """Queue the firmware's jobs; returns how many were published now."""
@@ -233,6 +234,8 @@ class SchedulerApp:
             asyncio.gather(self.registry.ready.wait(), self.switch.ready.wait()), 30)
         self.scheduler = Scheduler(self.pool, dispatcher, self.lifecycle, self.plans, settings)
         self.registry.on_new_device_types = self._late_lab
+        if not self.switch.paused:
+            await self.scheduler.schedule_open_firmware("start-up")
         # Exists even while paused: `wrtci scheduler status` counts what waits in it.
         await ensure_consumer(js, subjects.events_stream, intake_consumer(subjects))
         self.tasks += [
@@ -249,7 +252,7 @@ class SchedulerApp:
             log.info("late lab while paused: not scheduling",
                      extra={"device_types": sorted(device_types)})
             return
-        await self.scheduler.schedule_late(device_types)
+        await self.scheduler.schedule_open_firmware(f"new device types {sorted(device_types)}")
 
     async def close(self) -> None:
         await asyncio.gather(*self.tasks, return_exceptions=True)

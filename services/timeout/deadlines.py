@@ -29,6 +29,7 @@ class DeadlineLoop:
 
     async def run_once(self) -> float:
         """Fire what is due; returns seconds until the next timer (bounded)."""
+        await self.lifecycle.outbox.flush()  # what a crashed replica staged but never sent
         await self.lifecycle.expire_overdue()
         for firmware_id in await self.lifecycle.due_firmware():
             await self.lifecycle.advance_firmware(firmware_id)

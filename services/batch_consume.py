@@ -27,14 +27,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import msgspec
-import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
 from proto.events import CloudEvent, DecodeError, decode
-from proto.topology import ensure_consumer
-from services.consume import MsgMeta, Reject, Retry, _meta
+from services.consume import MsgMeta, Reject, Retry, fetch_batches, message_meta
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +60,7 @@ async def handle_batch(
     deliveries: list[Delivery] = []
     kept: list[Msg] = []
     for msg in msgs:
-        meta = _meta(msg)
+        meta = message_meta(msg)
         try:
             deliveries.append(Delivery(decoder(msg.data), meta))
             kept.append(msg)
@@ -157,19 +155,7 @@ async def consume_batches(
     retry_delay: float = 5.0,
 ) -> None:
     """Fetch up to ``batch`` messages at a time and handle them together until ``stop``."""
-    durable = config.durable_name
-    assert durable, "consume_batches() needs a durable consumer"
-    await ensure_consumer(js, stream, config)
-    sub = await js.pull_subscribe_bind(durable, stream)
-    try:
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(batch, timeout=fetch_timeout)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except nats.errors.ConnectionClosedError:
-                break
-            await handle_batch(msgs, handler, consumer=durable, decoder=decoder,
-                               retry_delay=retry_delay)
-    finally:
-        await sub.unsubscribe()
+    async for msgs in fetch_batches(js, stream, config, stop, batch=batch,
+                                    fetch_timeout=fetch_timeout):
+        await handle_batch(msgs, handler, consumer=config.durable_name or "", decoder=decoder,
+                           retry_delay=retry_delay)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -50,7 +50,7 @@ class MsgMeta(msgspec.Struct, frozen=True):
 Handler = Callable[[CloudEvent, MsgMeta], Awaitable[Any]]
 
 
-def _meta(msg: Msg) -> MsgMeta:
+def message_meta(msg: Msg) -> MsgMeta:
     md = msg.metadata
     return MsgMeta(
         subject=msg.subject,
@@ -69,7 +69,7 @@ async def handle_message(
     retry_delay: float = 5.0,
 ) -> str:
     """Run one message through ``handler``; returns what was done with it."""
-    meta = _meta(msg)
+    meta = message_meta(msg)
     where = {"subject": meta.subject, "stream_seq": meta.stream_seq, "consumer": consumer}
     try:
         event = decoder(msg.data)
@@ -96,6 +96,32 @@ async def handle_message(
     return "ack"
 
 
+async def fetch_batches(
+    js: JetStreamContext,
+    stream: str,
+    config: ConsumerConfig,
+    stop: asyncio.Event,
+    *,
+    batch: int,
+    fetch_timeout: float = 1.0,
+) -> AsyncIterator[list[Msg]]:
+    """The durable consumer's messages, ``batch`` at a time, until ``stop`` is set."""
+    assert config.durable_name, "a pull loop needs a durable consumer"
+    await ensure_consumer(js, stream, config)
+    sub = await js.pull_subscribe_bind(config.durable_name, stream)
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(batch, timeout=fetch_timeout)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except nats.errors.ConnectionClosedError:
+                break
+            yield msgs
+    finally:
+        await sub.unsubscribe()
+
+
 async def consume(
     js: JetStreamContext,
     stream: str,
@@ -107,26 +133,15 @@ async def consume(
     fetch_timeout: float = 1.0,
     decoder: Callable[[bytes], CloudEvent] = decode,
 ) -> None:
-    """Fetch and handle until ``stop`` is set."""
-    durable = config.durable_name
-    assert durable, "consume() needs a durable consumer"
-    await ensure_consumer(js, stream, config)
-    sub = await js.pull_subscribe_bind(durable, stream)
-    try:
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(batch, timeout=fetch_timeout)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except nats.errors.ConnectionClosedError:
+    """Fetch and handle one message at a time until ``stop`` is set."""
+    durable = config.durable_name or ""
+    async for msgs in fetch_batches(js, stream, config, stop, batch=batch,
+                                    fetch_timeout=fetch_timeout):
+        for index, msg in enumerate(msgs):
+            if stop.is_set():
+                await _hand_back(msgs[index:])
                 break
-            for index, msg in enumerate(msgs):
-                if stop.is_set():
-                    await _hand_back(msgs[index:])
-                    break
-                await handle_message(msg, handler, consumer=durable, decoder=decoder)
-    finally:
-        await sub.unsubscribe()
+            await handle_message(msg, handler, consumer=durable, decoder=decoder)
 
 
 async def _hand_back(msgs: list[Msg]) -> None:

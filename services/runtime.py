@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -189,6 +190,37 @@ async def until_stop_or_failure(tasks: list[asyncio.Task], stop: asyncio.Event) 
         if task is not stopper and not task.cancelled() and task.exception() is not None:
             log.error("daemon task %s died", task.get_name(), exc_info=task.exception())
             raise task.exception()  # type: ignore[misc]
+
+
+class ServiceApp:
+    """A daemon's connections and loops: ``start`` opens them, ``close`` winds them down."""
+
+    def __init__(self) -> None:
+        self.tasks: list[asyncio.Task] = []
+        self.nc: NATS | None = None
+        self.pool: Any = None
+        """The asyncpg pool, for daemons that have a database."""
+
+    async def start(self, stop: asyncio.Event) -> None:
+        """Connect and start ``self.tasks``; they must end once ``stop`` is set."""
+
+    async def close(self) -> None:
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.nc is not None:
+            with contextlib.suppress(Exception):  # closing anyway; the server may be gone
+                await self.nc.drain()
+        if self.pool is not None:
+            await self.pool.close()
+
+
+async def run_app(app: ServiceApp, stop: asyncio.Event) -> None:
+    """A daemon's whole life: start, run until stop (or a loop dies), close."""
+    try:
+        await app.start(stop)
+        await until_stop_or_failure(app.tasks, stop)
+    finally:
+        stop.set()
+        await app.close()
 
 
 async def check_database(config: DatabaseConfig, probe_sql: str) -> None:

@@ -38,7 +38,7 @@ from services import db
 from services.config import ServiceConfig
 from services.consume import MsgMeta, consume
 from services.firmware_store import load_open_firmware, record_firmware
-from services.runtime import check_database, check_nats, connect_nats, until_stop_or_failure
+from services.runtime import ServiceApp, check_database, check_nats, connect_nats, run_app
 from services.scheduler import store
 from services.scheduler.control import INTAKE_CONSUMER, ControlSwitch
 from services.scheduler.devices import DeviceRegistry
@@ -205,14 +205,14 @@ async def _halt_on_pause(switch: ControlSwitch, stop: asyncio.Event, halt: async
     halt.set()
 
 
-class SchedulerApp:
+class SchedulerApp(ServiceApp):
     """The daemon's parts, wired together; ``run()`` is its whole life."""
 
     def __init__(self, config: Config) -> None:
+        super().__init__()
         self.config = config
         self.subjects = config.nats.subjects
         self.plans = PlanSet.load(config.scheduler.plans_file)
-        self.tasks: list[asyncio.Task] = []
 
     async def start(self, stop: asyncio.Event) -> None:
         """Connect, catch up with the registry and the switch, start consuming."""
@@ -254,23 +254,8 @@ class SchedulerApp:
             return
         await self.scheduler.schedule_open_firmware(f"new device types {sorted(device_types)}")
 
-    async def close(self) -> None:
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        if hasattr(self, "nc"):
-            with contextlib.suppress(Exception):
-                await self.nc.drain()
-        if hasattr(self, "pool"):
-            await self.pool.close()
-
-
 async def run(config: Config, stop: asyncio.Event) -> None:
-    app = SchedulerApp(config)
-    try:
-        await app.start(stop)
-        await until_stop_or_failure(app.tasks, stop)
-    finally:
-        stop.set()
-        await app.close()
+    await run_app(SchedulerApp(config), stop)
 
 
 async def check(config: Config) -> None:

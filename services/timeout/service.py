@@ -15,7 +15,6 @@ cover what no event announces.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import msgspec
@@ -32,7 +31,7 @@ from proto.topology import service_consumer
 from services import db
 from services.config import ServiceConfig
 from services.consume import MsgMeta, Reject, consume
-from services.runtime import check_database, check_nats, connect_nats, until_stop_or_failure
+from services.runtime import ServiceApp, check_database, check_nats, connect_nats, run_app
 from services.scheduler.dispatch import Dispatcher, minio_presigner
 from services.scheduler.lifecycle import Lifecycle
 from services.timeout.deadlines import DeadlineLoop
@@ -103,13 +102,13 @@ class LifecycleHandler:
             self.deadlines.wake()  # a new holdoff or timeout to wait for
 
 
-class TimeoutApp:
+class TimeoutApp(ServiceApp):
     """The daemon's parts, wired together; ``run()`` is its whole life."""
 
     def __init__(self, config: Config) -> None:
+        super().__init__()
         self.config = config
         self.subjects = config.nats.subjects
-        self.tasks: list[asyncio.Task] = []
 
     async def start(self, stop: asyncio.Event) -> None:
         config, subjects = self.config, self.subjects
@@ -132,23 +131,8 @@ class TimeoutApp:
     def _wake(self) -> None:
         self.deadlines.wake()
 
-    async def close(self) -> None:
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        if hasattr(self, "nc"):
-            with contextlib.suppress(Exception):
-                await self.nc.drain()
-        if hasattr(self, "pool"):
-            await self.pool.close()
-
-
 async def run(config: Config, stop: asyncio.Event) -> None:
-    app = TimeoutApp(config)
-    try:
-        await app.start(stop)
-        await until_stop_or_failure(app.tasks, stop)
-    finally:
-        stop.set()
-        await app.close()
+    await run_app(TimeoutApp(config), stop)
 
 
 async def check(config: Config) -> None:

@@ -191,3 +191,22 @@ async def test_unknown_path_and_method(api):
     assert (status, body) == (404, {"error": "not found"})
     async with api.session.delete(f"{api.base}/api/v1/firmware") as resp:
         assert resp.status == 405
+
+
+@pytest.mark.parametrize("path", [
+    "/api/v1/firmware?channel=%00",
+    "/api/v1/firmware/wrtci%00x",
+    "/api/v1/jobs/x%00/attempts/1/log",
+    "/api/v1/regressions?firmware=%00",
+    "/firmware/wrtci%00x",
+])
+async def test_nul_in_path_or_query_is_400_with_the_error_headers(api, path):
+    # PostgreSQL refuses NUL in text: it used to surface as aiohttp's bare 500.
+    async with api.session.get(api.base + path) as resp:
+        assert resp.status == 400
+        if path.startswith("/api/"):
+            assert "NUL" in (await resp.json())["error"]
+        else:
+            assert resp.content_type == "text/html"
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
+            assert "default-src 'none'" in resp.headers["Content-Security-Policy"]

@@ -74,9 +74,16 @@ def _error_response(request: web.Request, status: int, message: str,
     return error_page(status, message, headers)
 
 
+def _has_nul(request: web.Request) -> bool:
+    """PostgreSQL text cannot hold NUL: such an id or filter can match nothing."""
+    return "\0" in request.path or any("\0" in value for value in request.query.values())
+
+
 @web.middleware
 async def errors(request: web.Request, handler):
     try:
+        if _has_nul(request):
+            raise ApiError(400, "NUL characters are not allowed in the path or query")
         return await handler(request)
     except ApiError as exc:
         log.info("request refused", extra={"path": request.path, "status": exc.status,
@@ -91,6 +98,14 @@ async def errors(request: web.Request, handler):
         log.error("dependency failed", extra={"path": request.path, "error": repr(exc)})
         return _error_response(request, 503, "temporarily unavailable, try again",
                                {"Retry-After": "10"})
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error_response(request, exc.status, exc.reason)
+    except Exception:
+        # Still a JSON error or a page with the security headers, never aiohttp's bare 500.
+        log.exception("request failed", extra={"path": request.path})
+        return _error_response(request, 500, "internal error")
 
 
 # -- parsing the request -------------------------------------------------------------

@@ -252,3 +252,27 @@ async def test_smtp_login(smtp_factory):
     with pytest.raises(PermanentFailure, match="login refused"):
         await mail.send(bad, _message(bad))
     assert len(mailbox.messages) == 1
+
+
+def test_hostile_names_stay_one_mail_header_and_inside_their_code_spans():
+    # version comes from a downloads-server profiles.json, paths and titles from labs.
+    hostile = facts(
+        dtype("x86/64/generic|x", {"FAIL": 1}, {"fail": 1},
+              regressions=[_regression("base.t[`](http://evil) @openwrt/core\n# Hi")],
+              incidents=[IncidentInfo(id="inc1", issue_id="wrtci:issue:x",
+                                      title="@everyone **bold** <b>x</b>", job_id="j",
+                                      test_id=None)]),
+        version="24.10.0\r\nBcc: victim@example.org", revision=None, commit=None,
+        pull_request=PullRequest(repository="openwrt/openwrt", number=1, head_sha="c" * 40,
+                                 url="u"))
+    subject = report.mail_subject(hostile)
+    assert "\r" not in subject and "\n" not in subject
+    message = mail.build_message(MailSection(), ["a@example.org"], subject, "body", "<id@x>")
+    assert message["Bcc"] is None and "Bcc: victim" in message["Subject"]
+
+    body = report.comment_body(hostile, "https://ci.example.org")
+    assert "\n# Hi" not in body and "\nBcc" not in body
+    assert "``base.t[`](http://evil) @openwrt/core # Hi``" in body
+    assert "`@everyone **bold** <b>x</b>`" in body
+    assert "| `x86/64/generic\\|x` |" in body
+    assert report.code("`edge`") == "`` `edge` ``"

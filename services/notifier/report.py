@@ -13,6 +13,7 @@ Flaky failures are listed apart and do not count as regressions.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
 import msgspec
@@ -22,6 +23,8 @@ from services.notifier.facts import FirmwareFacts
 MARKER_PREFIX = "<!-- wrtci:"
 FAILED_TEST_STATUSES = ("FAIL",)
 MAX_LOG_LINES = 10
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]+")
+_BACKTICKS = re.compile(r"`+")
 
 
 class Verdict(msgspec.Struct, frozen=True, kw_only=True):
@@ -66,6 +69,24 @@ def firmware_name(facts: FirmwareFacts) -> str:
     return facts.version
 
 
+def one_line(text: str) -> str:
+    """Control characters (CR, LF, ...) as spaces: names come from firmware and test
+    sources nobody vouches for, and a newline would end a mail header or a table row."""
+    return _CONTROL.sub(" ", text)
+
+
+def code(text: str) -> str:
+    """``text`` as a Markdown code span it cannot leave: no markup, links or @mentions.
+
+    The fence is one backtick longer than the longest run inside; ``|`` is
+    escaped since a table would split the cell at it even in a code span.
+    """
+    text = one_line(text).replace("|", "\\|")
+    fence = "`" * (max((len(run) for run in _BACKTICKS.findall(text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
 def web_link(web_url: str, firmware_id: str) -> str:
     return f"{web_url.rstrip('/')}/firmware/{quote(firmware_id, safe=':')}"
 
@@ -77,7 +98,7 @@ def marker(firmware_id: str) -> str:
 
 def mail_subject(facts: FirmwareFacts) -> str:
     again = f" (retry {facts.round})" if facts.round else ""
-    return f"[wrtci] {firmware_name(facts)}: {verdict(facts).headline}{again}"
+    return one_line(f"[wrtci] {firmware_name(facts)}: {verdict(facts).headline}{again}")
 
 
 def mail_body(facts: FirmwareFacts, web_url: str) -> str:
@@ -155,23 +176,23 @@ def comment_body(facts: FirmwareFacts, web_url: str) -> str:
         marker(facts.firmware_id),
         f"### {icon} wrtci: {result.headline}",
         "",
-        f"Firmware `{firmware_name(facts)}` — [results]({link})"
+        f"Firmware {code(firmware_name(facts))} — [results]({link})"
         + (f", round {facts.round} (after a retry)" if facts.round else ""),
         "",
         "| device type | regressions | tests | jobs |",
         "| --- | --- | --- | --- |",
     ]
-    lines += [f"| `{d.device_type}` | {len(d.regressions)} | {_counts(d.tests)} | "
+    lines += [f"| {code(d.device_type)} | {len(d.regressions)} | {_counts(d.tests)} | "
               f"{_counts(d.jobs)} |" for d in summary.device_types]
     sections = [
-        ("Regressions", [f"`{d.device_type}` `{r.path}` (last passed on "
-                         f"`{r.last_passing_checkout_id}`)"
+        ("Regressions", [f"{code(d.device_type)} {code(r.path)} (last passed on "
+                         f"{code(r.last_passing_checkout_id)})"
                          for d in summary.device_types for r in d.regressions]),
-        ("Flaky failures", [f"`{d.device_type}` `{r.path}`"
+        ("Flaky failures", [f"{code(d.device_type)} {code(r.path)}"
                             for d in summary.device_types for r in d.flaky_failures]),
-        ("Fixed", [f"`{d.device_type}` `{r.path}`"
+        ("Fixed", [f"{code(d.device_type)} {code(r.path)}"
                    for d in summary.device_types for r in d.fixed]),
-        ("Incidents", [f"`{d.device_type}` {i.title or i.issue_id}"
+        ("Incidents", [f"{code(d.device_type)} {code(i.title or i.issue_id)}"
                        for d in summary.device_types for i in d.incidents]),
     ]
     for title, items in sections:

@@ -208,10 +208,23 @@ def traversal_zip() -> bytes:
     return buffer.getvalue()
 
 
+def corrupt_member_zip(method: int) -> bytes:
+    """A member whose compressed bytes are damaged (each decompressor fails its own way)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", method) as archive:
+        archive.writestr(SYSUPGRADE, b"firmware" * 5000)
+    data = bytearray(buffer.getvalue())
+    start = 30 + len(SYSUPGRADE) + 8  # past the local header and the codec's own header
+    data[start:start + 16] = b"\xff" * 16
+    return bytes(data)
+
+
 @pytest.mark.parametrize(("artifact", "reason"), [
     (zip_bomb(), "zip bomb"),
     (traversal_zip(), "path traversal"),
     (b"PK\x03\x04 this is not a zip", "corrupt"),
+    (corrupt_member_zip(zipfile.ZIP_LZMA), "corrupt lzma member"),
+    (corrupt_member_zip(zipfile.ZIP_BZIP2), "corrupt bzip2 member"),
     (make_zip({"README.md": b"no images"}), "no images"),
 ])
 async def test_bad_artifacts_are_refused_and_nothing_is_recorded(github, config, js, subjects,

@@ -12,9 +12,10 @@ for the profile of each image. Synchronous: call it in a thread.
 from __future__ import annotations
 
 import hashlib
+import lzma
 import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import msgspec
@@ -29,6 +30,12 @@ RATIO_FLOOR = 1024 * 1024
 
 class ArtifactRejected(ValueError):
     pass
+
+
+CORRUPT = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, RuntimeError, OSError)
+"""What reading a member can raise on bad data: each decompressor has its own
+(bz2 raises OSError, lzma LZMAError; an unknown method is NotImplementedError,
+a RuntimeError). Writing is kept outside, so a full disk is not a bad artifact."""
 
 
 class UnpackLimits(msgspec.Struct, frozen=True):
@@ -86,11 +93,21 @@ def _read_small(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     try:
         with archive.open(info) as src:
             data = src.read(MAX_PROFILES_JSON + 1)
-    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError) as exc:
+    except CORRUPT as exc:
         raise ArtifactRejected(f"{info.filename}: corrupt: {exc}") from exc
     if len(data) > MAX_PROFILES_JSON:
         raise ArtifactRejected(f"{info.filename} is over {MAX_PROFILES_JSON} bytes")
     return data
+
+
+def _chunks(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """The member's inflated bytes; bad data is ``ArtifactRejected``."""
+    try:
+        with archive.open(info) as src:
+            while chunk := src.read(CHUNK):
+                yield chunk
+    except CORRUPT as exc:
+        raise ArtifactRejected(f"{info.filename}: corrupt: {exc}") from exc
 
 
 def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path,
@@ -98,18 +115,15 @@ def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path,
     digest = hashlib.sha256()
     size = 0
     packed = max(info.compress_size, 1)
-    try:
-        with archive.open(info) as src, target.open("wb") as out:
-            while chunk := src.read(CHUNK):
-                size += len(chunk)
-                budget[0] -= len(chunk)
-                if budget[0] < 0:
-                    raise ArtifactRejected(f"unpacks to more than {limits.max_total} bytes")
-                if size > RATIO_FLOOR and size / packed > limits.max_ratio:
-                    raise ArtifactRejected(
-                        f"{info.filename} inflates more than {limits.max_ratio:g} times")
-                digest.update(chunk)
-                out.write(chunk)
-    except (zipfile.BadZipFile, zlib.error, EOFError, RuntimeError) as exc:
-        raise ArtifactRejected(f"{info.filename}: corrupt: {exc}") from exc
+    with target.open("wb") as out:
+        for chunk in _chunks(archive, info):
+            size += len(chunk)
+            budget[0] -= len(chunk)
+            if budget[0] < 0:
+                raise ArtifactRejected(f"unpacks to more than {limits.max_total} bytes")
+            if size > RATIO_FLOOR and size / packed > limits.max_ratio:
+                raise ArtifactRejected(
+                    f"{info.filename} inflates more than {limits.max_ratio:g} times")
+            digest.update(chunk)
+            out.write(chunk)
     return Unpacked(target.name, target, size, digest.hexdigest())

@@ -313,3 +313,20 @@ def test_unpack_counts_inflated_bytes_against_the_budget(tmp_path) -> None:
 
 def random_bytes(size: int) -> bytes:
     return random.Random(size).randbytes(size)
+
+
+@pytest.mark.parametrize(("retry_after", "pause_s"), [
+    ("120", 120),
+    ("Wed, 21 Oct 2065 07:28:00 GMT", 3600),  # an HTTP date, and far off: capped
+    ("soon", 60),  # unreadable: as if absent
+])
+async def test_secondary_rate_limit_retry_after_pauses(github, config, retry_after,
+                                                       pause_s) -> None:
+    github.add_pull(101, SHA1, [LABEL])
+    github.retry_after = retry_after
+    async with open_context(config) as ctx:
+        source = PullRequestSource(config.trigger.github, ctx)
+        before = time.time()
+        report = await source.poll_once()
+    assert report.rate_limited
+    assert before + pause_s - 5 <= source.paused_until <= time.time() + pause_s

@@ -23,9 +23,12 @@ PR until the next poll.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import email.utils
 import logging
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -121,6 +124,27 @@ class Artifacts(msgspec.Struct, frozen=True):
     artifacts: list[ArtifactInfo] = []
 
 
+MAX_PAUSE_S = 3600.0
+"""GitHub's limits reset hourly: no answer pauses a source for longer."""
+
+
+def rate_limit_reset(headers: Mapping[str, str], now: float) -> float:
+    """When to ask again: ``Retry-After`` (seconds or an HTTP date), else
+    ``X-RateLimit-Reset`` (epoch seconds), else in a minute; a value that does
+    not parse counts as absent."""
+    retry_after = headers.get("Retry-After", "").strip()
+    reset_at = None
+    if retry_after.isdigit():
+        reset_at = now + int(retry_after)
+    elif retry_after:
+        with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+            reset_at = email.utils.parsedate_to_datetime(retry_after).timestamp()
+    if reset_at is None:
+        reset = headers.get("X-RateLimit-Reset", "").strip()
+        reset_at = float(reset) if reset.isdigit() else now + 60
+    return min(max(reset_at, now), now + MAX_PAUSE_S)
+
+
 # -- the client -------------------------------------------------------------------------
 
 
@@ -140,10 +164,7 @@ class GithubClient:
             return
         remaining = resp.headers.get("X-RateLimit-Remaining")
         if resp.status in (403, 429) and (remaining == "0" or "Retry-After" in resp.headers):
-            if "Retry-After" in resp.headers:
-                reset_at = time.time() + float(resp.headers["Retry-After"])
-            else:
-                reset_at = float(resp.headers.get("X-RateLimit-Reset", time.time() + 60))
+            reset_at = rate_limit_reset(resp.headers, time.time())
             raise RateLimited(f"{url}: rate limited until {reset_at:.0f}", reset_at)
         raise FetchError(f"{url}: HTTP {resp.status}")
 

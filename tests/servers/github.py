@@ -49,6 +49,8 @@ class GithubServer:
         self.rate_remaining = 5000
         self.rate_reset = int(time.time()) + 3600
         self.failures: dict[str, list[int]] = {}
+        self.retry_after: str | None = None
+        """When set, every API call is answered 429 with this ``Retry-After``."""
         self.statuses: list[dict] = []
         self.comments: dict[int, dict] = {}
         """Comment id -> comment (with ``issue_number``)."""
@@ -154,6 +156,9 @@ class GithubServer:
                 {"message": "API rate limit exceeded for installation.",
                  "documentation_url": "https://docs.github.com/rest/rate-limit"},
                 status=403, headers=self._headers())
+        if self.retry_after is not None:  # GitHub's secondary rate limit
+            return web.json_response({"message": "You have exceeded a secondary rate limit."},
+                                     status=429, headers={"Retry-After": self.retry_after})
         if self.failures.get(kind):
             return web.json_response({"message": "Server Error"},
                                      status=self.failures[kind].pop(0))

@@ -188,6 +188,24 @@ async def test_profiles_json_in_the_artifact_names_the_profiles(github, config, 
     assert (row["profile"], row["image_type"]) == ("tplink_archer-c7-v2", "sysupgrade")
 
 
+@pytest.mark.parametrize(("name", "profile"), [
+    ("openwrt-ath79 *-generic", "tplink_archer-c7-v2"),  # the PR's workflow names artifacts
+    ("openwrt-ath79-generic", "../x86/64/generic"),  # and writes its profiles.json
+])
+async def test_hostile_target_or_profile_names_are_refused(github, config, js, subjects, pool,
+                                                           name, profile) -> None:
+    profiles = {"target": "ath79/generic", "version_number": "SNAPSHOT",
+                "version_code": "r1-abc", "profiles": {profile: {"images": [
+                    {"name": SYSUPGRADE, "type": "sysupgrade", "sha256": "0" * 64}]}}}
+    github.add_pull(101, SHA1, [LABEL])
+    github.add_run(SHA1, {name: make_zip({
+        SYSUPGRADE: b"x" * 100, "profiles.json": json.dumps(profiles).encode()})})
+    report = await poll(config)
+    assert (report.announced, report.skipped) == (0, 1)
+    assert await checkouts(pool) == {}
+    assert await discovered_events(js, subjects) == []
+
+
 # -- bad input --------------------------------------------------------------------------------
 
 

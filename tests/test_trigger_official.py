@@ -221,6 +221,7 @@ def generated_target(server: DownloadsServer) -> str:
     "bad-sha256",
     "wrong-target",
     "path-in-name",
+    "path-in-profile",
 ])
 async def test_broken_profiles_json_is_skipped_and_retried(generated, make_config, js,
                                                            subjects, pool, broken) -> None:
@@ -235,6 +236,8 @@ async def test_broken_profiles_json_is_skipped_and_retried(generated, make_confi
         bad["target"] = targets[1]
     elif broken == "path-in-name":
         image["name"] = "../../etc/passwd"
+    elif broken == "path-in-profile":  # would be the device type x/y/../../z
+        bad["profiles"]["../../z"] = bad["profiles"].pop("vendor_device-000")
     generated.put(path, broken if isinstance(broken, bytes) else bad)
     config = make_config(generated.url, channels=["stable"])
 

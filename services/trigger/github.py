@@ -43,13 +43,14 @@ from services.trigger.artifacts import ArtifactRejected, Unpacked, UnpackLimits,
 from services.trigger.config import GithubConfig
 from services.trigger.httpcache import FetchError
 from services.trigger.images import (
+    PROFILE_RE,
     classify,
     discovered_event_id,
     guess_profile,
     image_id,
     pr_firmware_id,
 )
-from services.trigger.official import ProfilesIndex
+from services.trigger.official import TARGET_RE, ProfilesIndex
 from services.trigger.pr_cancel import PrNow, open_pr_firmware, to_cancel
 from services.trigger.record import (
     INFRASTRUCTURE_ERRORS,
@@ -390,8 +391,9 @@ class PullRequestSource:
         )
 
     def _target_of(self, artifact: ArtifactInfo) -> tuple[str, str]:
+        # The PR's own workflow names its artifacts: nothing here is trusted.
         parts = artifact.name[len(self.config.artifact_prefix):].split("-")
-        if len(parts) < 2 or not all(parts[:2]):
+        if len(parts) < 2 or not TARGET_RE.match(f"{parts[0]}/{parts[1]}"):
             raise ArtifactRejected(f"artifact name {artifact.name!r} names no target/subtarget")
         return parts[0], parts[1]
 
@@ -419,6 +421,8 @@ class PullRequestSource:
                profiles: ProfilesIndex | None) -> Image | None:
         image_type, filesystem = classify(file.name)
         profile = guess_profile(file.name, target, subtarget)
+        if profile is not None and not PROFILE_RE.match(profile):
+            profile = None  # only a guess from the name
         if profiles is not None:
             for name, entry in profiles.profiles.items():
                 listed = next((i for i in entry.images if i.name == file.name), None)
@@ -428,6 +432,8 @@ class PullRequestSource:
                     break
         if image_type is None:
             return None
+        if profile is not None and not PROFILE_RE.match(profile):
+            raise ArtifactRejected(f"{file.name}: bad profile name {profile!r}")
         return Image(
             id=image_id(firmware_id, target, subtarget, profile, file.name),
             target=target, subtarget=subtarget, profile=profile, name=file.name,

@@ -17,6 +17,9 @@ from services.firmware_store import ORIGIN
 SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+,=-]*$")
 """An image file name: no directory part, nothing a shell or a URL would read."""
 
+PROFILE_RE = re.compile(r"^(?!\.\.?$)[A-Za-z0-9_.,-]{1,100}$")
+"""A profile id (``tplink_archer-c7-v2``): it becomes the third part of a device type."""
+
 FILESYSTEMS = ("squashfs", "ext4", "initramfs", "jffs2", "ubifs", "ubi")
 """Name tokens that say the filesystem."""
 

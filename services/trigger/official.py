@@ -31,6 +31,7 @@ from services.runtime import EventPublisher
 from services.trigger.config import OfficialConfig
 from services.trigger.httpcache import ConditionalFetcher, FetchError, NotFound
 from services.trigger.images import (
+    PROFILE_RE,
     SAFE_FILE_NAME,
     discovered_event_id,
     image_id,
@@ -132,6 +133,8 @@ def firmware_from_profiles(
     directory = f"{base_url.rstrip('/')}/{release.path}/targets/{index.target}"
     images = []
     for profile_name, profile in sorted(index.profiles.items()):
+        if not PROFILE_RE.match(profile_name):
+            raise BadDocument(f"bad profile name {profile_name!r}")
         for entry in profile.images:
             if not _SHA256_RE.match(entry.sha256):
                 raise BadDocument(f"{profile_name}/{entry.name}: bad sha256 {entry.sha256!r}")

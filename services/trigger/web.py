@@ -35,6 +35,7 @@ from services.trigger import buildbot
 from services.trigger.config import WebConfig
 from services.trigger.httpcache import FetchError, NotFound
 from services.trigger.images import (
+    PROFILE_RE,
     SAFE_FILE_NAME,
     classify,
     discovered_event_id,
@@ -172,7 +173,7 @@ def _device(fields: dict[str, str]) -> tuple[str, str, str | None]:
         target, subtarget = fields["target"], fields["subtarget"]
         profile = fields.get("profile") or None
     for value in (target, subtarget, profile):
-        if value is not None and (not _NAME_RE.match(value) or value in (".", "..")):
+        if value is not None and not PROFILE_RE.match(value):
             raise ApiError(400, f"bad device name {value!r}")
     return target, subtarget, profile
 

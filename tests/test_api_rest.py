@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from urllib.parse import quote
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from proto.storage import job_log_key
 from tests.api_support import HOSTILE, put_object, scenario, serving
 from tests.factories_results import Factory
+from tests.pipeline import wait_until
 
 
 @pytest.fixture
@@ -140,6 +142,27 @@ async def test_console_log_is_streamed_from_object_storage(api, js, subjects, po
     status, body = await api.get(f"/api/v1/jobs/{seg(s.bad_job)}/attempts/2/log",
                                  stream="../../etc/passwd")
     assert status == 400
+
+
+async def test_client_leaving_mid_log_is_logged_and_the_api_keeps_serving(
+        api, js, subjects, pool, storage_config, caplog):
+    s = await scenario(js, subjects, pool, storage_config)
+    big = b"U-Boot 2024.01 console line\n" * 400_000  # ~11 MB, many chunks
+    put_object(storage_config, job_log_key(s.bad_job, 2, "console"), big)
+    url = f"{api.base}/api/v1/jobs/{seg(s.bad_job)}/attempts/2/log"
+    with caplog.at_level(logging.WARNING, logger="services.api.logs"):
+        async with api.session.get(url) as resp:
+            assert resp.status == 200
+            first = await resp.content.read(65536)
+            assert first.startswith(b"U-Boot")
+            resp.close()  # the client goes away after the first piece
+
+        async def cut_off_logged() -> bool:
+            return any("cut off" in r.getMessage() for r in caplog.records)
+
+        await wait_until(cut_off_logged, "the cut-off stream logged")
+    status, body = await api.get("/api/v1/firmware")
+    assert status == 200 and body["total"] >= 1
 
 
 async def test_labs_devices_and_health(api, js, subjects, pool, storage_config):

@@ -7,6 +7,7 @@ next is read: a 100 MB console log costs one piece of memory, not 100 MB.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 
 from aiohttp import web
@@ -15,6 +16,8 @@ from minio.error import S3Error
 from proto.storage import job_log_key
 from services.config import StorageConfig
 from services.logs.store import content_type, minio_client
+
+log = logging.getLogger(__name__)
 
 STREAM_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
 _MISSING = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBucket"})
@@ -58,9 +61,16 @@ class LogReader:
             if size is not None and size.isdigit():
                 response.content_length = int(size)
             await response.prepare(request)
-            while chunk := await self._call(obj.read, self.chunk_bytes):
-                await response.write(chunk)
-            await response.write_eof()
+            try:
+                while chunk := await self._call(obj.read, self.chunk_bytes):
+                    await response.write(chunk)
+                await response.write_eof()
+            except (OSError, TimeoutError) as exc:
+                # The response has started: no error page can follow. The client
+                # went away, or storage failed mid-object; end the connection.
+                log.warning("log stream cut off: %r", exc, extra={"key": key})
+                if request.transport is not None:
+                    request.transport.close()
             return response
         finally:
             obj.close()

@@ -199,7 +199,11 @@ class GithubClient:
     async def download(self, url: str, dest: Path, max_bytes: int) -> int:
         size = 0
         try:
-            async with self.session.get(url, headers=self.headers, timeout=self.timeout) as resp:
+            # An artifact of a gigabyte takes longer than any API call: bound the
+            # connection and each read, not the whole transfer.
+            timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout.total,
+                                            sock_read=self.timeout.total)
+            async with self.session.get(url, headers=self.headers, timeout=timeout) as resp:
                 self._check(resp, url)
                 with dest.open("wb") as out:
                     async for chunk in resp.content.iter_chunked(1024 * 1024):

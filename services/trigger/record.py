@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 EVENT_SOURCE = "/wrtci/trigger"
 
-INFRASTRUCTURE_ERRORS = (nats.errors.Error, asyncpg.PostgresError, OSError, TimeoutError)
+INFRASTRUCTURE_ERRORS = (nats.errors.Error, asyncpg.PostgresError, asyncpg.InterfaceError,
+                         OSError, TimeoutError)
 """What recording or announcing can fail with when NATS or PostgreSQL is away."""
 
 

@@ -113,13 +113,36 @@ async def test_timeout_verdict_is_final(js, subjects, pool):
         ev.JobFinishedData(job_id=job, attempt=1, lab="lab-a", device="dut-1",
                            result=JobResult.ERROR, error_code=ErrorCode.TIMEOUT),
         source="wrtci/timeout", id=f"timeout:{job}:1", time=T0 + dt.timedelta(hours=1))
-    await publish(js, subjects, timed_out)  # central subject
+    await publish(js, subjects, timed_out, subject=subjects.event("job.finished"))
     await publish(js, subjects, finished(job, {"t.a": "PASS"}))  # the lab, too late
     await ingest_all(js, subjects, pool)
     attempt = await _attempt(pool, job)
     assert (attempt["state"], attempt["result"], attempt["error_code"]) == (
         "done", "error", "timeout")
     assert await _tests(pool, job) == []
+
+
+async def test_timeout_verdict_wins_over_a_lab_result_that_came_first(js, subjects, pool):
+    # The timer ended the attempt while the lab's late finish was already on its
+    # way: the job record keeps the timeout, so must the attempt's result.
+    factory = Factory(pool)
+    job = await factory.job(await factory.firmware())
+    await publish(js, subjects, started(job), finished(job, {"t.a": "PASS"}))
+    await ingest_all(js, subjects, pool)
+    assert (await _attempt(pool, job))["result"] == "pass"
+    timed_out = ev.JobFinished.build(
+        ev.JobFinishedData(job_id=job, attempt=1, lab="lab-a", device="dut-1",
+                           result=JobResult.ERROR, error_code=ErrorCode.TIMEOUT,
+                           error_message="plan timeout passed"),
+        source="wrtci/timeout", id=f"timeout:{job}:1", time=T0 + dt.timedelta(hours=1))
+    central = subjects.event("job.finished")
+    await publish(js, subjects, timed_out, subject=central)
+    await publish(js, subjects, timed_out, subject=central, dedupe=False)  # once more
+    await ingest_all(js, subjects, pool)
+    attempt = await _attempt(pool, job)
+    assert (attempt["state"], attempt["result"], attempt["error_code"], attempt["lab"]) == (
+        "done", "error", "timeout", "lab-a")
+    assert [(t["path"], t["status"]) for t in await _tests(pool, job)] == [("t.a", "PASS")]
 
 
 async def test_device_health_history_and_lab_presence(js, subjects, pool):

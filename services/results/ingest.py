@@ -10,7 +10,10 @@ SQL. Rules:
   that started it last (by event time: JetStream hands an attempt whose lab
   stopped acking to another lab), and any other lab's report is rejected;
 - ``done`` is final: a duplicate or late started / progress / finished
-  changes nothing (first finished wins, the timeout service's included);
+  changes nothing (first finished wins) — except wrtci's own verdict: the
+  timeout service publishes a central ``job.finished`` only when it ended the
+  attempt itself, and then the job record ignores the lab's result, so a lab
+  result that reached us first yields its result to it (its tests stay);
 - a finished that overtakes its started is accepted if no other lab holds
   the attempt; the later started is then ignored.
 """
@@ -222,6 +225,8 @@ class BatchPlan:
         if isinstance(row, Reject):
             return row
         if row.state == "done":
+            if lab is None:
+                self._central_verdict(row, data)
             return None
         row.state = "done"
         # The lab that held the attempt stays; a finished that overtook its
@@ -242,6 +247,14 @@ class BatchPlan:
             self.work.append(WorkRow(kind="log", job_id=row.job_id, attempt=row.attempt,
                                      log_key=row.log_key))
         return None
+
+    def _central_verdict(self, row: Attempt, data: ev.JobFinishedData) -> None:
+        verdict = (str(data.result), str(data.error_code) if data.error_code else None)
+        if (row.result, row.error_code) == verdict:
+            return  # a duplicate
+        row.result, row.error_code = verdict
+        row.error_message = _text(data.error_message)
+        row.changed = True
 
     def _add_tests(self, row: Attempt, data: ev.JobFinishedData) -> None:
         log_url = self.log_base_url + row.log_key if self.log_base_url and row.log_key else None

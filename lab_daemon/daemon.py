@@ -63,6 +63,7 @@ class LabDaemon:
         """Running jobs by job id, for cancel requests."""
         self.online = asyncio.Event()
         """Set once the lab is registered (devices, lab record, lab.online)."""
+        self._shutdown_deadline: float | None = None
 
     # -- start-up ---------------------------------------------------------------
 
@@ -92,6 +93,7 @@ class LabDaemon:
             log.warning("killed %d process group(s) left by a previous run", len(killed),
                         extra={"lab": self.lab.name, "pgids": [r.pgid for r in killed]})
         await asyncio.gather(*(d.place.release() for d in self.devices.values()))
+        await asyncio.to_thread(self.cache.remove_partial_downloads)
 
     async def _run(self) -> None:
         self.nc = await connect_nats(self.config.nats, self.source)
@@ -403,7 +405,7 @@ class LabDaemon:
             await self._finish(msg, finished, ids)
             if finished.result is JobResult.PASS and execution.image is not None \
                     and not device.config.health_image:
-                device.last_good_image = execution.image
+                self._keep_for_checks(device, execution.image)
             if finished.error_code in INFRASTRUCTURE_ERRORS:
                 next_state = S.CHECKING
         finally:
@@ -415,6 +417,14 @@ class LabDaemon:
                 device.check_requested = True
             await self._move(device, S.IDLE)
 
+    def _keep_for_checks(self, device: Device, image: Path) -> None:
+        """Health checks boot the last image that passed: eviction must not take it."""
+        if image == device.last_good_image or not self.cache.hold(image):
+            return
+        if device.last_good_image is not None:
+            self.cache.release(device.last_good_image)
+        device.last_good_image = image
+
     async def _execute_or_hand_back(self, execution: JobExecution, msg: Msg,
                                     ids: dict) -> ev.JobFinishedData | None:
         """The job's result; or None when shutdown handed the job back."""
@@ -424,8 +434,8 @@ class LabDaemon:
             await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not task.done():
                 log.info("shutdown: waiting up to %.0f s for the running job",
-                         self.lab.shutdown_grace_s, extra=ids)
-                await asyncio.wait({task}, timeout=self.lab.shutdown_grace_s)
+                         self._grace_left(), extra=ids)
+                await asyncio.wait({task}, timeout=max(0.0, self._grace_left()))
         finally:
             stop.cancel()
         if task.done():
@@ -445,8 +455,21 @@ class LabDaemon:
         log.warning("job handed back: %s", reason, extra=ids)
         return None
 
+    def _grace_left(self) -> float:
+        """Seconds of the shutdown grace still left (infinite while not stopping)."""
+        if not self.stop.is_set():
+            return float("inf")
+        if self._shutdown_deadline is None:
+            self._shutdown_deadline = time.monotonic() + self.lab.shutdown_grace_s
+        return self._shutdown_deadline - time.monotonic()
+
     async def _finish(self, msg: Msg, data: ev.JobFinishedData, ids: dict) -> None:
-        """Publish job.finished until JetStream has it, then (only then) ack the job."""
+        """Publish job.finished until JetStream has it, then (only then) ack the job.
+
+        While stopping, only within the shutdown grace: then the job is left
+        unacked and JetStream redelivers it after the ack wait. Its rerun's
+        job.finished has the same id, so a result that did get through counts once.
+        """
         event = ev.JobFinished.build(data, source=self.source,
                                      id=f"job.finished:{data.job_id}:{data.attempt}",
                                      subject=data.job_id)
@@ -456,8 +479,12 @@ class LabDaemon:
                 await self.publisher.publish(event)
                 break
             except Exception as exc:  # keep the job until the result is safe
+                if self._grace_left() <= 0:
+                    log.error("shutdown: job.finished not persisted within the grace; "
+                              "the job is left for redelivery: %r", exc, extra=ids)
+                    return
                 log.warning("job.finished not persisted yet, retrying: %r", exc, extra=ids)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(max(0.0, min(delay, self._grace_left())))
                 delay = min(delay * 2, 10.0)
         try:
             await msg.ack_sync(timeout=self.config.nats.request_timeout_s)

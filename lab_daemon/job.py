@@ -149,12 +149,15 @@ class JobExecution:
             result, code, message = combine(runs)
             return await self._close(started_at, tailers, pump, runs, result, code, message)
         finally:
+            if self.image is not None:
+                self.cache.release(self.image)
             if not pump.done():
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await pump
 
     async def _download(self, out: LogStream) -> Path:
+        """The verified image, held in the cache until the job is over."""
         image = self.spec.image
         cached = self.cache.cached(image.sha256, image.name)
         if cached is not None:

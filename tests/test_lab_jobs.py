@@ -10,9 +10,11 @@ import asyncio
 import os
 import signal
 
+import msgspec
 from minio import Minio
 
 from proto import events as ev
+from proto import topology
 from proto.model import ErrorCode, JobResult, TestPlan, TestStatus
 from proto.storage import job_log_key
 from services.runtime import EventPublisher
@@ -250,4 +252,36 @@ async def test_killed_daemon_job_is_redelivered_after_the_ack_wait(
     assert finished.data.result is JobResult.PASS
     chunks = [c for c in events.of(ev.LogChunk) if c.data.stream == "pytest.log"]
     assert {c.data.run for c in chunks} == {1, 2}  # the rerun is the second delivery
+    assert await _jobs_left(js, subjects) == 0
+
+
+
+async def test_result_that_cannot_be_published_at_shutdown_leaves_the_job_for_redelivery(
+        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+    # The EVENTS stream refuses job.finished (gone) and the daemon is asked to
+    # stop: it tries within the shutdown grace, then exits without acking, so
+    # the job runs again once results can be stored.
+    base_url, www = file_server
+    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+    events = await EventLog().start(nc, subjects)
+    spec = job_spec("wrtci:job:noevents", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_prints"])])
+    quick = msgspec.structs.replace(nats_config, request_timeout_s=1.0)
+    config = lab_config(quick, tmp_path / "work", fake_suite, shutdown_grace_s=2,
+                        job_ack_wait_s=4)
+    async with running_lab(config) as daemon:
+        await publish_job(js, subjects, spec)
+        await events.wait_for(lambda e: e.of(ev.JobStarted))
+        await js.delete_stream(subjects.events_stream)
+        await events.wait_for(lambda e: any(c.data.final and c.data.stream == "junit.xml"
+                                            for c in e.of(ev.LogChunk)))
+        daemon.stop.set()  # leaving running_lab waits for the daemon to end
+    await topology.apply(js, subjects)
+    assert await _jobs_left(js, subjects) == 1  # not acked: it comes back
+    tried = len(events.of(ev.JobFinished))  # seen on the wire, refused by JetStream
+    async with running_lab(config):
+        await events.wait_for(lambda e: len(e.of(ev.JobFinished)) > tried)
+    [finished] = await stream_events(js, subjects.events_stream,
+                                     subjects.lab_event("lab1", "job.finished"))
+    assert finished.data.result is JobResult.PASS
     assert await _jobs_left(js, subjects) == 0

@@ -7,6 +7,7 @@ the pool asks for a job. Outbound connections only: NATS and HTTP downloads.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import fcntl
@@ -41,6 +42,7 @@ from services.runtime import EventPublisher, connect_nats
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
+CANCEL_MEMORY = 1000
 S = DeviceState
 
 
@@ -61,9 +63,14 @@ class LabDaemon:
         self.queue: JobQueue | None = None
         self.executions: dict[str, JobExecution] = {}
         """Running jobs by job id, for cancel requests."""
+        self.cancelled: collections.OrderedDict[tuple[str, int], str] = \
+            collections.OrderedDict()
+        """Recent cancels of jobs not running here (yet): a job fetched just
+        before its cancel arrived must not run (the newest CANCEL_MEMORY kept)."""
         self.online = asyncio.Event()
         """Set once the lab is registered (devices, lab record, lab.online)."""
         self._shutdown_deadline: float | None = None
+        self._control_tasks: set[asyncio.Task] = set()
 
     # -- start-up ---------------------------------------------------------------
 
@@ -131,6 +138,8 @@ class LabDaemon:
             await asyncio.gather(*workers, return_exceptions=True)
         finally:
             heartbeat.cancel()
+            for task in list(self._control_tasks):
+                task.cancel()
             with contextlib.suppress(Exception):
                 await control.unsubscribe()
                 await cancels.unsubscribe()
@@ -389,6 +398,9 @@ class LabDaemon:
                                  cache=self.cache, sender=sender,
                                  on_stage=lambda stage: stage_changed.set())
         self.executions[spec.job_id] = execution
+        reason = self.cancelled.pop((spec.job_id, spec.attempt), None)
+        if reason is not None:
+            execution.cancel(reason)
         keepalive = asyncio.create_task(self._keepalive(msg, execution, device, stage_changed))
         next_state = S.IDLE
         try:
@@ -411,7 +423,8 @@ class LabDaemon:
         finally:
             self.executions.pop(spec.job_id, None)
             keepalive.cancel()
-            await sender.close()
+            # Chunks still waiting for NATS (it was away at the end of the job) go first.
+            await sender.close(within_s=min(30.0, max(0.0, self._grace_left())))
             device.current_job = None
             if next_state is S.CHECKING:
                 device.check_requested = True
@@ -522,6 +535,12 @@ class LabDaemon:
             return
         execution = self.executions.get(event.data.job_id)
         if execution is None:
+            # Only a cancel naming its attempt is kept: a later retry is a new attempt.
+            if event.data.attempt is not None:
+                self.cancelled[(event.data.job_id, event.data.attempt)] = (
+                    event.data.reason or "cancelled")
+                while len(self.cancelled) > CANCEL_MEMORY:
+                    self.cancelled.popitem(last=False)
             return
         if event.data.attempt is not None and event.data.attempt != execution.spec.attempt:
             return
@@ -530,6 +549,13 @@ class LabDaemon:
         execution.cancel(event.data.reason)
 
     async def _on_control(self, msg: Msg) -> None:
+        # nats-py runs a subscription's callbacks one after the other: a health
+        # check request, which waits for the check, must not hold up the rest.
+        task = asyncio.create_task(self._control(msg))
+        self._control_tasks.add(task)
+        task.add_done_callback(self._control_tasks.discard)
+
+    async def _control(self, msg: Msg) -> None:
         try:
             request = msgspec.json.decode(msg.data, type=LabControlRequest)
         except msgspec.DecodeError as exc:

@@ -124,6 +124,10 @@ class JobExecution:
                    (FileTailer(self.files.pytest_log), pytest_log)]
         pump = asyncio.create_task(self._pump(tailers))
         try:
+            if self._cancelled.is_set():  # withdrawn between the fetch and the start
+                pytest_log.write(f"wrtci-lab: job cancelled: {self.cancel_reason}\n")
+                return await self._close(started_at, tailers, pump, [], JobResult.ERROR,
+                                         ErrorCode.CANCELLED, self.cancel_reason)
             self._set_stage("download")
             try:
                 self.image = await self._download(pytest_log)

@@ -15,12 +15,14 @@ from minio import Minio
 
 from proto import events as ev
 from proto import topology
-from proto.model import ErrorCode, JobResult, TestPlan, TestStatus
+from proto.control import LabAction, LabControlReply, LabControlRequest
+from proto.model import DeviceState, ErrorCode, JobResult, TestPlan, TestStatus
 from proto.storage import job_log_key
 from services.runtime import EventPublisher
 from tests.lab_helpers import (
     FAKE_FIRMWARE,
     EventLog,
+    device_status,
     job_spec,
     lab_config,
     lab_subprocess,
@@ -285,3 +287,57 @@ async def test_result_that_cannot_be_published_at_shutdown_leaves_the_job_for_re
                                      subjects.lab_event("lab1", "job.finished"))
     assert finished.data.result is JobResult.PASS
     assert await _jobs_left(js, subjects) == 0
+
+
+async def test_job_cancelled_just_before_the_lab_started_it_does_not_run(
+        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+    # The scheduler withdraws a job from the queue and announces job.cancelled;
+    # a lab that fetched the message a moment before must not run it.
+    base_url, www = file_server
+    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+    events = await EventLog().start(nc, subjects)
+    spec = job_spec("wrtci:job:early-cancel", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_prints"])])
+    config = lab_config(nats_config, tmp_path / "work", fake_suite)
+    async with running_lab(config):
+        await EventPublisher(js, subjects).publish(ev.JobCancelled.build(
+            ev.JobCancelledData(job_id=spec.job_id, attempt=spec.attempt, reason="by bob"),
+            source="wrtci/scheduler"))
+        await publish_job(js, subjects, spec)  # (the message the lab had already taken)
+        await events.wait_for(lambda e: e.of(ev.JobFinished))
+    data = events.of(ev.JobFinished)[0].data
+    assert (data.result, data.error_code, data.error_message) == (
+        JobResult.ERROR, ErrorCode.CANCELLED, "by bob")
+    assert not list((tmp_path / "work").rglob("junit.xml"))  # no test ran
+    assert await _jobs_left(js, subjects) == 0
+
+
+async def test_status_answers_while_a_health_check_request_waits_for_a_running_job(
+        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+    base_url, www = file_server
+    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+    events = await EventLog().start(nc, subjects)
+    spec = job_spec("wrtci:job:busy", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_hang"])])
+    config = lab_config(nats_config, tmp_path / "work", fake_suite,
+                        health_image=str(tmp_path / "missing.cpio.gz"))
+    control = subjects.lab_control("lab1")
+    async with running_lab(config):
+        await publish_job(js, subjects, spec)
+        await events.wait_for(lambda e: any(p.data.stage == "test"
+                                            for p in e.of(ev.JobProgress)))
+        inbox = nc.new_inbox()
+        replies = await nc.subscribe(inbox, max_msgs=1)
+        await nc.publish(control, msgspec.json.encode(LabControlRequest(
+            action=LabAction.HEALTH_CHECK, device="dut1")), reply=inbox)
+        await nc.flush()  # the daemon gets the check request first, then:
+        status = await device_status(nc, subjects)  # not queued behind the check request
+        assert status.state is DeviceState.BUSY
+        await EventPublisher(js, subjects).publish(ev.JobCancelled.build(
+            ev.JobCancelledData(job_id=spec.job_id, attempt=spec.attempt, reason="done"),
+            source="wrtci/scheduler"))
+        answer = await replies.next_msg(timeout=60)
+        reply = msgspec.json.decode(answer.data, type=LabControlReply)
+    # the check ran once the job was over (and failed: its image is missing)
+    assert reply.message == "health check done"
+    assert reply.devices[0].check_passed is False

@@ -27,7 +27,7 @@ from lab_daemon.config import Config
 from lab_daemon.device import Device
 from lab_daemon.firmware import FirmwareCache
 from lab_daemon.healthcheck import run_health_check
-from lab_daemon.job import INFRASTRUCTURE_ERRORS, JobExecution
+from lab_daemon.job import INFRASTRUCTURE_ERRORS, JobExecution, fit_results
 from lab_daemon.leftovers import kill_leftover_groups
 from lab_daemon.logstream import ChunkSender
 from lab_daemon.places import place_guard
@@ -483,9 +483,15 @@ class LabDaemon:
         unacked and JetStream redelivers it after the ack wait. Its rerun's
         job.finished has the same id, so a result that did get through counts once.
         """
-        event = ev.JobFinished.build(data, source=self.source,
-                                     id=f"job.finished:{data.job_id}:{data.attempt}",
-                                     subject=data.job_id)
+        def build(data: ev.JobFinishedData) -> ev.JobFinished:
+            return ev.JobFinished.build(data, source=self.source,
+                                        id=f"job.finished:{data.job_id}:{data.attempt}",
+                                        subject=data.job_id)
+
+        # (headers and the subject count against the limit too: keep a margin)
+        data = fit_results(data, lambda d: len(ev.encode(build(d))),
+                           self.nc.max_payload - 4096)
+        event = build(data)
         delay = 1.0
         while True:
             try:

@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import msgspec
+
 from lab_daemon.config import DeviceConfig, LabSection
 from lab_daemon.firmware import ChecksumMismatch, DownloadError, FirmwareCache
 from lab_daemon.logstream import ChunkSender, FileTailer, LogStream
@@ -56,6 +58,30 @@ def combine(runs: list[PlanRun]) -> tuple[JobResult, ErrorCode | None, str | Non
     if all(s in (TestStatus.SKIP, TestStatus.MISS) for s in statuses):
         return JobResult.SKIP, None, None
     return JobResult.PASS, None, None
+
+
+def fit_results(data: JobFinishedData, size: Callable[[JobFinishedData], int],
+                limit: int) -> JobFinishedData:
+    """``data`` made to fit in one NATS message (``size(data) <= limit``).
+
+    Failure texts are cut down first (junit.xml, an artifact, keeps them
+    whole); a result that still does not fit says so instead of its tests.
+    A result too big to publish would otherwise be retried for ever.
+    """
+    for keep in (1000, 200, 0):
+        if size(data) <= limit:
+            return data
+        tests = [msgspec.structs.replace(
+            t, message=(t.message or "")[:keep] or None,
+            log_excerpt=(t.log_excerpt or "")[-keep:] if keep else None)
+            for t in data.tests]
+        data = msgspec.structs.replace(data, tests=tests)
+    if size(data) <= limit:
+        return data
+    return msgspec.structs.replace(
+        data, tests=[], result=JobResult.ERROR, error_code=ErrorCode.TEST_SUITE_ERROR,
+        error_message=f"{len(data.tests)} test results do not fit in one message; "
+                      "see the junit.xml artifact")
 
 
 class JobExecution:

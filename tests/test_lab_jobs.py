@@ -341,3 +341,34 @@ async def test_status_answers_while_a_health_check_request_waits_for_a_running_j
     # the check ran once the job was over (and failed: its image is missing)
     assert reply.message == "health check done"
     assert reply.devices[0].check_passed is False
+
+
+BIG_FAILURES = '''
+import pytest
+
+@pytest.mark.parametrize("n", range(400))
+def test_fails_loudly(n):
+    raise AssertionError("x" * 8000)
+'''
+
+
+async def test_results_too_big_for_one_message_are_trimmed_not_retried_for_ever(
+        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+    # 400 failures with long tracebacks: JobFinished would be far over NATS's
+    # 1 MB max payload, and publishing it can never succeed.
+    (fake_suite / "tests" / "test_big.py").write_text(BIG_FAILURES)
+    base_url, www = file_server
+    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+    events = await EventLog().start(nc, subjects)
+    spec = job_spec("wrtci:job:big", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+                    plans=[TestPlan(name="base", tests=["tests/test_big.py"])])
+    config = lab_config(nats_config, tmp_path / "work", fake_suite)
+    async with running_lab(config):
+        await publish_job(js, subjects, spec)
+        await events.wait_for(lambda e: e.of(ev.JobFinished))
+    data = events.of(ev.JobFinished)[0].data
+    assert data.result is JobResult.FAIL
+    assert len(data.tests) == 400 and {t.status for t in data.tests} == {TestStatus.FAIL}
+    assert all(len(t.message or "") <= 1000 for t in data.tests)
+    assert "xxxx" in data.tests[0].message  # cut down, not dropped
+    assert await _jobs_left(js, subjects) == 0

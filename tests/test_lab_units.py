@@ -177,3 +177,12 @@ def test_results_are_fitted_to_one_message_or_replaced_by_an_error():
     assert (hopeless.result, hopeless.error_code, hopeless.tests) == (
         JobResult.ERROR, ErrorCode.TEST_SUITE_ERROR, [])
     assert "10 test results do not fit" in hopeless.error_message
+
+
+@pytest.mark.parametrize("name", ["../../../tmp/owned", "/etc", "..", "a/../../b", ""])
+def test_a_plan_name_from_a_job_stays_in_the_run_directory(tmp_path, name):
+    from lab_daemon.runner import PlanFiles
+
+    files = PlanFiles(run_dir=tmp_path / "run")
+    plan_dir = files.plan_dir(name).resolve()
+    assert plan_dir.parent == (tmp_path / "run" / "plans").resolve()

@@ -7,6 +7,7 @@ the pool asks for a job. Outbound connections only: NATS and HTTP downloads.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import fcntl
@@ -26,7 +27,7 @@ from lab_daemon.config import Config
 from lab_daemon.device import Device
 from lab_daemon.firmware import FirmwareCache
 from lab_daemon.healthcheck import run_health_check
-from lab_daemon.job import INFRASTRUCTURE_ERRORS, JobExecution
+from lab_daemon.job import INFRASTRUCTURE_ERRORS, JobExecution, fit_results
 from lab_daemon.leftovers import kill_leftover_groups
 from lab_daemon.logstream import ChunkSender
 from lab_daemon.places import place_guard
@@ -41,6 +42,7 @@ from services.runtime import EventPublisher, connect_nats
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
+CANCEL_MEMORY = 1000
 S = DeviceState
 
 
@@ -61,8 +63,14 @@ class LabDaemon:
         self.queue: JobQueue | None = None
         self.executions: dict[str, JobExecution] = {}
         """Running jobs by job id, for cancel requests."""
+        self.cancelled: collections.OrderedDict[tuple[str, int], str] = \
+            collections.OrderedDict()
+        """Recent cancels of jobs not running here (yet): a job fetched just
+        before its cancel arrived must not run (the newest CANCEL_MEMORY kept)."""
         self.online = asyncio.Event()
         """Set once the lab is registered (devices, lab record, lab.online)."""
+        self._shutdown_deadline: float | None = None
+        self._control_tasks: set[asyncio.Task] = set()
 
     # -- start-up ---------------------------------------------------------------
 
@@ -92,6 +100,7 @@ class LabDaemon:
             log.warning("killed %d process group(s) left by a previous run", len(killed),
                         extra={"lab": self.lab.name, "pgids": [r.pgid for r in killed]})
         await asyncio.gather(*(d.place.release() for d in self.devices.values()))
+        await asyncio.to_thread(self.cache.remove_partial_downloads)
 
     async def _run(self) -> None:
         self.nc = await connect_nats(self.config.nats, self.source)
@@ -129,6 +138,8 @@ class LabDaemon:
             await asyncio.gather(*workers, return_exceptions=True)
         finally:
             heartbeat.cancel()
+            for task in list(self._control_tasks):
+                task.cancel()
             with contextlib.suppress(Exception):
                 await control.unsubscribe()
                 await cancels.unsubscribe()
@@ -387,6 +398,9 @@ class LabDaemon:
                                  cache=self.cache, sender=sender,
                                  on_stage=lambda stage: stage_changed.set())
         self.executions[spec.job_id] = execution
+        reason = self.cancelled.pop((spec.job_id, spec.attempt), None)
+        if reason is not None:
+            execution.cancel(reason)
         keepalive = asyncio.create_task(self._keepalive(msg, execution, device, stage_changed))
         next_state = S.IDLE
         try:
@@ -403,17 +417,26 @@ class LabDaemon:
             await self._finish(msg, finished, ids)
             if finished.result is JobResult.PASS and execution.image is not None \
                     and not device.config.health_image:
-                device.last_good_image = execution.image
+                self._keep_for_checks(device, execution.image)
             if finished.error_code in INFRASTRUCTURE_ERRORS:
                 next_state = S.CHECKING
         finally:
             self.executions.pop(spec.job_id, None)
             keepalive.cancel()
-            await sender.close()
+            # Chunks still waiting for NATS (it was away at the end of the job) go first.
+            await sender.close(within_s=min(30.0, max(0.0, self._grace_left())))
             device.current_job = None
             if next_state is S.CHECKING:
                 device.check_requested = True
             await self._move(device, S.IDLE)
+
+    def _keep_for_checks(self, device: Device, image: Path) -> None:
+        """Health checks boot the last image that passed: eviction must not take it."""
+        if image == device.last_good_image or not self.cache.hold(image):
+            return
+        if device.last_good_image is not None:
+            self.cache.release(device.last_good_image)
+        device.last_good_image = image
 
     async def _execute_or_hand_back(self, execution: JobExecution, msg: Msg,
                                     ids: dict) -> ev.JobFinishedData | None:
@@ -424,8 +447,8 @@ class LabDaemon:
             await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
             if not task.done():
                 log.info("shutdown: waiting up to %.0f s for the running job",
-                         self.lab.shutdown_grace_s, extra=ids)
-                await asyncio.wait({task}, timeout=self.lab.shutdown_grace_s)
+                         self._grace_left(), extra=ids)
+                await asyncio.wait({task}, timeout=max(0.0, self._grace_left()))
         finally:
             stop.cancel()
         if task.done():
@@ -445,19 +468,42 @@ class LabDaemon:
         log.warning("job handed back: %s", reason, extra=ids)
         return None
 
+    def _grace_left(self) -> float:
+        """Seconds of the shutdown grace still left (infinite while not stopping)."""
+        if not self.stop.is_set():
+            return float("inf")
+        if self._shutdown_deadline is None:
+            self._shutdown_deadline = time.monotonic() + self.lab.shutdown_grace_s
+        return self._shutdown_deadline - time.monotonic()
+
     async def _finish(self, msg: Msg, data: ev.JobFinishedData, ids: dict) -> None:
-        """Publish job.finished until JetStream has it, then (only then) ack the job."""
-        event = ev.JobFinished.build(data, source=self.source,
-                                     id=f"job.finished:{data.job_id}:{data.attempt}",
-                                     subject=data.job_id)
+        """Publish job.finished until JetStream has it, then (only then) ack the job.
+
+        While stopping, only within the shutdown grace: then the job is left
+        unacked and JetStream redelivers it after the ack wait. Its rerun's
+        job.finished has the same id, so a result that did get through counts once.
+        """
+        def build(data: ev.JobFinishedData) -> ev.JobFinished:
+            return ev.JobFinished.build(data, source=self.source,
+                                        id=f"job.finished:{data.job_id}:{data.attempt}",
+                                        subject=data.job_id)
+
+        # (headers and the subject count against the limit too: keep a margin)
+        data = fit_results(data, lambda d: len(ev.encode(build(d))),
+                           self.nc.max_payload - 4096)
+        event = build(data)
         delay = 1.0
         while True:
             try:
                 await self.publisher.publish(event)
                 break
             except Exception as exc:  # keep the job until the result is safe
+                if self._grace_left() <= 0:
+                    log.error("shutdown: job.finished not persisted within the grace; "
+                              "the job is left for redelivery: %r", exc, extra=ids)
+                    return
                 log.warning("job.finished not persisted yet, retrying: %r", exc, extra=ids)
-                await asyncio.sleep(delay)
+                await asyncio.sleep(max(0.0, min(delay, self._grace_left())))
                 delay = min(delay * 2, 10.0)
         try:
             await msg.ack_sync(timeout=self.config.nats.request_timeout_s)
@@ -495,6 +541,12 @@ class LabDaemon:
             return
         execution = self.executions.get(event.data.job_id)
         if execution is None:
+            # Only a cancel naming its attempt is kept: a later retry is a new attempt.
+            if event.data.attempt is not None:
+                self.cancelled[(event.data.job_id, event.data.attempt)] = (
+                    event.data.reason or "cancelled")
+                while len(self.cancelled) > CANCEL_MEMORY:
+                    self.cancelled.popitem(last=False)
             return
         if event.data.attempt is not None and event.data.attempt != execution.spec.attempt:
             return
@@ -503,6 +555,13 @@ class LabDaemon:
         execution.cancel(event.data.reason)
 
     async def _on_control(self, msg: Msg) -> None:
+        # nats-py runs a subscription's callbacks one after the other: a health
+        # check request, which waits for the check, must not hold up the rest.
+        task = asyncio.create_task(self._control(msg))
+        self._control_tasks.add(task)
+        task.add_done_callback(self._control_tasks.discard)
+
+    async def _control(self, msg: Msg) -> None:
         try:
             request = msgspec.json.decode(msg.data, type=LabControlRequest)
         except msgspec.DecodeError as exc:

@@ -3,7 +3,9 @@
 A file is only ever in the cache under the checksum it really has: the
 download goes to a temp file, is hashed while it streams, and is renamed into
 place only when the digest matches. The least recently used files go when
-the cache grows past its limit.
+the cache grows past its limit, except those a running job holds: a firmware
+is read again long after the job started (labgrid boots it, a TFTP server
+serves it), so it must stay until the job releases it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import logging
 import os
 import re
 import tempfile
+import threading
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -39,30 +43,63 @@ class FirmwareCache:
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
         self._locks: dict[str, asyncio.Lock] = {}
+        self._in_use: Counter[Path] = Counter()
+        # evict() runs in a thread: it and hold() decide about a file under this lock.
+        self._guard = threading.Lock()
 
     def path_for(self, sha256: str, name: str) -> Path:
         safe = _NAME_RE.sub("_", name).strip(".") or "image"
         return self.root / sha256 / safe
 
     def cached(self, sha256: str, name: str) -> Path | None:
-        path = self.path_for(sha256.lower(), name)
-        return path if path.is_file() else None
+        """The image if the cache has it, held for the caller (``release`` it)."""
+        sha256 = sha256.lower()
+        if not _SHA_RE.match(sha256):
+            return None  # not a checksum (maybe a path): never a cache entry
+        path = self.path_for(sha256, name)
+        return path if self.hold(path) else None
 
     async def fetch(self, url: str, sha256: str, name: str) -> Path:
-        """The image, from the cache or downloaded from ``url`` and verified."""
+        """The image, from the cache or downloaded from ``url`` and verified; held."""
         sha256 = sha256.lower()
         if not _SHA_RE.match(sha256):
             raise ChecksumMismatch(f"job carries an invalid sha256 {sha256!r}")
         lock = self._locks.setdefault(sha256, asyncio.Lock())
         async with lock:
             path = self.path_for(sha256, name)
-            if path.is_file():
-                os.utime(path)  # most recently used
+            if self.hold(path):
                 return path
             path.parent.mkdir(parents=True, exist_ok=True)
             await self._download(url, sha256, path)
-        await asyncio.to_thread(self.evict, keep=path)
+            self.hold(path)
+        await asyncio.to_thread(self.evict)
         return path
+
+    def hold(self, path: Path) -> bool:
+        """Mark ``path`` in use (and most recently used); False if it is not there."""
+        with self._guard:
+            try:
+                os.utime(path)
+            except FileNotFoundError:
+                return False
+            self._in_use[path] += 1
+            return True
+
+    def release(self, path: Path) -> None:
+        """The job is done with ``path``: eviction may take it again."""
+        with self._guard:
+            self._in_use[path] -= 1
+            if self._in_use[path] <= 0:
+                del self._in_use[path]
+
+    def remove_partial_downloads(self) -> int:
+        """Delete the temp files of downloads a killed daemon left; returns how many."""
+        removed = 0
+        for tmp in self.root.glob("*/.download-*"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed += 1
+        return removed
 
     async def _download(self, url: str, sha256: str, path: Path) -> None:
         digest = hashlib.sha256()
@@ -92,8 +129,8 @@ class FirmwareCache:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
 
-    def evict(self, keep: Path | None = None) -> None:
-        """Drop least recently used images until the cache fits its limit."""
+    def evict(self) -> None:
+        """Drop least recently used images until the cache fits its limit (none in use)."""
         files = [p for p in self.root.glob("*/*") if p.is_file() and not p.name.startswith(".")]
         entries = sorted(((p.stat().st_mtime, p.stat().st_size, p) for p in files),
                          key=lambda e: e[0])
@@ -101,12 +138,14 @@ class FirmwareCache:
         for _, size, path in entries:
             if total <= self.max_bytes:
                 break
-            if path == keep:
-                continue
+            with self._guard:
+                if path in self._in_use:
+                    continue
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    total -= size
             with contextlib.suppress(OSError):
-                path.unlink()
-                path.parent.rmdir()
-            total -= size
+                path.parent.rmdir()  # only once its directory is empty
 
 
 def _redact(url: str) -> str:

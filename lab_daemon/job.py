@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import msgspec
+
 from lab_daemon.config import DeviceConfig, LabSection
 from lab_daemon.firmware import ChecksumMismatch, DownloadError, FirmwareCache
 from lab_daemon.logstream import ChunkSender, FileTailer, LogStream
@@ -56,6 +58,30 @@ def combine(runs: list[PlanRun]) -> tuple[JobResult, ErrorCode | None, str | Non
     if all(s in (TestStatus.SKIP, TestStatus.MISS) for s in statuses):
         return JobResult.SKIP, None, None
     return JobResult.PASS, None, None
+
+
+def fit_results(data: JobFinishedData, size: Callable[[JobFinishedData], int],
+                limit: int) -> JobFinishedData:
+    """``data`` made to fit in one NATS message (``size(data) <= limit``).
+
+    Failure texts are cut down first (junit.xml, an artifact, keeps them
+    whole); a result that still does not fit says so instead of its tests.
+    A result too big to publish would otherwise be retried for ever.
+    """
+    for keep in (1000, 200, 0):
+        if size(data) <= limit:
+            return data
+        tests = [msgspec.structs.replace(
+            t, message=(t.message or "")[:keep] or None,
+            log_excerpt=(t.log_excerpt or "")[-keep:] if keep else None)
+            for t in data.tests]
+        data = msgspec.structs.replace(data, tests=tests)
+    if size(data) <= limit:
+        return data
+    return msgspec.structs.replace(
+        data, tests=[], result=JobResult.ERROR, error_code=ErrorCode.TEST_SUITE_ERROR,
+        error_message=f"{len(data.tests)} test results do not fit in one message; "
+                      "see the junit.xml artifact")
 
 
 class JobExecution:
@@ -124,6 +150,10 @@ class JobExecution:
                    (FileTailer(self.files.pytest_log), pytest_log)]
         pump = asyncio.create_task(self._pump(tailers))
         try:
+            if self._cancelled.is_set():  # withdrawn between the fetch and the start
+                pytest_log.write(f"wrtci-lab: job cancelled: {self.cancel_reason}\n")
+                return await self._close(started_at, tailers, pump, [], JobResult.ERROR,
+                                         ErrorCode.CANCELLED, self.cancel_reason)
             self._set_stage("download")
             try:
                 self.image = await self._download(pytest_log)
@@ -149,12 +179,15 @@ class JobExecution:
             result, code, message = combine(runs)
             return await self._close(started_at, tailers, pump, runs, result, code, message)
         finally:
+            if self.image is not None:
+                self.cache.release(self.image)
             if not pump.done():
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await pump
 
     async def _download(self, out: LogStream) -> Path:
+        """The verified image, held in the cache until the job is over."""
         image = self.spec.image
         cached = self.cache.cached(image.sha256, image.name)
         if cached is not None:

@@ -79,7 +79,11 @@ class ChunkSender:
         except TimeoutError:
             return False
 
-    async def close(self) -> None:
+    async def close(self, within_s: float = 0.0) -> None:
+        """Stop sending once the backlog is acknowledged, or after ``within_s``."""
+        if within_s > 0 and not await self.drain(within_s):
+            log.error("log chunks dropped: not acknowledged within %.0f s", within_s,
+                      extra={"backlog": self.backlog})
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

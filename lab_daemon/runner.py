@@ -8,6 +8,7 @@ The command line is the one the OpenWrt suite documents (``--lg-env``,
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from lab_daemon.junit import parse_junit
 from lab_daemon.places import lab_identity
 from lab_daemon.process import run_process
 from proto.model import ErrorCode, TestPlan, TestResult, TestStatus
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 # pytest exit codes (and the suite's own: pytest.exit(returncode=3) when the
 # device does not reach its shell).
@@ -56,7 +59,8 @@ class PlanFiles(msgspec.Struct, frozen=True, kw_only=True):
         return self.run_dir / "pytest.log"
 
     def plan_dir(self, plan: str) -> Path:
-        return self.run_dir / "plans" / plan
+        # A plan name comes from the job message: never a path out of the run directory.
+        return self.run_dir / "plans" / (_UNSAFE.sub("_", plan).strip(".") or "plan")
 
 
 class PlanPaths(msgspec.Struct, frozen=True):

@@ -10,15 +10,19 @@ import asyncio
 import os
 import signal
 
+import msgspec
 from minio import Minio
 
 from proto import events as ev
-from proto.model import ErrorCode, JobResult, TestPlan, TestStatus
+from proto import topology
+from proto.control import LabAction, LabControlReply, LabControlRequest
+from proto.model import DeviceState, ErrorCode, JobResult, TestPlan, TestStatus
 from proto.storage import job_log_key
 from services.runtime import EventPublisher
 from tests.lab_helpers import (
     FAKE_FIRMWARE,
     EventLog,
+    device_status,
     job_spec,
     lab_config,
     lab_subprocess,
@@ -250,4 +254,121 @@ async def test_killed_daemon_job_is_redelivered_after_the_ack_wait(
     assert finished.data.result is JobResult.PASS
     chunks = [c for c in events.of(ev.LogChunk) if c.data.stream == "pytest.log"]
     assert {c.data.run for c in chunks} == {1, 2}  # the rerun is the second delivery
+    assert await _jobs_left(js, subjects) == 0
+
+
+
+async def test_result_that_cannot_be_published_at_shutdown_leaves_the_job_for_redelivery(
+        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+    # The EVENTS stream refuses job.finished (gone) and the daemon is asked to
+    # stop: it tries within the shutdown grace, then exits without acking, so
+    # the job runs again once results can be stored.
+    base_url, www = file_server
+    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+    events = await EventLog().start(nc, subjects)
+    spec = job_spec("wrtci:job:noevents", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_prints"])])
+    quick = msgspec.structs.replace(nats_config, request_timeout_s=1.0)
+    config = lab_config(quick, tmp_path / "work", fake_suite, shutdown_grace_s=2,
+                        job_ack_wait_s=4)
+    async with running_lab(config) as daemon:
+        await publish_job(js, subjects, spec)
+        await events.wait_for(lambda e: e.of(ev.JobStarted))
+        await js.delete_stream(subjects.events_stream)
+        await events.wait_for(lambda e: any(c.data.final and c.data.stream == "junit.xml"
+                                            for c in e.of(ev.LogChunk)))
+        daemon.stop.set()  # leaving running_lab waits for the daemon to end
+    await topology.apply(js, subjects)
+    assert await _jobs_left(js, subjects) == 1  # not acked: it comes back
+    tried = len(events.of(ev.JobFinished))  # seen on the wire, refused by JetStream
+    async with running_lab(config):
+        await events.wait_for(lambda e: len(e.of(ev.JobFinished)) > tried)
+    [finished] = await stream_events(js, subjects.events_stream,
+                                     subjects.lab_event("lab1", "job.finished"))
+    assert finished.data.result is JobResult.PASS
+    assert await _jobs_left(js, subjects) == 0
+
+
+async def test_job_cancelled_just_before_the_lab_started_it_does_not_run(
+        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+    # The scheduler withdraws a job from the queue and announces job.cancelled;
+    # a lab that fetched the message a moment before must not run it.
+    base_url, www = file_server
+    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+    events = await EventLog().start(nc, subjects)
+    spec = job_spec("wrtci:job:early-cancel", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_prints"])])
+    config = lab_config(nats_config, tmp_path / "work", fake_suite)
+    async with running_lab(config):
+        await EventPublisher(js, subjects).publish(ev.JobCancelled.build(
+            ev.JobCancelledData(job_id=spec.job_id, attempt=spec.attempt, reason="by bob"),
+            source="wrtci/scheduler"))
+        await publish_job(js, subjects, spec)  # (the message the lab had already taken)
+        await events.wait_for(lambda e: e.of(ev.JobFinished))
+    data = events.of(ev.JobFinished)[0].data
+    assert (data.result, data.error_code, data.error_message) == (
+        JobResult.ERROR, ErrorCode.CANCELLED, "by bob")
+    assert not list((tmp_path / "work").rglob("junit.xml"))  # no test ran
+    assert await _jobs_left(js, subjects) == 0
+
+
+async def test_status_answers_while_a_health_check_request_waits_for_a_running_job(
+        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+    base_url, www = file_server
+    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+    events = await EventLog().start(nc, subjects)
+    spec = job_spec("wrtci:job:busy", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_hang"])])
+    config = lab_config(nats_config, tmp_path / "work", fake_suite,
+                        health_image=str(tmp_path / "missing.cpio.gz"))
+    control = subjects.lab_control("lab1")
+    async with running_lab(config):
+        await publish_job(js, subjects, spec)
+        await events.wait_for(lambda e: any(p.data.stage == "test"
+                                            for p in e.of(ev.JobProgress)))
+        inbox = nc.new_inbox()
+        replies = await nc.subscribe(inbox, max_msgs=1)
+        await nc.publish(control, msgspec.json.encode(LabControlRequest(
+            action=LabAction.HEALTH_CHECK, device="dut1")), reply=inbox)
+        await nc.flush()  # the daemon gets the check request first, then:
+        status = await device_status(nc, subjects)  # not queued behind the check request
+        assert status.state is DeviceState.BUSY
+        await EventPublisher(js, subjects).publish(ev.JobCancelled.build(
+            ev.JobCancelledData(job_id=spec.job_id, attempt=spec.attempt, reason="done"),
+            source="wrtci/scheduler"))
+        answer = await replies.next_msg(timeout=60)
+        reply = msgspec.json.decode(answer.data, type=LabControlReply)
+    # the check ran once the job was over (and failed: its image is missing)
+    assert reply.message == "health check done"
+    assert reply.devices[0].check_passed is False
+
+
+BIG_FAILURES = '''
+import pytest
+
+@pytest.mark.parametrize("n", range(400))
+def test_fails_loudly(n):
+    raise AssertionError("x" * 8000)
+'''
+
+
+async def test_results_too_big_for_one_message_are_trimmed_not_retried_for_ever(
+        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+    # 400 failures with long tracebacks: JobFinished would be far over NATS's
+    # 1 MB max payload, and publishing it can never succeed.
+    (fake_suite / "tests" / "test_big.py").write_text(BIG_FAILURES)
+    base_url, www = file_server
+    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+    events = await EventLog().start(nc, subjects)
+    spec = job_spec("wrtci:job:big", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+                    plans=[TestPlan(name="base", tests=["tests/test_big.py"])])
+    config = lab_config(nats_config, tmp_path / "work", fake_suite)
+    async with running_lab(config):
+        await publish_job(js, subjects, spec)
+        await events.wait_for(lambda e: e.of(ev.JobFinished))
+    data = events.of(ev.JobFinished)[0].data
+    assert data.result is JobResult.FAIL
+    assert len(data.tests) == 400 and {t.status for t in data.tests} == {TestStatus.FAIL}
+    assert all(len(t.message or "") <= 1000 for t in data.tests)
+    assert "xxxx" in data.tests[0].message  # cut down, not dropped
     assert await _jobs_left(js, subjects) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from lab_daemon.junit import parse_junit
@@ -152,3 +153,36 @@ def test_example_lab_config_loads_and_resolves_paths():
     assert virtual.target_file == str(VIRTUAL_TARGET)
     assert virtual.device_type == "x86/64/generic"
     assert config.lab.health.warn_after == 3 and config.lab.health.disable_after == 5
+
+
+def test_results_are_fitted_to_one_message_or_replaced_by_an_error():
+    from lab_daemon.job import fit_results
+    from proto.events import JobFinishedData
+    from proto.model import ErrorCode, JobResult, TestResult
+
+    tests = [TestResult(path=f"base.test_x.test_{n}", status=TestStatus.FAIL,
+                        message="m" * 5000, log_excerpt="e" * 4000) for n in range(10)]
+    data = JobFinishedData(job_id="j", attempt=1, lab="lab", device="dut",
+                           result=JobResult.FAIL, tests=tests)
+
+    def size(d):
+        return len(msgspec.json.encode(d))
+
+    assert fit_results(data, size, 10**6) is data  # fits: unchanged
+    fitted = fit_results(data, size, 30_000)
+    assert size(fitted) <= 30_000 and fitted.result is JobResult.FAIL
+    assert [t.path for t in fitted.tests] == [t.path for t in tests]
+    assert fitted.tests[0].message == "m" * 1000 and fitted.tests[0].log_excerpt == "e" * 1000
+    hopeless = fit_results(data, size, 500)
+    assert (hopeless.result, hopeless.error_code, hopeless.tests) == (
+        JobResult.ERROR, ErrorCode.TEST_SUITE_ERROR, [])
+    assert "10 test results do not fit" in hopeless.error_message
+
+
+@pytest.mark.parametrize("name", ["../../../tmp/owned", "/etc", "..", "a/../../b", ""])
+def test_a_plan_name_from_a_job_stays_in_the_run_directory(tmp_path, name):
+    from lab_daemon.runner import PlanFiles
+
+    files = PlanFiles(run_dir=tmp_path / "run")
+    plan_dir = files.plan_dir(name).resolve()
+    assert plan_dir.parent == (tmp_path / "run" / "plans").resolve()

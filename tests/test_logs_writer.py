@@ -107,3 +107,32 @@ async def test_sender_buffers_while_nats_is_down_and_loses_or_doubles_nothing(
     assert [c.data.seq for c in chunks] == [0, 1, 2]
     assert "".join(c.data.text for c in chunks) == "0123456789"
     assert chunks[-1].data.final
+
+
+async def test_closing_the_sender_sends_what_nats_did_not_take_yet(server_root):
+    # NATS was away at the end of a job: the final chunks still wait for it
+    # when the job is over; closing the sender must not drop them.
+    server = NatsServer(server_root / "nats-close" / "store").start()
+    config = NatsConfig(url=server.url, prefix="closing")
+    subjects = config.subjects
+    nc = await connect_nats(config, "test-sender")
+    try:
+        js = nc.jetstream()
+        await topology.apply(js, subjects)
+        sender = ChunkSender(EventPublisher(js, subjects, timeout=1.0), "test",
+                             retry_delays=(0.1, 0.5)).start()
+        stream = LogStream(sender, job_id="j", attempt=1, run=1, lab="lab1", device="dut1",
+                           chunk_chars=4)
+        server.stop()
+        stream.write("0123")
+        stream.finish()
+        await asyncio.sleep(1.5)  # resent a few times while NATS is away
+        assert sender.backlog > 0
+        server.start()
+        await sender.close(within_s=30)
+        chunks = await stream_events(js, subjects.logs_stream, subjects.log_chunk("lab1", "j"))
+    finally:
+        await nc.close()
+        server.stop()
+    assert [(c.data.seq, c.data.text, c.data.final) for c in chunks] == [
+        (0, "0123", False), (1, "", True)]

@@ -34,8 +34,9 @@ class ArtifactRejected(ValueError):
 
 CORRUPT = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, RuntimeError, OSError)
 """What reading a member can raise on bad data: each decompressor has its own
-(bz2 raises OSError, lzma LZMAError; an unknown method is NotImplementedError,
-a RuntimeError). Writing is kept outside, so a full disk is not a bad artifact."""
+(bz2 raises OSError, lzma LZMAError; zipfile refuses an unknown compression
+method with a RuntimeError subclass). Writing is kept outside, so a full disk
+is not a bad artifact."""
 
 
 class UnpackLimits(msgspec.Struct, frozen=True):

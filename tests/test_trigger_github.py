@@ -19,7 +19,7 @@ from proto.model import SourceKind
 from proto.subjects import PriorityClass
 from services.trigger.artifacts import ArtifactRejected, UnpackLimits, unpack
 from services.trigger.config import GithubConfig
-from services.trigger.github import PullRequestSource
+from services.trigger.github import GithubClient, PullRequestSource
 from services.trigger.service import open_context
 from tests.servers.github import GithubServer, make_zip
 from tests.servers.trigger_harness import (
@@ -348,3 +348,20 @@ async def test_secondary_rate_limit_retry_after_pauses(github, config, retry_aft
         report = await source.poll_once()
     assert report.rate_limited
     assert before + pause_s - 5 <= source.paused_until <= time.time() + pause_s
+
+
+@pytest.mark.parametrize("url, gets_token", [
+    ("https://api.github.com/repos/openwrt/openwrt/pulls?page=2", True),
+    ("https://api.github.com/repos/openwrt/openwrt/actions/artifacts/1/zip", True),
+    ("https://evil.example/repos/openwrt/openwrt/pulls?page=2", False),
+    ("http://api.github.com/repos/openwrt/openwrt/pulls", False),
+    ("https://api.github.com:8443/repos/openwrt/openwrt/pulls", False),
+    ("https://productionresultssa0.blob.core.windows.net/artifact.zip", False),
+])
+def test_the_token_goes_to_the_api_origin_only(url: str, gets_token: bool) -> None:
+    # `Link: next` and archive_download_url come from answers: another host named
+    # there must not receive the token.
+    client = GithubClient(None, GithubConfig(api_url="https://api.github.com", token="t0k"))
+    headers = client.headers_for(url)
+    assert ("Authorization" in headers) is gets_token
+    assert headers["Accept"] == "application/vnd.github+json"

@@ -50,7 +50,7 @@ class GithubReporter:
         url = path if path.startswith("http") else f"{client.base}{path}"
         try:
             async with client.session.request(method, url, json=payload, params=params,
-                                              headers=client.headers,
+                                              headers=client.headers_for(url),
                                               timeout=client.timeout) as resp:
                 if resp.status not in (200, 201):
                     await self._refuse(resp, url)

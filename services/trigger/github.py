@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
+import yarl
 
 from proto.events import FirmwareDiscoveredData
 from proto.model import Image, PullRequest, SourceKind
@@ -158,6 +159,17 @@ class GithubClient:
                         "X-GitHub-Api-Version": "2022-11-28"}
         if config.token:
             self.headers["Authorization"] = f"Bearer {config.token}"
+        self._origin = yarl.URL(self.base).origin()
+
+    def headers_for(self, url: str) -> dict[str, str]:
+        """The headers for ``url``: the token goes to the API's own origin only.
+
+        URLs come from answers (``Link: next``, ``archive_download_url``); one
+        naming another host must not receive the token.
+        """
+        if yarl.URL(url).origin() == self._origin:
+            return self.headers
+        return {k: v for k, v in self.headers.items() if k != "Authorization"}
 
     @staticmethod
     def _check(resp: aiohttp.ClientResponse, url: str) -> None:
@@ -173,7 +185,7 @@ class GithubClient:
         """One page decoded as ``shape``, and the next page's URL from the Link header."""
         url = path if path.startswith("http") else f"{self.base}{path}"
         try:
-            async with self.session.get(url, params=params, headers=self.headers,
+            async with self.session.get(url, params=params, headers=self.headers_for(url),
                                         timeout=self.timeout) as resp:
                 self._check(resp, url)
                 body = await resp.read()
@@ -203,7 +215,8 @@ class GithubClient:
             # connection and each read, not the whole transfer.
             timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout.total,
                                             sock_read=self.timeout.total)
-            async with self.session.get(url, headers=self.headers, timeout=timeout) as resp:
+            async with self.session.get(url, headers=self.headers_for(url),
+                                        timeout=timeout) as resp:
                 self._check(resp, url)
                 with dest.open("wb") as out:
                     async for chunk in resp.content.iter_chunked(1024 * 1024):

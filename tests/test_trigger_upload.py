@@ -183,6 +183,22 @@ async def test_oversized_streamed_upload_stops_at_the_limit(service, pool) -> No
     assert await checkouts(pool) == {}
 
 
+async def test_endlessly_repeated_field_is_refused_at_its_second_copy(service, pool) -> None:
+    url, _ = service
+
+    async def repeats():
+        for _ in range(100_000):
+            yield b"--B\r\nContent-Disposition: form-data; name=\"target\"\r\n\r\nx86\r\n"
+
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{url}/api/v1/firmware", data=repeats(),
+            headers={"Authorization": f"Bearer {TOKEN}",
+                     "Content-Type": "multipart/form-data; boundary=B"}) as resp:
+        assert resp.status == 400
+        assert "sent twice" in (await resp.json())["error"]
+    assert await checkouts(pool) == {}
+
+
 # -- buildbot ---------------------------------------------------------------------------------
 
 

@@ -137,6 +137,9 @@ async def read_upload(request: web.Request, config: WebConfig, spool: Path) -> U
         if part.filename is None:
             if part.name not in _FIELDS:
                 raise ApiError(400, f"unknown field {part.name!r}")
+            # Each field once: the form stays bounded however long the stream is.
+            if part.name in form.fields:
+                raise ApiError(400, f"field {part.name!r} sent twice")
             form.fields[part.name] = await _read_field(part)
             continue
         name = _check_file_name(part.filename, config)

@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from tests.lab_helpers import FAKE_CONFTEST, FAKE_TESTS, REVISION, VERSION, VIRTUAL_LAB, Firmware
+from tests.lab_helpers import (
+    FAKE_CONFTEST,
+    FAKE_FIRMWARE,
+    FAKE_TESTS,
+    REVISION,
+    VERSION,
+    VIRTUAL_LAB,
+    Firmware,
+)
 from tests.servers.labgrid_coordinator import LabgridCoordinator
 
 
@@ -54,6 +62,14 @@ async def file_server(tmp_path: Path) -> AsyncIterator[tuple[str, Path]]:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     yield f"http://127.0.0.1:{port}", root
     await runner.cleanup()
+
+
+@pytest.fixture
+def fake_firmware_url(file_server: tuple[str, Path]) -> str:
+    """Where the fake firmware (``FAKE_FIRMWARE``) is served for the lab to download."""
+    base_url, www = file_server
+    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+    return f"{base_url}/fw.bin"
 
 
 @pytest.fixture(scope="session")

@@ -146,6 +146,11 @@ def job_spec(job_id: str, url: str | None, sha256: str, *, plans: list[TestPlan]
                       timeout_s=timeout_s, firmware_revision=revision)
 
 
+def fake_job(job_id: str, url: str, *, plans: list[TestPlan], **kwargs) -> ev.JobSpec:
+    """A job for the fake firmware served at ``url`` (see the fake_firmware_url fixture)."""
+    return job_spec(job_id, url, sha256_of(FAKE_FIRMWARE), plans=plans, **kwargs)
+
+
 async def publish_job(js, subjects: Subjects, spec: ev.JobSpec) -> None:
     event = ev.JobCreated.build(spec, source="test", id=f"job.created:{spec.job_id}")
     await js.publish(subjects.job(spec.priority, spec.device_type), ev.encode(event),

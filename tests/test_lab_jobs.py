@@ -23,6 +23,7 @@ from tests.lab_helpers import (
     FAKE_FIRMWARE,
     EventLog,
     device_status,
+    fake_job,
     job_spec,
     lab_config,
     lab_subprocess,
@@ -57,12 +58,11 @@ async def _jobs_left(js, subjects) -> int:
 
 
 async def test_job_runs_suite_reports_results_and_stores_logs(
-        js, nc, subjects, nats_config, storage_config, fake_suite, file_server, tmp_path):
-    base_url, www = file_server
-    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+        js, nc, subjects, nats_config, storage_config, fake_suite, fake_firmware_url, tmp_path):
     events = await EventLog().start(nc, subjects)
     plans = [TestPlan(name="base", tests=["tests/test_fake.py"], keyword="not hang")]
-    spec = job_spec("wrtci:job:ok", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE), plans=plans)
+    spec = fake_job("wrtci:job:ok", fake_firmware_url,
+                    plans=plans)
     config = lab_config(nats_config, tmp_path / "work", fake_suite)
     async with running_log_writer(nats_config, storage_config), running_lab(config):
         await publish_job(js, subjects, spec)
@@ -99,14 +99,12 @@ async def test_job_runs_suite_reports_results_and_stores_logs(
 
 
 async def test_plan_paths_missing_from_the_suite_are_reported_as_miss(
-        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
-    base_url, www = file_server
-    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
     events = await EventLog().start(nc, subjects)
     plans = [TestPlan(name="base", tests=["tests/test_fake.py", "tests/test_ssh.py"],
                       keyword="not hang"),
              TestPlan(name="system", tests=["tests/test_lan.py"])]
-    spec = job_spec("wrtci:job:miss", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+    spec = fake_job("wrtci:job:miss", fake_firmware_url,
                     plans=plans)
     config = lab_config(nats_config, tmp_path / "work", fake_suite)
     async with running_lab(config):
@@ -143,11 +141,9 @@ async def test_wrong_sha256_is_an_error_and_runs_no_test(
 
 
 async def test_hanging_suite_is_killed_at_the_plan_timeout(
-        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
-    base_url, www = file_server
-    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
     events = await EventLog().start(nc, subjects)
-    spec = job_spec("wrtci:job:hang", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+    spec = fake_job("wrtci:job:hang", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_hang"],
                                     timeout_s=3)])
     config = lab_config(nats_config, tmp_path / "work", fake_suite)
@@ -162,11 +158,9 @@ async def test_hanging_suite_is_killed_at_the_plan_timeout(
 
 
 async def test_cancelled_running_job_is_stopped_and_reported(
-        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
-    base_url, www = file_server
-    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
     events = await EventLog().start(nc, subjects)
-    spec = job_spec("wrtci:job:cancel", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+    spec = fake_job("wrtci:job:cancel", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_hang"],
                                     timeout_s=600)])
     config = lab_config(nats_config, tmp_path / "work", fake_suite)
@@ -196,11 +190,9 @@ def _cmdline_has(pid: str, needle: str) -> bool:
 
 
 async def test_sigterm_hands_the_job_back_and_it_runs_again_once(
-        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
-    base_url, www = file_server
-    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
     events = await EventLog().start(nc, subjects)
-    spec = job_spec("wrtci:job:sigterm", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+    spec = fake_job("wrtci:job:sigterm", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_sleeps"])])
     config = lab_config(nats_config, tmp_path / "work", fake_suite, shutdown_grace_s=0.5,
                         env={"FAKE_SLEEP": "4"})
@@ -228,11 +220,9 @@ async def test_sigterm_hands_the_job_back_and_it_runs_again_once(
 
 
 async def test_killed_daemon_job_is_redelivered_after_the_ack_wait(
-        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
-    base_url, www = file_server
-    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
     events = await EventLog().start(nc, subjects)
-    spec = job_spec("wrtci:job:kill9", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+    spec = fake_job("wrtci:job:kill9", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_sleeps"])])
     config = lab_config(nats_config, tmp_path / "work", fake_suite, job_ack_wait_s=4,
                         env={"FAKE_SLEEP": "30"})
@@ -259,14 +249,12 @@ async def test_killed_daemon_job_is_redelivered_after_the_ack_wait(
 
 
 async def test_result_that_cannot_be_published_at_shutdown_leaves_the_job_for_redelivery(
-        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
     # The EVENTS stream refuses job.finished (gone) and the daemon is asked to
     # stop: it tries within the shutdown grace, then exits without acking, so
     # the job runs again once results can be stored.
-    base_url, www = file_server
-    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
     events = await EventLog().start(nc, subjects)
-    spec = job_spec("wrtci:job:noevents", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+    spec = fake_job("wrtci:job:noevents", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_prints"])])
     quick = msgspec.structs.replace(nats_config, request_timeout_s=1.0)
     config = lab_config(quick, tmp_path / "work", fake_suite, shutdown_grace_s=2,
@@ -290,13 +278,11 @@ async def test_result_that_cannot_be_published_at_shutdown_leaves_the_job_for_re
 
 
 async def test_job_cancelled_just_before_the_lab_started_it_does_not_run(
-        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
     # The scheduler withdraws a job from the queue and announces job.cancelled;
     # a lab that fetched the message a moment before must not run it.
-    base_url, www = file_server
-    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
     events = await EventLog().start(nc, subjects)
-    spec = job_spec("wrtci:job:early-cancel", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+    spec = fake_job("wrtci:job:early-cancel", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_prints"])])
     config = lab_config(nats_config, tmp_path / "work", fake_suite)
     async with running_lab(config):
@@ -313,11 +299,9 @@ async def test_job_cancelled_just_before_the_lab_started_it_does_not_run(
 
 
 async def test_status_answers_while_a_health_check_request_waits_for_a_running_job(
-        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
-    base_url, www = file_server
-    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
     events = await EventLog().start(nc, subjects)
-    spec = job_spec("wrtci:job:busy", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+    spec = fake_job("wrtci:job:busy", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_hang"])])
     config = lab_config(nats_config, tmp_path / "work", fake_suite,
                         health_image=str(tmp_path / "missing.cpio.gz"))
@@ -353,14 +337,12 @@ def test_fails_loudly(n):
 
 
 async def test_results_too_big_for_one_message_are_trimmed_not_retried_for_ever(
-        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
     # 400 failures with long tracebacks: JobFinished would be far over NATS's
     # 1 MB max payload, and publishing it can never succeed.
     (fake_suite / "tests" / "test_big.py").write_text(BIG_FAILURES)
-    base_url, www = file_server
-    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
     events = await EventLog().start(nc, subjects)
-    spec = job_spec("wrtci:job:big", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+    spec = fake_job("wrtci:job:big", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_big.py"])])
     config = lab_config(nats_config, tmp_path / "work", fake_suite)
     async with running_lab(config):

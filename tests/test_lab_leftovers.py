@@ -27,16 +27,14 @@ from lab_daemon.leftovers import (
 from proto import events as ev
 from proto.model import JobResult, TestPlan
 from tests.lab_helpers import (
-    FAKE_FIRMWARE,
     LAB_PLACE_USER,
     EventLog,
     eventually,
-    job_spec,
+    fake_job,
     lab_config,
     lab_subprocess,
     publish_job,
     running_lab,
-    sha256_of,
     stream_events,
     write_config,
 )
@@ -123,14 +121,12 @@ def test_group_whose_leader_is_gone_is_still_found(tmp_path):
 
 
 async def test_sigkilled_daemon_leaves_nothing_running_and_the_job_runs_once(
-        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path,
+        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path,
         labgrid_coordinator, labgrid_place):
-    base_url, www = file_server
-    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
     (fake_suite / "tests" / "test_linger.py").write_text(LINGERING_TEST)
     marker = f"{fake_suite}/helper-of-the-killed-run"
     events = await EventLog().start(nc, subjects)
-    spec = job_spec("wrtci:job:leftover", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+    spec = fake_job("wrtci:job:leftover", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_linger.py"])])
     common = {"place": labgrid_place, "coordinator": labgrid_coordinator.address,
               "job_ack_wait_s": 4}

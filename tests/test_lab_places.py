@@ -17,16 +17,14 @@ from proto.topology import ensure_consumer, job_consumer
 from services.runtime import EventPublisher
 from tests.lab_helpers import (
     DEVICE_TYPE,
-    FAKE_FIRMWARE,
     LAB_PLACE_USER,
     EventLog,
     device_status,
     eventually,
-    job_spec,
+    fake_job,
     lab_config,
     publish_job,
     running_lab,
-    sha256_of,
     write_config,
 )
 from tests.test_lab_cli import wrtci_lab
@@ -55,13 +53,11 @@ def test_holder_is_read_from_labgrid_client_show():
 
 
 async def test_job_runs_with_the_place_acquired_and_releases_it(
-        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path,
+        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path,
         labgrid_coordinator, labgrid_place):
-    base_url, www = file_server
-    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
     (fake_suite / "tests" / "test_place.py").write_text(PLACE_TEST)
     events = await EventLog().start(nc, subjects)
-    spec = job_spec("wrtci:job:place", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+    spec = fake_job("wrtci:job:place", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_place.py"])])
     config = lab_config(nats_config, tmp_path / "work", fake_suite, place=labgrid_place,
                         coordinator=labgrid_coordinator.address)
@@ -77,12 +73,10 @@ async def test_job_runs_with_the_place_acquired_and_releases_it(
 
 
 async def test_cancelled_job_releases_the_place(
-        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path,
+        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path,
         labgrid_coordinator, labgrid_place):
-    base_url, www = file_server
-    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
     events = await EventLog().start(nc, subjects)
-    spec = job_spec("wrtci:job:place-cancel", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+    spec = fake_job("wrtci:job:place-cancel", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_hang"])])
     config = lab_config(nats_config, tmp_path / "work", fake_suite, place=labgrid_place,
                         coordinator=labgrid_coordinator.address)
@@ -100,13 +94,11 @@ async def test_cancelled_job_releases_the_place(
 
 
 async def test_place_held_by_a_developer_keeps_the_job_queued_until_released(
-        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path,
+        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path,
         labgrid_coordinator, labgrid_place):
-    base_url, www = file_server
-    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
     labgrid_coordinator.client("acquire", place=labgrid_place, user="alice")
     events = await EventLog().start(nc, subjects)
-    spec = job_spec("wrtci:job:place-busy", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
+    spec = fake_job("wrtci:job:place-busy", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_prints"])])
     config = lab_config(nats_config, tmp_path / "work", fake_suite, place=labgrid_place,
                         coordinator=labgrid_coordinator.address, place_check_s=0.3)

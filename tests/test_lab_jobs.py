@@ -189,6 +189,19 @@ def _cmdline_has(pid: str, needle: str) -> bool:
         return False
 
 
+async def _signal_mid_job(js, subjects, events, spec, config_path, tmp_path, sig) -> int:
+    """Run a lab daemon process, signal it while the job's tests run; its exit status."""
+    daemon = lab_subprocess(config_path, tmp_path / "lab-1.log")
+    try:
+        await publish_job(js, subjects, spec)
+        await events.wait_for(lambda e: any(p.data.stage == "test"
+                                            for p in e.of(ev.JobProgress)))
+        daemon.send_signal(sig)
+        return await asyncio.to_thread(daemon.wait, 30)
+    finally:
+        daemon.kill()
+
+
 async def test_sigterm_hands_the_job_back_and_it_runs_again_once(
         js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
     events = await EventLog().start(nc, subjects)
@@ -197,15 +210,8 @@ async def test_sigterm_hands_the_job_back_and_it_runs_again_once(
     config = lab_config(nats_config, tmp_path / "work", fake_suite, shutdown_grace_s=0.5,
                         env={"FAKE_SLEEP": "4"})
     path = write_config(config, tmp_path / "lab.toml")
-    first = lab_subprocess(path, tmp_path / "lab-1.log")
-    try:
-        await publish_job(js, subjects, spec)
-        await events.wait_for(lambda e: any(p.data.stage == "test"
-                                            for p in e.of(ev.JobProgress)))
-        first.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(first.wait, 30) == 0
-    finally:
-        first.kill()
+    status = await _signal_mid_job(js, subjects, events, spec, path, tmp_path, signal.SIGTERM)
+    assert status == 0
     handed_back = [p for p in events.of(ev.JobProgress) if p.data.stage == "handed_back"]
     assert handed_back and "shutting down" in handed_back[0].data.message
     assert events.of(ev.JobFinished) == []
@@ -227,15 +233,7 @@ async def test_killed_daemon_job_is_redelivered_after_the_ack_wait(
     config = lab_config(nats_config, tmp_path / "work", fake_suite, job_ack_wait_s=4,
                         env={"FAKE_SLEEP": "30"})
     path = write_config(config, tmp_path / "lab.toml")
-    first = lab_subprocess(path, tmp_path / "lab-1.log")
-    try:
-        await publish_job(js, subjects, spec)
-        await events.wait_for(lambda e: any(p.data.stage == "test"
-                                            for p in e.of(ev.JobProgress)))
-        first.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(first.wait, 30)
-    finally:
-        first.kill()
+    await _signal_mid_job(js, subjects, events, spec, path, tmp_path, signal.SIGKILL)
     fast = lab_config(nats_config, tmp_path / "work2", fake_suite, job_ack_wait_s=4,
                       env={"FAKE_SLEEP": "0"})
     async with running_lab(fast):

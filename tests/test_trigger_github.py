@@ -9,7 +9,6 @@ import json
 import random
 import time
 import zipfile
-from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
@@ -21,28 +20,24 @@ from services.trigger.artifacts import ArtifactRejected, UnpackLimits, unpack
 from services.trigger.config import GithubConfig
 from services.trigger.github import GithubClient, PullRequestSource
 from services.trigger.service import open_context
-from tests.servers.github import GithubServer, make_zip
+from tests.servers.github import make_zip
 from tests.servers.trigger_harness import (
+    LABEL,
+    REPO,
+    SYSUPGRADE,
+    TOKEN,
+    X86_IMAGE,
     build_count,
     checkouts,
     discovered_events,
+    firmware_artifacts,
     trigger_config,
 )
 
-REPO = "openwrt/openwrt"
-LABEL = "ci-test-requested"
-TOKEN = "ghs_localtesttoken"
+pytest_plugins = ["tests.servers.github_fixture"]
+
 SHA1 = "a" * 40
 SHA2 = "b" * 40
-SYSUPGRADE = "openwrt-ath79-generic-tplink_archer-c7-v2-squashfs-sysupgrade.bin"
-X86_IMAGE = "openwrt-x86-64-generic-squashfs-combined.img.gz"
-
-
-@pytest.fixture
-async def github() -> AsyncIterator[GithubServer]:
-    server = await GithubServer(REPO, token=TOKEN).start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
@@ -57,18 +52,6 @@ async def poll(config, times: int = 1):
         source = PullRequestSource(config.trigger.github, ctx)
         reports = [await source.poll_once() for _ in range(times)]
     return reports[-1]
-
-
-def firmware_artifacts(seed: bytes = b"1") -> dict[str, bytes]:
-    return {
-        "openwrt-ath79-generic": make_zip({
-            f"bin/targets/ath79/generic/{SYSUPGRADE}": seed * 5000,
-            "bin/targets/ath79/generic/sha256sums": b"whatever",
-            "bin/targets/ath79/generic/config.buildinfo": b"CONFIG_TARGET_ath79=y",
-        }),
-        "openwrt-x86-64": make_zip({f"{X86_IMAGE}": seed * 7000}),
-        "logs-ath79-generic": make_zip({"build.log": b"log"}),
-    }
 
 
 def stored(storage_config, key: str) -> bytes:

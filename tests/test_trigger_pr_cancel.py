@@ -6,8 +6,6 @@ test runs the scheduler too and shows the old firmware's queued job withdrawn.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
 from proto import events as ev
@@ -18,26 +16,16 @@ from services.trigger.pr_cancel import Cause, PrFirmware, PrNow, to_cancel
 from services.trigger.service import open_context
 from tests import factories
 from tests.pipeline import firmware_jobs, firmware_state, running, stored_events, wait_until
-from tests.servers.github import GithubServer
-from tests.servers.trigger_harness import trigger_config
-from tests.test_trigger_github import firmware_artifacts
+from tests.servers.trigger_harness import LABEL, REPO, TOKEN, firmware_artifacts, trigger_config
 
-REPO = "openwrt/openwrt"
-LABEL = "ci-test-requested"
-TOKEN = "ghs_localtesttoken"
+pytest_plugins = ["tests.servers.github_fixture"]
+
 SHA1 = "a" * 40
 SHA2 = "b" * 40
 SHA3 = "c" * 40
 OLD = f"wrtci:pr:{REPO}#101:{SHA1}"
 NEW = f"wrtci:pr:{REPO}#101:{SHA2}"
 X86 = "x86/64/generic"
-
-
-@pytest.fixture
-async def github() -> AsyncIterator[GithubServer]:
-    server = await GithubServer(REPO, token=TOKEN).start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """What the trigger tests share: the service config for this test's servers,
-the service context, and reading back what was recorded and announced."""
+the service context, PR artifacts, and reading back what was recorded and
+announced. The local GitHub API fixture is in ``tests.servers.github_fixture``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,26 @@ from proto import events as ev
 from services.config import DatabaseConfig, NatsConfig, StorageConfig
 from services.trigger.config import GithubConfig, OfficialConfig, TriggerConfig, WebConfig
 from services.trigger.service import Config
+from tests.servers.github import make_zip
+
+REPO = "openwrt/openwrt"
+LABEL = "ci-test-requested"
+TOKEN = "ghs_localtesttoken"
+SYSUPGRADE = "openwrt-ath79-generic-tplink_archer-c7-v2-squashfs-sysupgrade.bin"
+X86_IMAGE = "openwrt-x86-64-generic-squashfs-combined.img.gz"
+
+
+def firmware_artifacts(seed: bytes = b"1") -> dict[str, bytes]:
+    """A PR build's artifacts: two firmware targets and a log that is not firmware."""
+    return {
+        "openwrt-ath79-generic": make_zip({
+            f"bin/targets/ath79/generic/{SYSUPGRADE}": seed * 5000,
+            "bin/targets/ath79/generic/sha256sums": b"whatever",
+            "bin/targets/ath79/generic/config.buildinfo": b"CONFIG_TARGET_ath79=y",
+        }),
+        "openwrt-x86-64": make_zip({f"{X86_IMAGE}": seed * 7000}),
+        "logs-ath79-generic": make_zip({"build.log": b"log"}),
+    }
 
 
 def trigger_config(nats_config: NatsConfig, database_config: DatabaseConfig,

@@ -12,12 +12,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import hashlib
-import io
 from collections.abc import AsyncIterator
 
 import aiohttp
 import msgspec
-from minio import Minio
 
 from proto import events as ev
 from proto.model import DeviceHealth, DeviceState, ErrorCode, JobResult
@@ -27,6 +25,7 @@ from services.api.config import ApiSection
 from services.config import DatabaseConfig, NatsConfig, StorageConfig
 from services.stack.servers import free_port
 from tests.factories_results import T0, Factory, finished, ingest_all, publish, started
+from tests.helpers import put_object
 from tests.test_results_kcidb import analyser
 
 TOKEN = "operator-token-for-tests"
@@ -84,11 +83,6 @@ async def serving(nats_config: NatsConfig, database_config: DatabaseConfig,
             stop.set()
             await asyncio.wait_for(task, 20)
 
-
-def put_object(storage_config: StorageConfig, key: str, data: bytes) -> None:
-    client = Minio(storage_config.endpoint, access_key=storage_config.access_key,
-                   secret_key=storage_config.secret_key, secure=False)
-    client.put_object(storage_config.bucket, key, io.BytesIO(data), len(data))
 
 
 def console_log(lines: int = 4000) -> bytes:

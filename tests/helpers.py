@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+from services.config import StorageConfig
+from services.storage import minio_client
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,3 +30,18 @@ def run_cli(*args: str, timeout: float = 60, env: dict[str, str] | None = None,
             f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
         )
     return result
+
+
+def read_object(storage_config: StorageConfig, key: str) -> bytes:
+    """An object of this test's bucket, whole."""
+    response = minio_client(storage_config).get_object(storage_config.bucket, key)
+    try:
+        return response.read()
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def put_object(storage_config: StorageConfig, key: str, data: bytes) -> None:
+    minio_client(storage_config).put_object(storage_config.bucket, key, io.BytesIO(data),
+                                            len(data))

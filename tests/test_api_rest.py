@@ -9,8 +9,9 @@ from urllib.parse import quote
 import pytest
 
 from proto.storage import job_log_key
-from tests.api_support import HOSTILE, put_object, scenario, serving
+from tests.api_support import HOSTILE, scenario, serving
 from tests.factories_results import Factory
+from tests.helpers import put_object
 from tests.pipeline import wait_until
 
 

@@ -11,7 +11,6 @@ import os
 import signal
 
 import msgspec
-from minio import Minio
 
 from proto import events as ev
 from proto import topology
@@ -19,6 +18,7 @@ from proto.control import LabAction, LabControlReply, LabControlRequest
 from proto.model import DeviceState, ErrorCode, JobResult, TestPlan, TestStatus
 from proto.storage import job_log_key
 from services.runtime import EventPublisher
+from tests.helpers import read_object
 from tests.lab_helpers import (
     FAKE_FIRMWARE,
     EventLog,
@@ -38,18 +38,9 @@ from tests.lab_helpers import (
 pytest_plugins = ["tests.lab_fixtures"]
 
 
-def _minio(storage_config) -> Minio:
-    return Minio(storage_config.endpoint, access_key=storage_config.access_key,
-                 secret_key=storage_config.secret_key, secure=False)
-
 
 def _object(storage_config, key: str) -> str:
-    response = _minio(storage_config).get_object(storage_config.bucket, key)
-    try:
-        return response.read().decode()
-    finally:
-        response.close()
-        response.release_conn()
+    return read_object(storage_config, key).decode()
 
 
 async def _jobs_left(js, subjects) -> int:

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 
 import aiohttp
 import pytest
-from minio import Minio
 
 from proto.storage import job_log_key
 from services.results.config import KcidbSection, ResultsSection
 from services.results.forwarder import Forwarder, KcidbClient
-from services.results.logs import LogStore, storage_client
+from services.results.logs import LogStore
 from services.results.signatures import SignatureSet
 from services.results.work import Analyser
+from services.storage import minio_client
 from tests import kcidb_schema
 from tests.factories_results import Factory, finished, ingest_all, publish, started
-from tests.helpers import run_cli
+from tests.helpers import put_object, run_cli
 from tests.servers.kcidb import KcidbServer, make_token
 
 PANIC_LOG = """\
@@ -30,14 +29,11 @@ PANIC_LOG = """\
 
 
 def _put(storage_config, key: str, text: str) -> None:
-    client = Minio(storage_config.endpoint, access_key=storage_config.access_key,
-                   secret_key=storage_config.secret_key, secure=False)
-    data = text.encode()
-    client.put_object(storage_config.bucket, key, io.BytesIO(data), len(data))
+    put_object(storage_config, key, text.encode())
 
 
 def analyser(pool, storage_config) -> Analyser:
-    return Analyser(pool, LogStore(storage_client(storage_config), storage_config.bucket),
+    return Analyser(pool, LogStore(minio_client(storage_config), storage_config.bucket),
                     SignatureSet.load(), ResultsSection(log_retry_delay_s=0.01))
 
 

@@ -12,7 +12,6 @@ import zipfile
 
 import msgspec
 import pytest
-from minio import Minio
 
 from proto.model import SourceKind
 from proto.subjects import PriorityClass
@@ -20,6 +19,7 @@ from services.trigger.artifacts import ArtifactRejected, UnpackLimits, unpack
 from services.trigger.config import GithubConfig
 from services.trigger.github import GithubClient, PullRequestSource
 from services.trigger.service import open_context
+from tests.helpers import read_object
 from tests.servers.github import make_zip
 from tests.servers.trigger_harness import (
     LABEL,
@@ -54,16 +54,6 @@ async def poll(config, times: int = 1):
     return reports[-1]
 
 
-def stored(storage_config, key: str) -> bytes:
-    client = Minio(storage_config.endpoint, access_key=storage_config.access_key,
-                   secret_key=storage_config.secret_key, secure=False)
-    response = client.get_object(storage_config.bucket, key)
-    try:
-        return response.read()
-    finally:
-        response.close()
-        response.release_conn()
-
 
 async def test_labelled_pr_becomes_one_firmware(github, config, js, subjects, pool,
                                                 storage_config) -> None:
@@ -91,7 +81,7 @@ async def test_labelled_pr_becomes_one_firmware(github, config, js, subjects, po
             sysupgrade.filesystem) == ("ath79", "generic", "tplink_archer-c7-v2", "sysupgrade",
                                        "squashfs")
     assert sysupgrade.sha256 == hashlib.sha256(b"1" * 5000).hexdigest()
-    assert stored(storage_config, sysupgrade.object_key) == b"1" * 5000
+    assert read_object(storage_config, sysupgrade.object_key) == b"1" * 5000
     assert github.blob_auth_headers == [None, None]  # the token never went to blob storage
 
 

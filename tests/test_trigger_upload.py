@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from minio import Minio
 
 from proto.model import SourceKind
 from proto.subjects import PriorityClass
@@ -17,6 +16,7 @@ from services.stack.servers import free_port
 from services.trigger.config import OfficialConfig, WebConfig
 from services.trigger.images import classify, guess_profile
 from services.trigger.service import Config, run
+from tests.helpers import read_object
 from tests.servers.downloads import DownloadsServer
 from tests.servers.trigger_harness import (
     build_count,
@@ -83,16 +83,6 @@ async def post_upload(url: str, files: dict[str, bytes], token: str = TOKEN,
         return resp.status, await resp.json()
 
 
-def stored(storage_config, key: str) -> bytes:
-    client = Minio(storage_config.endpoint, access_key=storage_config.access_key,
-                   secret_key=storage_config.secret_key, secure=False)
-    response = client.get_object(storage_config.bucket, key)
-    try:
-        return response.read()
-    finally:
-        response.close()
-        response.release_conn()
-
 
 # -- uploads ---------------------------------------------------------------------------------
 
@@ -115,7 +105,7 @@ async def test_upload_is_stored_recorded_and_announced_once(service, js, subject
     image = body["images"][0]
     assert (image["type"], image["filesystem"], image["sha256"], image["size"]) == (
         "rootfs", "initramfs", digest, len(content))
-    assert stored(storage_config, image["object_key"]) == content
+    assert read_object(storage_config, image["object_key"]) == content
     row = (await checkouts(pool))[firmware_id]
     assert (row["source_kind"], row["priority_class"], row["channel"], row["version"],
             row["misc"]["submitter"]) == ("upload", "custom", "custom", "24.10.0", "alice")

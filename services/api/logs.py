@@ -15,7 +15,8 @@ from minio.error import S3Error
 
 from proto.storage import job_log_key
 from services.config import StorageConfig
-from services.logs.store import content_type, minio_client
+from services.logs.store import content_type
+from services.storage import minio_client
 
 log = logging.getLogger(__name__)
 

@@ -5,20 +5,8 @@ from __future__ import annotations
 import asyncio
 import io
 
-import urllib3
-from minio import Minio
-
 from services.config import StorageConfig
-
-
-def minio_client(config: StorageConfig) -> Minio:
-    http = urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=min(10.0, config.timeout_s), read=config.timeout_s),
-        retries=urllib3.Retry(total=3, backoff_factor=0.5,
-                              status_forcelist=[500, 502, 503, 504]),
-    )
-    return Minio(config.endpoint, access_key=config.access_key, secret_key=config.secret_key,
-                 secure=config.secure, region=config.region, http_client=http)
+from services.storage import minio_client
 
 
 class LogStore:

@@ -5,22 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from services.config import StorageConfig
 from services.results.signatures import SignatureMatch
 
 ORIGIN = "wrtci"
-
-
-def storage_client(config: StorageConfig) -> Minio:
-    """A MinIO client whose every request has a timeout."""
-    timeout = urllib3.Timeout(connect=min(10.0, config.timeout_s), read=config.timeout_s)
-    http = urllib3.PoolManager(timeout=timeout, retries=urllib3.Retry(total=2, backoff_factor=0.2))
-    return Minio(config.endpoint, access_key=config.access_key, secret_key=config.secret_key,
-                 secure=config.secure, region=config.region, http_client=http)
 
 
 class LogStore:

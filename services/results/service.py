@@ -16,11 +16,12 @@ from services import db
 from services.batch_consume import Delivery, Verdict, consume_batches
 from services.results.config import Config
 from services.results.forwarder import Forwarder, KcidbClient
-from services.results.logs import LogStore, storage_client
+from services.results.logs import LogStore
 from services.results.signatures import SignatureSet
 from services.results.store import ingest_batch
 from services.results.work import Analyser
 from services.runtime import check_database, check_nats, connect_nats, until_stop_or_failure
+from services.storage import minio_client
 
 __all__ = ["Config", "check", "consumer_config", "run"]
 
@@ -62,7 +63,7 @@ async def run(config: Config, stop: asyncio.Event) -> None:
                 batch=section.batch_size, fetch_timeout=section.fetch_timeout_s),
                 name="ingest"),
             asyncio.create_task(Analyser(
-                pool, LogStore(storage_client(config.storage), config.storage.bucket,
+                pool, LogStore(minio_client(config.storage), config.storage.bucket,
                                config.storage.timeout_s * 2),
                 signatures, section).run(stop), name="analysis"),
         ]

@@ -16,6 +16,7 @@ from proto.events import JobCreated, JobSpec, encode
 from proto.subjects import Subjects
 from services.config import StorageConfig
 from services.runtime import EventPublisher
+from services.storage import minio_client
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,7 @@ def job_created_id(job_id: str, attempt: int) -> str:
 
 def minio_presigner(config: StorageConfig) -> Presigner:
     """Presigned GET URLs; computed locally (region given), no request to the server."""
-    from minio import Minio
-
-    client = Minio(config.endpoint, access_key=config.access_key, secret_key=config.secret_key,
-                   secure=config.secure, region=config.region)
+    client = minio_client(config)
     expiry = dt.timedelta(seconds=config.presign_expiry_s)
 
     def presign(object_key: str) -> str:

@@ -9,22 +9,14 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import urllib3
-from minio import Minio
-
 from services.config import StorageConfig
+from services.storage import minio_client
 
 
 class ObjectStore:
     def __init__(self, config: StorageConfig) -> None:
         self.bucket = config.bucket
-        timeout = urllib3.Timeout(connect=min(10.0, config.timeout_s), read=config.timeout_s)
-        self.client = Minio(
-            config.endpoint, access_key=config.access_key, secret_key=config.secret_key,
-            secure=config.secure, region=config.region,
-            http_client=urllib3.PoolManager(
-                timeout=timeout, retries=urllib3.Retry(total=3, backoff_factor=0.2)),
-        )
+        self.client = minio_client(config)
 
     async def put_file(self, key: str, path: Path,
                        content_type: str = "application/octet-stream") -> None:

@@ -27,13 +27,14 @@ from minio import Minio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.config import NatsConfig  # noqa: E402
+from core.runtime import EventPublisher, connect_nats  # noqa: E402
 from lab_daemon.logstream import ChunkSender, LogStream  # noqa: E402
 from proto import topology  # noqa: E402
 from proto.events import decode  # noqa: E402
 from proto.storage import job_log_key  # noqa: E402
 from services import logs as logs_service  # noqa: E402
-from services.config import NatsConfig, StorageConfig  # noqa: E402
-from services.runtime import EventPublisher, connect_nats  # noqa: E402
+from services.config import StorageConfig  # noqa: E402
 from services.stack.servers import NatsServer, S3Server  # noqa: E402
 
 

@@ -28,17 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncpg
 
+from core.config import NatsConfig
+from core.runtime import EventPublisher, connect_nats
 from proto import events as ev
 from proto import topology
 from proto.model import JobResult, TestResult, TestStatus
 from proto.subjects import Subjects
 from services import db
 from services.batch_consume import consume_batches
-from services.config import DatabaseConfig, NatsConfig
+from services.config import DatabaseConfig
 from services.db.migrate import migrate
 from services.results.service import consumer_config
 from services.results.store import ingest_batch
-from services.runtime import EventPublisher, connect_nats
 from services.stack.servers import NatsServer, PostgresServer
 
 DEVICE_TYPE = "x86/64/generic"

@@ -26,12 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncpg
 
+from core.config import LoggingConfig, NatsConfig
+from core.runtime import connect_nats
 from proto import topology
 from proto.model import PriorityClass
 from services import db
-from services.config import DatabaseConfig, LoggingConfig, NatsConfig
+from services.config import DatabaseConfig
 from services.db.migrate import migrate
-from services.runtime import connect_nats
 from services.scheduler.service import Config, SchedulerApp, SchedulerSettings
 from services.stack.servers import NatsServer, PostgresServer
 from tests import factories

@@ -24,11 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncpg
 
+from core.config import NatsConfig
+from core.runtime import connect_nats
 from proto import topology
 from services import db
-from services.config import DatabaseConfig, NatsConfig, StorageConfig
+from services.config import DatabaseConfig, StorageConfig
 from services.db.migrate import migrate
-from services.runtime import connect_nats
 from services.stack.servers import NatsServer, PostgresServer
 from services.trigger.config import OfficialConfig, TriggerConfig, WebConfig
 from services.trigger.service import Config, open_context

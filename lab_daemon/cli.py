@@ -26,6 +26,14 @@ import msgspec
 import nats.errors
 from nats.js.errors import KeyNotFoundError
 
+from core.config import ConfigError, load_config
+from core.runtime import (
+    EventPublisher,
+    check_nats,
+    connect_nats,
+    install_signal_handlers,
+    setup_logging,
+)
 from lab_daemon.config import Config
 from lab_daemon.daemon import LabDaemon, resolve_paths
 from lab_daemon.healthcheck import run_health_check
@@ -35,14 +43,6 @@ from proto import events as ev
 from proto.control import LabAction, LabControlReply, LabControlRequest
 from proto.model import DeviceHealth, DeviceState
 from proto.records import DeviceRecord, decode_record, encode_record
-from services.config import ConfigError, load_config
-from services.runtime import (
-    EventPublisher,
-    check_nats,
-    connect_nats,
-    install_signal_handlers,
-    setup_logging,
-)
 
 CONFIG_ENV = "WRTCI_LAB_CONFIG"
 

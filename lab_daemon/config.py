@@ -10,8 +10,8 @@ from pathlib import Path
 
 import msgspec
 
+from core.config import LoggingConfig, NatsConfig
 from proto.topology import JOB_ACK_WAIT
-from services.config import LoggingConfig, NatsConfig
 
 DAY = 24 * 3600.0
 

@@ -23,6 +23,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
+from core.runtime import EventPublisher, connect_nats
 from lab_daemon.config import Config
 from lab_daemon.device import Device
 from lab_daemon.firmware import FirmwareCache
@@ -37,7 +38,6 @@ from proto.control import LabAction, LabControlReply, LabControlRequest
 from proto.jobqueue import JobQueue, QueuedJob
 from proto.model import DeviceState, JobResult
 from proto.records import DeviceRecord, LabRecord, decode_record, encode_record
-from services.runtime import EventPublisher, connect_nats
 
 log = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ import contextlib
 import logging
 from pathlib import Path
 
+from core.runtime import EventPublisher
 from proto.events import LogChunk, LogChunkData
-from services.runtime import EventPublisher
 
 log = logging.getLogger(__name__)
 

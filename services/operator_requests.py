@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
+from core.runtime import EventPublisher
 from proto.events import (
     CloudEvent,
     FirmwareCancelRequested,
@@ -18,7 +19,6 @@ from proto.events import (
     JobRequestData,
     JobRetryRequested,
 )
-from services.runtime import EventPublisher
 
 Noun = Literal["job", "firmware"]
 Verb = Literal["retry", "cancel"]

@@ -14,8 +14,8 @@ import logging
 
 import asyncpg
 
+from core.runtime import EventPublisher
 from proto.events import CloudEvent, encode
-from services.runtime import EventPublisher
 
 log = logging.getLogger(__name__)
 

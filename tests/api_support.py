@@ -17,12 +17,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 import msgspec
 
+from core.config import NatsConfig
 from proto import events as ev
 from proto.model import DeviceHealth, DeviceState, ErrorCode, JobResult
 from proto.storage import job_log_key
 from services.api import Config, run
 from services.api.config import ApiSection
-from services.config import DatabaseConfig, NatsConfig, StorageConfig
+from services.config import DatabaseConfig, StorageConfig
 from services.stack.servers import free_port
 from tests.factories_results import T0, Factory, finished, ingest_all, publish, started
 from tests.helpers import put_object

@@ -19,12 +19,13 @@ import asyncpg
 import pytest
 from minio import Minio
 
+from core.config import NatsConfig
+from core.runtime import connect_nats
 from proto import topology
 from proto.subjects import Subjects
 from services import db
-from services.config import DatabaseConfig, NatsConfig, StorageConfig
+from services.config import DatabaseConfig, StorageConfig
 from services.db.migrate import migrate
-from services.runtime import connect_nats
 from services.stack.servers import NatsServer, PostgresServer, S3Server
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -169,8 +170,8 @@ def storage_config(s3_server: S3Server) -> StorageConfig:
 def site_config_file(tmp_path: Path, nats_config: NatsConfig, storage_config: StorageConfig,
                      database_config: DatabaseConfig) -> Path:
     """A site TOML file for the CLI pointing at this test's servers."""
+    from core.config import dump_config
     from services.cli.common import CliConfig
-    from services.config import dump_config
 
     path = tmp_path / "wrtci.toml"
     path.write_bytes(dump_config(CliConfig(nats=nats_config, database=database_config,

@@ -8,12 +8,12 @@ import hashlib
 import asyncpg
 from nats.js import JetStreamContext
 
+from core.runtime import EventPublisher
 from proto.events import FirmwareDiscovered, FirmwareDiscoveredData, LabDevice
 from proto.model import DeviceHealth, Image, PriorityClass, SourceKind
 from proto.records import LabRecord, encode_record
 from proto.subjects import Subjects
 from services.firmware_store import record_firmware
-from services.runtime import EventPublisher
 
 CHANNEL_OF = {
     PriorityClass.PR: "pr", PriorityClass.CUSTOM: "custom", PriorityClass.SNAPSHOT: "snapshot",

@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 import tomli_w
 
+from core.config import LoggingConfig, NatsConfig
 from lab_daemon.config import Config, DeviceConfig, HealthConfig, LabSection
 from lab_daemon.daemon import LabDaemon
 from proto import events as ev
@@ -25,7 +26,7 @@ from proto.events import decode
 from proto.model import Image, TestPlan
 from proto.subjects import Priority, Subjects
 from services import logs as logs_service
-from services.config import LoggingConfig, NatsConfig, StorageConfig
+from services.config import StorageConfig
 
 PROJECT = Path(__file__).resolve().parent.parent
 VIRTUAL_LAB = PROJECT / "deploy" / "virtual-lab"

@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import asyncpg
 from nats.js import JetStreamContext
 
+from core.config import LoggingConfig, NatsConfig
+from core.runtime import EventPublisher
 from proto.events import (
     CloudEvent,
     DecodeError,
@@ -24,8 +26,7 @@ from proto.jobqueue import JobQueue, QueuedJob
 from proto.model import ErrorCode, JobResult
 from proto.subjects import Subjects
 from proto.topology import JOB_ACK_WAIT
-from services.config import DatabaseConfig, LoggingConfig, NatsConfig, StorageConfig
-from services.runtime import EventPublisher
+from services.config import DatabaseConfig, StorageConfig
 from services.scheduler import service as scheduler_service
 from services.scheduler.service import SchedulerApp, SchedulerSettings
 from services.timeout import service as timeout_service

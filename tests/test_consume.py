@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from core.runtime import EventPublisher
 from proto import events as ev
 from proto.topology import service_consumer
 from services.consume import Reject, Retry, consume
-from services.runtime import EventPublisher
 from tests.samples import sample_events
 
 

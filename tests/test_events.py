@@ -7,10 +7,10 @@ import json
 import msgspec
 import pytest
 
+from core.runtime import EventPublisher
 from proto import events as ev
 from proto.routing import event_subject
 from proto.topology import service_consumer
-from services.runtime import EventPublisher
 from tests.samples import sample_events
 
 

@@ -7,8 +7,8 @@ import json
 import os
 import sys
 
+from core.runtime import EventPublisher
 from proto import events as ev
-from services.runtime import EventPublisher
 from tests.helpers import PROJECT_ROOT, run_cli
 from tests.samples import sample_events
 

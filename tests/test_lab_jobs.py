@@ -12,12 +12,12 @@ import signal
 
 import msgspec
 
+from core.runtime import EventPublisher
 from proto import events as ev
 from proto import topology
 from proto.control import LabAction, LabControlReply, LabControlRequest
 from proto.model import DeviceState, ErrorCode, JobResult, TestPlan, TestStatus
 from proto.storage import job_log_key
-from services.runtime import EventPublisher
 from tests.helpers import read_object
 from tests.lab_helpers import (
     FAKE_FIRMWARE,

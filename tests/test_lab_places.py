@@ -8,13 +8,13 @@ without counting against its health.
 
 from __future__ import annotations
 
+from core.runtime import EventPublisher
 from lab_daemon.config import HealthConfig
 from lab_daemon.places import parse_holder
 from proto import events as ev
 from proto.model import DeviceHealth, DeviceState, ErrorCode, JobResult, TestPlan, TestStatus
 from proto.subjects import Priority
 from proto.topology import ensure_consumer, job_consumer
-from services.runtime import EventPublisher
 from tests.lab_helpers import (
     DEVICE_TYPE,
     LAB_PLACE_USER,

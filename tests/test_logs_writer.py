@@ -6,12 +6,12 @@ import asyncio
 
 from minio import Minio
 
+from core.config import NatsConfig
+from core.runtime import EventPublisher, connect_nats
 from lab_daemon.logstream import ChunkSender, LogStream
 from proto import topology
 from proto.events import LogChunk, LogChunkData
 from proto.storage import job_log_key
-from services.config import NatsConfig
-from services.runtime import EventPublisher, connect_nats
 from services.stack.servers import NatsServer
 from tests.lab_helpers import running_log_writer, stream_events
 

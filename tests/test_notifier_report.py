@@ -9,9 +9,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+from core.config import load_config
 from proto.events import FirmwareStateChanged, FirmwareStateData
 from proto.model import FirmwareState, PullRequest
-from services.config import load_config
 from services.notifier import Config, mail, report
 from services.notifier.config import MailRule, MailSection, NotifierSection
 from services.notifier.delivery import PermanentFailure, TemporaryFailure

@@ -14,10 +14,10 @@ import pytest
 from aiosmtpd.controller import Controller
 from nats.js.errors import NotFoundError
 
+from core.config import LoggingConfig
 from proto.events import FirmwareStateChanged, FirmwareStateData
 from proto.model import FirmwareState, PriorityClass, PullRequest, SourceKind
 from proto.storage import job_log_key
-from services.config import LoggingConfig
 from services.notifier import Config, run
 from services.notifier.config import GithubSection, MailRule, MailSection, NotifierSection
 from services.scheduler.lifecycle import state_event_id

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from core.runtime import EventPublisher
 from proto import events as ev
 from proto.topology import service_consumer
 from services.batch_consume import consume_batches
 from services.consume import Reject, Retry
-from services.runtime import EventPublisher
 
 
 def _request(job: str) -> ev.JobRetryRequested:

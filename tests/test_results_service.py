@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from core.config import LoggingConfig
 from proto.storage import job_log_key
-from services.config import LoggingConfig
 from services.results import Config, check, run
 from services.results.config import ResultsSection
 from tests.factories_results import Factory, finished, publish, started

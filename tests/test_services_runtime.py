@@ -9,9 +9,9 @@ import sys
 
 import pytest
 
+from core.config import NatsConfig, dump_config, load_config
 from services import registry
 from services.cli.common import CliConfig
-from services.config import NatsConfig, dump_config, load_config
 from tests.helpers import PROJECT_ROOT, run_cli
 
 SERVICE_NAMES = sorted(registry.SERVICES)

@@ -13,8 +13,8 @@ import asyncpg
 import pytest
 from minio import Minio
 
+from core.config import load_config
 from services.cli.common import CliConfig
-from services.config import load_config
 from services.stack.virtual_lab import DEVICE_NAME, DEVICE_TYPE, LAB_NAME, REVISION, VERSION
 from tests.helpers import PROJECT_ROOT
 

@@ -8,9 +8,9 @@ import asyncpg
 import pytest
 from nats.js.api import RetentionPolicy
 
+from core.config import dump_config
 from proto import topology
 from services.cli.common import CliConfig
-from services.config import dump_config
 from services.db.migrate import available_migrations
 from tests.helpers import run_cli
 

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator
 import msgspec
 import pytest
 
+from core.config import dump_config
 from proto.model import SourceKind
 from proto.subjects import PriorityClass
-from services.config import dump_config
 from services.firmware_store import record_firmware
 from services.trigger.config import OfficialConfig
 from services.trigger.official import (

@@ -15,8 +15,8 @@ import nats
 import pytest
 from minio import Minio
 
+from core.config import load_config
 from services.cli.common import CliConfig
-from services.config import load_config
 from tests.helpers import PROJECT_ROOT
 
 

@@ -14,11 +14,11 @@ import nats.errors
 from aiohttp import web
 from nats.js import JetStreamContext
 
+from core.runtime import EventPublisher
 from proto.subjects import Subjects
 from services.api.config import ApiSection
 from services.api.logs import LogReader
 from services.api.queries import Page
-from services.runtime import EventPublisher
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,13 @@ import logging
 
 from aiohttp import web
 
+from core.runtime import EventPublisher, check_nats, connect_nats
 from services import db
 from services.api import control, pages, rest
 from services.api.app import CONTEXT, ApiContext, errors, json_response
 from services.api.config import Config
 from services.api.logs import LogReader
-from services.runtime import EventPublisher, check_database, check_nats, connect_nats
+from services.checks import check_database
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 import msgspec
 from nats.aio.client import Client as NATS
 
-from services.config import LoggingConfig, NatsConfig, ServiceConfig, load_config
-from services.runtime import connect_nats
+from core.config import LoggingConfig, NatsConfig, load_config
+from core.runtime import connect_nats
+from services.config import ServiceConfig
 
 CONFIG_ENV = "WRTCI_CONFIG"
 

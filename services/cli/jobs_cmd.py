@@ -11,9 +11,9 @@ import argparse
 import asyncio
 import getpass
 
+from core.runtime import EventPublisher
 from services.cli.common import add_config_argument, cli_config, nats_connection
 from services.operator_requests import NOUNS, publish_request
-from services.runtime import EventPublisher
 
 SOURCE = "wrtci/cli"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
+from core.config import load_config
 from services import db
 from services.cli.common import add_config_argument, cli_config
 from services.cli.events_cmd import parse_since
-from services.config import load_config
 from services.results import kcidb
 from services.results.config import Config as ResultsConfig
 from services.results.forwarder import Forwarder, KcidbClient

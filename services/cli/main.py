@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from core.config import ConfigError
 from services.cli import (
     control_cmd,
     db_cmd,
@@ -18,7 +19,6 @@ from services.cli import (
     trigger_cmd,
     up_cmd,
 )
-from services.config import ConfigError
 
 COMMANDS = [
     nats_cmd, db_cmd, events_cmd, run_cmd, up_cmd,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from core.runtime import daemon_main
 from services import registry
-from services.runtime import daemon_main
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -20,10 +20,10 @@ from urllib.parse import quote
 import aiohttp
 import msgspec
 
+from core.config import load_config
 from services.api.config import Config as ApiConfig
 from services.cli.common import add_config_argument
 from services.cli.summary_cmd import format_summary
-from services.config import load_config
 from services.results.summary import FirmwareSummary
 
 TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)

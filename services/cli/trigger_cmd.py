@@ -8,9 +8,9 @@ import sys
 
 import msgspec
 
+from core.config import load_config
+from core.runtime import setup_logging
 from services.cli.common import add_config_argument
-from services.config import load_config
-from services.runtime import setup_logging
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -22,6 +22,7 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
+from core.runtime import check_nats, connect_nats
 from proto.events import DecodeError, LogChunk, decode
 from proto.storage import job_log_key
 from proto.subjects import Subjects
@@ -30,7 +31,6 @@ from services.config import ServiceConfig
 from services.consume import MsgMeta, Reject, Retry, consume
 from services.logs.assembler import Assembler, LogKey, RunLog
 from services.logs.store import LogStore, content_type
-from services.runtime import check_nats, connect_nats
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 import sys
 
+from core.runtime import daemon_main
 from services.logs import Config, check, run
-from services.runtime import daemon_main
 
 sys.exit(daemon_main("logs", Config, run, check))

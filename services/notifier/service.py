@@ -27,11 +27,13 @@ import aiohttp
 import asyncpg
 from nats.js.api import ConsumerConfig
 
+from core.runtime import check_nats, connect_nats, until_stop_or_failure
 from proto.events import CloudEvent, FirmwareStateChanged
 from proto.model import FirmwareState
 from proto.subjects import Subjects
 from proto.topology import service_consumer
 from services import db
+from services.checks import check_database
 from services.consume import MsgMeta, Reject, Retry, consume
 from services.notifier import mail, report
 from services.notifier.config import Config, NotifierSection
@@ -39,7 +41,6 @@ from services.notifier.delivery import Outcome, deliver
 from services.notifier.facts import FirmwareFacts, checkout_state, load_facts, results_pending
 from services.notifier.github import GithubReporter
 from services.notifier.store import Channel, Delivery
-from services.runtime import check_database, check_nats, connect_nats, until_stop_or_failure
 
 log = logging.getLogger(__name__)
 

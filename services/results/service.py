@@ -10,17 +10,18 @@ import aiohttp
 import asyncpg
 from nats.js.api import ConsumerConfig
 
+from core.runtime import check_nats, connect_nats, until_stop_or_failure
 from proto.subjects import Subjects
 from proto.topology import service_consumer
 from services import db
 from services.batch_consume import Delivery, Verdict, consume_batches
+from services.checks import check_database
 from services.results.config import Config
 from services.results.forwarder import Forwarder, KcidbClient
 from services.results.logs import LogStore
 from services.results.signatures import SignatureSet
 from services.results.store import ingest_batch
 from services.results.work import Analyser
-from services.runtime import check_database, check_nats, connect_nats, until_stop_or_failure
 from services.storage import minio_client
 
 __all__ = ["Config", "check", "consumer_config", "run"]

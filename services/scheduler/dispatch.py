@@ -12,10 +12,10 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
+from core.runtime import EventPublisher
 from proto.events import JobCreated, JobSpec, encode
 from proto.subjects import Subjects
 from services.config import StorageConfig
-from services.runtime import EventPublisher
 from services.storage import minio_client
 
 log = logging.getLogger(__name__)

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import asyncpg
 import msgspec
 
+from core.runtime import EventPublisher
 from proto.events import (
     FirmwareStateChanged,
     FirmwareStateData,
@@ -36,7 +37,6 @@ from proto.events import (
 from proto.model import ErrorCode, FirmwareState, JobResult
 from proto.subjects import Subjects
 from services.outbox import Outbox, stage_event
-from services.runtime import EventPublisher
 from services.scheduler import store
 from services.scheduler.dispatch import Dispatcher
 

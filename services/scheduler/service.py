@@ -23,6 +23,7 @@ import asyncpg
 import msgspec
 from nats.js import JetStreamContext
 
+from core.runtime import ServiceApp, check_nats, connect_nats, run_app
 from proto.events import (
     CloudEvent,
     FirmwareCancelRequested,
@@ -35,10 +36,10 @@ from proto.events import (
 from proto.subjects import Subjects
 from proto.topology import ensure_consumer, service_consumer
 from services import db
+from services.checks import check_database
 from services.config import ServiceConfig
 from services.consume import MsgMeta, consume
 from services.firmware_store import load_open_firmware, record_firmware
-from services.runtime import ServiceApp, check_database, check_nats, connect_nats, run_app
 from services.scheduler import store
 from services.scheduler.control import INTAKE_CONSUMER, ControlSwitch
 from services.scheduler.devices import DeviceRegistry

@@ -17,6 +17,7 @@ import datetime as dt
 import nats.errors
 from nats.js.api import DeliverPolicy
 
+from core.runtime import connect_nats
 from proto.events import (
     CloudEvent,
     DecodeError,
@@ -30,7 +31,6 @@ from services import db
 from services.cli.events_cmd import format_line
 from services.cli.summary_cmd import format_summary
 from services.results.summary import firmware_summary
-from services.runtime import connect_nats
 from services.stack import mirror
 from services.stack.up import Stack
 

@@ -25,12 +25,13 @@ import tomli_w
 from aiohttp import web
 from minio import Minio
 
+from core.config import NatsConfig, dump_config
+from core.runtime import connect_nats
 from proto import topology
 from services import db, registry
 from services.cli.common import CliConfig
-from services.config import DatabaseConfig, NatsConfig, StorageConfig, dump_config
+from services.config import DatabaseConfig, StorageConfig
 from services.db.migrate import migrate
-from services.runtime import connect_nats
 from services.stack import mirror, s3_snapshot, virtual_lab
 from services.stack.servers import LOOPBACK, NatsServer, PostgresServer, S3Server, free_port
 from services.stack.virtual_lab import VirtualFirmware

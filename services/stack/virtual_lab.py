@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 import tomli_w
 
-from services.config import NatsConfig
+from core.config import NatsConfig
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ import logging
 
 import msgspec
 
+from core.runtime import ServiceApp, check_nats, connect_nats, run_app
 from proto.events import (
     CloudEvent,
     FirmwareStateChanged,
@@ -29,9 +30,9 @@ from proto.events import (
 from proto.subjects import Subjects
 from proto.topology import service_consumer
 from services import db
+from services.checks import check_database
 from services.config import ServiceConfig
 from services.consume import MsgMeta, Reject, consume
-from services.runtime import ServiceApp, check_database, check_nats, connect_nats, run_app
 from services.scheduler.dispatch import Dispatcher, minio_presigner
 from services.scheduler.lifecycle import Lifecycle
 from services.timeout.deadlines import DeadlineLoop

@@ -24,10 +24,10 @@ import re
 import asyncpg
 import msgspec
 
+from core.runtime import EventPublisher
 from proto.events import FirmwareDiscoveredData
 from proto.model import Image, SourceKind
 from proto.subjects import PriorityClass
-from services.runtime import EventPublisher
 from services.trigger.config import OfficialConfig
 from services.trigger.httpcache import ConditionalFetcher, FetchError, NotFound
 from services.trigger.images import (

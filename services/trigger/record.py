@@ -25,9 +25,9 @@ import asyncpg
 import msgspec
 import nats.errors
 
+from core.runtime import EventPublisher
 from proto.events import CloudEvent, FirmwareDiscovered, FirmwareDiscoveredData
 from services.firmware_store import record_firmware
-from services.runtime import EventPublisher
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,10 @@ import aiohttp
 import asyncpg
 import msgspec
 
+from core.runtime import EventPublisher, check_nats, connect_nats
 from services import db
+from services.checks import check_database
 from services.config import ServiceConfig
-from services.runtime import EventPublisher, check_database, check_nats, connect_nats
 from services.trigger.config import TriggerConfig
 from services.trigger.httpcache import ConditionalFetcher
 from services.trigger.official import OfficialScanner

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncpg
 
+from core.config import NatsConfig
 from proto import events as ev
-from services.config import DatabaseConfig, NatsConfig, StorageConfig
+from services.config import DatabaseConfig, StorageConfig
 from services.trigger.config import GithubConfig, OfficialConfig, TriggerConfig, WebConfig
 from services.trigger.service import Config
 from tests.servers.github import make_zip

@@ -16,10 +16,10 @@ import msgspec
 import nats
 from nats.aio.client import Client as NATS
 
+from core.config import ConfigError, LoggingConfig, NatsConfig, load_config
 from proto.events import CloudEvent, encode
 from proto.routing import event_subject
 from proto.subjects import Subjects
-from services.config import ConfigError, DatabaseConfig, LoggingConfig, NatsConfig, load_config
 
 log = logging.getLogger(__name__)
 
@@ -221,17 +221,6 @@ async def run_app(app: ServiceApp, stop: asyncio.Event) -> None:
     finally:
         stop.set()
         await app.close()
-
-
-async def check_database(config: DatabaseConfig, probe_sql: str) -> None:
-    """Connect and run a query that needs this daemon's tables."""
-    import asyncpg  # only the central services have it
-
-    conn = await asyncpg.connect(config.dsn, timeout=10, command_timeout=config.command_timeout_s)
-    try:
-        await conn.fetchval(probe_sql)
-    finally:
-        await conn.close()
 
 
 async def check_nats(config: NatsConfig) -> None:

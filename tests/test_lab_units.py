@@ -20,12 +20,11 @@ VIRTUAL_TARGET = PROJECT / "deploy" / "virtual-lab" / "qemu-x86-64-virtual.yaml"
 
 
 @pytest.mark.parametrize(("name", "features", "drivers"), [
-    ("linksys-e8450.yaml", ["apk", "online"], ["UBootDriver", "UBootStrategy"]),
-    ("openwrt-one.yaml", ["apk", "online"], ["NetworkPowerDriver"]),
+    ("glinet-mt6000.yaml", ["apk", "online"], ["UBootDriver", "UBootStrategy"]),
     ("qemu-malta-be.yaml", ["hwsim", "online", "opkg"], ["QEMUDriver"]),
     ("qemu-x86-64.yaml", ["online", "opkg", "rootfs"], ["QEMUNetworkStrategy"]),
-    ("raspberry-pi-3b.yaml", [], ["USBSDMuxDriver", "ShellStrategy"]),
-    ("turris-omnia.yaml", ["online", "wifi"], ["TFTPProviderDriver"]),
+    ("raspberry-pi-4.yaml", [], ["USBSDMuxDriver", "ShellStrategy"]),
+    ("netgear-r7800.yaml", ["online", "wifi"], ["TFTPProviderDriver"]),
 ])
 def test_openwrt_lab_target_files_load_unchanged(fixtures_dir, name, features, drivers):
     info = load_target_file(fixtures_dir / "openwrt-tests-targets" / name)

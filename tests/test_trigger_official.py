@@ -98,7 +98,7 @@ async def test_fixture_mirror_gives_release_and_snapshot(downloads, make_config,
                             "openwrt-23.05.5-x86-64-generic-squashfs-combined.img.gz")
     assert (combined.target, combined.subtarget, combined.profile, combined.type,
             combined.filesystem) == ("x86", "64", "generic", "combined", "squashfs")
-    assert combined.sha256 == "788a786a7c2692cce1ac8922b71c4030958cb8ddd7f6b507fbba79c757a04fdf"
+    assert combined.sha256 == "e6286f7cd650c228949491a0eec64c880f3a0fbd6a515c44f2ae543ca3e94a0f"
     assert combined.id == f"{STABLE_ID}:x86/64/generic:{combined.name}"
     snapshot = next(e for e in events if "SNAPSHOT" in e.id).data
     assert snapshot.priority_class == PriorityClass.SNAPSHOT

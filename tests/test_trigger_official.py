@@ -218,10 +218,8 @@ def generated_target(server: DownloadsServer) -> str:
 @pytest.mark.parametrize("broken", [
     b"{not json",
     b'{"target": "gen00/sub0", "version_code": "r1-abc"}',
-    "bad-sha256",
     "wrong-target",
-    "path-in-name",
-    "path-in-profile",
+    "wrong-version",
 ])
 async def test_broken_profiles_json_is_skipped_and_retried(generated, make_config, js,
                                                            subjects, pool, broken) -> None:
@@ -229,27 +227,108 @@ async def test_broken_profiles_json_is_skipped_and_retried(generated, make_confi
     path = f"releases/24.10.0/targets/{targets[0]}/profiles.json"
     good = generated.json(path)
     bad = profiles_json(targets[0], "24.10.0", "r28427-6df0e3d02a", 2)
-    image = bad["profiles"]["vendor_device-000"]["images"][0]
-    if broken == "bad-sha256":
-        image["sha256"] = "00ff"
-    elif broken == "wrong-target":
+    if broken == "wrong-target":
         bad["target"] = targets[1]
-    elif broken == "path-in-name":
-        image["name"] = "../../etc/passwd"
-    elif broken == "path-in-profile":  # would be the device type x/y/../../z
-        bad["profiles"]["../../z"] = bad["profiles"].pop("vendor_device-000")
+    elif broken == "wrong-version":  # a 23.05 profiles.json in the 24.10.0 directory
+        bad["version_number"] = "23.05.5"
     generated.put(path, broken if isinstance(broken, bytes) else bad)
     config = make_config(generated.url, channels=["stable"])
 
     report = await scan(config)
 
     assert (report.skipped, report.announced) == (1, 1)
+    assert [f.split(":")[0] for f in report.failed] == [f"target stable {targets[0]}"]
     assert await build_count(pool) == 2 * 3  # only the good target, nothing half-written
     generated.put(path, good)
     report = await scan(config)
     assert (report.skipped, report.announced, report.unchanged) == (0, 1, 1)
     assert await build_count(pool) == 2 * 2 * 3
     assert len(await discovered_events(js, subjects)) == 2
+
+
+@pytest.mark.parametrize("broken", ["bad-sha256", "path-in-name", "path-in-profile"])
+async def test_one_bad_image_refuses_that_image_not_its_target(generated, make_config, js,
+                                                               subjects, pool, broken) -> None:
+    targets = generate_mirror(generated, targets=1, profiles=2)
+    path = f"releases/24.10.0/targets/{targets[0]}/profiles.json"
+    bad = generated.json(path)
+    image = bad["profiles"]["vendor_device-000"]["images"][0]
+    if broken == "bad-sha256":
+        image["sha256"] = "00ff"
+    elif broken == "path-in-name":
+        image["name"] = "../../etc/passwd"
+    elif broken == "path-in-profile":  # would be the device type x/y/../../z
+        bad["profiles"]["../../z"] = bad["profiles"].pop("vendor_device-000")
+    generated.put(path, bad)
+
+    report = await scan(make_config(generated.url, channels=["stable"]))
+
+    assert (report.announced, report.failed) == (1, [])
+    refused = 3 if broken == "path-in-profile" else 1
+    assert await build_count(pool) == 2 * 3 - refused
+    [event] = await discovered_events(js, subjects)
+    assert "../" not in msgspec.json.encode(event).decode()
+
+
+async def test_release_names_from_versions_json_are_checked(generated, make_config, js,
+                                                            pool) -> None:
+    """upcoming_version "../snapshots" must not re-record the snapshot as a release."""
+    generate_mirror(generated, targets=1, profiles=1, snapshot_revision="r28695-22d1e6cd26")
+    versions = generated.json(".versions.json")
+    generated.put(".versions.json", {**versions, "upcoming_version": "../snapshots"})
+
+    report = await scan(make_config(generated.url, channels=["stable", "upcoming", "snapshot"]))
+
+    assert report.failed == ["upcoming: .versions.json names '../snapshots', not a release"]
+    found = await checkouts(pool)
+    assert {(c["channel"], c["version"]) for c in found.values()} == {
+        ("stable", "24.10.0"), ("snapshot", "SNAPSHOT")}
+
+
+async def test_a_profile_added_later_is_announced(generated, make_config, js, subjects,
+                                                  pool) -> None:
+    targets = generate_mirror(generated, targets=1, profiles=1)
+    config = make_config(generated.url, channels=["stable"])
+    await scan(config)
+    path = f"releases/24.10.0/targets/{targets[0]}/profiles.json"
+    generated.put(path, profiles_json(targets[0], "24.10.0", "r28427-6df0e3d02a", 2))
+
+    report = await scan(config)
+    again = await scan(config)
+
+    assert (report.announced, report.recorded, again.announced) == (1, 1, 0)
+    first, second = sorted(await discovered_events(js, subjects), key=lambda e: len(e.id))
+    assert {i.profile for i in first.data.images} == {"vendor_device-000"}
+    assert {i.profile for i in second.data.images} == {"vendor_device-000", "vendor_device-001"}
+    assert second.data.firmware_id == first.data.firmware_id
+
+
+async def test_sha256_changed_at_the_same_revision_is_refused(generated, make_config, js,
+                                                              subjects, pool, caplog) -> None:
+    targets = generate_mirror(generated, targets=1, profiles=2)
+    config = make_config(generated.url, channels=["stable"])
+    await scan(config)
+    path = f"releases/24.10.0/targets/{targets[0]}/profiles.json"
+    rebuilt = generated.json(path)
+    image = rebuilt["profiles"]["vendor_device-001"]["images"][0]
+    recorded = image["sha256"]
+    image["sha256"] = "ab" * 32
+    generated.put(path, rebuilt)
+
+    async with open_context(config) as ctx:  # one scanner: its second scan logs nothing new
+        scanner = ctx.official_scanner()
+        caplog.clear()
+        first = await scanner.scan_once()
+        generated.put(path, {**rebuilt, "source_date_epoch": 1727094887})
+        second = await scanner.scan_once()
+
+    assert (first.refused_images, second.refused_images, first.failed) == (1, 1, [])
+    refusals = [r for r in caplog.records if "sha256 changed" in r.getMessage()]
+    assert len(refusals) == 1
+    stored = await pool.fetchval("SELECT sha256 FROM builds WHERE image_name = $1",
+                                 image["name"])
+    assert stored == recorded
+    assert len(await discovered_events(js, subjects)) == 1
 
 
 async def test_server_errors_are_skipped_and_retried(generated, make_config, js, pool) -> None:
@@ -285,15 +364,21 @@ async def test_unreachable_server_skips_everything(make_config, pool) -> None:
 def test_channels_map_to_release_directories() -> None:
     versions = VersionsIndex(stable_version="24.10.0", oldstable_version="23.05.5",
                              upcoming_version="25.12.0-rc1")
-    found = releases_for(["snapshot", "stable", "oldstable", "upcoming"], versions)
+    found, problems = releases_for(["snapshot", "stable", "oldstable", "upcoming"], versions)
+    assert problems == []
     assert [(r.channel, r.path, r.priority_class) for r in found] == [
         ("snapshot", "snapshots", PriorityClass.SNAPSHOT),
         ("stable", "releases/24.10.0", PriorityClass.STABLE),
         ("oldstable", "releases/23.05.5", PriorityClass.OLDSTABLE),
         ("upcoming", "releases/25.12.0-rc1", PriorityClass.STABLE),
     ]
-    assert [r.channel for r in releases_for(["upcoming", "snapshot"], VersionsIndex())] == [
-        "snapshot"]
+    found, problems = releases_for(["upcoming", "snapshot"], VersionsIndex())
+    assert ([r.channel for r in found], problems) == (["snapshot"], [])
+    found, problems = releases_for(["stable", "snapshot"], None)
+    assert ([r.channel for r in found], problems) == (["snapshot"], ["stable: no release list"])
+    for name in ("../snapshots", "24.10", "24.10.0/../x", "SNAPSHOT", "24.10.0-rc1 "):
+        found, problems = releases_for(["stable"], VersionsIndex(stable_version=name))
+        assert (found, len(problems)) == ([], 1), name
 
 
 # -- the command line -----------------------------------------------------------------------
@@ -313,6 +398,32 @@ async def test_scan_once_command(generated, make_config, js, pool, tmp_path) -> 
     assert proc.returncode == 0, err.decode()
     assert b'"announced":1' in out
     assert list(await checkouts(pool)) == ["wrtci:official:stable:24.10.0:r28427-6df0e3d02a"]
+
+
+@pytest.mark.parametrize(("breakage", "code", "said"), [
+    ("none", 0, ""),
+    ("release-list", 1, "stable: no release list"),   # snapshots still scanned
+    ("one-target", 1, "target snapshot gen00/sub1"),
+    ("everything", 2, "snapshot: no target list"),
+])
+async def test_scan_once_exit_code_says_how_much_was_scanned(generated, make_config, js, pool,
+                                                            tmp_path, breakage, code, said):
+    targets = generate_mirror(generated, targets=2, profiles=1,
+                              snapshot_revision="r28695-22d1e6cd26")
+    if breakage == "release-list":
+        generated.fail(".versions.json", 500)
+    elif breakage == "one-target":
+        generated.fail(f"snapshots/targets/{targets[1]}/profiles.json", 503)
+    elif breakage == "everything":
+        generated.fail(".versions.json", 500)
+        generated.fail("snapshots/.targets.json", 500)
+    config_file = tmp_path / "wrtci.toml"
+    config_file.write_bytes(dump_config(make_config(generated.url,
+                                                    channels=["stable", "snapshot"])))
+    result = await asyncio.to_thread(run_cli, "trigger", "scan-once", "--config",
+                                     str(config_file), check=False)
+    assert result.returncode == code, result.stderr
+    assert said in result.stderr
 
 
 

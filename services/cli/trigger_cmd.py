@@ -36,6 +36,15 @@ def _print(report: msgspec.Struct) -> None:
     sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
 
 
+def scan_exit_code(report) -> int:
+    """0: everything was scanned; 1: only part was (said on stderr); 2: nothing was."""
+    if not report.failed:
+        return 0
+    for problem in report.failed:
+        print(f"wrtci trigger scan-once: not scanned: {problem}", file=sys.stderr)
+    return 1 if report.scanned > 0 else 2
+
+
 def scan_once(args: argparse.Namespace) -> int:
     from services.trigger.service import open_context
 
@@ -45,7 +54,7 @@ def scan_once(args: argparse.Namespace) -> int:
         async with open_context(config) as ctx:
             report = await ctx.official_scanner().scan_once()
         _print(report)
-        return 0 if report.skipped == 0 else 3
+        return scan_exit_code(report)
 
     return asyncio.run(main())
 

@@ -67,6 +67,7 @@ async def record_and_announce(
     *,
     event_id: str,
     architecture: str | None = None,
+    also_marks: tuple[str, ...] = (),
 ) -> Outcome:
     data = _with_architecture(data, architecture)
     async with pool.acquire() as conn:
@@ -78,25 +79,26 @@ async def record_and_announce(
         log.info("firmware recorded", extra={**ids, "new_builds": new_builds})
     event = FirmwareDiscovered.build(data, source=f"{EVENT_SOURCE}/{data.source_kind}",
                                      id=event_id, subject=data.firmware_id)
-    published = await publish_once(pool, publisher, event, data.firmware_id)
+    published = await publish_once(pool, publisher, event, data.firmware_id, also_marks)
     if published:
         log.info("firmware announced", extra=ids)
     return Outcome(created, new_builds, published=published)
 
 
 async def publish_once(pool: asyncpg.Pool, publisher: EventPublisher, event: CloudEvent,
-                       checkout_id: str) -> bool:
+                       checkout_id: str, also_marks: tuple[str, ...] = ()) -> bool:
     """Publish ``event`` about a recorded firmware unless it is marked as published.
 
     The mark comes after the publish returned (see the module's docstring);
-    False: it was already marked, nothing was sent.
+    False: it was already marked, nothing was sent. ``also_marks`` are ids of
+    announcements this one stands for, marked in the same statement.
     """
     if await is_announced(pool, event.id):
         return False
     await publisher.publish(event)
     await pool.execute(
-        "INSERT INTO trigger_announcements (event_id, checkout_id) VALUES ($1, $2) "
-        "ON CONFLICT (event_id) DO NOTHING",
-        event.id, checkout_id,
+        "INSERT INTO trigger_announcements (event_id, checkout_id) "
+        "SELECT unnest($1::text[]), $2 ON CONFLICT (event_id) DO NOTHING",
+        [event.id, *also_marks], checkout_id,
     )
     return True

@@ -17,14 +17,14 @@ from services.notifier.config import MailRule, MailSection, NotifierSection
 from services.notifier.delivery import PermanentFailure, TemporaryFailure
 from services.notifier.facts import FirmwareFacts, IncidentLines
 from services.notifier.service import event_round
-from services.results.summary import (
+from services.scheduler.lifecycle import state_event_id
+from services.stack.servers import free_port
+from services.summary import (
     DeviceTypeSummary,
     FirmwareSummary,
     IncidentInfo,
     RegressionInfo,
 )
-from services.scheduler.lifecycle import state_event_id
-from services.stack.servers import free_port
 from tests.test_notifier_service import Mailbox
 
 FW = "wrtci:official:stable:24.10.0:r28427-6df0e3d02a"

@@ -26,7 +26,7 @@ from services.api.rest import (
     job_detail,
     labs_with_heartbeats,
 )
-from services.results.summary import DeviceTypeSummary
+from services.summary import DeviceTypeSummary
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; }

@@ -39,7 +39,7 @@ from services.api.app import (
     text_param,
 )
 from services.api.logs import STREAM_NAME, log_key
-from services.results.summary import FirmwareSummary, firmware_summary
+from services.summary import FirmwareSummary, firmware_summary
 
 log = logging.getLogger(__name__)
 

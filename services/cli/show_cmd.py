@@ -24,7 +24,7 @@ from core.config import load_config
 from services.api.config import Config as ApiConfig
 from services.cli.common import add_config_argument
 from services.cli.summary_cmd import format_summary
-from services.results.summary import FirmwareSummary
+from services.summary import FirmwareSummary
 
 TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
 

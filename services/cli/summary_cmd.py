@@ -10,7 +10,7 @@ import msgspec
 
 from services import db
 from services.cli.common import add_config_argument, cli_config
-from services.results.summary import FirmwareSummary, firmware_summary
+from services.summary import FirmwareSummary, firmware_summary
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 
 from proto.model import PullRequest
-from services.results.summary import FirmwareSummary, firmware_summary
+from services.summary import FirmwareSummary, firmware_summary
 
 
 class IncidentLines(msgspec.Struct, frozen=True, kw_only=True):

@@ -30,9 +30,9 @@ from proto.model import FirmwareState, JobResult
 from services import db
 from services.cli.events_cmd import format_line
 from services.cli.summary_cmd import format_summary
-from services.results.summary import firmware_summary
 from services.stack import mirror
 from services.stack.up import Stack
+from services.summary import firmware_summary
 
 DEMO_TIMEOUT_S = 20 * 60.0
 RESULTS_SETTLE_S = 60.0

@@ -28,6 +28,7 @@ from proto.subjects import Subjects
 from proto.topology import JOB_ACK_WAIT
 from services.config import DatabaseConfig, StorageConfig
 from services.scheduler import service as scheduler_service
+from core.retry import Backoff
 from services.scheduler.service import SchedulerApp, SchedulerSettings
 from services.timeout import service as timeout_service
 from services.timeout.service import TimeoutApp, TimeoutSettings
@@ -83,6 +84,10 @@ async def firmware_state(pool: asyncpg.Pool, firmware_id: str) -> str | None:
         return await conn.fetchval("SELECT state FROM checkouts WHERE id = $1", firmware_id)
 
 
+QUICK_RETRY = Backoff(steps_s=(0.2,), jitter=0.0)
+"""Infrastructure retries in tests: the delay is there, but short."""
+
+
 class Pipeline:
     def __init__(self, scheduler: SchedulerApp | None, timeout: TimeoutApp | None) -> None:
         self.scheduler = scheduler
@@ -110,7 +115,7 @@ async def running(
         if with_timeout:
             timeout_app = TimeoutApp(timeout_service.Config(
                 nats=nats_config, database=database_config, storage=storage_config,
-                logging=logging_config, timeout=timeouts or TimeoutSettings()))
+                logging=logging_config, timeout=timeouts or TimeoutSettings(infra_retry=QUICK_RETRY)))
             apps.append(timeout_app)
             await timeout_app.start(stop)
         yield Pipeline(sched_app, timeout_app)

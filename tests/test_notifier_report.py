@@ -12,6 +12,7 @@ from aiosmtpd.smtp import AuthResult
 from core.config import load_config
 from proto.events import FirmwareStateChanged, FirmwareStateData
 from proto.model import FirmwareState, PullRequest
+from services.lifecycle import state_event_id
 from services.notifier import Config, mail, report
 from services.notifier.config import MailRule, MailSection, NotifierSection
 from services.notifier.delivery import PermanentFailure, TemporaryFailure
@@ -23,7 +24,6 @@ from services.results.summary import (
     IncidentInfo,
     RegressionInfo,
 )
-from services.scheduler.lifecycle import state_event_id
 from services.stack.servers import free_port
 from tests.test_notifier_service import Mailbox
 

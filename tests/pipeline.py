@@ -10,6 +10,7 @@ import asyncpg
 from nats.js import JetStreamContext
 
 from core.config import LoggingConfig, NatsConfig
+from core.retry import Backoff
 from core.runtime import EventPublisher
 from proto.events import (
     CloudEvent,
@@ -28,7 +29,6 @@ from proto.subjects import Subjects
 from proto.topology import JOB_ACK_WAIT
 from services.config import DatabaseConfig, StorageConfig
 from services.scheduler import service as scheduler_service
-from core.retry import Backoff
 from services.scheduler.service import SchedulerApp, SchedulerSettings
 from services.timeout import service as timeout_service
 from services.timeout.service import TimeoutApp, TimeoutSettings
@@ -115,7 +115,8 @@ async def running(
         if with_timeout:
             timeout_app = TimeoutApp(timeout_service.Config(
                 nats=nats_config, database=database_config, storage=storage_config,
-                logging=logging_config, timeout=timeouts or TimeoutSettings(infra_retry=QUICK_RETRY)))
+                logging=logging_config,
+                timeout=timeouts or TimeoutSettings(infra_retry=QUICK_RETRY)))
             apps.append(timeout_app)
             await timeout_app.start(stop)
         yield Pipeline(sched_app, timeout_app)

@@ -114,7 +114,8 @@ async def test_plan_timeout_ends_the_job_as_error_timeout(
                                  max_attempts=1)
     data = factories.firmware([X86])
     async with running(nats_config, database_config, storage_config, scheduler=settings,
-                       timeouts=TimeoutSettings(heartbeat_timeout_s=60, max_sleep_s=1, infra_retry=QUICK_RETRY)):
+                       timeouts=TimeoutSettings(heartbeat_timeout_s=60, max_sleep_s=1,
+                                                infra_retry=QUICK_RETRY)):
         await factories.publish_firmware(js, subjects, data)
         lab = FakeLab(js, subjects, "lab-a", "x86-1")
         job = await lab.take(X86)
@@ -138,7 +139,8 @@ async def test_lost_lab_is_retried_on_another_lab_and_attempts_stay_visible(
     await _lab(js, subjects)
     data = factories.firmware([X86])
     async with running(nats_config, database_config, storage_config, scheduler=FAST,
-                       timeouts=TimeoutSettings(heartbeat_timeout_s=0.5, max_sleep_s=1, infra_retry=QUICK_RETRY)):
+                       timeouts=TimeoutSettings(heartbeat_timeout_s=0.5, max_sleep_s=1,
+                                                infra_retry=QUICK_RETRY)):
         await factories.publish_firmware(js, subjects, data)
         lab_a = FakeLab(js, subjects, "lab-a", "x86-1")  # long ack wait: no redelivery
         lab_b = FakeLab(js, subjects, "lab-b", "x86-2")

@@ -205,7 +205,8 @@ async def requeue(
     await conn.execute(
         """
         UPDATE jobs SET attempt = $2, state = 'queued',
-               not_before = CASE WHEN $4 > 0 THEN now() + make_interval(secs => $4) END,
+               not_before = CASE WHEN $4::float8 > 0
+                                 THEN now() + make_interval(secs => $4::float8) END,
                max_attempts = coalesce($3, max_attempts), result = NULL, error_code = NULL,
                error_message = NULL, lab = NULL, device = NULL, log_key = NULL,
                started_at = NULL, finished_at = NULL, deadline_at = NULL,

@@ -34,6 +34,7 @@ from proto.events import (
     JobFinished,
     JobFinishedData,
 )
+from proto.limits import storable_text
 from proto.model import ErrorCode, FirmwareState, JobResult
 from proto.subjects import Subjects
 from services.lifecycle import store
@@ -224,7 +225,7 @@ class Lifecycle:
             return "retried"
         await store.finish(conn, job.id, data.attempt, result=data.result.value,
                            error_code=code.value if code else None,
-                           error_message=data.error_message, lab=data.lab or None,
+                           error_message=storable_text(data.error_message), lab=data.lab or None,
                            device=data.device or None, log_key=data.log_key)
         log.info("job done", extra={"job_id": job.id, "attempt": data.attempt,
                                     "result": data.result.value})

@@ -17,6 +17,7 @@ import nats
 from nats.aio.client import Client as NATS
 
 from core.config import ConfigError, LoggingConfig, NatsConfig, load_config
+from core.retry import DEFAULT_BACKOFF, Backoff, retry_call, supervise
 from proto.events import CloudEvent, encode
 from proto.routing import event_subject
 from proto.subjects import Subjects
@@ -24,6 +25,7 @@ from proto.subjects import Subjects
 log = logging.getLogger(__name__)
 
 C = TypeVar("C", bound=msgspec.Struct)
+T = TypeVar("T")
 
 _STANDARD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
@@ -156,7 +158,10 @@ def daemon_main(
 async def _check(service: str, check: CheckFn, config: Any) -> int:
     try:
         await asyncio.wait_for(check(config), 30)
-    except Exception as exc:  # --check reports any failure as "unhealthy"
+    except Degraded as exc:  # the daemon keeps running and waits; monitoring is told which
+        print(f"{service}: degraded: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # --check reports any other failure as "unhealthy"
         print(f"{service}: unhealthy: {exc!r}", file=sys.stderr)
         return 1
     print(f"{service}: ok")
@@ -172,55 +177,150 @@ async def _serve(service: str, run: RunFn, config: Any) -> int:
     return 0
 
 
-async def until_stop_or_failure(tasks: list[asyncio.Task], stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set, then let every task wind down (they watch ``stop``).
+class Stopped(Exception):
+    """``stop`` was set while the daemon was still waiting for a dependency."""
 
-    If a task dies first, the others are stopped the same way and its error
-    is raised: a daemon whose loop died must exit non-zero so that systemd
-    restarts it, rather than linger half alive.
+
+class Daemon:
+    """A daemon's one lifecycle: resources on an AsyncExitStack, loops supervised.
+
+    ``async with Daemon(name, stop) as daemon``: connections opened with
+    :meth:`connect_nats` / :meth:`open` wait (with backoff, logged once) for
+    a dependency that is away at start, instead of exiting; :meth:`loop`
+    starts a long-running task that is restarted with backoff when it raises
+    (a database or S3 outage never ends the daemon); :meth:`serve` waits for
+    ``stop``. On exit: ``stop`` is set, loops get ``grace_s`` to wind down
+    (they watch ``stop``; the rest are cancelled), then the resources close
+    in reverse order (NATS drained last-opened-first).
     """
-    stopper = asyncio.create_task(stop.wait())
+
+    def __init__(self, name: str, stop: asyncio.Event, *, backoff: Backoff = DEFAULT_BACKOFF,
+                 grace_s: float = 30.0, open_attempts: int | None = None) -> None:
+        self.open_attempts = open_attempts
+        """None: wait for dependencies as long as it takes; 1: a command fails at once."""
+        self.name = name
+        self.stop = stop
+        self.backoff = backoff
+        self.grace_s = grace_s
+        self.tasks: list[asyncio.Task] = []
+        self.exits = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Daemon:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        await self.close()
+        return exc_type is Stopped
+
+    async def start(self) -> None:
+        await self.exits.__aenter__()
+
+    async def close(self) -> None:
+        self.stop.set()
+        if self.tasks:
+            _, late = await asyncio.wait(self.tasks, timeout=self.grace_s)
+            for task in late:
+                log.warning("loop %s did not stop in time; cancelled", task.get_name())
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.exits.aclose()
+
+    async def open(self, what: str, opener: Callable[[], Awaitable[Any]],
+                   closer: Callable[[Any], Awaitable[object]] | None = None) -> Any:
+        """``await opener()``, retried until it works or ``stop``; ``closer`` runs at exit."""
+        try:
+            resource = await retry_call(what, opener, stop=self.stop, backoff=self.backoff,
+                                        attempts=self.open_attempts)
+        except Exception as exc:
+            if self.stop.is_set():
+                raise Stopped(f"stopped while waiting for {what}") from exc
+            raise
+        if closer is not None:
+            self.exits.push_async_callback(closer, resource)
+        return resource
+
+    async def connect_nats(self, config: NatsConfig, **options: Any) -> NATS:
+        return await self.open(f"NATS {config.url}",
+                               lambda: connect_nats(config, f"wrtci-{self.name}", **options),
+                               _drain)
+
+    async def enter(self, context: contextlib.AbstractAsyncContextManager[T]) -> T:
+        return await self.exits.enter_async_context(context)
+
+    def loop(self, name: str, fn: Callable[[asyncio.Event], Awaitable[object]]) -> asyncio.Task:
+        """Run ``fn(stop)`` as a supervised task until ``stop``."""
+        task = asyncio.create_task(supervise(name, fn, self.stop, backoff=self.backoff),
+                                   name=name)
+        self.tasks.append(task)
+        return task
+
+    async def serve(self) -> None:
+        """Until ``stop``."""
+        await self.stop.wait()
+
+
+async def _drain(nc: NATS) -> None:
     try:
-        done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopper.cancel()
-    stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for task in done:
-        if task is not stopper and not task.cancelled() and task.exception() is not None:
-            log.error("daemon task %s died", task.get_name(), exc_info=task.exception())
-            raise task.exception()  # type: ignore[misc]
+        await nc.drain()
+    except Exception as exc:  # closing anyway; the server may be gone
+        log.info("nats drain at exit failed: %r", exc)
 
 
 class ServiceApp:
-    """A daemon's connections and loops: ``start`` opens them, ``close`` winds them down."""
+    """A daemon's parts, for tests that start and close them one by one.
+
+    ``open(daemon)`` connects through the :class:`Daemon` and starts its
+    loops; :func:`run_app` is the daemon's whole life.
+    """
+
+    name = "service"
 
     def __init__(self) -> None:
-        self.tasks: list[asyncio.Task] = []
-        self.nc: NATS | None = None
-        self.pool: Any = None
-        """The asyncpg pool, for daemons that have a database."""
+        self.daemon: Daemon | None = None
+
+    async def open(self, daemon: Daemon) -> None:
+        raise NotImplementedError
 
     async def start(self, stop: asyncio.Event) -> None:
-        """Connect and start ``self.tasks``; they must end once ``stop`` is set."""
+        self.daemon = Daemon(self.name, stop)
+        await self.daemon.start()
+        try:
+            await self.open(self.daemon)
+        except BaseException:
+            await self.daemon.close()
+            raise
 
     async def close(self) -> None:
-        await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.nc is not None:
-            with contextlib.suppress(Exception):  # closing anyway; the server may be gone
-                await self.nc.drain()
-        if self.pool is not None:
-            await self.pool.close()
+        if self.daemon is not None:
+            await self.daemon.close()
 
 
 async def run_app(app: ServiceApp, stop: asyncio.Event) -> None:
-    """A daemon's whole life: start, run until stop (or a loop dies), close."""
-    try:
-        await app.start(stop)
-        await until_stop_or_failure(app.tasks, stop)
-    finally:
-        stop.set()
-        await app.close()
+    async with Daemon(app.name, stop) as daemon:
+        app.daemon = daemon
+        await app.open(daemon)
+        await daemon.serve()
+
+
+class Degraded(Exception):
+    """Some dependencies do not answer: ``--check`` names each."""
+
+    def __init__(self, failures: dict[str, BaseException]) -> None:
+        self.failures = failures
+        super().__init__("; ".join(f"{name}: {exc!r}" for name, exc in failures.items()))
+
+
+async def check_all(timeout_s: float = 10.0, **checks: Awaitable[object]) -> None:
+    """Run every named check at once; raise :class:`Degraded` naming those that failed."""
+    names = list(checks)
+    results = await asyncio.gather(
+        *(asyncio.wait_for(check, timeout_s) for check in checks.values()),
+        return_exceptions=True)
+    failures = {name: result for name, result in zip(names, results, strict=True)
+                if isinstance(result, BaseException)}
+    if failures:
+        raise Degraded(failures)
 
 
 async def check_nats(config: NatsConfig) -> None:

@@ -23,10 +23,16 @@ from pathlib import Path
 
 import aiohttp
 
+from core.retry import Backoff, retry_call
+
 log = logging.getLogger(__name__)
 
 _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 _NAME_RE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+DOWNLOAD_RETRY = Backoff(steps_s=(5.0, 30.0))
+"""Delays between the download tries of one job attempt."""
 
 
 class DownloadError(Exception):
@@ -38,7 +44,12 @@ class ChecksumMismatch(Exception):
 
 
 class FirmwareCache:
-    def __init__(self, root: Path, max_bytes: int, timeout_s: float = 600.0) -> None:
+    def __init__(self, root: Path, max_bytes: int, timeout_s: float = 600.0, *,
+                 download_attempts: int = 3,
+                 download_retry: Backoff = DOWNLOAD_RETRY) -> None:
+        self.download_attempts = download_attempts
+        """Tries inside one job attempt: a short outage of the server does not fail the job."""
+        self.download_retry = download_retry
         self.root = Path(root)
         self.max_bytes = max_bytes
         self.timeout_s = timeout_s
@@ -70,7 +81,9 @@ class FirmwareCache:
             if self.hold(path):
                 return path
             path.parent.mkdir(parents=True, exist_ok=True)
-            await self._download(url, sha256, path)
+            await retry_call(f"download {_redact(url)}", self._download, url, sha256, path,
+                             stop=asyncio.Event(), backoff=self.download_retry, on=DownloadError,
+                             attempts=self.download_attempts, logger=log)
             self.hold(path)
         await asyncio.to_thread(self.evict)
         return path

@@ -15,6 +15,7 @@ from typing import Self, TypeVar
 
 import msgspec
 
+from proto.limits import Attempt, Count, Int32, Name, Seconds, Text
 from proto.model import (
     Artifact,
     DeviceHealth,
@@ -44,13 +45,13 @@ class _Kind:
 
 
 class CloudEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
-    specversion: str = "1.0"
-    id: str
-    source: str
+    specversion: Name = "1.0"
+    id: Name
+    source: Name
     time: dt.datetime
-    subject: str | None = None
+    subject: Name | None = None
     """The object the event is about (firmware, job, device id)."""
-    datacontenttype: str = "application/json"
+    datacontenttype: Name = "application/json"
 
     kind = _Kind()
     """Short type, e.g. ``firmware.discovered``; also the subject suffix."""
@@ -83,25 +84,25 @@ def _t(kind: str) -> str:
 
 
 class FirmwareDiscoveredData(msgspec.Struct, frozen=True, kw_only=True):
-    firmware_id: str
+    firmware_id: Name
     source_kind: SourceKind
     priority_class: PriorityClass
-    channel: str
+    channel: Name
     """snapshot, stable, oldstable, a release branch, pr, custom."""
-    version: str
+    version: Name
     """version_number: ``SNAPSHOT``, ``23.05.5``, ..."""
-    revision: str | None = None
+    revision: Name | None = None
     """version_code, e.g. ``r24106-10cc5fcd00``."""
     images: list[Image] = []
-    tree_name: str = "openwrt"
-    git_repository_url: str | None = None
-    git_commit_hash: str | None = None
-    git_branch: str | None = None
+    tree_name: Name = "openwrt"
+    git_repository_url: Text | None = None
+    git_commit_hash: Name | None = None
+    git_branch: Name | None = None
     pull_request: PullRequest | None = None
-    submitter: str | None = None
-    url: str | None = None
+    submitter: Name | None = None
+    url: Text | None = None
     """Human-facing page of the firmware (release dir, PR, build)."""
-    plans: list[str] | None = None
+    plans: list[Name] | None = None
     """Names of the test plans to run; None: the plans its source kind gets by default."""
 
 
@@ -110,10 +111,10 @@ class FirmwareDiscovered(CloudEvent, tag=_t("firmware.discovered")):
 
 
 class FirmwareStateData(msgspec.Struct, frozen=True, kw_only=True):
-    firmware_id: str
+    firmware_id: Name
     state: FirmwareState
     previous: FirmwareState | None = None
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class FirmwareStateChanged(CloudEvent, tag=_t("firmware.state")):
@@ -121,9 +122,9 @@ class FirmwareStateChanged(CloudEvent, tag=_t("firmware.state")):
 
 
 class FirmwareCancelRequestedData(msgspec.Struct, frozen=True, kw_only=True):
-    firmware_id: str
-    requested_by: str = ""
-    reason: str | None = None
+    firmware_id: Name
+    requested_by: Text = ""
+    reason: Text | None = None
 
 
 class FirmwareCancelRequested(CloudEvent, tag=_t("firmware.cancel_requested")):
@@ -140,16 +141,16 @@ class FirmwareRetryRequested(CloudEvent, tag=_t("firmware.retry_requested")):
 class JobSpec(msgspec.Struct, frozen=True, kw_only=True):
     """Everything a lab needs to run a job; the message on the JOBS stream."""
 
-    job_id: str
-    attempt: int = 1
-    firmware_id: str
-    device_type: str
+    job_id: Name
+    attempt: Attempt = 1
+    firmware_id: Name
+    device_type: Name
     image: Image
     plans: list[TestPlan]
-    priority: int
-    timeout_s: float
-    firmware_version: str | None = None
-    firmware_revision: str | None = None
+    priority: Int32
+    timeout_s: Seconds
+    firmware_version: Name | None = None
+    firmware_revision: Name | None = None
 
 
 class JobCreated(CloudEvent, tag=_t("job.created")):
@@ -157,10 +158,10 @@ class JobCreated(CloudEvent, tag=_t("job.created")):
 
 
 class JobStartedData(msgspec.Struct, frozen=True, kw_only=True):
-    job_id: str
-    attempt: int
-    lab: str
-    device: str
+    job_id: Name
+    attempt: Attempt
+    lab: Name
+    device: Name
     deadline: dt.datetime | None = None
 
 
@@ -171,13 +172,13 @@ class JobStarted(CloudEvent, tag=_t("job.started")):
 class JobProgressData(msgspec.Struct, frozen=True, kw_only=True):
     """Also the job's heartbeat: the timeout service watches for it."""
 
-    job_id: str
-    attempt: int
-    lab: str
-    device: str
-    stage: str
+    job_id: Name
+    attempt: Attempt
+    lab: Name
+    device: Name
+    stage: Name
     """download, flash, boot, test, upload"""
-    message: str = ""
+    message: Text = ""
 
 
 class JobProgress(CloudEvent, tag=_t("job.progress")):
@@ -185,15 +186,15 @@ class JobProgress(CloudEvent, tag=_t("job.progress")):
 
 
 class JobFinishedData(msgspec.Struct, frozen=True, kw_only=True):
-    job_id: str
-    attempt: int
-    lab: str
-    device: str
+    job_id: Name
+    attempt: Attempt
+    lab: Name
+    device: Name
     result: JobResult
     error_code: ErrorCode | None = None
-    error_message: str | None = None
+    error_message: Text | None = None
     tests: list[TestResult] = []
-    log_key: str | None = None
+    log_key: Name | None = None
     artifacts: list[Artifact] = []
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
@@ -204,9 +205,9 @@ class JobFinished(CloudEvent, tag=_t("job.finished")):
 
 
 class JobCancelledData(msgspec.Struct, frozen=True, kw_only=True):
-    job_id: str
-    attempt: int | None = None
-    reason: str = ""
+    job_id: Name
+    attempt: Attempt | None = None
+    reason: Text = ""
 
 
 class JobCancelled(CloudEvent, tag=_t("job.cancelled")):
@@ -214,9 +215,9 @@ class JobCancelled(CloudEvent, tag=_t("job.cancelled")):
 
 
 class JobRequestData(msgspec.Struct, frozen=True, kw_only=True):
-    job_id: str
-    requested_by: str = ""
-    reason: str | None = None
+    job_id: Name
+    requested_by: Text = ""
+    reason: Text | None = None
 
 
 class JobRetryRequested(CloudEvent, tag=_t("job.retry_requested")):
@@ -231,14 +232,14 @@ class JobCancelRequested(CloudEvent, tag=_t("job.cancel_requested")):
 
 
 class DeviceHealthData(msgspec.Struct, frozen=True, kw_only=True):
-    lab: str
-    device: str
-    device_type: str
+    lab: Name
+    device: Name
+    device_type: Name
     health: DeviceHealth
     state: DeviceState
-    consecutive_failures: int = 0
+    consecutive_failures: Count = 0
     check_passed: bool | None = None
-    message: str = ""
+    message: Text = ""
 
 
 class DeviceHealthChanged(CloudEvent, tag=_t("device.health")):
@@ -246,17 +247,17 @@ class DeviceHealthChanged(CloudEvent, tag=_t("device.health")):
 
 
 class LabDevice(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    device_type: str
-    features: list[str] = []
+    name: Name
+    device_type: Name
+    features: list[Name] = []
     state: DeviceState = DeviceState.IDLE
     health: DeviceHealth = DeviceHealth.UNKNOWN
 
 
 class LabOnlineData(msgspec.Struct, frozen=True, kw_only=True):
-    lab: str
+    lab: Name
     devices: list[LabDevice] = []
-    version: str = ""
+    version: Name = ""
 
 
 class LabOnline(CloudEvent, tag=_t("lab.online")):
@@ -264,8 +265,8 @@ class LabOnline(CloudEvent, tag=_t("lab.online")):
 
 
 class LabOfflineData(msgspec.Struct, frozen=True, kw_only=True):
-    lab: str
-    reason: str = ""
+    lab: Name
+    reason: Text = ""
 
 
 class LabOffline(CloudEvent, tag=_t("lab.offline")):
@@ -278,18 +279,18 @@ class LabOffline(CloudEvent, tag=_t("lab.offline")):
 class LogChunkData(msgspec.Struct, frozen=True, kw_only=True):
     """A piece of a job's console log; ``seq`` orders and dedupes chunks."""
 
-    job_id: str
-    attempt: int
-    lab: str
-    device: str
-    seq: int
+    job_id: Name
+    attempt: Attempt
+    lab: Name
+    device: Name
+    seq: Count
     """Order within (job, attempt, stream), from 0; a resent chunk keeps its seq."""
-    text: str
+    text: Text
     final: bool = False
     """Last chunk of this stream: the log writer closes the object."""
-    stream: str = "console"
+    stream: Name = "console"
     """``console`` or the name of an artifact (``junit.xml``, ``results.json``)."""
-    run: int = 1
+    run: Count = 1
     """Which delivery of the job message produced the chunk: a job handed back
     (lab shutdown, lab lost) runs again under the same attempt, and its log
     starts over; the log writer keeps the run that sent the final chunk."""

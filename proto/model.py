@@ -6,6 +6,7 @@ import enum
 
 import msgspec
 
+from proto.limits import Count, Name, Seconds, Size, Text
 from proto.subjects import PriorityClass
 
 __all__ = [
@@ -106,22 +107,22 @@ class DeviceHealth(enum.StrEnum):
 class Image(msgspec.Struct, frozen=True, kw_only=True):
     """One firmware image for one target/subtarget[/profile] (a KCIDB build)."""
 
-    id: str
-    target: str
-    subtarget: str
-    profile: str | None = None
+    id: Name
+    target: Name
+    subtarget: Name
+    profile: Name | None = None
     """None when the image serves every profile of the subtarget (PR artifacts, uploads)."""
-    name: str
-    type: str
+    name: Name
+    type: Name
     """sysupgrade, factory, kernel, combined, combined-efi, rootfs, ..."""
-    filesystem: str | None = None
-    sha256: str
-    size: int | None = None
-    url: str | None = None
+    filesystem: Name | None = None
+    sha256: Name
+    size: Size | None = None
+    url: Text | None = None
     """Where a lab downloads it; may be filled in per job (presigned)."""
-    object_key: str | None = None
+    object_key: Name | None = None
     """Key in object storage when wrtci holds the file itself."""
-    architecture: str | None = None
+    architecture: Name | None = None
     """OpenWrt package architecture (``arch_packages``: mips_24kc, x86_64); KCIDB's."""
 
     @property
@@ -130,12 +131,12 @@ class Image(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PullRequest(msgspec.Struct, frozen=True, kw_only=True):
-    repository: str
-    number: int
-    head_sha: str
-    url: str
-    title: str = ""
-    author: str = ""
+    repository: Name
+    number: Count
+    head_sha: Name
+    url: Text
+    title: Text = ""
+    author: Name = ""
 
 
 class TestPlan(msgspec.Struct, frozen=True, kw_only=True):
@@ -143,15 +144,15 @@ class TestPlan(msgspec.Struct, frozen=True, kw_only=True):
 
     __test__ = False
 
-    name: str
-    tests: list[str] = []
+    name: Name
+    tests: list[Name] = []
     """pytest paths relative to the suite checkout."""
-    keyword: str | None = None
+    keyword: Text | None = None
     """pytest ``-k`` expression."""
-    markers: str | None = None
+    markers: Text | None = None
     """pytest ``-m`` expression."""
-    required_features: list[str] = []
-    timeout_s: float = 1800.0
+    required_features: list[Name] = []
+    timeout_s: Seconds = 1800.0
 
 
 class TestResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -159,17 +160,17 @@ class TestResult(msgspec.Struct, frozen=True, kw_only=True):
 
     __test__ = False
 
-    path: str
+    path: Name
     """KCIDB test path: ``<plan>.<module>.<test>``."""
     status: TestStatus
-    duration_s: float | None = None
-    message: str | None = None
-    log_excerpt: str | None = None
+    duration_s: Seconds | None = None
+    message: Text | None = None
+    log_excerpt: Text | None = None
 
 
 class Artifact(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    content_type: str = "application/octet-stream"
-    size: int | None = None
-    sha256: str | None = None
-    object_key: str | None = None
+    name: Name
+    content_type: Name = "application/octet-stream"
+    size: Size | None = None
+    sha256: Name | None = None
+    object_key: Name | None = None

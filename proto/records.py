@@ -8,6 +8,7 @@ from typing import TypeVar
 import msgspec
 
 from proto.events import LabDevice
+from proto.limits import Count, Name, Text
 from proto.model import DeviceHealth, DeviceState
 
 R = TypeVar("R")
@@ -16,22 +17,22 @@ R = TypeVar("R")
 class LabRecord(msgspec.Struct, frozen=True, kw_only=True):
     """``<prefix>_labs`` bucket, key = lab; expires unless the lab heartbeats."""
 
-    lab: str
+    lab: Name
     devices: list[LabDevice] = []
     heartbeat_at: dt.datetime
-    version: str = ""
+    version: Name = ""
 
 
 class DeviceRecord(msgspec.Struct, frozen=True, kw_only=True):
     """``<prefix>_devices`` bucket, key = ``<lab>.<device>``."""
 
-    lab: str
-    device: str
-    device_type: str
-    features: list[str] = []
+    lab: Name
+    device: Name
+    device_type: Name
+    features: list[Name] = []
     state: DeviceState = DeviceState.IDLE
     health: DeviceHealth = DeviceHealth.UNKNOWN
-    consecutive_failures: int = 0
+    consecutive_failures: Count = 0
     last_check_at: dt.datetime | None = None
     updated_at: dt.datetime
 
@@ -40,7 +41,7 @@ class ControlRecord(msgspec.Struct, frozen=True, kw_only=True):
     """``<prefix>_control`` bucket, key ``scheduler``: pause / drain switch."""
 
     paused: bool = False
-    reason: str = ""
+    reason: Text = ""
     updated_at: dt.datetime | None = None
 
 

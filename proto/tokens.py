@@ -58,6 +58,8 @@ class Escaping:
             else:
                 raw.extend(token[i].encode("ascii"))
                 i += 1
+        if 0 in raw:  # no name has a NUL, and PostgreSQL text cannot hold one
+            raise TokenError(f"{token!r} decodes to a name with a NUL character")
         try:
             return raw.decode("utf-8", "surrogatepass")
         except UnicodeDecodeError as exc:

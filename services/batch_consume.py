@@ -32,7 +32,14 @@ from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
 from proto.events import CloudEvent, DecodeError, decode
-from services.consume import MsgMeta, Reject, Retry, fetch_batches, message_meta
+from services.consume import (
+    MsgMeta,
+    Reject,
+    Retry,
+    fetch_batches,
+    message_meta,
+    redelivery_delay,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +86,8 @@ async def handle_batch(
             log.exception("handler failed; the message will be redelivered",
                           extra={"consumer": consumer, "subject": deliveries[0].meta.subject,
                                  "stream_seq": deliveries[0].meta.stream_seq})
-            await kept[0].nak(delay=retry_delay)
+            await kept[0].nak(delay=redelivery_delay(deliveries[0].meta.num_delivered,
+                                                     retry_delay))
             counts["nak"] += 1
             return counts
         log.exception("batch handler failed; handling its %d messages one by one",
@@ -124,7 +132,7 @@ async def _one_by_one(
             log.error("batch handler still failing; %d messages will be redelivered",
                       len(msgs) - index, extra={"consumer": consumer})
             for rest in msgs[index:]:
-                await rest.nak(delay=retry_delay)
+                await rest.nak(delay=redelivery_delay(rest.metadata.num_delivered, retry_delay))
             counts["nak"] += len(msgs) - index
             break
         single = await handle_batch([msg], handler, consumer=consumer, decoder=decoder,

@@ -22,8 +22,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
+from core.retry import is_outage
 from proto.events import CloudEvent, DecodeError, decode
-from proto.topology import ensure_consumer
+from proto.topology import SERVICE_BACKOFF, ensure_consumer
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,13 @@ class MsgMeta(msgspec.Struct, frozen=True):
 
 
 Handler = Callable[[CloudEvent, MsgMeta], Awaitable[Any]]
+
+
+def redelivery_delay(num_delivered: int, first: float = SERVICE_BACKOFF[0]) -> float:
+    """JetStream redelivery with backoff: the consumer's backoff steps by delivery count,
+    so that an outage of minutes does not use up ``max_deliver`` in seconds."""
+    steps = (first, *SERVICE_BACKOFF[1:])
+    return steps[min(max(num_delivered, 1), len(steps)) - 1]
 
 
 def message_meta(msg: Msg) -> MsgMeta:
@@ -88,9 +96,13 @@ async def handle_message(
         log.warning("handler asked to retry: %s", exc, extra=where | {"delay_s": exc.delay})
         await msg.nak(delay=exc.delay)
         return "nak"
-    except Exception:
-        log.exception("handler failed; message will be redelivered", extra=where)
-        await msg.nak(delay=retry_delay)
+    except Exception as exc:
+        delay = redelivery_delay(meta.num_delivered, retry_delay)
+        if is_outage(exc):  # a dependency is away: no traceback per message
+            log.warning("handler failed (%r); redelivery in %.0f s", exc, delay, extra=where)
+        else:
+            log.exception("handler failed; message will be redelivered", extra=where)
+        await msg.nak(delay=delay)
         return "nak"
     await msg.ack()
     return "ack"

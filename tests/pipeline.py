@@ -10,6 +10,7 @@ import asyncpg
 from nats.js import JetStreamContext
 
 from core.config import LoggingConfig, NatsConfig
+from core.retry import Backoff
 from core.runtime import EventPublisher
 from proto.events import (
     CloudEvent,
@@ -83,6 +84,10 @@ async def firmware_state(pool: asyncpg.Pool, firmware_id: str) -> str | None:
         return await conn.fetchval("SELECT state FROM checkouts WHERE id = $1", firmware_id)
 
 
+QUICK_RETRY = Backoff(steps_s=(0.2,), jitter=0.0)
+"""Infrastructure retries in tests: the delay is there, but short."""
+
+
 class Pipeline:
     def __init__(self, scheduler: SchedulerApp | None, timeout: TimeoutApp | None) -> None:
         self.scheduler = scheduler
@@ -110,7 +115,8 @@ async def running(
         if with_timeout:
             timeout_app = TimeoutApp(timeout_service.Config(
                 nats=nats_config, database=database_config, storage=storage_config,
-                logging=logging_config, timeout=timeouts or TimeoutSettings()))
+                logging=logging_config,
+                timeout=timeouts or TimeoutSettings(infra_retry=QUICK_RETRY)))
             apps.append(timeout_app)
             await timeout_app.start(stop)
         yield Pipeline(sched_app, timeout_app)

@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from lab_daemon.firmware import ChecksumMismatch, FirmwareCache
+from core.retry import Backoff
+from lab_daemon.firmware import ChecksumMismatch, DownloadError, FirmwareCache
 from tests.lab_helpers import sha256_of
 
 pytest_plugins = ["tests.lab_fixtures"]
@@ -84,3 +85,23 @@ async def test_two_devices_downloading_the_same_image_share_one_file(file_server
                                          cache.fetch(f"{base_url}/a.bin", sha, "a.bin"))
     assert first == second and first.read_bytes() == b"x" * 100_000
     assert [p.name for p in first.parent.iterdir()] == ["a.bin"]
+
+
+async def test_a_download_is_retried_inside_the_job_before_it_fails(file_server, tmp_path):
+    """The downloads server answers 404 for a moment (an outage): the fetch waits it out."""
+    base_url, www = file_server
+    data = b"F" * 100
+    cache = FirmwareCache(tmp_path / "cache", max_bytes=1000, download_attempts=3,
+                          download_retry=Backoff(steps_s=(0.5,), jitter=0.0))
+
+    async def server_back() -> None:
+        await asyncio.sleep(0.2)  # the outage itself
+        (www / "f.bin").write_bytes(data)
+    back = asyncio.create_task(server_back())
+    path = await cache.fetch(f"{base_url}/f.bin", sha256_of(data), "f.bin")
+    await back
+    assert path.read_bytes() == data
+    failing = FirmwareCache(tmp_path / "cache2", max_bytes=1000, download_attempts=2,
+                            download_retry=Backoff(steps_s=(0.05,), jitter=0.0))
+    with pytest.raises(DownloadError, match="404"):
+        await failing.fetch(f"{base_url}/missing.bin", sha256_of(b"x"), "missing.bin")

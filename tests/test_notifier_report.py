@@ -12,6 +12,7 @@ from aiosmtpd.smtp import AuthResult
 from core.config import load_config
 from proto.events import FirmwareStateChanged, FirmwareStateData
 from proto.model import FirmwareState, PullRequest
+from services.lifecycle import state_event_id
 from services.notifier import Config, mail, report
 from services.notifier.config import MailRule, MailSection, NotifierSection
 from services.notifier.delivery import PermanentFailure, TemporaryFailure

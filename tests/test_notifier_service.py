@@ -18,9 +18,9 @@ from core.config import LoggingConfig
 from proto.events import FirmwareStateChanged, FirmwareStateData
 from proto.model import FirmwareState, PriorityClass, PullRequest, SourceKind
 from proto.storage import job_log_key
+from services.lifecycle import state_event_id
 from services.notifier import Config, run
 from services.notifier.config import GithubSection, MailRule, MailSection, NotifierSection
-from services.scheduler.lifecycle import state_event_id
 from services.stack.servers import free_port
 from tests import factories
 from tests.factories_results import Factory, finished, ingest_all, publish

@@ -11,7 +11,7 @@ from minio import Minio
 from proto.events import JobCreated, decode_as
 from proto.model import PriorityClass, SourceKind
 from proto.subjects import Priority
-from services.scheduler import store
+from services.lifecycle import store
 from services.scheduler.fanout import plan_jobs
 from services.scheduler.plans import PlanSet
 from tests import factories

@@ -34,7 +34,7 @@ def test_check_fails_when_nats_is_unreachable(name, tmp_path, site_config_file) 
         database=config.database, storage=config.storage)))
     result = run_cli("run", name, "--config", str(broken), "--check", check=False, timeout=60)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "unhealthy" in result.stderr
+    assert "degraded: nats:" in result.stderr
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)

@@ -7,13 +7,14 @@ import pytest
 from proto.events import JobStarted, JobStartedData
 from proto.model import ErrorCode, JobResult
 from services.consume import MsgMeta, Reject
-from services.scheduler.dispatch import Dispatcher
-from services.scheduler.lifecycle import Lifecycle
+from services.lifecycle import Lifecycle
+from services.lifecycle.dispatch import Dispatcher
 from services.scheduler.service import SchedulerSettings
 from services.timeout.deadlines import DeadlineLoop
 from services.timeout.service import LifecycleHandler, TimeoutSettings
 from tests import factories
 from tests.pipeline import (
+    QUICK_RETRY,
     FakeLab,
     firmware_jobs,
     firmware_state,
@@ -82,7 +83,7 @@ async def test_lab_that_vanishes_mid_job_is_replaced_by_redelivery(
     await _lab(js, subjects)
     data = factories.firmware([X86])
     async with running(nats_config, database_config, storage_config, scheduler=FAST,
-                       timeouts=TimeoutSettings(heartbeat_timeout_s=60)):
+                       timeouts=TimeoutSettings(heartbeat_timeout_s=60, infra_retry=QUICK_RETRY)):
         await factories.publish_firmware(js, subjects, data)
         # Short ack wait: lab A dies without acking, JetStream hands the job to lab B.
         lab_a = FakeLab(js, subjects, "lab-a", "x86-1", ack_wait=1.0)
@@ -113,7 +114,8 @@ async def test_plan_timeout_ends_the_job_as_error_timeout(
                                  max_attempts=1)
     data = factories.firmware([X86])
     async with running(nats_config, database_config, storage_config, scheduler=settings,
-                       timeouts=TimeoutSettings(heartbeat_timeout_s=60, max_sleep_s=1)):
+                       timeouts=TimeoutSettings(heartbeat_timeout_s=60, max_sleep_s=1,
+                                                infra_retry=QUICK_RETRY)):
         await factories.publish_firmware(js, subjects, data)
         lab = FakeLab(js, subjects, "lab-a", "x86-1")
         job = await lab.take(X86)
@@ -137,7 +139,8 @@ async def test_lost_lab_is_retried_on_another_lab_and_attempts_stay_visible(
     await _lab(js, subjects)
     data = factories.firmware([X86])
     async with running(nats_config, database_config, storage_config, scheduler=FAST,
-                       timeouts=TimeoutSettings(heartbeat_timeout_s=0.5, max_sleep_s=1)):
+                       timeouts=TimeoutSettings(heartbeat_timeout_s=0.5, max_sleep_s=1,
+                                                infra_retry=QUICK_RETRY)):
         await factories.publish_firmware(js, subjects, data)
         lab_a = FakeLab(js, subjects, "lab-a", "x86-1")  # long ack wait: no redelivery
         lab_b = FakeLab(js, subjects, "lab-b", "x86-2")
@@ -210,7 +213,7 @@ async def test_firmware_timeout_forces_unfinished_jobs_done(
     data = factories.firmware([X86, "ramips/mt7621/r1"])
     settings = SchedulerSettings(holdoff_s=0.2, firmware_timeout_s=1.5)
     async with running(nats_config, database_config, storage_config, scheduler=settings,
-                       timeouts=TimeoutSettings(max_sleep_s=1)):
+                       timeouts=TimeoutSettings(max_sleep_s=1, infra_retry=QUICK_RETRY)):
         await factories.publish_firmware(js, subjects, data)
         lab = FakeLab(js, subjects, "lab-a", "x86-1")
         job = await lab.take(X86)
@@ -234,7 +237,7 @@ async def test_timers_survive_a_restart_of_the_timeout_service(
     await _lab(js, subjects)
     data = factories.firmware([X86])
     settings = SchedulerSettings(holdoff_s=0.2, max_attempts=1)
-    timeouts = TimeoutSettings(heartbeat_timeout_s=1.0, max_sleep_s=30)
+    timeouts = TimeoutSettings(heartbeat_timeout_s=1.0, max_sleep_s=30, infra_retry=QUICK_RETRY)
     lab = FakeLab(js, subjects, "lab-a", "x86-1")
     async with running(nats_config, database_config, storage_config, scheduler=settings,
                        timeouts=timeouts):

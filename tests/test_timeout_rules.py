@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from proto.model import FirmwareState
-from services.scheduler.lifecycle import Transition, decide_firmware
+from services.lifecycle import Transition, decide_firmware
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 PAST = NOW - dt.timedelta(minutes=1)

@@ -17,7 +17,9 @@ from proto.tokens import (
     is_valid_token,
 )
 
-any_name = st.text(alphabet=st.characters(codec="utf-8"), max_size=64)
+any_name = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="\x00"),
+                   max_size=64)
+"""Names never hold NUL (PostgreSQL text cannot): decoding refuses a token that does."""
 
 
 @given(any_name)
@@ -25,6 +27,13 @@ def test_any_name_is_one_valid_subject_token_and_back(name: str) -> None:
     token = encode_token(name)
     assert is_valid_token(token)
     assert decode_token(token) == name
+
+
+def test_a_token_that_decodes_to_nul_is_refused() -> None:
+    with pytest.raises(TokenError):
+        decode_token(encode_token("a\x00b"))
+    with pytest.raises(TokenError):
+        decode_key_part(encode_key_part("\x00"))
 
 
 @given(any_name)

@@ -11,7 +11,7 @@ import logging
 
 from aiohttp import web
 
-from core.runtime import EventPublisher, check_nats, connect_nats
+from core.runtime import Daemon, EventPublisher, check_all, check_nats
 from services import db
 from services.api import control, pages, rest
 from services.api.app import CONTEXT, ApiContext, errors, json_response
@@ -38,32 +38,26 @@ def make_app(ctx: ApiContext) -> web.Application:
 
 async def run(config: Config, stop: asyncio.Event) -> None:
     section = config.api
-    nc = await connect_nats(config.nats, "wrtci-api")
-    try:
-        pool = await db.create_pool(config.database)
-        try:
-            js = nc.jetstream(timeout=config.nats.request_timeout_s)
-            ctx = ApiContext(section=section, subjects=config.nats.subjects, pool=pool, js=js,
-                             publisher=EventPublisher(js, config.nats.subjects,
-                                                      timeout=config.nats.request_timeout_s),
-                             logs=LogReader(config.storage, section.log_chunk_bytes))
-            runner = web.AppRunner(make_app(ctx), access_log=None,
-                                   shutdown_timeout=section.shutdown_timeout_s)
-            await runner.setup()
-            try:
-                await web.TCPSite(runner, section.host, section.port).start()
-                log.info("listening", extra={"host": section.host, "port": section.port})
-                await stop.wait()
-            finally:
-                # Stops accepting, lets requests in flight finish (bounded), closes.
-                await runner.cleanup()
-        finally:
-            await pool.close()
-    finally:
-        await nc.drain()
+    async with Daemon("api", stop) as daemon:
+        nc = await daemon.connect_nats(config.nats)
+        pool = await db.open_pool(daemon, config.database)
+        js = nc.jetstream(timeout=config.nats.request_timeout_s)
+        ctx = ApiContext(section=section, subjects=config.nats.subjects, pool=pool, js=js,
+                         publisher=EventPublisher(js, config.nats.subjects,
+                                                  timeout=config.nats.request_timeout_s),
+                         logs=LogReader(config.storage, section.log_chunk_bytes))
+        runner = web.AppRunner(make_app(ctx), access_log=None,
+                               shutdown_timeout=section.shutdown_timeout_s)
+        await runner.setup()
+        # At exit: stops accepting, lets requests in flight finish (bounded), closes.
+        daemon.exits.push_async_callback(runner.cleanup)
+        await web.TCPSite(runner, section.host, section.port).start()
+        log.info("listening", extra={"host": section.host, "port": section.port})
+        await daemon.serve()
 
 
 async def check(config: Config) -> None:
-    await check_nats(config.nats)
-    await check_database(config.database, "SELECT count(*) FROM firmware_progress LIMIT 1")
-    await LogReader(config.storage, config.api.log_chunk_bytes).check()
+    await check_all(
+        nats=check_nats(config.nats),
+        database=check_database(config.database, "SELECT count(*) FROM firmware_progress LIMIT 1"),
+        storage=LogReader(config.storage, config.api.log_chunk_bytes).check())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
 import asyncpg
 
+from core.runtime import Daemon
 from services.config import DatabaseConfig
 
 
@@ -32,6 +34,19 @@ async def create_pool(config: DatabaseConfig, **kwargs: Any) -> asyncpg.Pool:
         timeout=10,
         **kwargs,
     )
+
+
+async def close_pool(pool: asyncpg.Pool) -> None:
+    """Close, and if connections hang (the server is gone), terminate them."""
+    try:
+        await asyncio.wait_for(pool.close(), 10)
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        pool.terminate()
+
+
+async def open_pool(daemon: Daemon, config: DatabaseConfig) -> asyncpg.Pool:
+    """The daemon's pool: waited for (with backoff) while PostgreSQL is away; closed at exit."""
+    return await daemon.open("PostgreSQL", lambda: create_pool(config), close_pool)
 
 
 async def connect(config: DatabaseConfig) -> asyncpg.Connection:

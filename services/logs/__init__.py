@@ -22,7 +22,8 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
-from core.runtime import check_nats, connect_nats
+from core.retry import sleep_or_stop
+from core.runtime import Daemon, check_all, check_nats
 from proto.events import DecodeError, LogChunk, decode
 from proto.storage import job_log_key
 from proto.subjects import Subjects
@@ -154,29 +155,24 @@ class LogWriter:
 
 
 async def _partials(writer: LogWriter, stop: asyncio.Event, interval: float) -> None:
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval)
+    while not await sleep_or_stop(stop, interval):
         await writer.flush_partials()
+    await writer.flush_partials()
 
 
 async def run(config: Config, stop: asyncio.Event) -> None:
     subjects = config.nats.subjects
-    nc = await connect_nats(config.nats, "wrtci-logs")
-    try:
+    async with Daemon("logs", stop) as daemon:
+        nc = await daemon.connect_nats(config.nats)
         js = nc.jetstream()
         writer = LogWriter(js, subjects, LogStore(config.storage), config.logs)
         consumer = service_consumer(config.logs.durable, [subjects.all_logs()])
-        partials = asyncio.create_task(_partials(writer, stop, config.logs.partial_interval_s))
-        try:
-            await consume(js, subjects.logs_stream, consumer, writer.handle, stop, batch=100)
-        finally:
-            stop.set()
-            await partials
-    finally:
-        await nc.drain()
+        daemon.loop("partials", lambda stop: _partials(writer, stop,
+                                                       config.logs.partial_interval_s))
+        daemon.loop("chunks", lambda stop: consume(js, subjects.logs_stream, consumer,
+                                                   writer.handle, stop, batch=100))
+        await daemon.serve()
 
 
 async def check(config: Config) -> None:
-    await check_nats(config.nats)
-    await LogStore(config.storage).check()
+    await check_all(nats=check_nats(config.nats), storage=LogStore(config.storage).check())

@@ -27,7 +27,7 @@ import aiohttp
 import asyncpg
 from nats.js.api import ConsumerConfig
 
-from core.runtime import check_nats, connect_nats, until_stop_or_failure
+from core.runtime import Daemon, check_all, check_nats
 from proto.events import CloudEvent, FirmwareStateChanged
 from proto.model import FirmwareState
 from proto.subjects import Subjects
@@ -181,26 +181,22 @@ class Notifier:
 async def run(config: Config, stop: asyncio.Event) -> None:
     section = config.notifier
     subjects = config.nats.subjects
-    nc = await connect_nats(config.nats, "wrtci-notifier")
-    pool = await db.create_pool(config.database)
-    session = aiohttp.ClientSession()
-    try:
+    async with Daemon("notifier", stop) as daemon:
+        nc = await daemon.connect_nats(config.nats)
+        pool = await db.open_pool(daemon, config.database)
+        session = await daemon.enter(aiohttp.ClientSession())
         github = GithubReporter(session, section.github) if section.github.enabled else None
         notifier = Notifier(pool, section, github)
         log.info("notifier running", extra={"mail": section.mail.enabled,
                                             "github": section.github.enabled})
-        tasks = [asyncio.create_task(consume(
-            nc.jetstream(timeout=config.nats.request_timeout_s), subjects.events_stream,
-            consumer_config(subjects, section), notifier.handle, stop, batch=10),
-            name="reports")]
-        await until_stop_or_failure(tasks, stop)
-    finally:
-        await session.close()
-        await pool.close()
-        await nc.drain()
+        js = nc.jetstream(timeout=config.nats.request_timeout_s)
+        daemon.loop("reports", lambda stop: consume(
+            js, subjects.events_stream, consumer_config(subjects, section), notifier.handle,
+            stop, batch=10))
+        await daemon.serve()
 
 
 async def check(config: Config) -> None:
-    await check_nats(config.nats)
-    await check_database(config.database, "SELECT count(*) FROM notifications "
-                                          "WHERE state IN ('pending', 'sending')")
+    await check_all(nats=check_nats(config.nats), database=check_database(
+        config.database, "SELECT count(*) FROM notifications "
+                         "WHERE state IN ('pending', 'sending')"))

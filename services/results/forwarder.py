@@ -15,7 +15,6 @@ again once the endpoint has answered with a submission id.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 import uuid
@@ -25,6 +24,7 @@ import aiohttp
 import asyncpg
 import msgspec
 
+from core.retry import Backoff, sleep_or_stop
 from services.results import kcidb
 from services.results.config import KcidbSection
 
@@ -87,15 +87,15 @@ class Forwarder:
         self.pool = pool
         self.client = client
         self.section = section
+        self.backoff = Backoff.exponential(section.backoff_s, MAX_BACKOFF_S)
+        """Delays of a submission kcidb did not take (kept in the database: next_try_at)."""
 
     async def run(self, stop: asyncio.Event) -> None:
+        """A pass every ``interval_s``; a database outage ends the loop with an error, and
+        the daemon's supervisor runs it again with backoff (logged once)."""
         while not stop.is_set():
-            try:
-                await self.step()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                log.exception("kcidb forwarding pass failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.section.interval_s)
+            await self.step()
+            await sleep_or_stop(stop, self.section.interval_s)
 
     async def step(self) -> None:
         """One pass: poll what was submitted, (re)send pending batches, batch new results."""
@@ -174,7 +174,7 @@ class Forwarder:
             log.error("kcidb submission given up: %s", error, extra=where)
             await self._set(conn, batch_id, "failed", last_error=error, tries=tries)
             return
-        delay = min(MAX_BACKOFF_S, self.section.backoff_s * 2 ** (tries - 1))
+        delay = self.backoff.delay(tries)
         log.warning("kcidb submission will be retried: %s", error,
                     extra=where | {"delay_s": delay})
         await conn.execute(

@@ -10,7 +10,7 @@ import aiohttp
 import asyncpg
 from nats.js.api import ConsumerConfig
 
-from core.runtime import check_nats, connect_nats, until_stop_or_failure
+from core.runtime import Daemon, check_all, check_nats
 from proto.subjects import Subjects
 from proto.topology import service_consumer
 from services import db
@@ -52,37 +52,26 @@ async def run(config: Config, stop: asyncio.Event) -> None:
     section = config.results
     signatures = SignatureSet.load(section.signatures_file)  # bad config: fail at start
     subjects = config.nats.subjects
-    nc = await connect_nats(config.nats, "wrtci-results")
-    pool = await db.create_pool(config.database)
-    session: aiohttp.ClientSession | None = None
-    try:
-        tasks = [
-            asyncio.create_task(consume_batches(
-                nc.jetstream(timeout=config.nats.request_timeout_s), subjects.events_stream,
-                consumer_config(subjects, section.durable),
-                ingest_handler(pool, subjects, section.log_base_url), stop,
-                batch=section.batch_size, fetch_timeout=section.fetch_timeout_s),
-                name="ingest"),
-            asyncio.create_task(Analyser(
-                pool, LogStore(minio_client(config.storage), config.storage.bucket,
-                               config.storage.timeout_s * 2),
-                signatures, section).run(stop), name="analysis"),
-        ]
+    async with Daemon("results", stop) as daemon:
+        nc = await daemon.connect_nats(config.nats)
+        pool = await db.open_pool(daemon, config.database)
+        js = nc.jetstream(timeout=config.nats.request_timeout_s)
+        daemon.loop("ingest", lambda stop: consume_batches(
+            js, subjects.events_stream, consumer_config(subjects, section.durable),
+            ingest_handler(pool, subjects, section.log_base_url), stop,
+            batch=section.batch_size, fetch_timeout=section.fetch_timeout_s))
+        analyser = Analyser(pool, LogStore(minio_client(config.storage), config.storage.bucket,
+                                           config.storage.timeout_s * 2), signatures, section)
+        daemon.loop("analysis", analyser.run)
         if config.kcidb.enabled:
-            session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=config.kcidb.timeout_s))
+            session = await daemon.enter(aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=config.kcidb.timeout_s)))
             client = KcidbClient(session, config.kcidb.url, config.kcidb.token)
-            tasks.append(asyncio.create_task(
-                Forwarder(pool, client, config.kcidb).run(stop), name="kcidb"))
-        await until_stop_or_failure(tasks, stop)
-    finally:
-        if session is not None:
-            await session.close()
-        await pool.close()
-        await nc.drain()
+            daemon.loop("kcidb", Forwarder(pool, client, config.kcidb).run)
+        await daemon.serve()
 
 
 async def check(config: Config) -> None:
     SignatureSet.load(config.results.signatures_file)
-    await check_nats(config.nats)
-    await check_database(config.database, "SELECT count(*) FROM results_work")
+    await check_all(nats=check_nats(config.nats),
+                    database=check_database(config.database, "SELECT count(*) FROM results_work"))

@@ -9,12 +9,12 @@ up to ``log_max_tries``. Replicas share the table (``FOR UPDATE SKIP LOCKED``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import logging
 
 import asyncpg
 
+from core.retry import sleep_or_stop
 from services.results.config import ResultsSection
 from services.results.history import analyse_attempt
 from services.results.logs import LogStore, record_matches
@@ -38,15 +38,12 @@ class Analyser:
         self.section = section
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Passes until ``stop``; an outage (database, S3) ends the pass with an error,
+        and the daemon's supervisor runs the loop again with backoff, logging it once."""
         while not stop.is_set():
-            try:
-                done = await self.run_due(self.section.work_batch)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
-                log.exception("analysis pass failed")
-                done = 0
+            done = await self.run_due(self.section.work_batch)
             if done == 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.section.work_interval_s)
+                await sleep_or_stop(stop, self.section.work_interval_s)
 
     async def run_due(self, limit: int) -> int:
         """Handle up to ``limit`` due items; returns how many were handled (done or put off)."""

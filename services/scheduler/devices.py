@@ -26,7 +26,7 @@ from proto.records import LabRecord, decode_record
 from proto.subjects import Subjects
 from proto.tokens import TokenError, decode_key_part
 from proto.topology import LAB_HEARTBEAT_TTL
-from services.scheduler import store
+from services.lifecycle import store
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Awaitable
 
 import asyncpg
 import msgspec
 from nats.js import JetStreamContext
 
-from core.runtime import ServiceApp, check_nats, connect_nats, run_app
+from core.retry import retry_call, wait_or_stop
+from core.runtime import Daemon, ServiceApp, Stopped, check_all, check_nats, run_app
 from proto.events import (
     CloudEvent,
     FirmwareCancelRequested,
@@ -40,12 +40,11 @@ from services.checks import check_database
 from services.config import ServiceConfig
 from services.consume import MsgMeta, consume
 from services.firmware_store import load_open_firmware, record_firmware
-from services.scheduler import store
+from services.lifecycle import Lifecycle, store
+from services.lifecycle.dispatch import Dispatcher, minio_presigner
 from services.scheduler.control import INTAKE_CONSUMER, ControlSwitch
 from services.scheduler.devices import DeviceRegistry
-from services.scheduler.dispatch import Dispatcher, minio_presigner
 from services.scheduler.fanout import DEFAULT_IMAGE_PREFERENCE, plan_jobs
-from services.scheduler.lifecycle import Lifecycle
 from services.scheduler.plans import PlanSet
 
 log = logging.getLogger(__name__)
@@ -173,23 +172,13 @@ class Scheduler:
         return len(specs)
 
 
-async def _until(wait: Awaitable[object], stop: asyncio.Event) -> None:
-    """Until ``wait`` is over or ``stop`` is set."""
-    waits = [asyncio.ensure_future(wait), asyncio.create_task(stop.wait())]
-    try:
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in waits:
-            task.cancel()
-
-
 async def pausable_intake(js: JetStreamContext, subjects: Subjects, scheduler: Scheduler,
                           switch: ControlSwitch, stop: asyncio.Event, batch: int) -> None:
     """Consume new work while the switch is on; messages wait in the stream while paused."""
     config = intake_consumer(subjects)
     while not stop.is_set():
         if switch.paused:
-            await _until(switch.wait_running(), stop)
+            await wait_or_stop(switch.wait_running(), stop)
             continue
         halt = asyncio.Event()
         watcher = asyncio.create_task(_halt_on_pause(switch, stop, halt))
@@ -202,12 +191,14 @@ async def pausable_intake(js: JetStreamContext, subjects: Subjects, scheduler: S
 
 
 async def _halt_on_pause(switch: ControlSwitch, stop: asyncio.Event, halt: asyncio.Event) -> None:
-    await _until(switch.wait_paused(), stop)
+    await wait_or_stop(switch.wait_paused(), stop)
     halt.set()
 
 
 class SchedulerApp(ServiceApp):
     """The daemon's parts, wired together; ``run()`` is its whole life."""
+
+    name = "scheduler"
 
     def __init__(self, config: Config) -> None:
         super().__init__()
@@ -215,11 +206,12 @@ class SchedulerApp(ServiceApp):
         self.subjects = config.nats.subjects
         self.plans = PlanSet.load(config.scheduler.plans_file)
 
-    async def start(self, stop: asyncio.Event) -> None:
+    async def open(self, daemon: Daemon) -> None:
         """Connect, catch up with the registry and the switch, start consuming."""
         config, settings, subjects = self.config, self.config.scheduler, self.subjects
-        self.nc = await connect_nats(config.nats, "wrtci-scheduler")
-        self.pool = await db.create_pool(config.database)
+        stop = daemon.stop
+        self.nc = await daemon.connect_nats(config.nats)
+        self.pool = await db.open_pool(daemon, config.database)
         js = self.nc.jetstream(timeout=config.nats.request_timeout_s)
         dispatcher = Dispatcher(js, subjects, minio_presigner(config.storage),
                                 concurrency=settings.publish_concurrency)
@@ -228,23 +220,25 @@ class SchedulerApp(ServiceApp):
                                    firmware_timeout_s=settings.firmware_timeout_s)
         self.registry = DeviceRegistry(js, subjects, self.pool)
         self.switch = ControlSwitch(js, subjects)
-        self.tasks += [asyncio.create_task(self.registry.run(stop), name="registry"),
-                       asyncio.create_task(self.switch.run(stop), name="control-watch")]
-        # Fan-out reads the registry: let it catch up with the bucket first.
-        await asyncio.wait_for(
-            asyncio.gather(self.registry.ready.wait(), self.switch.ready.wait()), 30)
+        daemon.loop("registry", self.registry.run)
+        daemon.loop("control-watch", self.switch.run)
+        # Fan-out reads the registry: let it catch up with the bucket first
+        # (as long as that takes: a database outage at start is waited out).
+        if not await wait_or_stop(
+                asyncio.gather(self.registry.ready.wait(), self.switch.ready.wait()), stop):
+            raise Stopped("stopped before the registry was read")
         self.scheduler = Scheduler(self.pool, dispatcher, self.lifecycle, self.plans, settings)
         self.registry.on_new_device_types = self._late_lab
         if not self.switch.paused:
-            await self.scheduler.schedule_open_firmware("start-up")
+            await retry_call("start-up scheduling", self.scheduler.schedule_open_firmware,
+                             "start-up", stop=stop, logger=log)
         # Exists even while paused: `wrtci scheduler status` counts what waits in it.
-        await ensure_consumer(js, subjects.events_stream, intake_consumer(subjects))
-        self.tasks += [
-            asyncio.create_task(pausable_intake(js, subjects, self.scheduler, self.switch, stop,
-                                                settings.fetch_batch), name="intake"),
-            asyncio.create_task(consume(js, subjects.events_stream, control_consumer(subjects),
-                                        self.scheduler.handle, stop), name="control"),
-        ]
+        await retry_call("intake consumer", ensure_consumer, js, subjects.events_stream,
+                         intake_consumer(subjects), stop=stop, logger=log)
+        daemon.loop("intake", lambda stop: pausable_intake(
+            js, subjects, self.scheduler, self.switch, stop, settings.fetch_batch))
+        daemon.loop("control", lambda stop: consume(
+            js, subjects.events_stream, control_consumer(subjects), self.scheduler.handle, stop))
         log.info("scheduler running", extra={"plans": self.plans.names()})
 
     async def _late_lab(self, device_types: set[str]) -> None:
@@ -260,6 +254,6 @@ async def run(config: Config, stop: asyncio.Event) -> None:
 
 
 async def check(config: Config) -> None:
-    await check_nats(config.nats)
-    await check_database(config.database, "SELECT count(*) FROM announced_devices")
     PlanSet.load(config.scheduler.plans_file)
+    await check_all(nats=check_nats(config.nats), database=check_database(
+        config.database, "SELECT count(*) FROM announced_devices"))

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import tomllib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from aiohttp import web
 from minio import Minio
 
 from core.config import NatsConfig, dump_config
+from core.retry import Backoff, sleep_or_stop
 from core.runtime import connect_nats
 from proto import topology
 from services import db, registry
@@ -73,6 +75,8 @@ class Stack:
         self.postgres = PostgresServer(self.state_dir / "postgres", self.ports.postgres)
         self.s3 = S3Server(self.state_dir / "s3", self.ports.s3)
         self.daemons: dict[str, subprocess.Popen] = {}
+        self.commands: dict[str, tuple[list[str], Path, dict[str, str] | None]] = {}
+        """How each daemon was started: ``respawn`` starts it again the same way."""
         self.firmware: VirtualFirmware | None = None
         self._mirror: web.AppRunner | None = None
 
@@ -196,11 +200,17 @@ class Stack:
 
     def _spawn(self, name: str, argv: list[str], log_path: Path,
                env: dict[str, str] | None = None) -> None:
+        self.commands[name] = (argv, log_path, env)
         with open(log_path, "ab") as logfile:
             self.daemons[name] = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT,
                 start_new_session=True, env=env,
             )
+
+    def respawn(self, name: str) -> subprocess.Popen:
+        argv, log_path, env = self.commands[name]
+        self._spawn(name, argv, log_path, env)
+        return self.daemons[name]
 
     def stop(self) -> None:
         for proc in reversed(list(self.daemons.values())):
@@ -247,15 +257,37 @@ class Stack:
 DemoFn = Callable[[Stack], Awaitable[int]]
 
 
-async def wait_for_stop(stop: asyncio.Event, stack: Stack) -> None:
-    while not stop.is_set():
-        for name, proc in stack.daemons.items():
-            if proc.poll() is not None:
+RESTART_BACKOFF = Backoff(steps_s=(1.0, 2.0, 5.0, 10.0, 30.0, 60.0), jitter=0.0)
+HEALTHY_AFTER_S = 60.0
+"""A daemon that ran this long starts again from the first (short) restart delay."""
+
+
+async def supervise(stop: asyncio.Event, stack: Stack, *, backoff: Backoff = RESTART_BACKOFF,
+                    check_s: float = 1.0) -> None:
+    """Until ``stop``: restart daemons that exit, with backoff, as systemd's
+    ``Restart=on-failure`` would, and say so in the output."""
+    restarts: dict[str, int] = {}
+    started = {name: time.monotonic() for name in stack.daemons}
+    due: dict[str, float] = {}
+    while not await sleep_or_stop(stop, check_s):
+        now = time.monotonic()
+        for name, proc in list(stack.daemons.items()):
+            if proc.poll() is None:
+                if now - started.get(name, now) >= HEALTHY_AFTER_S:
+                    restarts[name] = 0
+                continue
+            if name not in due:
+                restarts[name] = restarts.get(name, 0) + 1
+                delay = backoff.delay(restarts[name])
+                due[name] = now + delay
                 log.error("%s exited with status %s", name, proc.returncode)
-                stack.daemons = {n: p for n, p in stack.daemons.items() if p is not proc}
-                break
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0)
+                print(f"{name} exited with status {proc.returncode}; restarting it in "
+                      f"{delay:.0f} s (restart {restarts[name]})", file=stack.out, flush=True)
+            elif now >= due[name]:
+                del due[name]
+                new = await asyncio.to_thread(stack.respawn, name)
+                started[name] = time.monotonic()
+                print(f"{name} restarted (pid {new.pid})", file=stack.out, flush=True)
 
 
 async def run_stack(state_dir: Path, demo: DemoFn | None, once: bool, out=sys.stdout) -> int:
@@ -276,7 +308,7 @@ async def run_stack(state_dir: Path, demo: DemoFn | None, once: bool, out=sys.st
             status = await demo(stack)
         if not once:
             print("\nPress Ctrl-C to stop.", file=out, flush=True)
-            await wait_for_stop(stop, stack)
+            await supervise(stop, stack)
     finally:
         print("stopping wrtci ...", file=out, flush=True)
         await asyncio.to_thread(stack.stop)

@@ -10,10 +10,10 @@ timer set by another replica can be noticed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
-from services.scheduler.lifecycle import Lifecycle
+from core.retry import wait_or_stop
+from services.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ class DeadlineLoop:
         """Fire what is due; returns seconds until the next timer (bounded)."""
         await self.lifecycle.outbox.flush()  # what a crashed replica staged but never sent
         await self.lifecycle.expire_overdue()
+        await self.lifecycle.publish_due_retries()
         for firmware_id in await self.lifecycle.due_firmware():
             await self.lifecycle.advance_firmware(firmware_id)
         seconds = await self.lifecycle.seconds_to_next_deadline()
@@ -41,17 +42,7 @@ class DeadlineLoop:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._wake.clear()
-            try:
-                delay = await self.run_once()
-            except Exception:  # database gone for a moment: try again soon, keep running
-                log.exception("timers failed; retrying")
-                delay = min(5.0, self.max_sleep_s)
-            await self._sleep(delay, stop)
-
-    async def _sleep(self, delay: float, stop: asyncio.Event) -> None:
-        waits = [asyncio.create_task(self._wake.wait()), asyncio.create_task(stop.wait())]
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED),
-                                   delay)
-        for task in waits:
-            task.cancel()
+            # A database outage raises here: the daemon's supervisor runs the loop
+            # again with backoff and logs the outage once; the timers are in the database.
+            delay = await self.run_once()
+            await wait_or_stop(self._wake.wait(), stop, within_s=delay)

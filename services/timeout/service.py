@@ -19,7 +19,8 @@ import logging
 
 import msgspec
 
-from core.runtime import ServiceApp, check_nats, connect_nats, run_app
+from core.retry import Backoff
+from core.runtime import Daemon, ServiceApp, check_all, check_nats, run_app
 from proto.events import (
     CloudEvent,
     FirmwareStateChanged,
@@ -33,8 +34,8 @@ from services import db
 from services.checks import check_database
 from services.config import ServiceConfig
 from services.consume import MsgMeta, Reject, consume
-from services.scheduler.dispatch import Dispatcher, minio_presigner
-from services.scheduler.lifecycle import Lifecycle
+from services.lifecycle import INFRA_RETRY, Lifecycle
+from services.lifecycle.dispatch import Dispatcher, minio_presigner
 from services.timeout.deadlines import DeadlineLoop
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,10 @@ class TimeoutSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     first replaced by JetStream's redelivery of its job to another lab."""
     max_sleep_s: float = 60.0
     """Upper bound of a timer sleep (timers set by other replicas)."""
+    infra_retry: Backoff = msgspec.field(default_factory=lambda: INFRA_RETRY)
+    """Delays before the 2nd, 3rd, ... attempt of a job that ended in an
+    infrastructure error: a short outage (S3, downloads server) is over before
+    the job's attempts are."""
 
 
 class Config(ServiceConfig, kw_only=True, forbid_unknown_fields=True):
@@ -106,27 +111,28 @@ class LifecycleHandler:
 class TimeoutApp(ServiceApp):
     """The daemon's parts, wired together; ``run()`` is its whole life."""
 
+    name = "timeout"
+
     def __init__(self, config: Config) -> None:
         super().__init__()
         self.config = config
         self.subjects = config.nats.subjects
 
-    async def start(self, stop: asyncio.Event) -> None:
+    async def open(self, daemon: Daemon) -> None:
         config, subjects = self.config, self.subjects
-        self.nc = await connect_nats(config.nats, "wrtci-timeout")
-        self.pool = await db.create_pool(config.database)
+        self.nc = await daemon.connect_nats(config.nats)
+        self.pool = await db.open_pool(daemon, config.database)
         js = self.nc.jetstream(timeout=config.nats.request_timeout_s)
         dispatcher = Dispatcher(js, subjects, minio_presigner(config.storage))
         self.lifecycle = Lifecycle(self.pool, dispatcher, subjects,
                                    heartbeat_timeout_s=config.timeout.heartbeat_timeout_s,
+                                   infra_retry=config.timeout.infra_retry,
                                    on_timers_changed=self._wake)
         self.deadlines = DeadlineLoop(self.lifecycle, max_sleep_s=config.timeout.max_sleep_s)
         handler = LifecycleHandler(self.lifecycle, subjects, self.deadlines)
-        self.tasks += [
-            asyncio.create_task(self.deadlines.run(stop), name="deadlines"),
-            asyncio.create_task(consume(js, subjects.events_stream, lifecycle_consumer(subjects),
-                                        handler.handle, stop), name="lifecycle"),
-        ]
+        daemon.loop("deadlines", self.deadlines.run)
+        daemon.loop("lifecycle", lambda stop: consume(
+            js, subjects.events_stream, lifecycle_consumer(subjects), handler.handle, stop))
         log.info("timeout service running")
 
     def _wake(self) -> None:
@@ -137,5 +143,5 @@ async def run(config: Config, stop: asyncio.Event) -> None:
 
 
 async def check(config: Config) -> None:
-    await check_nats(config.nats)
-    await check_database(config.database, "SELECT count(*) FROM jobs WHERE state = 'running'")
+    await check_all(nats=check_nats(config.nats), database=check_database(
+        config.database, "SELECT count(*) FROM jobs WHERE state = 'running'"))

@@ -22,8 +22,10 @@ from __future__ import annotations
 import logging
 
 import asyncpg
+import minio.error
 import msgspec
 import nats.errors
+import urllib3.exceptions
 
 from core.runtime import EventPublisher
 from proto.events import CloudEvent, FirmwareDiscovered, FirmwareDiscoveredData
@@ -34,8 +36,10 @@ log = logging.getLogger(__name__)
 EVENT_SOURCE = "/wrtci/trigger"
 
 INFRASTRUCTURE_ERRORS = (nats.errors.Error, asyncpg.PostgresError, asyncpg.InterfaceError,
-                         OSError, TimeoutError)
-"""What recording or announcing can fail with when NATS or PostgreSQL is away."""
+                         OSError, TimeoutError, urllib3.exceptions.HTTPError,
+                         minio.error.ServerError)
+"""What storing, recording or announcing can fail with when NATS, PostgreSQL or S3 is
+away (the minio client raises urllib3's MaxRetryError when S3 does not answer)."""
 
 
 class Outcome(msgspec.Struct, frozen=True):

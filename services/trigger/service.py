@@ -18,7 +18,8 @@ import aiohttp
 import asyncpg
 import msgspec
 
-from core.runtime import EventPublisher, check_nats, connect_nats
+from core.retry import sleep_or_stop
+from core.runtime import Daemon, EventPublisher, check_all, check_nats
 from services import db
 from services.checks import check_database
 from services.config import ServiceConfig
@@ -55,67 +56,64 @@ class Context:
 
 @contextlib.asynccontextmanager
 async def open_context(config: Config) -> AsyncIterator[Context]:
-    pool = await db.create_pool(config.database)
-    try:
-        nc = await connect_nats(config.nats, "wrtci-trigger")
-        try:
-            publisher = EventPublisher(nc.jetstream(), config.nats.subjects,
-                                       timeout=config.nats.request_timeout_s)
-            async with aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}) as session:
-                yield Context(config, pool, publisher, session, ObjectStore(config.storage))
-        finally:
-            await nc.drain()
-    finally:
-        await pool.close()
+    """The connections for one command (``wrtci trigger scan-once``): no waiting."""
+    async with Daemon("trigger", asyncio.Event(), open_attempts=1) as daemon:
+        yield await daemon_context(daemon, config)
 
 
-async def every(name: str, interval_s: float, work: Callable[[], Awaitable[object]],
-                stop: asyncio.Event) -> None:
-    """Run ``work`` now and then every ``interval_s`` until ``stop``; failures are logged.
+async def daemon_context(daemon: Daemon, config: Config) -> Context:
+    """The shared connections, opened through the daemon (closed at its exit)."""
+    pool = await db.open_pool(daemon, config.database)
+    nc = await daemon.connect_nats(config.nats)
+    publisher = EventPublisher(nc.jetstream(), config.nats.subjects,
+                               timeout=config.nats.request_timeout_s)
+    session = await daemon.enter(aiohttp.ClientSession(headers={"User-Agent": USER_AGENT}))
+    return Context(config, pool, publisher, session, ObjectStore(config.storage))
+
+
+def every(name: str, interval_s: float,
+          work: Callable[[], Awaitable[object]]) -> Callable[[asyncio.Event], Awaitable[None]]:
+    """A loop running ``work`` now and then every ``interval_s`` until ``stop``.
 
     The sources are remote HTTP servers with no way to push to us, so polling
-    is the only way; ``stop`` ends the wait at once.
+    is the only way; ``stop`` ends the wait at once. A failed poll (the
+    downloads server or GitHub away) is logged and retried at the next interval.
     """
-    while not stop.is_set():
-        try:
-            await work()
-        except Exception:  # one failed poll must not end the daemon; the next one retries
-            log.exception("poll failed, retrying at the next interval", extra={"source": name})
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+    async def loop(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await work()
+            except Exception:  # one failed poll must not end the daemon; the next one retries
+                log.exception("poll failed, retrying at the next interval",
+                              extra={"source": name})
+            await sleep_or_stop(stop, interval_s)
+    return loop
 
 
 async def run(config: Config, stop: asyncio.Event) -> None:
-    async with open_context(config) as ctx:
+    async with Daemon("trigger", stop) as daemon:
+        ctx = await daemon_context(daemon, config)
         trigger = config.trigger
-        tasks = []
+        # A scan cut short loses nothing: validators are stored only after recording.
         if trigger.official.enabled:
             scanner = ctx.official_scanner()
-            tasks.append(asyncio.create_task(
-                every("official", trigger.official.interval_s, scanner.scan_once, stop)))
+            daemon.loop("official", every("official", trigger.official.interval_s,
+                                          scanner.scan_once))
         if trigger.github.enabled:
             from services.trigger.github import PullRequestSource
 
             prs = PullRequestSource(trigger.github, ctx)
-            tasks.append(asyncio.create_task(
-                every("github", trigger.github.interval_s, prs.poll_once, stop)))
-        runner = None
+            daemon.loop("github", every("github", trigger.github.interval_s, prs.poll_once))
         if trigger.web.enabled:
             from services.trigger.web import start_web
 
             runner = await start_web(ctx)
-        try:
-            await stop.wait()
-        finally:
-            if runner is not None:
-                await runner.cleanup()
-            # A scan cut short loses nothing: validators are stored only after recording.
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            daemon.exits.push_async_callback(runner.cleanup)
+        await daemon.serve()
 
 
 async def check(config: Config) -> None:
-    await check_nats(config.nats)
-    await check_database(config.database, "SELECT count(*) FROM trigger_http_cache")
-    await ObjectStore(config.storage).check()
+    await check_all(
+        nats=check_nats(config.nats),
+        database=check_database(config.database, "SELECT count(*) FROM trigger_http_cache"),
+        storage=ObjectStore(config.storage).check())

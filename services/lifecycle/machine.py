@@ -23,8 +23,8 @@ import logging
 from collections.abc import Callable
 
 import asyncpg
-import msgspec
 
+from core.retry import Backoff
 from core.runtime import EventPublisher
 from proto.events import (
     FirmwareStateChanged,
@@ -34,47 +34,17 @@ from proto.events import (
     JobFinished,
     JobFinishedData,
 )
+from proto.limits import storable_text
 from proto.model import ErrorCode, FirmwareState, JobResult
 from proto.subjects import Subjects
+from services.lifecycle import store
+from services.lifecycle.dispatch import Dispatcher
+from services.lifecycle.rules import INFRA_RETRY, Transition, decide_firmware, state_event_id
 from services.outbox import Outbox, stage_event
-from services.scheduler import store
-from services.scheduler.dispatch import Dispatcher
 
 log = logging.getLogger(__name__)
 
 SOURCE = "wrtci/lifecycle"
-
-
-class Transition(msgspec.Struct, frozen=True):
-    state: FirmwareState
-    reason: str
-
-
-def decide_firmware(
-    state: FirmwareState,
-    *,
-    holdoff_until: dt.datetime | None,
-    timeout_at: dt.datetime | None,
-    open_jobs: int,
-    now: dt.datetime,
-) -> Transition | None:
-    """The firmware's next state under KernelCI's rules, or None to stay."""
-    if state is FirmwareState.DONE:
-        return None
-    if timeout_at is not None and now >= timeout_at:
-        return Transition(FirmwareState.DONE, "timeout")
-    if state is FirmwareState.AVAILABLE and holdoff_until is not None and now >= holdoff_until:
-        if open_jobs == 0:
-            return Transition(FirmwareState.DONE, "all jobs done")
-        return Transition(FirmwareState.CLOSING, "holdoff passed")
-    if state is FirmwareState.CLOSING and open_jobs == 0:
-        return Transition(FirmwareState.DONE, "all jobs done")
-    return None
-
-
-def state_event_id(firmware_id: str, state: FirmwareState, round_: int) -> str:
-    suffix = f":r{round_}" if round_ else ""
-    return f"firmware.state:{firmware_id}:{state.value}{suffix}"
 
 
 class Lifecycle:
@@ -87,6 +57,7 @@ class Lifecycle:
         heartbeat_timeout_s: float = 300.0,
         max_attempts: int = 3,
         firmware_timeout_s: float = 24 * 3600.0,
+        infra_retry: Backoff = INFRA_RETRY,
         on_timers_changed: Callable[[], None] = lambda: None,
     ) -> None:
         self.pool = pool
@@ -98,6 +69,7 @@ class Lifecycle:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.max_attempts = max_attempts
         self.firmware_timeout_s = firmware_timeout_s
+        self.infra_retry = infra_retry
         self.on_timers_changed = on_timers_changed
 
     # -- firmware ----------------------------------------------------------------
@@ -245,22 +217,30 @@ class Lifecycle:
                  and data.attempt < job.max_attempts
                  and await store.firmware_state(conn, job.checkout_id) != "done")
         if retry:
-            await self._queue_attempt(conn, job.id, data.attempt + 1)
-            log.info("infrastructure error, job retried",
+            delay = self.infra_retry.delay(data.attempt)
+            await self._queue_attempt(conn, job.id, data.attempt + 1, delay_s=delay)
+            log.info("infrastructure error, job retried after a delay",
                      extra={"job_id": job.id, "attempt": data.attempt + 1,
-                            "error_code": code and code.value})
+                            "error_code": code and code.value, "delay_s": round(delay, 1)})
             return "retried"
         await store.finish(conn, job.id, data.attempt, result=data.result.value,
                            error_code=code.value if code else None,
-                           error_message=data.error_message, lab=data.lab or None,
+                           error_message=storable_text(data.error_message), lab=data.lab or None,
                            device=data.device or None, log_key=data.log_key)
         log.info("job done", extra={"job_id": job.id, "attempt": data.attempt,
                                     "result": data.result.value})
         return "done"
 
     async def _queue_attempt(self, conn: asyncpg.Connection, job_id: str, attempt: int,
-                             max_attempts: int | None = None) -> None:
-        await store.requeue(conn, job_id, attempt, max_attempts)
+                             max_attempts: int | None = None, delay_s: float = 0.0) -> None:
+        await store.requeue(conn, job_id, attempt, max_attempts, delay_s)
+        if delay_s > 0:  # the timers publish it when due (publish_due_retries)
+            self.on_timers_changed()
+            return
+        await self._publish_current(conn, job_id, attempt)
+
+    async def _publish_current(self, conn: asyncpg.Connection, job_id: str,
+                               attempt: int) -> None:
         spec = await store.job_spec(conn, job_id)
         assert spec is not None  # the row is locked by the caller
         seq = await self.dispatcher.publish(spec)
@@ -360,6 +340,21 @@ class Lifecycle:
 
     # -- timers -------------------------------------------------------------------------
 
+    async def publish_due_retries(self) -> int:
+        """Publish the delayed retries whose time has come; returns how many."""
+        async with self.pool.acquire() as conn:
+            due = await store.due_retries(conn)
+        published = 0
+        for job_id in due:
+            async with self.pool.acquire() as conn, conn.transaction():
+                job = await store.lock_job(conn, job_id)
+                if job is None or job.state != "queued" or job.queue_seq is not None:
+                    continue  # another replica published it, or it was cancelled
+                await self._publish_current(conn, job_id, job.attempt)
+                published += 1
+            log.info("delayed retry queued", extra={"job_id": job_id, "attempt": job.attempt})
+        return published
+
     async def due_firmware(self) -> list[str]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
@@ -379,6 +374,9 @@ class Lifecycle:
                 """
                 SELECT extract(epoch FROM min(t) - now())::float8 FROM (
                     SELECT min(deadline_at) AS t FROM jobs WHERE state = 'running'
+                    UNION ALL
+                    SELECT min(not_before) FROM jobs
+                     WHERE state = 'queued' AND queue_seq IS NULL
                     UNION ALL
                     SELECT min(holdoff_until) FROM checkouts WHERE state = 'available'
                     UNION ALL

@@ -143,7 +143,7 @@ async def unpublished_jobs(conn: asyncpg.Connection, firmware_id: str) -> list[J
     """Queued jobs of a firmware whose current attempt is not on the JOBS stream yet."""
     rows = await conn.fetch(
         _SPEC_SQL + " WHERE j.checkout_id = $1 AND j.state = 'queued' AND j.queue_seq IS NULL"
-        " ORDER BY j.id",
+        " AND (j.not_before IS NULL OR j.not_before <= now()) ORDER BY j.id",
         firmware_id,
     )
     return [_spec(r) for r in rows]
@@ -154,12 +154,21 @@ async def job_spec(conn: asyncpg.Connection, job_id: str) -> JobSpec | None:
     return _spec(row) if row else None
 
 
+async def due_retries(conn: asyncpg.Connection) -> list[str]:
+    """Jobs whose delayed retry is due and not yet published."""
+    rows = await conn.fetch(
+        "SELECT id FROM jobs WHERE state = 'queued' AND queue_seq IS NULL "
+        "AND not_before <= now() ORDER BY not_before")
+    return [r["id"] for r in rows]
+
+
 async def set_queue_seqs(
     conn: asyncpg.Connection, published: Sequence[tuple[str, int, int]]
 ) -> None:
     """(job id, attempt, JOBS stream sequence) of published attempts."""
     await conn.executemany(
-        "UPDATE jobs SET queue_seq = $3 WHERE id = $1 AND attempt = $2", published
+        "UPDATE jobs SET queue_seq = $3, not_before = NULL WHERE id = $1 AND attempt = $2",
+        published
     )
 
 
@@ -186,19 +195,25 @@ async def lock_job(conn: asyncpg.Connection, job_id: str) -> JobRow | None:
 
 
 async def requeue(
-    conn: asyncpg.Connection, job_id: str, attempt: int, max_attempts: int | None = None
+    conn: asyncpg.Connection, job_id: str, attempt: int, max_attempts: int | None = None,
+    delay_s: float = 0.0,
 ) -> None:
-    """Make ``attempt`` the job's current attempt, queued and not yet published."""
+    """Make ``attempt`` the job's current attempt, queued and not yet published.
+
+    With ``delay_s``, it is published only when that time has passed (``due_retries``).
+    """
     await conn.execute(
         """
         UPDATE jobs SET attempt = $2, state = 'queued',
+               not_before = CASE WHEN $4::float8 > 0
+                                 THEN now() + make_interval(secs => $4::float8) END,
                max_attempts = coalesce($3, max_attempts), result = NULL, error_code = NULL,
                error_message = NULL, lab = NULL, device = NULL, log_key = NULL,
                started_at = NULL, finished_at = NULL, deadline_at = NULL,
                last_progress_at = NULL, queue_seq = NULL, updated_at = now()
          WHERE id = $1
         """,
-        job_id, attempt, max_attempts,
+        job_id, attempt, max_attempts, float(delay_s),
     )
     await conn.execute(
         "INSERT INTO job_attempts (job_id, attempt, state) VALUES ($1, $2, 'queued') "

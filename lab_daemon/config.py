@@ -102,6 +102,13 @@ class LabSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     log_flush_s: float = 1.0
     default_timeout_s: float = 1800.0
     devices: list[DeviceConfig] = []
+    labnet: str | None = None
+    """openwrt-tests' labnet.yaml: its devices of lab ``labnet_lab`` are added to
+    ``devices`` (see ``labnet.py``); ``wrtci-lab run --labnet FILE --lab NAME`` too."""
+    labnet_lab: str | None = None
+    """The lab's name in labnet.yaml (e.g. ``labgrid-example``); default: ``name``."""
+    labnet_targets: str | None = None
+    """Directory of the target files; default: ``targets/`` beside labnet.yaml."""
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
 
     @property

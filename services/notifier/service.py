@@ -25,7 +25,7 @@ import math
 
 import aiohttp
 import asyncpg
-from nats.js.api import ConsumerConfig
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from core.runtime import check_nats, connect_nats, until_stop_or_failure
 from proto.events import CloudEvent, FirmwareStateChanged
@@ -40,6 +40,7 @@ from services.notifier.config import Config, NotifierSection
 from services.notifier.delivery import Outcome, deliver
 from services.notifier.facts import FirmwareFacts, checkout_state, load_facts, results_pending
 from services.notifier.github import GithubReporter
+from services.notifier.health import HealthIssues, HealthNotifier
 from services.notifier.store import Channel, Delivery
 
 log = logging.getLogger(__name__)
@@ -193,11 +194,33 @@ async def run(config: Config, stop: asyncio.Event) -> None:
             nc.jetstream(timeout=config.nats.request_timeout_s), subjects.events_stream,
             consumer_config(subjects, section), notifier.handle, stop, batch=10),
             name="reports")]
+        health = health_notifier(pool, section, session, subjects)
+        if health.enabled:
+            tasks.append(asyncio.create_task(consume(
+                nc.jetstream(timeout=config.nats.request_timeout_s), subjects.events_stream,
+                health_consumer_config(subjects, section), health.handle, stop, batch=10),
+                name="health"))
         await until_stop_or_failure(tasks, stop)
     finally:
         await session.close()
         await pool.close()
         await nc.drain()
+
+
+def health_notifier(pool: asyncpg.Pool, section: NotifierSection,
+                    session: aiohttp.ClientSession, subjects: Subjects) -> HealthNotifier:
+    issues = (HealthIssues(session, section)
+              if section.github.enabled and section.health.repository else None)
+    return HealthNotifier(pool, section, issues, subjects)
+
+
+def health_consumer_config(subjects: Subjects, section: NotifierSection) -> ConsumerConfig:
+    config = service_consumer(section.health.durable,
+                              [subjects.all_lab_events("device.health")],
+                              ack_wait=section.lease_s + 30)
+    # A new deployment starts from now: a lab's old history opens no issues.
+    config.deliver_policy = DeliverPolicy.NEW
+    return config
 
 
 async def check(config: Config) -> None:

@@ -1,6 +1,6 @@
 """``wrtci-lab``: run the lab daemon and talk to it.
 
-    wrtci-lab run --config lab.toml
+    wrtci-lab run --config lab.toml [--labnet labnet.yaml --lab NAME]
     wrtci-lab check --config lab.toml              exit 0/1 (systemd, monitoring)
     wrtci-lab status --config lab.toml
     wrtci-lab health-check [DEVICE] --config lab.toml
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import logging
 import os
 import sys
 from pathlib import Path
@@ -37,6 +38,7 @@ from core.runtime import (
 from lab_daemon.config import Config
 from lab_daemon.daemon import LabDaemon, resolve_paths
 from lab_daemon.healthcheck import run_health_check
+from lab_daemon.labnet import DeviceProblem, LabnetError, with_labnet
 from lab_daemon.places import place_guard
 from lab_daemon.targets import TargetFileError, load_target_file
 from proto import events as ev
@@ -47,14 +49,42 @@ from proto.records import DeviceRecord, decode_record, encode_record
 CONFIG_ENV = "WRTCI_LAB_CONFIG"
 
 
-def load(path: str | None) -> Config:
+def load(path: str | None, labnet: str | None = None, labnet_lab: str | None = None) -> Config:
+    """lab.toml, with the devices of its labnet.yaml (``--labnet``/``--lab`` or the
+    ``labnet`` key); labnet devices that cannot be used are logged at start."""
     if not path:
         raise ConfigError(f"no configuration: pass --config or set ${CONFIG_ENV}")
     config = load_config(Config, path)
-    return resolve_paths(config, Path(path).resolve().parent)
+    base = Path(path).resolve().parent
+    config = resolve_paths(config, base)
+    lab = config.lab
+    labnet = labnet or (str(base / lab.labnet) if lab.labnet else None)
+    if not labnet:
+        return config
+    targets = str(base / lab.labnet_targets) if lab.labnet_targets else None
+    try:
+        config, inventory = with_labnet(config, labnet, labnet_lab or lab.labnet_lab, targets)
+    except LabnetError as exc:
+        raise ConfigError(str(exc)) from exc
+    LABNET_PROBLEMS[:] = inventory.problems
+    return config
+
+
+LABNET_PROBLEMS: list[DeviceProblem] = []
+"""Devices of labnet.yaml left out by the last ``load`` (reported by run and check)."""
+
+
+def _report_labnet_problems() -> list[str]:
+    for problem in LABNET_PROBLEMS:
+        # One bad device must not take the others down: it stays out, with its reason.
+        logging.getLogger("lab_daemon.labnet").error(
+            "device %s disabled: %s", problem.device, problem,
+            extra={"device": problem.device, "labnet": problem.file})
+    return [str(p) for p in LABNET_PROBLEMS]
 
 
 async def _run(config: Config) -> int:
+    _report_labnet_problems()
     stop = asyncio.Event()
     install_signal_handlers(stop)
     await LabDaemon(config, stop).run()
@@ -62,7 +92,7 @@ async def _run(config: Config) -> int:
 
 
 async def _check(config: Config) -> int:
-    problems = []
+    problems = _report_labnet_problems()
     for device in config.lab.devices:
         try:
             load_target_file(device.target_file)
@@ -206,8 +236,14 @@ def build_parser() -> argparse.ArgumentParser:
     after = argparse.ArgumentParser(add_help=False)
     after.add_argument("--config", "-c", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", parents=[after], help="run the lab daemon in the foreground")
-    sub.add_parser("check", parents=[after], help="check target files and NATS, exit 0/1")
+    inventory = argparse.ArgumentParser(add_help=False)
+    inventory.add_argument("--labnet", help="openwrt-tests' labnet.yaml: its devices join the "
+                                            "lab's (also the lab.toml key 'labnet')")
+    inventory.add_argument("--lab", dest="labnet_lab",
+                           help="the lab's name in labnet.yaml (default: lab.name)")
+    sub.add_parser("run", parents=[after, inventory], help="run the lab daemon in the foreground")
+    sub.add_parser("check", parents=[after, inventory],
+                   help="check target files, labnet.yaml and NATS, exit 0/1")
     sub.add_parser("status", parents=[after], help="the running daemon's devices")
     health = sub.add_parser("health-check", parents=[after],
                             help="boot a device (or all) and check it now")
@@ -222,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = load(args.config)
+        config = load(args.config, getattr(args, "labnet", None),
+                      getattr(args, "labnet_lab", None))
     except ConfigError as exc:
         print(f"wrtci-lab: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 
 from core.config import LoggingConfig, NatsConfig
+from proto.subjects import PriorityClass
 from proto.topology import JOB_ACK_WAIT
 
 DAY = 24 * 3600.0
@@ -29,6 +30,22 @@ class DeviceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Extra environment for labgrid and the suite (e.g. ``WRTCI_VIRTUAL_KERNEL``)."""
     health_image: str | None = None
     """Firmware booted by health checks; default: the last firmware that passed a job."""
+    # -- firmware preparation (lab_daemon/firmware_prep.py) --
+    image_type: str | None = None
+    """Image the device boots, ``type[:filesystem]``; default: the target file's
+    ``openwrt: image:`` (openwrt-tests' own key)."""
+    decompress: bool | None = None
+    """Gunzip gzip images before use; default: when the image name ends in .gz,
+    as openwrt-tests' CI does (``false`` keeps e.g. a sysupgrade .img.gz whole)."""
+    stage_dir: str | None = None
+    """TFTP/HTTP directory the image is linked or copied into before each job
+    (``{device}`` and ``{place}`` are replaced); LG_IMAGE then names that copy."""
+    stage_name: str | None = None
+    """Fixed file name in ``stage_dir`` (e.g. what a U-Boot script loads); default:
+    the image's own name."""
+    # -- from labnet.yaml (lab_daemon/labnet.py) --
+    job_priorities: list[PriorityClass] | None = None
+    """Take only jobs of these priority classes (labnet ``snapshots_only``); default: all."""
 
     @property
     def device_type(self) -> str:
@@ -85,6 +102,13 @@ class LabSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     log_flush_s: float = 1.0
     default_timeout_s: float = 1800.0
     devices: list[DeviceConfig] = []
+    labnet: str | None = None
+    """openwrt-tests' labnet.yaml: its devices of lab ``labnet_lab`` are added to
+    ``devices`` (see ``labnet.py``); ``wrtci-lab run --labnet FILE --lab NAME`` too."""
+    labnet_lab: str | None = None
+    """The lab's name in labnet.yaml (e.g. ``labgrid-example``); default: ``name``."""
+    labnet_targets: str | None = None
+    """Directory of the target files; default: ``targets/`` beside labnet.yaml."""
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
 
     @property

@@ -29,6 +29,7 @@ from lab_daemon.device import Device
 from lab_daemon.firmware import FirmwareCache
 from lab_daemon.healthcheck import run_health_check
 from lab_daemon.job import INFRASTRUCTURE_ERRORS, JobExecution, fit_results
+from lab_daemon.labnet import DeviceQueues
 from lab_daemon.leftovers import kill_leftover_groups
 from lab_daemon.logstream import ChunkSender
 from lab_daemon.places import place_guard
@@ -112,6 +113,8 @@ class LabDaemon:
         await self._load_devices()
         await self._clean_up_after_previous_run()
         self.queue = JobQueue(self.js, self.subjects, ack_wait=self.lab.job_ack_wait_s)
+        # labnet's snapshots_only devices ask queues limited to their priorities
+        self.queues = DeviceQueues(self.queue, self.js, self.subjects, self.lab.job_ack_wait_s)
         control = await self.nc.subscribe(self.subjects.lab_control(self.lab.name),
                                           cb=self._on_control)
         # Core NATS is enough: a cancel missed while disconnected still ends the
@@ -186,6 +189,7 @@ class LabDaemon:
             await self.labs_kv.delete(self.subjects.lab_key(self.lab.name))
         if self.queue is not None:
             await self.queue.close()
+            await self.queues.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.nc.drain(), 10)
         log.info("lab offline", extra={"lab": self.lab.name})
@@ -276,7 +280,8 @@ class LabDaemon:
             return
         if not await device.place.looks_free():
             return  # not taking a job we could not run: it stays queued for others
-        job = await self.queue.next_job(device.device_type, wait=self.lab.fetch_timeout_s)
+        job = await self.queues.for_device(device.config).next_job(
+            device.device_type, wait=self.lab.fetch_timeout_s)
         if job is None:
             return
         if self.stop.is_set():

@@ -22,6 +22,7 @@ import msgspec
 
 from lab_daemon.config import DeviceConfig, LabSection
 from lab_daemon.firmware import ChecksumMismatch, DownloadError, FirmwareCache
+from lab_daemon.firmware_prep import PrepError, prepare_held
 from lab_daemon.logstream import ChunkSender, FileTailer, LogStream
 from lab_daemon.runner import PlanFiles, PlanRun, run_plan
 from proto.events import JobFinishedData, JobSpec
@@ -97,6 +98,8 @@ class JobExecution:
         self.on_stage = on_stage
         self.stage = "queued"
         self.image: Path | None = None
+        self.lg_image: Path | None = None
+        """The image as the suite gets it (``--firmware``, LG_IMAGE): staged, else ``image``."""
         self._cancelled = asyncio.Event()
         self.cancel_reason = ""
         name = _SAFE.sub("_", f"{spec.job_id}-{spec.attempt}-{run}")[-120:]
@@ -163,11 +166,18 @@ class JobExecution:
                 pytest_log.write(f"wrtci-lab: {exc}\n")
                 return await self._close(started_at, tailers, pump, [], JobResult.ERROR,
                                          code, str(exc))
+            try:
+                await self._prepare(pytest_log)
+            except PrepError as exc:  # the lab's side: an infrastructure error, not a test
+                code = ErrorCode.CHECKSUM_MISMATCH if exc.checksum else ErrorCode.INFRASTRUCTURE
+                pytest_log.write(f"wrtci-lab: {exc}\n")
+                return await self._close(started_at, tailers, pump, [], JobResult.ERROR,
+                                         code, str(exc))
             self._set_stage("test")
             runs = []
             for plan in self.spec.plans:
                 run = await self._unless_cancelled(run_plan(
-                    self.lab, self.device, plan, self.image, self.files,
+                    self.lab, self.device, plan, self.lg_image or self.image, self.files,
                     self.spec.firmware_revision, plan.timeout_s))
                 if run is None:
                     pytest_log.write(f"wrtci-lab: job cancelled: {self.cancel_reason}\n")
@@ -199,6 +209,21 @@ class JobExecution:
         path = await self.cache.fetch(image.url, image.sha256, image.name)
         out.write(f"wrtci-lab: firmware verified: {path}\n")
         return path
+
+    async def _prepare(self, out: LogStream) -> None:
+        """Verified, decompressed, staged for this device (``firmware_prep``)."""
+        assert self.image is not None
+        downloaded, self.image = self.image, None
+        try:
+            prepared = await prepare_held(self.cache, downloaded, self.spec.image, self.device)
+        except BaseException:
+            self.cache.release(downloaded)
+            raise
+        if prepared.image != downloaded:
+            self.cache.release(downloaded)  # the raw file (held) is what the device boots
+        self.image, self.lg_image = prepared.image, prepared.lg_image
+        for line in prepared.notes(self.spec.image, self.device):
+            out.write(f"wrtci-lab: {line}\n")
 
     async def _pump(self, tailers: list[tuple[FileTailer, LogStream]]) -> None:
         """Live log: new file content goes out every ``log_flush_s``."""

@@ -15,6 +15,7 @@ from pathlib import Path
 import msgspec
 
 from lab_daemon.config import DeviceConfig, LabSection
+from lab_daemon.firmware_prep import suite_environment
 from lab_daemon.junit import parse_junit
 from lab_daemon.places import lab_identity
 from lab_daemon.process import run_process
@@ -116,6 +117,7 @@ def job_environment(lab: LabSection, device: DeviceConfig, image: Path,
     env = dict(os.environ)
     env.update(device.env)
     env["LG_IMAGE"] = str(image)
+    env.update(suite_environment(device, expected_revision))  # LG_ENV, FIRMWARE_VERSION
     if device.place:
         env["LG_PLACE"] = device.place
     if lab.coordinator:

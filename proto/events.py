@@ -240,6 +240,10 @@ class DeviceHealthData(msgspec.Struct, frozen=True, kw_only=True):
     consecutive_failures: Count = 0
     check_passed: bool | None = None
     message: Text = ""
+    log_url: str | None = None
+    """Where the check's console log can be read (the notifier's health issue links it)."""
+    last_passed_at: dt.datetime | None = None
+    """When the device last passed a check, if the lab knows."""
 
 
 class DeviceHealthChanged(CloudEvent, tag=_t("device.health")):

@@ -18,7 +18,6 @@ from services.notifier.config import MailRule, MailSection, NotifierSection
 from services.notifier.delivery import PermanentFailure, TemporaryFailure
 from services.notifier.facts import FirmwareFacts, IncidentLines
 from services.notifier.service import event_round
-from services.scheduler.lifecycle import state_event_id
 from services.stack.servers import free_port
 from services.summary import (
     DeviceTypeSummary,

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email
-import email.policy
 from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
-from aiosmtpd.controller import Controller
 from nats.js.errors import NotFoundError
 
 from core.config import LoggingConfig
@@ -25,6 +22,7 @@ from services.stack.servers import free_port
 from tests import factories
 from tests.factories_results import Factory, finished, ingest_all, publish
 from tests.servers.github import GithubServer
+from tests.servers.smtp import SmtpServer
 from tests.test_results_kcidb import PANIC_LOG, _put, analyser
 
 REPO = "openwrt/openwrt"
@@ -37,37 +35,6 @@ LIST = "openwrt-devel@example.org"
 
 
 # -- the servers ----------------------------------------------------------------------------
-
-
-class Mailbox:
-    """aiosmtpd handler: every message accepted, parsed and kept."""
-
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-        self.envelopes: list[list[str]] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:
-        self.envelopes.append(list(envelope.rcpt_tos))
-        self.messages.append(email.message_from_bytes(envelope.content,
-                                                      policy=email.policy.default))
-        return "250 Message accepted for delivery"
-
-
-class SmtpServer:
-    def __init__(self, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.mailbox = Mailbox()
-        self.controller: Controller | None = None
-
-    async def start(self) -> SmtpServer:
-        self.controller = Controller(self.mailbox, hostname="127.0.0.1", port=self.port)
-        await asyncio.to_thread(self.controller.start)
-        return self
-
-    async def stop(self) -> None:
-        if self.controller is not None:
-            await asyncio.to_thread(self.controller.stop)
-            self.controller = None
 
 
 @pytest.fixture

@@ -15,9 +15,10 @@ import pytest
 
 from proto.model import SourceKind
 from proto.subjects import PriorityClass
+from services.github import GithubClient
 from services.trigger.artifacts import ArtifactRejected, UnpackLimits, unpack
 from services.trigger.config import GithubConfig
-from services.trigger.github import GithubClient, PullRequestSource
+from services.trigger.github import PullRequestSource
 from services.trigger.service import open_context
 from tests.helpers import read_object
 from tests.servers.github import make_zip
@@ -334,7 +335,7 @@ async def test_secondary_rate_limit_retry_after_pauses(github, config, retry_aft
 def test_the_token_goes_to_the_api_origin_only(url: str, gets_token: bool) -> None:
     # `Link: next` and archive_download_url come from answers: another host named
     # there must not receive the token.
-    client = GithubClient(None, GithubConfig(api_url="https://api.github.com", token="t0k"))
+    client = GithubClient(None, api_url="https://api.github.com", token="t0k")
     headers = client.headers_for(url)
     assert ("Authorization" in headers) is gets_token
     assert headers["Accept"] == "application/vnd.github+json"

@@ -80,6 +80,24 @@ class GithubSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """The commit status context."""
 
 
+class HealthSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Device health to people, as openwrt-tests' daily health check does.
+
+    A device that leaves the pool (health ``unhealthy``) gets one GitHub issue
+    "Healthcheck <lab>/<device>" in ``repository`` (opened, or reopened), closed
+    when it passes again; without GitHub, a mail to the lab's owners.
+    """
+
+    enabled: bool = True
+    repository: str | None = None
+    """owner/repo for the issues (GitHub via ``[notifier.github]``); None: mail only."""
+    label: str = "healthcheck"
+    lab_owners: dict[str, list[str]] = {}
+    """Lab name -> mail addresses (the mail alternative), and ``@handles``
+    mentioned in the issue."""
+    durable: str = "notifier-health"
+
+
 class NotifierSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     web_url: str = "http://127.0.0.1:8080"
     """Base URL of the web pages; a firmware is ``<web_url>/firmware/<id>``."""
@@ -98,6 +116,7 @@ class NotifierSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """... but not longer than this after ``done``: then report what is there."""
     mail: MailSection = msgspec.field(default_factory=MailSection)
     github: GithubSection = msgspec.field(default_factory=GithubSection)
+    health: HealthSection = msgspec.field(default_factory=HealthSection)
 
     def retry_delay(self, attempts: int) -> float:
         """The wait after the ``attempts``-th failed try."""

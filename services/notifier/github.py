@@ -8,8 +8,8 @@ one (``PATCH /repos/{repo}/issues/comments/{id}``), or creates it (``POST``).
 Finding the marker also makes a resend after a crash an edit, not a second
 comment.
 
-The client is the trigger's (headers, token, timeouts, rate-limit
-detection); this adds writes and sorts failures: rate limits, 5xx and
+The client is the shared one (``services.github``: headers, token,
+timeouts, rate-limit detection); this sorts its failures: rate limits, 5xx and
 network trouble are temporary, any other 4xx is permanent.
 """
 
@@ -22,13 +22,33 @@ import aiohttp
 import msgspec
 
 from proto.model import PullRequest
+from services.github import GithubClient, GithubError, GithubHttpError, RateLimited
 from services.notifier.config import GithubSection
 from services.notifier.delivery import PermanentFailure, TemporaryFailure
-from services.trigger.config import GithubConfig
-from services.trigger.github import GithubClient, RateLimited
-from services.trigger.httpcache import FetchError
 
 MAX_COMMENT_PAGES = 30
+
+
+def client_for(session: aiohttp.ClientSession, section: GithubSection) -> GithubClient:
+    return GithubClient(session, api_url=section.api_url, token=section.token,
+                        timeout_s=section.timeout_s)
+
+
+async def call(client: GithubClient, method: str, path: str, *, payload: Any = None,
+               params: dict[str, Any] | None = None) -> tuple[bytes, str | None]:
+    """``client.request``, its failures sorted: rate limits, 5xx and network
+    trouble are temporary, any other 4xx is permanent."""
+    try:
+        return await client.request(method, path, payload=payload, params=params)
+    except RateLimited as exc:
+        raise TemporaryFailure(
+            str(exc), retry_after_s=max(exc.reset_at - time.time(), 0)) from exc
+    except GithubHttpError as exc:
+        if exc.status >= 500:
+            raise TemporaryFailure(str(exc)) from exc
+        raise PermanentFailure(str(exc)) from exc
+    except GithubError as exc:
+        raise TemporaryFailure(str(exc)) from exc
 
 
 class Comment(msgspec.Struct, frozen=True):
@@ -39,40 +59,12 @@ class Comment(msgspec.Struct, frozen=True):
 class GithubReporter:
     def __init__(self, session: aiohttp.ClientSession, section: GithubSection) -> None:
         self.section = section
-        self.client = GithubClient(session, GithubConfig(
-            enabled=True, api_url=section.api_url, token=section.token,
-            timeout_s=section.timeout_s))
+        self.client = client_for(session, section)
 
     async def _call(self, method: str, path: str, *, payload: Any = None,
                     params: dict[str, Any] | None = None) -> tuple[bytes, str | None]:
         """The answer's body and the next page's URL; raises a delivery failure."""
-        client = self.client
-        url = path if path.startswith("http") else f"{client.base}{path}"
-        try:
-            async with client.session.request(method, url, json=payload, params=params,
-                                              headers=client.headers_for(url),
-                                              timeout=client.timeout) as resp:
-                if resp.status not in (200, 201):
-                    await self._refuse(resp, url)
-                next_url = resp.links.get("next", {}).get("url")
-                return await resp.read(), str(next_url) if next_url else None
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise TemporaryFailure(f"{method} {url}: {exc!r}") from exc
-
-    @staticmethod
-    async def _refuse(resp: aiohttp.ClientResponse, url: str) -> None:
-        try:
-            GithubClient._check(resp, url)
-        except RateLimited as exc:
-            raise TemporaryFailure(
-                str(exc), retry_after_s=max(exc.reset_at - time.time(), 0)) from exc
-        except FetchError:
-            pass
-        text = (await resp.text(errors="replace"))[:300]
-        message = f"{resp.method} {url}: HTTP {resp.status}: {text}"
-        if resp.status >= 500:
-            raise TemporaryFailure(message)
-        raise PermanentFailure(message)
+        return await call(self.client, method, path, payload=payload, params=params)
 
     async def set_status(self, pr: PullRequest, state: str, target_url: str,
                          description: str) -> str:

@@ -25,7 +25,7 @@ import math
 
 import aiohttp
 import asyncpg
-from nats.js.api import ConsumerConfig
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from core.runtime import Daemon, check_all, check_nats
 from proto.events import CloudEvent, FirmwareStateChanged
@@ -40,6 +40,7 @@ from services.notifier.config import Config, NotifierSection
 from services.notifier.delivery import Outcome, deliver
 from services.notifier.facts import FirmwareFacts, checkout_state, load_facts, results_pending
 from services.notifier.github import GithubReporter
+from services.notifier.health import HealthIssues, HealthNotifier
 from services.notifier.store import Channel, Delivery
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,28 @@ async def run(config: Config, stop: asyncio.Event) -> None:
         daemon.loop("reports", lambda stop: consume(
             js, subjects.events_stream, consumer_config(subjects, section), notifier.handle,
             stop, batch=10))
+        health = health_notifier(pool, section, session, subjects)
+        if health.enabled:
+            daemon.loop("health", lambda stop: consume(
+                js, subjects.events_stream, health_consumer_config(subjects, section),
+                health.handle, stop, batch=10))
         await daemon.serve()
+
+
+def health_notifier(pool: asyncpg.Pool, section: NotifierSection,
+                    session: aiohttp.ClientSession, subjects: Subjects) -> HealthNotifier:
+    issues = (HealthIssues(session, section)
+              if section.github.enabled and section.health.repository else None)
+    return HealthNotifier(pool, section, issues, subjects)
+
+
+def health_consumer_config(subjects: Subjects, section: NotifierSection) -> ConsumerConfig:
+    config = service_consumer(section.health.durable,
+                              [subjects.all_lab_events("device.health")],
+                              ack_wait=section.lease_s + 30)
+    # A new deployment starts from now: a lab's old history opens no issues.
+    config.deliver_policy = DeliverPolicy.NEW
+    return config
 
 
 async def check(config: Config) -> None:

@@ -23,26 +23,20 @@ PR until the next poll.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import email.utils
 import logging
 import tempfile
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
 
-import aiohttp
 import msgspec
-import yarl
 
 from proto.events import FirmwareDiscoveredData
 from proto.model import Image, PullRequest, SourceKind
 from proto.storage import firmware_object_key
 from proto.subjects import PriorityClass
+from services.github import GithubClient, GithubError, RateLimited, ResponseTooLarge
 from services.trigger.artifacts import ArtifactRejected, Unpacked, UnpackLimits, unpack
 from services.trigger.config import GithubConfig
-from services.trigger.httpcache import FetchError
 from services.trigger.images import (
     PROFILE_RE,
     classify,
@@ -61,14 +55,6 @@ from services.trigger.record import (
 )
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-
-class RateLimited(FetchError):
-    def __init__(self, message: str, reset_at: float) -> None:
-        super().__init__(message)
-        self.reset_at = reset_at
 
 
 # -- the API's shapes (only what is read) ---------------------------------------------
@@ -126,109 +112,6 @@ class Artifacts(msgspec.Struct, frozen=True):
     artifacts: list[ArtifactInfo] = []
 
 
-MAX_PAUSE_S = 3600.0
-"""GitHub's limits reset hourly: no answer pauses a source for longer."""
-
-
-def rate_limit_reset(headers: Mapping[str, str], now: float) -> float:
-    """When to ask again: ``Retry-After`` (seconds or an HTTP date), else
-    ``X-RateLimit-Reset`` (epoch seconds), else in a minute; a value that does
-    not parse counts as absent."""
-    retry_after = headers.get("Retry-After", "").strip()
-    reset_at = None
-    if retry_after.isdigit():
-        reset_at = now + int(retry_after)
-    elif retry_after:
-        with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
-            reset_at = email.utils.parsedate_to_datetime(retry_after).timestamp()
-    if reset_at is None:
-        reset = headers.get("X-RateLimit-Reset", "").strip()
-        reset_at = float(reset) if reset.isdigit() else now + 60
-    return min(max(reset_at, now), now + MAX_PAUSE_S)
-
-
-# -- the client -------------------------------------------------------------------------
-
-
-class GithubClient:
-    def __init__(self, session: aiohttp.ClientSession, config: GithubConfig) -> None:
-        self.session = session
-        self.base = config.api_url.rstrip("/")
-        self.timeout = aiohttp.ClientTimeout(total=config.timeout_s)
-        self.headers = {"Accept": "application/vnd.github+json",
-                        "X-GitHub-Api-Version": "2022-11-28"}
-        if config.token:
-            self.headers["Authorization"] = f"Bearer {config.token}"
-        self._origin = yarl.URL(self.base).origin()
-
-    def headers_for(self, url: str) -> dict[str, str]:
-        """The headers for ``url``: the token goes to the API's own origin only.
-
-        URLs come from answers (``Link: next``, ``archive_download_url``); one
-        naming another host must not receive the token.
-        """
-        if yarl.URL(url).origin() == self._origin:
-            return self.headers
-        return {k: v for k, v in self.headers.items() if k != "Authorization"}
-
-    @staticmethod
-    def _check(resp: aiohttp.ClientResponse, url: str) -> None:
-        if resp.status == 200:
-            return
-        remaining = resp.headers.get("X-RateLimit-Remaining")
-        if resp.status in (403, 429) and (remaining == "0" or "Retry-After" in resp.headers):
-            reset_at = rate_limit_reset(resp.headers, time.time())
-            raise RateLimited(f"{url}: rate limited until {reset_at:.0f}", reset_at)
-        raise FetchError(f"{url}: HTTP {resp.status}")
-
-    async def get(self, path: str, params: dict[str, Any], shape: type[T]) -> tuple[T, str | None]:
-        """One page decoded as ``shape``, and the next page's URL from the Link header."""
-        url = path if path.startswith("http") else f"{self.base}{path}"
-        try:
-            async with self.session.get(url, params=params, headers=self.headers_for(url),
-                                        timeout=self.timeout) as resp:
-                self._check(resp, url)
-                body = await resp.read()
-                next_url = resp.links.get("next", {}).get("url")
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise FetchError(f"{url}: {exc!r}") from exc
-        try:
-            return msgspec.json.decode(body, type=shape), str(next_url) if next_url else None
-        except msgspec.DecodeError as exc:
-            raise FetchError(f"{url}: unexpected answer: {exc}") from exc
-
-    async def all_pages(self, path: str, params: dict[str, Any], shape: type[T],
-                        max_pages: int = 20) -> list[T]:
-        pages = []
-        url: str | None = path
-        for _ in range(max_pages):
-            if url is None:
-                break
-            page, url = await self.get(url, params if url == path else {}, shape)
-            pages.append(page)
-        return pages
-
-    async def download(self, url: str, dest: Path, max_bytes: int) -> int:
-        size = 0
-        try:
-            # An artifact of a gigabyte takes longer than any API call: bound the
-            # connection and each read, not the whole transfer.
-            timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout.total,
-                                            sock_read=self.timeout.total)
-            async with self.session.get(url, headers=self.headers_for(url),
-                                        timeout=timeout) as resp:
-                self._check(resp, url)
-                with dest.open("wb") as out:
-                    async for chunk in resp.content.iter_chunked(1024 * 1024):
-                        size += len(chunk)
-                        if size > max_bytes:
-                            raise ArtifactRejected(f"artifact is over {max_bytes} bytes")
-                        out.write(chunk)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise FetchError(f"{url}: {exc!r}") from exc
-        return size
-
-
 # -- the source ---------------------------------------------------------------------------
 
 
@@ -247,7 +130,8 @@ class PullRequestSource:
     def __init__(self, config: GithubConfig, ctx) -> None:
         self.config = config
         self.ctx = ctx
-        self.client = GithubClient(ctx.session, config)
+        self.client = GithubClient(ctx.session, api_url=config.api_url, token=config.token,
+                                   timeout_s=config.timeout_s)
         self.repo = config.repository
         self.paused_until = 0.0
         self.limits = UnpackLimits(max_total=config.max_unpacked_bytes,
@@ -274,7 +158,7 @@ class PullRequestSource:
             self.paused_until = exc.reset_at
             report.rate_limited = True
             log.warning("GitHub rate limit: paused", extra={"until": exc.reset_at})
-        except FetchError as exc:
+        except GithubError as exc:
             report.skipped += 1
             log.warning("cannot list pull requests, retried next poll",
                         extra={"error": str(exc)})
@@ -303,7 +187,7 @@ class PullRequestSource:
                 pull, _ = await self.client.get(f"/repos/{self.repo}/pulls/{number}", {}, Pull)
             except RateLimited:
                 raise
-            except FetchError as exc:
+            except GithubError as exc:
                 log.warning("cannot look up pull request, retried next poll",
                             extra={"pr": number, "error": str(exc)})
                 continue
@@ -337,7 +221,7 @@ class PullRequestSource:
             return
         except RateLimited:
             raise
-        except FetchError as exc:
+        except GithubError as exc:
             report.skipped += 1
             log.warning("skipped pull request, retried next poll",
                         extra={**ids, "error": str(exc)})
@@ -419,8 +303,12 @@ class PullRequestSource:
         if artifact.size_in_bytes > self.config.max_artifact_bytes:
             raise ArtifactRejected(f"{artifact.name} is {artifact.size_in_bytes} bytes")
         zip_path = tmp / f"{artifact.id}.zip"
-        await self.client.download(artifact.archive_download_url, zip_path,
-                                   self.config.max_artifact_bytes)
+        try:
+            await self.client.download(artifact.archive_download_url, zip_path,
+                                       self.config.max_artifact_bytes)
+        except ResponseTooLarge as exc:
+            raise ArtifactRejected(f"artifact is over {self.config.max_artifact_bytes} bytes") \
+                from exc
         files, profiles_raw = await asyncio.to_thread(
             unpack, zip_path, tmp / str(artifact.id), self.limits,
             lambda name: classify(name)[0] is not None)

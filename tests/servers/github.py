@@ -12,6 +12,10 @@ For the notifier: commit statuses (``POST .../statuses/{sha}``, kept in
 ``statuses``) and issue comments of a pull request (list with pagination,
 create, edit; kept in ``comments``), with GitHub's 404 for an unknown pull
 request or comment and 422 for an invalid status state.
+
+For the notifier's health issues: issues (list filtered by ``state`` and
+``labels`` with pagination, create, edit state/body/labels; kept in
+``issues``) and their comments, as GitHub answers them.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ class GithubServer:
         self.statuses: list[dict] = []
         self.comments: dict[int, dict] = {}
         """Comment id -> comment (with ``issue_number``)."""
+        self.issues: dict[int, dict] = {}
+        """Issue number -> issue."""
         self._ids = 1000
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -136,6 +142,20 @@ class GithubServer:
                 "html_url": f"https://github.com/{self.repository}/pull/{number}"
                             f"#issuecomment-{comment_id}",
                 "created_at": "2026-11-26T10:00:00Z", "updated_at": "2026-11-26T10:00:00Z"}
+
+    def add_issue(self, title: str, labels: list[str], state: str = "open",
+                  login: str = "someone") -> int:
+        """An issue somebody (or an earlier run) opened."""
+        number = self._next_id()
+        self.issues[number] = {
+            "number": number, "title": title, "body": "", "state": state,
+            "labels": [{"name": name} for name in labels],
+            "user": {"login": login, "type": "Bot" if login.endswith("[bot]") else "User"},
+            "html_url": f"https://github.com/{self.repository}/issues/{number}"}
+        return number
+
+    def issues_titled(self, title: str) -> list[dict]:
+        return [i for _, i in sorted(self.issues.items()) if i["title"] == title]
 
     # -- HTTP -------------------------------------------------------------------------------
 
@@ -229,9 +249,48 @@ class GithubServer:
         self.statuses.append(status)
         return web.json_response(status, status=201)
 
+    async def _list_issues(self, request: web.Request) -> web.Response:
+        per_page = min(int(request.query.get("per_page", 30)), self.per_page_limit)
+        page = int(request.query.get("page", 1))
+        state = request.query.get("state", "open")
+        wanted = {n for n in request.query.get("labels", "").split(",") if n}
+        found = [i for _, i in sorted(self.issues.items(), reverse=True)  # newest first
+                 if state in ("all", i["state"])
+                 and wanted <= {label["name"] for label in i["labels"]}]
+        headers = {}
+        if page * per_page < len(found):
+            query = f"state={state}&labels={','.join(sorted(wanted))}&per_page={per_page}"
+            headers["Link"] = f'<{self.url}{request.path}?{query}&page={page + 1}>; rel="next"'
+        return web.json_response(found[(page - 1) * per_page: page * per_page], headers=headers)
+
+    async def _create_issue(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if not body.get("title"):
+            return web.json_response({"message": "Validation Failed"}, status=422)
+        number = self.add_issue(body["title"], body.get("labels", []), login="wrtci[bot]")
+        self.issues[number]["body"] = body.get("body", "")
+        return web.json_response(self.issues[number], status=201)
+
+    async def _edit_issue(self, request: web.Request) -> web.Response:
+        issue = self.issues.get(int(request.match_info["number"]))
+        if issue is None:
+            return web.json_response({"message": "Not Found"}, status=404)
+        body = await request.json()
+        if body.get("state", "open") not in ("open", "closed"):
+            return web.json_response({"message": "Validation Failed"}, status=422)
+        for key in ("state", "body", "title", "state_reason"):
+            if key in body:
+                issue[key] = body[key]
+        if "labels" in body:
+            issue["labels"] = [{"name": name} for name in body["labels"]]
+        return web.json_response(issue)
+
+    def _commentable(self, number: int) -> bool:
+        return number in self.pulls or number in self.issues
+
     async def _list_comments(self, request: web.Request) -> web.Response:
         number = int(request.match_info["number"])
-        if number not in self.pulls:
+        if not self._commentable(number):
             return web.json_response({"message": "Not Found"}, status=404)
         per_page = min(int(request.query.get("per_page", 30)), self.per_page_limit)
         page = int(request.query.get("page", 1))
@@ -245,7 +304,7 @@ class GithubServer:
 
     async def _create_comment(self, request: web.Request) -> web.Response:
         number = int(request.match_info["number"])
-        if number not in self.pulls:
+        if not self._commentable(number):
             return web.json_response({"message": "Not Found"}, status=404)
         body = await request.json()
         comment_id = self._next_id()
@@ -273,6 +332,10 @@ class GithubServer:
         app.router.add_get(f"{repo}/actions/artifacts/{{artifact_id}}/zip", self._artifact_zip,
                            name="zip")
         app.router.add_post(f"{repo}/statuses/{{sha}}", self._create_status, name="status")
+        app.router.add_get(f"{repo}/issues", self._list_issues, name="issues")
+        app.router.add_post(f"{repo}/issues", self._create_issue, name="create_issue")
+        app.router.add_patch(f"{repo}/issues/{{number:\\d+}}", self._edit_issue,
+                             name="edit_issue")
         app.router.add_get(f"{repo}/issues/{{number:\\d+}}/comments", self._list_comments,
                            name="comments")
         app.router.add_post(f"{repo}/issues/{{number:\\d+}}/comments", self._create_comment,

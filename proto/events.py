@@ -121,18 +121,20 @@ class FirmwareStateChanged(CloudEvent, tag=_t("firmware.state")):
     data: FirmwareStateData
 
 
-class FirmwareCancelRequestedData(msgspec.Struct, frozen=True, kw_only=True):
+class FirmwareRequestData(msgspec.Struct, frozen=True, kw_only=True):
+    """An operator's (or the trigger's) request about a whole firmware: cancel or retry."""
+
     firmware_id: Name
     requested_by: Text = ""
     reason: Text | None = None
 
 
 class FirmwareCancelRequested(CloudEvent, tag=_t("firmware.cancel_requested")):
-    data: FirmwareCancelRequestedData
+    data: FirmwareRequestData
 
 
 class FirmwareRetryRequested(CloudEvent, tag=_t("firmware.retry_requested")):
-    data: FirmwareCancelRequestedData
+    data: FirmwareRequestData
 
 
 # -- jobs -----------------------------------------------------------------------

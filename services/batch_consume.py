@@ -33,6 +33,7 @@ from nats.js.api import ConsumerConfig
 
 from proto.events import CloudEvent, DecodeError, decode
 from services.consume import (
+    Disposition,
     MsgMeta,
     Reject,
     Retry,
@@ -61,9 +62,9 @@ async def handle_batch(
     decoder: Callable[[bytes], CloudEvent] = decode,
     retry_delay: float = 5.0,
     isolate_budget_s: float = 30.0,
-) -> dict[str, int]:
+) -> dict[Disposition, int]:
     """Run one fetched batch through ``handler``; returns counts per action."""
-    counts = {"ack": 0, "nak": 0, "term": 0}
+    counts = dict.fromkeys(Disposition, 0)
     deliveries: list[Delivery] = []
     kept: list[Msg] = []
     for msg in msgs:
@@ -76,7 +77,7 @@ async def handle_batch(
                       extra={"subject": meta.subject, "stream_seq": meta.stream_seq,
                              "consumer": consumer})
             await msg.term()
-            counts["term"] += 1
+            counts[Disposition.TERM] += 1
     if not deliveries:
         return counts
     try:
@@ -88,7 +89,7 @@ async def handle_batch(
                                  "stream_seq": deliveries[0].meta.stream_seq})
             await kept[0].nak(delay=redelivery_delay(deliveries[0].meta.num_delivered,
                                                      retry_delay))
-            counts["nak"] += 1
+            counts[Disposition.NAK] += 1
             return counts
         log.exception("batch handler failed; handling its %d messages one by one",
                       len(kept), extra={"consumer": consumer})
@@ -102,16 +103,16 @@ async def handle_batch(
                  "consumer": consumer, "event_id": delivery.event.id}
         if verdict is None:
             await msg.ack()
-            counts["ack"] += 1
+            counts[Disposition.ACK] += 1
         elif isinstance(verdict, Reject):
             log.error("message rejected and terminated: %s", verdict, extra=where)
             await msg.term()
-            counts["term"] += 1
+            counts[Disposition.TERM] += 1
         else:
             log.warning("handler asked to retry: %s", verdict,
                         extra=where | {"delay_s": verdict.delay})
             await msg.nak(delay=verdict.delay)
-            counts["nak"] += 1
+            counts[Disposition.NAK] += 1
     return counts
 
 
@@ -123,9 +124,9 @@ async def _one_by_one(
     decoder: Callable[[bytes], CloudEvent],
     retry_delay: float,
     budget_s: float,
-) -> dict[str, int]:
+) -> dict[Disposition, int]:
     """Each message as a batch of its own, until ``budget_s`` is spent; the rest: nak."""
-    counts = {"ack": 0, "nak": 0, "term": 0}
+    counts = dict.fromkeys(Disposition, 0)
     deadline = time.monotonic() + budget_s
     for index, msg in enumerate(msgs):
         if time.monotonic() > deadline:
@@ -133,7 +134,7 @@ async def _one_by_one(
                       len(msgs) - index, extra={"consumer": consumer})
             for rest in msgs[index:]:
                 await rest.nak(delay=redelivery_delay(rest.metadata.num_delivered, retry_delay))
-            counts["nak"] += len(msgs) - index
+            counts[Disposition.NAK] += len(msgs) - index
             break
         single = await handle_batch([msg], handler, consumer=consumer, decoder=decoder,
                                     retry_delay=retry_delay)

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -27,6 +28,16 @@ from proto.events import CloudEvent, DecodeError, decode
 from proto.topology import SERVICE_BACKOFF, ensure_consumer
 
 log = logging.getLogger(__name__)
+
+
+class Disposition(enum.StrEnum):
+    """What the pull loop did with a message."""
+
+    ACK = "ack"
+    NAK = "nak"
+    """Redelivered later."""
+    TERM = "term"
+    """Never redelivered: malformed or rejected."""
 
 
 class Retry(Exception):
@@ -75,7 +86,7 @@ async def handle_message(
     consumer: str,
     decoder: Callable[[bytes], CloudEvent] = decode,
     retry_delay: float = 5.0,
-) -> str:
+) -> Disposition:
     """Run one message through ``handler``; returns what was done with it."""
     meta = message_meta(msg)
     where = {"subject": meta.subject, "stream_seq": meta.stream_seq, "consumer": consumer}
@@ -84,18 +95,18 @@ async def handle_message(
     except DecodeError as exc:
         log.error("malformed message terminated: %s", exc, extra=where)
         await msg.term()
-        return "term"
+        return Disposition.TERM
     where["event_id"] = event.id
     try:
         await handler(event, meta)
     except Reject as exc:
         log.error("message rejected and terminated: %s", exc, extra=where)
         await msg.term()
-        return "term"
+        return Disposition.TERM
     except Retry as exc:
         log.warning("handler asked to retry: %s", exc, extra=where | {"delay_s": exc.delay})
         await msg.nak(delay=exc.delay)
-        return "nak"
+        return Disposition.NAK
     except Exception as exc:
         delay = redelivery_delay(meta.num_delivered, retry_delay)
         if is_outage(exc):  # a dependency is away: no traceback per message
@@ -103,9 +114,9 @@ async def handle_message(
         else:
             log.exception("handler failed; message will be redelivered", extra=where)
         await msg.nak(delay=delay)
-        return "nak"
+        return Disposition.NAK
     await msg.ack()
-    return "ack"
+    return Disposition.ACK
 
 
 async def fetch_batches(
@@ -118,7 +129,8 @@ async def fetch_batches(
     fetch_timeout: float = 1.0,
 ) -> AsyncIterator[list[Msg]]:
     """The durable consumer's messages, ``batch`` at a time, until ``stop`` is set."""
-    assert config.durable_name, "a pull loop needs a durable consumer"
+    if not config.durable_name:
+        raise ValueError("a pull loop needs a durable consumer")
     await ensure_consumer(js, stream, config)
     sub = await js.pull_subscribe_bind(config.durable_name, stream)
     try:

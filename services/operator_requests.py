@@ -13,7 +13,7 @@ from core.runtime import EventPublisher
 from proto.events import (
     CloudEvent,
     FirmwareCancelRequested,
-    FirmwareCancelRequestedData,
+    FirmwareRequestData,
     FirmwareRetryRequested,
     JobCancelRequested,
     JobRequestData,
@@ -34,7 +34,7 @@ def request_event(noun: str, verb: str, object_id: str, reason: str | None,
         data = JobRequestData(job_id=object_id, requested_by=requested_by, reason=reason)
         event_type = JobRetryRequested if verb == "retry" else JobCancelRequested
     else:
-        data = FirmwareCancelRequestedData(firmware_id=object_id, requested_by=requested_by,
+        data = FirmwareRequestData(firmware_id=object_id, requested_by=requested_by,
                                            reason=reason)
         event_type = FirmwareRetryRequested if verb == "retry" else FirmwareCancelRequested
     # Each request is new (a second retry is a second request): a random id.

@@ -49,9 +49,9 @@ def sample_events() -> list[ev.CloudEvent]:
         ev.FirmwareStateChanged.build(ev.FirmwareStateData(
             firmware_id="fw1", state=FirmwareState.AVAILABLE, previous=FirmwareState.RUNNING,
         ), source=src, time=T0),
-        ev.FirmwareCancelRequested.build(ev.FirmwareCancelRequestedData(
+        ev.FirmwareCancelRequested.build(ev.FirmwareRequestData(
             firmware_id="fw1", requested_by="alice"), source=src, time=T0),
-        ev.FirmwareRetryRequested.build(ev.FirmwareCancelRequestedData(
+        ev.FirmwareRetryRequested.build(ev.FirmwareRequestData(
             firmware_id="fw1", requested_by="alice"), source=src, time=T0),
         ev.JobCreated.build(ev.JobSpec(
             job_id="job1", attempt=2, firmware_id="fw1", device_type="x86/64/generic",

@@ -242,7 +242,8 @@ class Lifecycle:
     async def _publish_current(self, conn: asyncpg.Connection, job_id: str,
                                attempt: int) -> None:
         spec = await store.job_spec(conn, job_id)
-        assert spec is not None  # the row is locked by the caller
+        if spec is None:  # the caller holds the row's lock, so it exists
+            raise LookupError(f"job {job_id} has no spec")
         seq = await self.dispatcher.publish(spec)
         await store.set_queue_seqs(conn, [(job_id, attempt, seq)])
 

@@ -77,7 +77,8 @@ class LogWriter:
         self.assembler.add(chunk)
         self.seen_at[key] = time.monotonic()
         run_log = self.assembler.run_log(key, chunk.run)
-        assert run_log is not None
+        if run_log is None:  # add() above keeps every chunk it accepts
+            raise RuntimeError(f"log {key} run {chunk.run}: chunk not kept")
         if run_log.final_seq is None:
             self.dirty.add(key)
             return

@@ -88,7 +88,8 @@ class HealthIssues:
     """The GitHub side: find by title, open/reopen, close; failures sorted by ``call``."""
 
     def __init__(self, session: aiohttp.ClientSession, section: NotifierSection) -> None:
-        assert section.health.repository
+        if not section.health.repository:
+            raise ValueError("[notifier.health] repository is not set")
         self.client = client_for(session, section.github)
         self.repo = section.health.repository
         self.label = section.health.label

@@ -37,7 +37,7 @@ from services.checks import check_database
 from services.consume import MsgMeta, Reject, Retry, consume
 from services.notifier import mail, report
 from services.notifier.config import Config, NotifierSection
-from services.notifier.delivery import Outcome, deliver
+from services.notifier.delivery import DeliveryState, Outcome, deliver
 from services.notifier.facts import FirmwareFacts, checkout_state, load_facts, results_pending
 from services.notifier.github import GithubReporter
 from services.notifier.health import HealthIssues, HealthNotifier
@@ -116,7 +116,7 @@ class Notifier:
             raise Reject(f"firmware {firmware_id!r} went away")
         facts.round = round_
         outcomes = await self.report(facts)
-        later = [o.wait_s for o in outcomes if o.state == "later"]
+        later = [o.wait_s for o in outcomes if o.state is DeliveryState.LATER]
         if later:
             raise Retry("some reports are to be tried again", max(min(later), 0.05))
 
@@ -157,7 +157,8 @@ class Notifier:
 
     async def _github(self, facts: FirmwareFacts) -> list[Outcome]:
         github, pr = self.github, facts.pull_request
-        assert github is not None and pr is not None
+        if github is None or pr is None:
+            return []  # GitHub reports only for a pull request, when GitHub is configured
         verdict = report.verdict(facts)
         link = report.web_link(self.section.web_url, facts.firmware_id)
 

@@ -23,7 +23,7 @@ import enum
 import asyncpg
 import msgspec
 
-from proto.events import FirmwareCancelRequested, FirmwareCancelRequestedData
+from proto.events import FirmwareCancelRequested, FirmwareRequestData
 
 REQUESTED_BY = "wrtci/trigger"
 EVENT_SOURCE = "/wrtci/trigger/github_pr"
@@ -63,7 +63,7 @@ class CancelRequest(msgspec.Struct, frozen=True):
 
     def event(self) -> FirmwareCancelRequested:
         return FirmwareCancelRequested.build(
-            FirmwareCancelRequestedData(firmware_id=self.firmware_id,
+            FirmwareRequestData(firmware_id=self.firmware_id,
                                         requested_by=REQUESTED_BY, reason=self.reason),
             source=EVENT_SOURCE, subject=self.firmware_id, id=self.event_id)
 

@@ -13,8 +13,7 @@ import msgspec
 
 from core.config import load_config
 from services import db
-from services.cli.common import add_config_argument, cli_config
-from services.cli.events_cmd import parse_since
+from services.cli.common import TIME_HELP, add_config_argument, cli_config, parse_time
 from services.results import kcidb
 from services.results.config import Config as ResultsConfig
 from services.results.forwarder import Forwarder, KcidbClient
@@ -31,10 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_config_argument(export)
     which = export.add_mutually_exclusive_group(required=True)
     which.add_argument("--firmware", help="firmware (checkout) id")
-    which.add_argument("--since", help="tests stored since: 15m, 2h, 1d or an ISO time")
-    export.add_argument("--until", help="tests stored before (default: now)")
+    which.add_argument("--since", help=f"results stored since: {TIME_HELP}")
+    export.add_argument("--until", help="results stored before (default: now)")
     export.add_argument("--output", "-o", help="file to write (default: stdout)")
-    export.add_argument("--minor", type=int, default=3, help="KCIDB v5 minor version")
+    export.add_argument("--minor", type=int, default=kcidb.KCIDB_MINOR,
+                        choices=kcidb.KCIDB_MINORS,
+                        help="KCIDB v5 minor version of the document (default: %(default)s)")
     export.set_defaults(func=run_export)
 
     forward = kcidb_sub.add_parser(
@@ -49,8 +50,8 @@ async def _export(args: argparse.Namespace) -> dict | None:
     try:
         if args.firmware:
             return await kcidb.export_firmware(conn, args.firmware, args.minor)
-        until = parse_since(args.until) if args.until else dt.datetime.now(dt.UTC)
-        return await kcidb.export_range(conn, parse_since(args.since), until, args.minor)
+        until = parse_time(args.until, "--until") if args.until else dt.datetime.now(dt.UTC)
+        return await kcidb.export_range(conn, parse_time(args.since), until, args.minor)
     finally:
         await conn.close()
 

@@ -17,6 +17,9 @@ import asyncpg
 import msgspec
 
 KCIDB_MAJOR = 5
+KCIDB_MINOR = 3
+"""The newest v5 minor this module writes (and kcidb-io's LATEST schema knows)."""
+KCIDB_MINORS = range(KCIDB_MINOR + 1)
 KINDS = ("checkouts", "builds", "tests", "issues", "incidents")
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")

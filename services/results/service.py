@@ -10,6 +10,7 @@ import aiohttp
 import asyncpg
 from nats.js.api import ConsumerConfig
 
+from core.config import ConfigError
 from core.runtime import check_nats, connect_nats, until_stop_or_failure
 from proto.subjects import Subjects
 from proto.topology import service_consumer
@@ -51,6 +52,9 @@ def ingest_handler(pool: asyncpg.Pool, subjects: Subjects, log_base_url: str | N
 async def run(config: Config, stop: asyncio.Event) -> None:
     section = config.results
     signatures = SignatureSet.load(section.signatures_file)  # bad config: fail at start
+    if config.kcidb.enabled and not config.kcidb.url:
+        raise ConfigError("[kcidb] enabled = true needs [kcidb] url (the kcidb-ng endpoint); "
+                          "nothing is forwarded to a default")
     subjects = config.nats.subjects
     nc = await connect_nats(config.nats, "wrtci-results")
     pool = await db.create_pool(config.database)
@@ -68,10 +72,12 @@ async def run(config: Config, stop: asyncio.Event) -> None:
                                config.storage.timeout_s * 2),
                 signatures, section).run(stop), name="analysis"),
         ]
-        if config.kcidb.enabled:
+        if config.kcidb.forwarding:
+            if not config.kcidb.public_url:
+                log.warning("[kcidb] public_url is not set: forwarded tests carry no log_url")
             session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=config.kcidb.timeout_s))
-            client = KcidbClient(session, config.kcidb.url, config.kcidb.token)
+            client = KcidbClient(session, config.kcidb.url or "", config.kcidb.token)
             tasks.append(asyncio.create_task(
                 Forwarder(pool, client, config.kcidb).run(stop), name="kcidb"))
         await until_stop_or_failure(tasks, stop)

@@ -12,7 +12,8 @@ import pytest
 
 from proto.model import ErrorCode, JobResult
 from proto.storage import job_log_key
-from services.results.config import KcidbSection, ResultsSection
+from services.kcidb.config import KcidbSection
+from services.results.config import ResultsSection
 from services.results.forwarder import Forwarder, KcidbClient
 from services.results.logs import LogStore
 from services.results.signatures import SignatureSet

@@ -21,9 +21,10 @@ from services.cli.common import (
     add_config_argument,
     parse_time,
 )
-from services.results import kcidb, kcidb_model
+from services.kcidb import export as kcidb
+from services.kcidb import model as kcidb_model
+from services.kcidb.config import KcidbSection
 from services.results.config import Config as ResultsConfig
-from services.results.config import KcidbSection
 from services.results.forwarder import Forwarder, KcidbClient
 
 

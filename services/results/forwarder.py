@@ -25,9 +25,9 @@ import aiohttp
 import asyncpg
 import msgspec
 
-from services.results import kcidb
-from services.results.config import KcidbSection
-from services.results.kcidb_model import Document
+from services.kcidb import export as kcidb
+from services.kcidb.config import KcidbSection
+from services.kcidb.model import Document
 
 log = logging.getLogger(__name__)
 

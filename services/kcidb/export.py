@@ -28,7 +28,8 @@ from urllib.parse import quote
 import asyncpg
 import msgspec
 
-from services.results import kcidb_model as m
+from services.firmware_store import ORIGIN as STORE_NAMESPACE
+from services.kcidb import model as m
 
 KCIDB_MAJOR = 5
 KCIDB_MINOR = 3
@@ -60,6 +61,11 @@ class Exporter(msgspec.Struct, kw_only=True, frozen=True):
         """A stored id (``<namespace>:...``) with this site's KCIDB origin."""
         _namespace, sep, rest = stored.partition(":")
         return f"{self.origin}:{rest}" if sep else f"{self.origin}:{stored}"
+
+    def stored(self, kcidb_id: str) -> str:
+        """The stored id of an exported one (the inverse of ``id``)."""
+        _origin, sep, rest = kcidb_id.partition(":")
+        return f"{STORE_NAMESPACE}:{rest}" if sep and _origin == self.origin else kcidb_id
 
     def log_url(self, job_id: str, attempt: int) -> str | None:
         if not self.public_url:

@@ -108,7 +108,7 @@ class Exporter(msgspec.Struct, kw_only=True, frozen=True):
         return m.Build(
             id=self.id(row.id), checkout_id=self.id(row.checkout_id), origin=self.origin,
             comment=row.comment or row.image_name, start_time=_utc(row.start_time),
-            duration=row.duration, architecture=_ARCH_RE.sub("_", row.target.lower()),
+            duration=row.duration, architecture=_architecture(row),
             command=row.command, compiler=row.compiler,
             output_files=[m.Resource(name=row.image_name, url=url)] if url else [],
             config_name=f"{row.target}/{row.subtarget}/{row.profile or '*'}",
@@ -198,6 +198,13 @@ def boot_status(row: m.AttemptRow) -> m.Status | None:
     return "ERROR"  # timeout, lab lost, infrastructure: unknown whether it would boot
 
 
+def _architecture(row: m.BuildRow) -> str:
+    """OpenWrt's package architecture (mips_24kc, x86_64) when known, else the target."""
+    if row.architecture and _ARCH_RE.sub("_", row.architecture) == row.architecture:
+        return row.architecture
+    return _ARCH_RE.sub("_", row.target.lower())
+
+
 def _present(**values: object) -> dict[str, object]:
     return {k: v for k, v in values.items() if v is not None}
 
@@ -248,7 +255,8 @@ _CHECKOUTS = """SELECT id, tree_name, git_repository_url, git_commit_hash, git_c
        git_repository_branch, patchset_hash, comment, start_time, created_at, log_url,
        log_excerpt, valid, misc, source_kind, channel, version, revision, state
   FROM checkouts WHERE id = ANY($1::text[]) ORDER BY id"""
-_BUILDS = """SELECT id, checkout_id, comment, start_time, duration, command, compiler,
+_BUILDS = """SELECT id, checkout_id, comment, start_time, duration, architecture, command,
+       compiler,
        config_url, log_url, log_excerpt, status, misc, target, subtarget, profile,
        image_name, image_type, filesystem, sha256, size, url
   FROM builds WHERE id = ANY($1::text[]) ORDER BY id"""

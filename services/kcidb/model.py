@@ -168,6 +168,7 @@ class BuildRow(msgspec.Struct, kw_only=True):
     comment: str | None
     start_time: dt.datetime | None
     duration: float | None
+    architecture: str | None
     command: str | None
     compiler: str | None
     config_url: str | None

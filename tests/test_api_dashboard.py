@@ -84,6 +84,10 @@ async def test_kci_dev_reads_wrtci(js, subjects, pool, storage_config, nats_conf
         assert [(b["test_path"], b["status"], b["hardware"]) for b in boots] == [
             ("boot", "PASS", "x86/64/generic")]
 
+        # One result by its id (ids hold "/" and ":"), as `kci-dev results boot` asks.
+        _code, text, _err = await kci("boot", "--id", boots[0]["id"])
+        assert "boot" in text and "PASS" in text and boots[0]["id"] in text
+
         _code, text, _err = await kci("tests", *tree, "--latest")
         assert "base.test_wifi" in text and "x86/64/generic" in text
 
@@ -120,6 +124,10 @@ async def test_dashboard_api_bad_input_is_a_json_4xx(js, subjects, pool, storage
         status, body = await api.get("/dashboard/api/hardware/",
                                      startTimestampInSeconds="soon")
         assert status == 400 and "Unix time" in body["error"]
+        for path in ("/dashboard/api/test/nosuch", "/dashboard/api/build/wrtci:x/issues",
+                     "/dashboard/api/issue/nosuch", "/dashboard/api/test/wrtci:j:1:boot"):
+            status, body = await api.get(path)
+            assert status == 404 and body["error"].startswith("no "), (path, body)
         async with api.session.post(api.base + "/dashboard/api/hardware/x/summary",
                                     data=b"{not json") as resp:
             assert resp.status == 400 and "bad JSON" in (await resp.json())["error"]

@@ -17,6 +17,8 @@ from proto.events import FirmwareDiscoveredData
 from proto.model import Image, PriorityClass, PullRequest, SourceKind
 
 ORIGIN = "wrtci"
+"""The namespace of stored ids (``wrtci:...``), fixed: ids are keys across tables and
+streams. The KCIDB origin is configured (``[kcidb] origin``) and applied at export."""
 
 
 def _checkout_misc(data: FirmwareDiscoveredData) -> dict[str, Any]:

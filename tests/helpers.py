@@ -7,6 +7,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import msgspec
 
 from services.config import StorageConfig
 from services.storage import minio_client
@@ -45,3 +48,22 @@ def read_object(storage_config: StorageConfig, key: str) -> bytes:
 def put_object(storage_config: StorageConfig, key: str, data: bytes) -> None:
     minio_client(storage_config).put_object(storage_config.bucket, key, io.BytesIO(data),
                                             len(data))
+
+
+def kcidb_errors(document: Any) -> list[str]:
+    """What KernelCI's own validator (kcidb-io, the newest schema) says of a document."""
+    import jsonschema
+    import kcidb_io
+
+    if not isinstance(document, dict):
+        document = msgspec.to_builtins(document)
+    try:
+        kcidb_io.schema.LATEST.validate(document)
+    except jsonschema.ValidationError as exc:
+        return [f"{'/'.join(map(str, exc.absolute_path))}: {exc.message}"]
+    return []
+
+
+def assert_kcidb_valid(document: Any) -> None:
+    errors = kcidb_errors(document)
+    assert not errors, errors

@@ -16,6 +16,7 @@ import pytest
 from minio import Minio
 
 from core.config import load_config
+from services.api.config import Config as ApiConfig
 from services.cli.common import CliConfig
 from tests.helpers import PROJECT_ROOT
 
@@ -51,7 +52,7 @@ def _alive(pids: set[int]) -> set[int]:
     return alive
 
 
-def _start_up(state_dir: Path) -> subprocess.Popen:
+def _start_up(state_dir: Path) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli.main", "up", "--state-dir", str(state_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT_ROOT,
@@ -65,7 +66,7 @@ def _start_up(state_dir: Path) -> subprocess.Popen:
             break
         output.append(line)
         if "Press Ctrl-C" in line:
-            return proc
+            return proc, "".join(output)
     proc.kill()
     pytest.fail("wrtci up did not come up:\n" + "".join(output))
 
@@ -109,9 +110,12 @@ async def _check_servers(config: CliConfig, marker: str | None) -> str | None:
 def test_up_starts_answers_stops_and_keeps_data(traversable_tmp: Path) -> None:
     state_dir = traversable_tmp / "state"
 
-    proc = _start_up(state_dir)
+    proc, banner = _start_up(state_dir)
     try:
         config = load_config(CliConfig, state_dir / "wrtci.toml", environ={})
+        api_port = load_config(ApiConfig, state_dir / "wrtci.toml", environ={}).api.port
+        # kci-dev's settings, ready to paste.
+        assert f'dashboard_api = "http://127.0.0.1:{api_port}/dashboard/api/"' in banner
         assert asyncio.run(_check_servers(config, "lab-from-first-run")) == "lab-from-first-run"
         storage = config.storage
         Minio(storage.endpoint, access_key=storage.access_key, secret_key=storage.secret_key,
@@ -120,7 +124,7 @@ def test_up_starts_answers_stops_and_keeps_data(traversable_tmp: Path) -> None:
     finally:
         _stop(proc)
 
-    proc = _start_up(state_dir)
+    proc, _banner = _start_up(state_dir)
     try:
         config = load_config(CliConfig, state_dir / "wrtci.toml", environ={})
         assert asyncio.run(_check_servers(config, None)) == "lab-from-first-run"

@@ -66,7 +66,7 @@ def json_response(value: Any, status: int = 200) -> web.Response:
 
 def _error_response(request: web.Request, status: int, message: str,
                     headers: dict[str, str] | None = None) -> web.Response:
-    if request.path.startswith("/api/"):
+    if request.path.startswith(("/api/", "/dashboard/api/")):
         return web.Response(body=_json.encode({"error": message}), status=status,
                             content_type="application/json", headers=headers)
     from services.api.pages import error_page  # the pages import this module

@@ -10,6 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from services.config import ServiceConfig
+from services.kcidb.config import KcidbSection
 
 
 class ApiSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -29,3 +30,5 @@ class ApiSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class Config(ServiceConfig, kw_only=True, forbid_unknown_fields=True):
     api: ApiSection = msgspec.field(default_factory=ApiSection)
+    kcidb: KcidbSection = msgspec.field(default_factory=KcidbSection)
+    """The KCIDB origin and public URL, for the dashboard API (``/dashboard/api/``)."""

@@ -1,15 +1,20 @@
 """``/api/v1``: the read side as JSON.
 
+GET /api/v1/openapi.json                  this API described as OpenAPI 3.1
 GET /api/v1/firmware?channel=&state=&source=&limit=&offset=   newest first
 GET /api/v1/firmware/{id}                 firmware, its summary and its jobs
+GET /api/v1/jobs?firmware=&device_type=&state=&result=&lab=&device=&limit=&offset=
 GET /api/v1/jobs/{id}                     job, every attempt with its tests, incidents
+GET /api/v1/devices?lab=&device_type=&state=&health=&limit=&offset=
+GET /api/v1/tests?firmware=&job=&device_type=&path=&status=&latest=&limit=&offset=
 GET /api/v1/jobs/{id}/attempts/{n}/log?stream=console   the log, streamed
 GET /api/v1/labs , /api/v1/labs/{lab}     labs, devices, health (+ recent health reports)
 GET /api/v1/regressions?firmware=&device_type=&open=   regressions
 GET /api/v1/flaky?device_type=&all=       flaky tests
 
 Ids hold ``/`` and ``:``; clients percent-encode them as one path segment
-(either form is accepted).
+(either form is accepted). A query parameter an endpoint does not know is a 400
+(a typo would otherwise silently show everything).
 """
 
 from __future__ import annotations
@@ -22,9 +27,17 @@ import nats.errors
 from aiohttp import web
 from nats.js.errors import BucketNotFoundError, NoKeysError, NotFoundError
 
-from proto.model import FirmwareState, SourceKind
+from proto.model import (
+    DeviceHealth,
+    DeviceState,
+    FirmwareState,
+    JobResult,
+    JobState,
+    SourceKind,
+    TestStatus,
+)
 from proto.records import LabRecord, decode_record
-from services.api import queries
+from services.api import list_queries, openapi, queries
 from services.api.app import (
     ApiContext,
     ApiError,
@@ -45,9 +58,24 @@ log = logging.getLogger(__name__)
 
 FIRMWARE_STATES = frozenset(s.value for s in FirmwareState)
 SOURCE_KINDS = frozenset(s.value for s in SourceKind)
+JOB_STATES = frozenset(s.value for s in JobState)
+JOB_RESULTS = frozenset(s.value for s in JobResult)
+DEVICE_STATES = frozenset(s.value for s in DeviceState)
+DEVICE_HEALTH = frozenset(s.value for s in DeviceHealth)
+TEST_STATUSES = frozenset(s.value for s in TestStatus)
+PAGE = ("limit", "offset")
+
+
+def known(request: web.Request, *names: str) -> None:
+    """Refuse query parameters the endpoint does not know."""
+    unknown = sorted(set(request.query) - set(names))
+    if unknown:
+        expected = ", ".join(names) if names else "none"
+        raise ApiError(400, f"unknown query parameter {unknown[0]!r} (expected: {expected})")
 
 
 def firmware_filter(request: web.Request) -> queries.FirmwareFilter:
+    known(request, "channel", "state", "source", *PAGE)
     return queries.FirmwareFilter(
         channel=text_param(request, "channel"),
         state=choice_param(request, "state", FIRMWARE_STATES),
@@ -79,6 +107,7 @@ async def firmware_detail(ctx: ApiContext, firmware_id: str) -> FirmwareDetail:
 
 
 async def get_firmware(request: web.Request) -> web.Response:
+    known(request)
     return json_response(await firmware_detail(context(request),
                                                request.match_info["firmware_id"]))
 
@@ -92,10 +121,12 @@ async def job_detail(ctx: ApiContext, job_id: str) -> queries.JobDetail:
 
 
 async def get_job(request: web.Request) -> web.Response:
+    known(request)
     return json_response(await job_detail(context(request), request.match_info["job_id"]))
 
 
 async def get_log(request: web.Request) -> web.StreamResponse:
+    known(request, "stream")
     ctx = context(request)
     job_id = request.match_info["job_id"]
     attempt = path_int(request, "attempt")
@@ -157,6 +188,7 @@ async def labs_with_heartbeats(ctx: ApiContext, lab: str | None = None) -> list[
 
 
 async def list_labs(request: web.Request) -> web.Response:
+    known(request)
     return json_response({"items": await labs_with_heartbeats(context(request))})
 
 
@@ -175,6 +207,7 @@ async def lab_detail(ctx: ApiContext, name: str, limit: int) -> LabDetail:
 
 
 async def get_lab(request: web.Request) -> web.Response:
+    known(request, "health_limit")
     limit = int_param(request, "health_limit", 50, 1, 1000)
     return json_response(await lab_detail(context(request), request.match_info["lab"], limit))
 
@@ -183,6 +216,7 @@ async def get_lab(request: web.Request) -> web.Response:
 
 
 async def list_regressions(request: web.Request) -> web.Response:
+    known(request, "firmware", "device_type", "open", *PAGE)
     ctx = context(request)
     where = queries.RegressionFilter(firmware=text_param(request, "firmware", 500),
                                      device_type=text_param(request, "device_type"),
@@ -194,6 +228,7 @@ async def list_regressions(request: web.Request) -> web.Response:
 
 
 async def list_flaky(request: web.Request) -> web.Response:
+    known(request, "device_type", "all", *PAGE)
     ctx = context(request)
     device_type = text_param(request, "device_type")
     include_steady = bool_param(request, "all")
@@ -203,8 +238,58 @@ async def list_flaky(request: web.Request) -> web.Response:
     return json_response(paginated(request, items, total, page))
 
 
+# -- lists: jobs, devices, tests ------------------------------------------------------------
+
+
+async def _paged(request: web.Request, lister, where) -> web.Response:
+    page = page_param(request)
+    async with context(request).db() as conn:
+        items, total = await lister(conn, where, page)
+    return json_response(paginated(request, items, total, page))
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    known(request, "firmware", "device_type", "state", "result", "lab", "device", *PAGE)
+    where = list_queries.JobFilter(
+        firmware=text_param(request, "firmware", 500),
+        device_type=text_param(request, "device_type"),
+        state=choice_param(request, "state", JOB_STATES),
+        result=choice_param(request, "result", JOB_RESULTS),
+        lab=text_param(request, "lab"), device=text_param(request, "device"))
+    return await _paged(request, list_queries.list_jobs, where)
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    known(request, "lab", "device_type", "state", "health", *PAGE)
+    where = list_queries.DeviceFilter(
+        lab=text_param(request, "lab"), device_type=text_param(request, "device_type"),
+        state=choice_param(request, "state", DEVICE_STATES),
+        health=choice_param(request, "health", DEVICE_HEALTH))
+    return await _paged(request, list_queries.list_devices, where)
+
+
+async def list_tests(request: web.Request) -> web.Response:
+    known(request, "firmware", "job", "device_type", "path", "status", "latest", *PAGE)
+    where = list_queries.TestFilter(
+        firmware=text_param(request, "firmware", 500), job=text_param(request, "job", 1000),
+        device_type=text_param(request, "device_type"),
+        path=text_param(request, "path", 1000),
+        status=choice_param(request, "status", TEST_STATUSES),
+        latest=bool_param(request, "latest"))
+    return await _paged(request, list_queries.list_tests, where)
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    known(request)
+    return json_response(openapi.document())
+
+
 def add_routes(app: web.Application) -> None:
     get = app.router.add_get
+    get("/api/v1/openapi.json", get_openapi)
+    get("/api/v1/jobs", list_jobs)
+    get("/api/v1/devices", list_devices)
+    get("/api/v1/tests", list_tests)
     get("/api/v1/firmware", list_firmware)
     get("/api/v1/firmware/{firmware_id:.+}", get_firmware)
     # The log route first: a job id may itself contain "/".

@@ -13,11 +13,12 @@ from aiohttp import web
 
 from core.runtime import Daemon, EventPublisher, check_all, check_nats
 from services import db
-from services.api import control, pages, rest
+from services.api import control, dashboard_more, pages, rest
 from services.api.app import CONTEXT, ApiContext, errors, json_response
 from services.api.config import Config
 from services.api.logs import LogReader
 from services.checks import check_database
+from services.kcidb.config import KcidbSection
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,14 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-def make_app(ctx: ApiContext) -> web.Application:
+def make_app(ctx: ApiContext, kcidb: KcidbSection | None = None) -> web.Application:
     app = web.Application(middlewares=[errors], client_max_size=64 * 1024)
     app[CONTEXT] = ctx
     app.router.add_get("/healthz", healthz)
     rest.add_routes(app)
     control.add_routes(app)
     pages.add_routes(app)
+    dashboard_more.add_routes(app, (kcidb or KcidbSection()).exporter())
     return app
 
 
@@ -46,7 +48,7 @@ async def run(config: Config, stop: asyncio.Event) -> None:
                          publisher=EventPublisher(js, config.nats.subjects,
                                                   timeout=config.nats.request_timeout_s),
                          logs=LogReader(config.storage, section.log_chunk_bytes))
-        runner = web.AppRunner(make_app(ctx), access_log=None,
+        runner = web.AppRunner(make_app(ctx, config.kcidb), access_log=None,
                                shutdown_timeout=section.shutdown_timeout_s)
         await runner.setup()
         # At exit: stops accepting, lets requests in flight finish (bounded), closes.

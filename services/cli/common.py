@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -41,3 +43,28 @@ async def nats_connection(config: NatsConfig, name: str = "wrtci-cli") -> AsyncI
         yield nc
     finally:
         await nc.drain()
+
+
+class CliError(Exception):
+    """A mistake the user can fix (bad argument, unknown id): one line, exit 1, no traceback."""
+
+
+_DURATION_RE = re.compile(r"^(?:(\d+)w)?(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_DURATION_S = (7 * 86400, 86400, 3600, 60, 1)
+TIME_HELP = "a duration back from now (90s, 15m, 2h, 1d, 1w, 1h30m) or an ISO time " \
+            "(2026-11-25, 2026-11-25T10:00, 2026-11-25T10:00:00+01:00; UTC when no zone)"
+
+
+def parse_time(value: str, option: str = "--since") -> dt.datetime:
+    """A point in time from a duration back from now or an ISO 8601 time (aware, UTC default)."""
+    text = value.strip()
+    match = _DURATION_RE.match(text)
+    if text and match and any(match.groups()):
+        seconds = sum(int(n) * unit for n, unit in zip(match.groups(), _DURATION_S, strict=True)
+                      if n)
+        return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"{option}: {value!r} is not {TIME_HELP}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)

@@ -6,13 +6,13 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import re
 import sys
 from typing import TextIO
 
+import asyncpg
 import msgspec
 import nats.errors
-from nats.js.api import DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from proto.events import (
     CloudEvent,
@@ -27,10 +27,15 @@ from proto.events import (
     decode,
     object_ids,
 )
-from services.cli.common import add_config_argument, cli_config, nats_connection
-
-_DURATION_RE = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+from services import db
+from services.cli.common import (
+    TIME_HELP,
+    CliConfig,
+    add_config_argument,
+    cli_config,
+    nats_connection,
+    parse_time,
+)
 
 
 class EventFilter(msgspec.Struct, kw_only=True):
@@ -39,25 +44,40 @@ class EventFilter(msgspec.Struct, kw_only=True):
     job: str | None = None
     device: str | None = None
     lab: str | None = None
+    firmware_jobs: set[str] = msgspec.field(default_factory=set)
+    """With ``firmware``: its jobs, whose events carry only the job id. Filled from the
+    database at start and from each ``job.created`` seen (a job created while following)."""
 
     def matches(self, event: CloudEvent) -> bool:
+        ids = object_ids(event)
+        if self.firmware is not None:
+            if isinstance(event, JobCreated) and event.data.firmware_id == self.firmware:
+                self.firmware_jobs.add(event.data.job_id)
+            if ids.get("firmware_id") != self.firmware and \
+                    ids.get("job_id") not in self.firmware_jobs:
+                return False
         if self.types and not any(
             event.kind == t or event.kind.startswith(t + ".") for t in self.types
         ):
             return False
-        ids = object_ids(event)
-        wanted = {"firmware_id": self.firmware, "job_id": self.job,
-                  "device": self.device, "lab": self.lab}
+        wanted = {"job_id": self.job, "device": self.device, "lab": self.lab}
         return all(value is None or ids.get(key) == value for key, value in wanted.items())
 
 
-def parse_since(value: str) -> dt.datetime:
-    match = _DURATION_RE.match(value)
-    if match:
-        seconds = int(match[1]) * _UNITS[match[2]]
-        return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
-    parsed = dt.datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+async def firmware_jobs(config: CliConfig, firmware_id: str) -> set[str]:
+    """The jobs the database knows for a firmware (none when it cannot be reached: the
+    ``job.created`` events in the stream still name them)."""
+    try:
+        conn = await asyncio.wait_for(db.connect(config.database), 5)
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        print(f"wrtci: database unreachable ({exc}); a job's events are matched through "
+              "its job.created event only", file=sys.stderr)
+        return set()
+    try:
+        rows = await conn.fetch("SELECT id FROM jobs WHERE checkout_id = $1", firmware_id)
+    finally:
+        await conn.close()
+    return {row["id"] for row in rows}
 
 
 def what_happened(event: CloudEvent) -> str:
@@ -96,7 +116,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_config_argument(parser)
     parser.add_argument("--follow", "-f", action="store_true", help="keep showing new events")
     parser.add_argument("--new", action="store_true", help="only events from now on")
-    parser.add_argument("--since", help="start at a time: 15m, 2h, 1d or an ISO time")
+    parser.add_argument("--since", help=f"start at a time: {TIME_HELP}")
     parser.add_argument("--type", "-t", action="append", default=[], dest="types",
                         help="event type or family (firmware, job.finished); repeatable")
     parser.add_argument("--firmware", help="only events of this firmware id")
@@ -114,17 +134,19 @@ async def stream_events(args: argparse.Namespace, out: TextIO) -> int:
     subjects = config.nats.subjects
     wanted = EventFilter(types=args.types, firmware=args.firmware, job=args.job,
                          device=args.device, lab=args.lab)
-    options: dict = {"deliver_policy": DeliverPolicy.ALL}
+    consumer = ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
     if args.new:
-        options = {"deliver_policy": DeliverPolicy.NEW}
+        consumer = ConsumerConfig(deliver_policy=DeliverPolicy.NEW)
     elif args.since:
-        options = {"deliver_policy": DeliverPolicy.BY_START_TIME,
-                   "opt_start_time": parse_since(args.since).isoformat()}
+        consumer = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_TIME,
+                                  opt_start_time=parse_time(args.since))
+    if args.firmware:
+        wanted.firmware_jobs = await firmware_jobs(config, args.firmware)
     shown = 0
     async with nats_connection(config.nats) as nc:
         js = nc.jetstream()
         sub = await js.subscribe(f"{subjects.prefix}.>", stream=subjects.events_stream,
-                                 ordered_consumer=True, **options)
+                                 ordered_consumer=True, config=consumer)
         while True:
             try:
                 msg = await sub.next_msg(timeout=args.idle_timeout)

@@ -12,10 +12,12 @@ import asyncio
 import getpass
 
 from core.runtime import EventPublisher
-from services.cli.common import add_config_argument, cli_config, nats_connection
+from services import db
+from services.cli.common import CliError, add_config_argument, cli_config, nats_connection
 from services.operator_requests import NOUNS, publish_request
 
 SOURCE = "wrtci/cli"
+_TABLES = {"job": "jobs", "firmware": "checkouts"}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,6 +35,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 async def _publish(args: argparse.Namespace) -> None:
     config = cli_config(args)
+    conn = await db.connect(config.database)
+    try:
+        # Like the API's 404: a request for an id nobody knows would be dropped silently.
+        known = await conn.fetchval(f"SELECT 1 FROM {_TABLES[args.noun]} WHERE id = $1",
+                                    args.id)
+    finally:
+        await conn.close()
+    if not known:
+        raise CliError(f"no {args.noun} {args.id!r} (see `wrtci show firmware`)")
     async with nats_connection(config.nats) as nc:
         await publish_request(EventPublisher(nc.jetstream(), config.nats.subjects), args.noun,
                               args.verb, args.id, args.reason, getpass.getuser(), SOURCE)

@@ -13,9 +13,17 @@ import msgspec
 
 from core.config import load_config
 from services import db
-from services.cli.common import add_config_argument, cli_config
-from services.cli.events_cmd import parse_since
-from services.results import kcidb
+from services.api.config import ApiSection
+from services.cli.common import (
+    TIME_HELP,
+    CliConfig,
+    CliError,
+    add_config_argument,
+    parse_time,
+)
+from services.kcidb import export as kcidb
+from services.kcidb import model as kcidb_model
+from services.kcidb.config import KcidbSection
 from services.results.config import Config as ResultsConfig
 from services.results.forwarder import Forwarder, KcidbClient
 
@@ -31,10 +39,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_config_argument(export)
     which = export.add_mutually_exclusive_group(required=True)
     which.add_argument("--firmware", help="firmware (checkout) id")
-    which.add_argument("--since", help="tests stored since: 15m, 2h, 1d or an ISO time")
-    export.add_argument("--until", help="tests stored before (default: now)")
+    which.add_argument("--since", help=f"results stored since: {TIME_HELP}")
+    export.add_argument("--until", help="results stored before (default: now)")
     export.add_argument("--output", "-o", help="file to write (default: stdout)")
-    export.add_argument("--minor", type=int, default=3, help="KCIDB v5 minor version")
+    export.add_argument("--minor", type=int, default=kcidb.KCIDB_MINOR,
+                        choices=kcidb.KCIDB_MINORS,
+                        help="KCIDB v5 minor version of the document (default: %(default)s)")
     export.set_defaults(func=run_export)
 
     forward = kcidb_sub.add_parser(
@@ -44,13 +54,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     forward.set_defaults(func=run_forward)
 
 
-async def _export(args: argparse.Namespace) -> dict | None:
-    conn = await db.connect(cli_config(args).database)
+class ExportConfig(CliConfig, kw_only=True, forbid_unknown_fields=True):
+    """What an export reads of the site file: the origin and the API's public URL."""
+
+    kcidb: KcidbSection = msgspec.field(default_factory=KcidbSection)
+    api: ApiSection = msgspec.field(default_factory=ApiSection)
+
+    def exporter(self) -> kcidb.Exporter:
+        exporter = self.kcidb.exporter()
+        if exporter.public_url is None:  # on the site itself: the API's own address
+            host = "127.0.0.1" if self.api.host in ("0.0.0.0", "::") else self.api.host
+            exporter = msgspec.structs.replace(exporter,
+                                               public_url=f"http://{host}:{self.api.port}")
+        return exporter
+
+
+async def _export(args: argparse.Namespace) -> kcidb_model.Document | None:
+    config = load_config(ExportConfig, args.config)
+    since = until = None
+    if not args.firmware:  # parse before connecting: a typo is reported as such
+        since = parse_time(args.since)
+        until = parse_time(args.until, "--until") if args.until else dt.datetime.now(dt.UTC)
+    conn = await db.connect(config.database)
     try:
         if args.firmware:
-            return await kcidb.export_firmware(conn, args.firmware, args.minor)
-        until = parse_since(args.until) if args.until else dt.datetime.now(dt.UTC)
-        return await kcidb.export_range(conn, parse_since(args.since), until, args.minor)
+            return await kcidb.export_firmware(conn, args.firmware, config.exporter(),
+                                               args.minor)
+        return await kcidb.export_range(conn, since, until, config.exporter(), args.minor)
     finally:
         await conn.close()
 
@@ -63,7 +93,7 @@ def run_export(args: argparse.Namespace) -> int:
     text = msgspec.json.format(msgspec.json.encode(document), indent=2).decode() + "\n"
     if args.output:
         Path(args.output).write_text(text)
-        counts = ", ".join(f"{len(document.get(k, []))} {k}" for k in kcidb.KINDS)
+        counts = ", ".join(f"{document.count(k)} {k}" for k in kcidb.KINDS)
         print(f"wrote {args.output}: {counts}")
     else:
         sys.stdout.write(text)
@@ -72,6 +102,9 @@ def run_export(args: argparse.Namespace) -> int:
 
 async def _forward(args: argparse.Namespace) -> None:
     config = load_config(ResultsConfig, args.config)
+    if not config.kcidb.url:
+        raise CliError("no kcidb-ng endpoint configured: set [kcidb] url "
+                       "(and the token as WRTCI_KCIDB__TOKEN_FILE)")
     pool = await db.create_pool(config.database)
     try:
         async with aiohttp.ClientSession(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+import asyncpg
+import nats.errors
+
 from core.config import ConfigError
 from services.cli import (
     control_cmd,
@@ -18,11 +21,14 @@ from services.cli import (
     summary_cmd,
     trigger_cmd,
     up_cmd,
+    watch_cmd,
 )
+from services.cli.common import CliError
 
 COMMANDS = [
     nats_cmd, db_cmd, events_cmd, run_cmd, up_cmd,
     trigger_cmd, control_cmd, jobs_cmd, kcidb_cmd, summary_cmd, show_cmd,
+    watch_cmd,
 ]
 
 
@@ -41,9 +47,20 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"wrtci: configuration error: {exc}", file=sys.stderr)
         return 2
+    except CliError as exc:
+        print(f"wrtci: {exc}", file=sys.stderr)
+        return 1
     except (OSError, TimeoutError) as exc:
         print(f"wrtci: {exc}", file=sys.stderr)
         return 1
+    except nats.errors.Error as exc:
+        print(f"wrtci: NATS: {exc!r}", file=sys.stderr)
+        return 1
+    except asyncpg.PostgresError as exc:
+        print(f"wrtci: database: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

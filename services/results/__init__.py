@@ -4,7 +4,7 @@
   a fetched batch per transaction (``store.py``, rules in ``ingest.py``);
 - analysis after commit, from the ``results_work`` outbox: regressions and
   flaky tests (``history.py``), console-log signatures (``signatures.py``);
-- KCIDB: export (``kcidb.py``) and the optional kcidb-ng forwarder
+- KCIDB: the optional kcidb-ng forwarder (the export itself is ``services.kcidb``)
   (``forwarder.py``); the firmware summary used by the API and notifier
   (``summary.py``).
 """

@@ -7,6 +7,7 @@ from pathlib import Path
 import msgspec
 
 from services.config import ServiceConfig
+from services.kcidb.config import KcidbSection
 
 DEFAULT_SIGNATURES = Path(__file__).with_name("signatures.toml")
 
@@ -30,25 +31,6 @@ class ResultsSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     flaky_threshold: float = 0.2
     log_base_url: str | None = None
     """Public URL prefix of object storage keys, for KCIDB ``log_url``."""
-
-
-class KcidbSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    enabled: bool = False
-    url: str = "https://db.kernelci.org"
-    """Base URL of a kcidb-ng REST endpoint (``/submit`` and ``/status`` below it)."""
-    token: str | None = None
-    """JWT; give it as WRTCI_KCIDB__TOKEN or WRTCI_KCIDB__TOKEN_FILE, not in the TOML."""
-    origin: str = "wrtci"
-    interval_s: float = 30.0
-    """How often the forwarder looks for new results."""
-    max_objects: int = 5000
-    """Objects per submission."""
-    timeout_s: float = 30.0
-    max_tries: int = 8
-    backoff_s: float = 5.0
-    """First retry delay after a failed request (doubles, capped at 10 minutes)."""
-    status_poll_s: float = 5.0
-    minor_version: int = 3
 
 
 class Config(ServiceConfig, kw_only=True, forbid_unknown_fields=True):

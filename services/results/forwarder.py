@@ -25,8 +25,9 @@ import asyncpg
 import msgspec
 
 from core.retry import Backoff, sleep_or_stop
-from services.results import kcidb
-from services.results.config import KcidbSection
+from services.kcidb import export as kcidb
+from services.kcidb.config import KcidbSection
+from services.kcidb.model import Document
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class KcidbClient:
         except msgspec.DecodeError as exc:
             raise TransientError(f"{method} {path}: unreadable answer {body[:200]!r}") from exc
 
-    async def submit(self, document: dict[str, Any]) -> str:
+    async def submit(self, document: Document) -> str:
         answer = await self._call("POST", "/submit", data=msgspec.json.encode(document))
         if not answer.id or answer.id == "0" or answer.status == "error":
             raise PermanentError(f"submission refused: {answer.message}")
@@ -89,6 +90,7 @@ class Forwarder:
         self.section = section
         self.backoff = Backoff.exponential(section.backoff_s, MAX_BACKOFF_S)
         """Delays of a submission kcidb did not take (kept in the database: next_try_at)."""
+        self.exporter = section.exporter()
 
     async def run(self, stop: asyncio.Event) -> None:
         """A pass every ``interval_s``; a database outage ends the loop with an error, and
@@ -119,16 +121,25 @@ class Forwarder:
                 WHERE NOT EXISTS (SELECT 1 FROM kcidb_submissions s
                                    WHERE s.kind = 'tests' AND s.object_id = t.id)
                 ORDER BY t.ingested_at LIMIT $1""", limit)
+        # Finished attempts whose boot test was never sent (a boot failure has no other test).
+        attempts = await conn.fetch(
+            """SELECT a.job_id, a.attempt FROM job_attempts a
+                WHERE a.state = 'done' AND NOT EXISTS (
+                      SELECT 1 FROM kcidb_submissions s
+                       WHERE s.kind = 'tests'
+                         AND s.object_id = a.job_id || ':' || a.attempt || ':boot')
+                ORDER BY a.finished_at LIMIT $1""", limit)
         incidents = await conn.fetch(
             """SELECT i.id, i.test_id, i.build_id FROM incidents i
                 WHERE NOT EXISTS (SELECT 1 FROM kcidb_submissions s
                                    WHERE s.kind = 'incidents' AND s.object_id = i.id)
                 ORDER BY i.id LIMIT $1""", limit)
-        if not tests and not incidents:
+        if not tests and not incidents and not attempts:
             return None
-        selection = await kcidb.select_tests(
+        selection = await kcidb.select(
             conn, [r["id"] for r in tests] + [r["test_id"] for r in incidents if r["test_id"]],
-            [r["build_id"] for r in incidents if r["build_id"]])
+            [r["build_id"] for r in incidents if r["build_id"]],
+            [(r["job_id"], r["attempt"]) for r in attempts])
         batch_id = uuid.uuid4().hex
         rows = [(kind, object_id) for kind in kcidb.KINDS
                 for object_id in _object_ids(selection, kind)]
@@ -154,7 +165,7 @@ class Forwarder:
         for row in await conn.fetch(
                 "SELECT kind, object_id FROM kcidb_submissions WHERE batch_id = $1", batch_id):
             _add(selection, row["kind"], row["object_id"])
-        document = kcidb.document(await kcidb.load(conn, selection), self.section.minor_version)
+        document = await kcidb.load(conn, selection, self.exporter, self.section.minor_version)
         where = {"batch_id": batch_id, "objects": len(selection), "tries": tries + 1}
         try:
             submission_id = await self.client.submit(document)

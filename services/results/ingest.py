@@ -31,7 +31,6 @@ from proto.subjects import Subjects
 from services.batch_consume import Delivery, Verdict
 from services.consume import Reject
 
-ORIGIN = "wrtci"
 EXCERPT_MAX = 16384
 ANALYSED_RESULTS = (JobResult.FAIL, JobResult.ERROR)
 MAX_ATTEMPT = 2**31 - 1

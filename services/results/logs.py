@@ -8,9 +8,8 @@ import asyncpg
 from minio import Minio
 from minio.error import S3Error
 
+from services.firmware_store import ORIGIN
 from services.results.signatures import SignatureMatch
-
-ORIGIN = "wrtci"
 
 
 class LogStore:

@@ -10,6 +10,7 @@ import aiohttp
 import asyncpg
 from nats.js.api import ConsumerConfig
 
+from core.config import ConfigError
 from core.runtime import Daemon, check_all, check_nats
 from proto.subjects import Subjects
 from proto.topology import service_consumer
@@ -51,6 +52,9 @@ def ingest_handler(pool: asyncpg.Pool, subjects: Subjects, log_base_url: str | N
 async def run(config: Config, stop: asyncio.Event) -> None:
     section = config.results
     signatures = SignatureSet.load(section.signatures_file)  # bad config: fail at start
+    if config.kcidb.enabled and not config.kcidb.url:
+        raise ConfigError("[kcidb] enabled = true needs [kcidb] url (the kcidb-ng endpoint); "
+                          "nothing is forwarded to a default")
     subjects = config.nats.subjects
     async with Daemon("results", stop) as daemon:
         nc = await daemon.connect_nats(config.nats)
@@ -63,10 +67,12 @@ async def run(config: Config, stop: asyncio.Event) -> None:
         analyser = Analyser(pool, LogStore(minio_client(config.storage), config.storage.bucket,
                                            config.storage.timeout_s * 2), signatures, section)
         daemon.loop("analysis", analyser.run)
-        if config.kcidb.enabled:
+        if config.kcidb.forwarding:
+            if not config.kcidb.public_url:
+                log.warning("[kcidb] public_url is not set: forwarded tests carry no log_url")
             session = await daemon.enter(aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=config.kcidb.timeout_s)))
-            client = KcidbClient(session, config.kcidb.url, config.kcidb.token)
+            client = KcidbClient(session, config.kcidb.url or "", config.kcidb.token)
             daemon.loop("kcidb", Forwarder(pool, client, config.kcidb).run)
         await daemon.serve()
 

@@ -14,6 +14,7 @@ import asyncpg
 
 from proto.subjects import Subjects
 from services.batch_consume import Delivery, Verdict
+from services.firmware_store import ORIGIN
 from services.results.ingest import Attempt, BatchPlan, job_keys
 
 TEST_COLUMNS = (
@@ -93,7 +94,7 @@ async def _write_tests(conn: asyncpg.Connection, plan: BatchPlan) -> None:
     )
     await conn.copy_records_to_table(
         "tests_in", columns=TEST_COLUMNS,
-        records=[(t.id, t.build_id, "wrtci", t.path, t.status, t.duration, t.log_excerpt,
+        records=[(t.id, t.build_id, ORIGIN, t.path, t.status, t.duration, t.log_excerpt,
                   t.log_url, t.comment, t.start_time, t.job_id, t.attempt, t.device_type,
                   t.lab, t.device) for t in plan.tests],
     )

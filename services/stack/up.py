@@ -120,6 +120,7 @@ class Stack:
             },
             "scheduler": {"holdoff_s": LOCAL_HOLDOFF_S},
             "api": {"port": self.ports.api},
+            "kcidb": {"public_url": self.api_url},
             # No SMTP server or GitHub here: reports stay in the notifier's log
             # until [notifier.mail] / [notifier.github] are pointed at real ones.
             "notifier": {"web_url": self.api_url, "mail": {"enabled": False},
@@ -250,6 +251,12 @@ class Stack:
             "  wrtci events --follow          # the event log",
             f"  nats --server {self.nats.url} stream view "
             f"{self.config.nats.subjects.events_stream}",
+            "",
+            "  kci-dev (KernelCI's client) reads the results with, in its settings TOML:",
+            "    default_instance = \"wrtci\"",
+            "    [wrtci]",
+            f"    dashboard_api = \"{self.api_url}/dashboard/api/\"",
+            "  kci-dev results trees --origin wrtci",
         ]
         return "\n".join(lines)
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests import kcidb_schema
+from tests.helpers import kcidb_errors
 
 
 def _b64(data: bytes) -> str:
@@ -102,7 +102,7 @@ class KcidbServer:
             return self._answer(404, "notfound", submission_id, "File not found")
         state = self.status_of[submission_id]
         if state == "ready":  # the ingester picks it up between two status calls
-            valid = not kcidb_schema.errors(self.spool[submission_id])
+            valid = not kcidb_errors(self.spool[submission_id])
             self.status_of[submission_id] = "processed" if valid else "failed"
         return self._answer(200, state, submission_id)
 

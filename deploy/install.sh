@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs everything wrtci needs on a fresh Debian 12 machine: the system
-# packages (PostgreSQL, QEMU, busybox for the virtual lab) and a virtualenv in
+# packages (PostgreSQL, QEMU, and what builds the virtual lab's disk image) and a virtualenv in
 # .venv with wrtci and its test tools. Safe to run again: it only adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,7 +8,11 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-APT_PACKAGES=(postgresql qemu-system-x86 busybox-static cpio)
+# The virtual lab's firmware (deploy/virtual-lab/build-firmware.sh): busybox and
+# dropbear from Debian, a syslinux-booted disk image made without root (mtools,
+# sfdisk, genext2fs), kernel modules resolved with kmod's depmod; ssh for the suite.
+APT_PACKAGES=(postgresql qemu-system-x86 busybox-static cpio dropbear-bin syslinux
+              syslinux-common mtools fdisk genext2fs kmod openssh-client)
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -m ensurepip --version >/dev/null 2>&1; then
     APT_PACKAGES+=(python3-venv)

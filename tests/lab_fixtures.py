@@ -26,14 +26,14 @@ from tests.servers.labgrid_coordinator import LabgridCoordinator
 
 @pytest.fixture(scope="session")
 def virtual_firmware() -> Iterator[Firmware]:
-    """The virtual device's kernel and firmware, built by the project's script."""
+    """The virtual device's firmware (a combined disk image), built by the project's script."""
     out = Path(tempfile.mkdtemp(prefix="wrtci-firmware-"))
     result = subprocess.run([str(VIRTUAL_LAB / "build-firmware.sh"), str(out), VERSION, REVISION],
                             capture_output=True, text=True, timeout=600)
     if result.returncode != 0:
         pytest.fail(f"build-firmware.sh failed:\n{result.stderr}")
     sha256, image = result.stdout.split()
-    yield Firmware(directory=out, kernel=out / "vmlinuz", image=Path(image), sha256=sha256)
+    yield Firmware(directory=out, image=Path(image), sha256=sha256)
     shutil.rmtree(out, ignore_errors=True)
 
 

@@ -32,6 +32,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 VIRTUAL_LAB = PROJECT / "deploy" / "virtual-lab"
 VIRTUAL_TARGET = VIRTUAL_LAB / "qemu-x86-64-virtual.yaml"
 VIRTUAL_SUITE = VIRTUAL_LAB / "openwrt-tests"
+VIRTUAL_SUITE_TARGET = VIRTUAL_SUITE / "targets" / "qemu-x86-64.yaml"
+"""The bundled suite's own target file (openwrt-tests format: LAN/WAN, SSH)."""
 DEVICE_TYPE = "x86/64/generic"
 VERSION, REVISION = "24.10.0", "r28427-6df0e3d02a"
 LAB_PLACE_USER = f"{socket.gethostname()}/wrtci-lab1"
@@ -40,7 +42,6 @@ LAB_PLACE_USER = f"{socket.gethostname()}/wrtci-lab1"
 
 class Firmware(msgspec.Struct, frozen=True):
     directory: Path
-    kernel: Path
     image: Path
     sha256: str
 
@@ -82,8 +83,8 @@ FAKE_FIRMWARE = b"firmware-bytes"
 def lab_config(nats_config: NatsConfig, work: Path, suite: Path, *, name: str = "lab1",
                env: dict[str, str] | None = None, health_image: str | None = None,
                health: HealthConfig | None = None, place: str | None = None,
-               **lab) -> Config:
-    device = DeviceConfig(name="dut1", target_file=str(VIRTUAL_TARGET), target="x86",
+               target_file: Path = VIRTUAL_TARGET, **lab) -> Config:
+    device = DeviceConfig(name="dut1", target_file=str(target_file), target="x86",
                           subtarget="64", profile="generic", env=env or {},
                           health_image=health_image, place=place)
     section = LabSection(

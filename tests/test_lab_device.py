@@ -24,6 +24,7 @@ from tests.lab_helpers import (
     FAKE_FIRMWARE,
     REVISION,
     VIRTUAL_SUITE,
+    VIRTUAL_SUITE_TARGET,
     EventLog,
     job_spec,
     lab_config,
@@ -56,16 +57,16 @@ async def test_end_to_end_job_on_the_virtual_device(
         js, nc, subjects, nats_config, storage_config, virtual_firmware, tmp_path):
     # The firmware sits in object storage; the job carries a presigned URL.
     client = _minio(storage_config)
-    await asyncio.to_thread(client.fput_object, storage_config.bucket, "firmware/fw.cpio.gz",
+    await asyncio.to_thread(client.fput_object, storage_config.bucket, "firmware/fw.img",
                             str(virtual_firmware.image))
-    url = client.presigned_get_object(storage_config.bucket, "firmware/fw.cpio.gz",
+    url = client.presigned_get_object(storage_config.bucket, "firmware/fw.img",
                                       expires=dt.timedelta(hours=1))
     spec = job_spec("wrtci:job:e2e", url, virtual_firmware.sha256,
                     name=virtual_firmware.image.name,
                     plans=[TestPlan(name="base", tests=["tests/test_base.py"], timeout_s=300)])
     events = await EventLog().start(nc, subjects)
     config = lab_config(nats_config, tmp_path / "work", VIRTUAL_SUITE,
-                        env={"WRTCI_VIRTUAL_KERNEL": str(virtual_firmware.kernel)})
+                        target_file=VIRTUAL_SUITE_TARGET)
     async with running_log_writer(nats_config, storage_config), running_lab(config):
         await publish_job(js, subjects, spec)
         await events.wait_for(lambda e: e.of(ev.JobFinished), within_s=240)
@@ -90,6 +91,8 @@ async def test_end_to_end_job_on_the_virtual_device(
     statuses = {t.path: t.status for t in data.tests}
     assert statuses["base.test_base.test_firmware_version"] is TestStatus.PASS
     assert statuses["base.test_base.test_uname"] is TestStatus.PASS
+    assert statuses["base.test_base.test_ubus_system_board"] is TestStatus.PASS
+    assert statuses["base.test_base.test_ssh"] is TestStatus.PASS
     assert statuses["base.test_base.test_online"] is TestStatus.SKIP  # no 'online' feature
     assert data.log_key == key
     assert {"junit.xml", "pytest.log"} <= {a.name for a in data.artifacts}
@@ -109,13 +112,12 @@ async def test_end_to_end_job_on_the_virtual_device(
 @pytest.mark.slow
 async def test_failed_health_checks_take_the_device_out_and_a_pass_brings_it_back(
         js, nc, subjects, nats_config, fake_suite, file_server, virtual_firmware, tmp_path):
-    health_image = tmp_path / "health.cpio.gz"  # missing: every check fails
+    health_image = tmp_path / "health.img"  # missing: every check fails
     base_url, www = file_server
     (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
     events = await EventLog().start(nc, subjects)
     config = lab_config(
         nats_config, tmp_path / "work", fake_suite, health_image=str(health_image),
-        env={"WRTCI_VIRTUAL_KERNEL": str(virtual_firmware.kernel)},
         health=HealthConfig(check_at_start=True, interval_s=0.2, unhealthy_recheck_s=3600,
                             warn_after=1, disable_after=2, timeout_s=120))
     config_path = write_config(config, tmp_path / "lab.toml")

@@ -88,6 +88,10 @@ async def test_up_demo_carries_a_release_to_stored_results(traversable_tmp: Path
         tests = rows["tests"]
         assert tests["base.test_base.test_firmware_version"] == "PASS", tests
         assert tests["base.test_base.test_shell"] == "PASS"
+        # the disk-image device behaves like OpenWrt: ubus, br-lan, SSH
+        assert tests["base.test_base.test_ubus_system_board"] == "PASS"
+        assert tests["base.test_base.test_lan_bridge"] == "PASS"
+        assert tests["base.test_base.test_ssh"] == "PASS"
         assert "SKIP" in tests.values()  # the `online` test on a device without network
         assert rows["health_checks"] >= 1  # the lab's health check was recorded
 

@@ -1,26 +1,28 @@
 #!/usr/bin/env bash
-# Build the "virtual lab" device: a Debian kernel (the fixed boot part of the
-# device) plus an OpenWrt-lookalike firmware (a busybox initramfs) for QEMU.
+# Build the "virtual lab" firmware: an OpenWrt-lookalike x86/64 combined disk
+# image (MBR, syslinux boot partition, ext2 root partition) from Debian packages,
+# bootable by QEMU the way openwrt-tests boots OpenWrt (QEMUDriver `disk:`).
 #
 # usage: build-firmware.sh OUT_DIR [VERSION] [REVISION]
 #
-# Needs (Debian 12): busybox-static cpio gzip, and apt to fetch the kernel
-# package (qemu-system-x86 is only needed to boot the result).
+# Needs (Debian 12): busybox-static dropbear-bin syslinux syslinux-common mtools
+# fdisk genext2fs kmod cpio gzip, and apt to fetch the kernel package
+# (qemu-system-x86 is only needed to boot the result). Runs without root: no
+# loop mounts, every filesystem is written into image files by user tools.
 #
 # Writes to OUT_DIR:
-#   vmlinuz                                                  the kernel
-#   openwrt-VERSION-x86-64-generic-initramfs-rootfs.cpio.gz  the firmware
-#   openwrt-VERSION-x86-64-generic-initramfs-rootfs.cpio.gz.sha256
-# and prints the firmware's sha256. The same VERSION/REVISION (and the same
-# busybox package) always give byte-identical firmware.
+#   openwrt-VERSION-x86-64-generic-ext4-combined.img         the firmware
+#   openwrt-VERSION-x86-64-generic-ext4-combined.img.sha256
+# and prints "SHA256  PATH" of the firmware. The same inputs (VERSION,
+# REVISION, this directory, the Debian packages used) always give the same
+# bytes; a finished image is cached under a hash of those inputs.
 #
 # Environment:
-#   WRTCI_CACHE        cache root (default ~/.cache/wrtci); the kernel .deb and
-#                      extracted vmlinuz live in $WRTCI_CACHE/virtual-lab
+#   WRTCI_CACHE        cache root (default ~/.cache/wrtci); kernels and built
+#                      images live in $WRTCI_CACHE/virtual-lab
 #   KERNEL_PACKAGE     Debian kernel package to use (default: what
 #                      linux-image-amd64 depends on)
-#   BUSYBOX            static busybox binary (default /bin/busybox from
-#                      busybox-static)
+#   BUSYBOX            static busybox binary (default /bin/busybox)
 #   SOURCE_DATE_EPOCH  mtime of every file in the image (default: fixed)
 set -euo pipefail
 
@@ -42,16 +44,37 @@ case "$VERSION$REVISION" in
     *[!A-Za-z0-9._+~-]*) echo "VERSION/REVISION may only contain [A-Za-z0-9._+~-]" >&2; exit 2 ;;
 esac
 
+HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE_DIR=${WRTCI_CACHE:-${HOME:-/root}/.cache/wrtci}/virtual-lab
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
-FIRMWARE_NAME="openwrt-${VERSION}-${TARGET}-${SUBTARGET}-${PROFILE}-initramfs-rootfs.cpio.gz"
+export SOURCE_DATE_EPOCH
+FIRMWARE_NAME="openwrt-${VERSION}-${TARGET}-${SUBTARGET}-${PROFILE}-ext4-combined.img"
+# Kernel modules the preinit loads (OpenWrt's kernel has these built in).
+MODULES="virtio_pci virtio_blk virtio_net virtio-rng bridge overlay crc32c_generic ext4"
+# Fixed identifiers keep the image reproducible.
+DISK_ID=0x5752540a
+FAT_SERIAL=57525443
+MBR=/usr/lib/syslinux/mbr/mbr.bin
 
 log() { echo "build-firmware: $*" >&2; }
 die() { echo "build-firmware: error: $*" >&2; exit 1; }
 
-for tool in cpio gzip sha256sum; do
-    command -v "$tool" >/dev/null || die "$tool not found (apt-get install cpio gzip coreutils)"
-done
+need() {  # need TOOL PACKAGE
+    command -v "$1" >/dev/null || die "$1 not found (apt-get install $2)"
+}
+need cpio cpio
+need gzip gzip
+need sha256sum coreutils
+need sfdisk fdisk
+need mformat mtools
+need mcopy mtools
+need syslinux syslinux
+need genext2fs genext2fs
+need depmod kmod
+need dpkg-deb dpkg
+[ -f "$MBR" ] || die "$MBR not found (apt-get install syslinux-common)"
+DROPBEAR=/usr/sbin/dropbear
+[ -x "$DROPBEAR" ] || die "$DROPBEAR not found (apt-get install dropbear-bin)"
 
 BUSYBOX=${BUSYBOX:-}
 if [ -z "$BUSYBOX" ]; then
@@ -69,8 +92,8 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/wrtci-virtual-lab.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 
 # --------------------------------------------------------------------------
-# Kernel: the Debian amd64 kernel (serial console, gzip initrd and devtmpfs
-# are built in). Cached per package name, so a second run needs no network.
+# Kernel: the Debian amd64 kernel and the few modules the firmware needs,
+# cached per package (the 70 MB .deb is not kept), so later builds are offline.
 # --------------------------------------------------------------------------
 resolve_kernel_package() {
     if [ -n "${KERNEL_PACKAGE:-}" ]; then
@@ -81,63 +104,143 @@ resolve_kernel_package() {
         | awk '/Depends: linux-image-[0-9]/ { print $2; exit }'
 }
 
+# Print the modules (paths relative to the modules dir) to load, in order:
+# each module's dependencies (modules.dep lists them transitively, last
+# loaded first) before the module itself.
+module_load_order() {
+    local dep=$1 name path deps seen=" "
+    for name in $MODULES; do
+        path=$(awk -F: -v want="/${name}.ko" \
+            'substr($1, length($1) - length(want) + 1) == want { print $1; exit }' "$dep")
+        [ -n "$path" ] || die "kernel module $name not found in $dep"
+        deps=$(awk -F: -v p="$path" '$1 == p { print $2; exit }' "$dep")
+        for path in $(echo "$deps" | tr ' ' '\n' | tac) "$path"; do
+            case "$seen" in *" $path "*) continue ;; esac
+            seen="$seen$path "
+            echo "$path"
+        done
+    done
+}
+
 fetch_kernel() {
-    local pkg vmlinuz deb
+    local pkg dir deb kver
     pkg=$(resolve_kernel_package || true)
     if [ -z "$pkg" ]; then
         # No apt metadata (offline?): fall back to the newest cached kernel.
-        vmlinuz=$(ls -1 "$CACHE_DIR"/vmlinuz-* 2>/dev/null | sort -V | tail -n 1 || true)
-        [ -n "$vmlinuz" ] || die "cannot resolve the kernel package (apt-cache depends linux-image-amd64) and none is cached"
-        log "apt metadata unavailable, using cached $vmlinuz"
-        echo "$vmlinuz"
+        dir=$(ls -1d "$CACHE_DIR"/kernel-* 2>/dev/null | sort -V | tail -n 1 || true)
+        [ -n "$dir" ] || die "cannot resolve the kernel package (apt-cache depends linux-image-amd64) and none is cached"
+        log "apt metadata unavailable, using cached $dir"
+        echo "$dir"
         return
     fi
-    vmlinuz="$CACHE_DIR/vmlinuz-${pkg#linux-image-}"
-    if [ -s "$vmlinuz" ]; then
+    dir="$CACHE_DIR/kernel-${pkg#linux-image-}"
+    if [ -s "$dir/vmlinuz" ] && [ "$(cat "$dir/modules.list" 2>/dev/null)" = "$MODULES" ]; then
         log "kernel $pkg: cached"
-        echo "$vmlinuz"
+        echo "$dir"
         return
     fi
     log "kernel $pkg: downloading"
-    deb=$(ls -1 "$CACHE_DIR/${pkg}_"*.deb 2>/dev/null | tail -n 1 || true)
-    if [ -z "$deb" ]; then
-        if ! (cd "$CACHE_DIR" && apt-get download "$pkg" >&2); then
-            # Stale package lists name a kernel the mirror no longer has.
-            [ "$(id -u)" -eq 0 ] || die "apt-get download $pkg failed (try: apt-get update)"
-            log "apt-get download $pkg failed: refreshing the package lists once"
-            apt-get update -qq >&2 || die "apt-get update failed"
-            pkg=$(resolve_kernel_package) || die "cannot resolve the kernel package"
-            vmlinuz="$CACHE_DIR/vmlinuz-${pkg#linux-image-}"
-            (cd "$CACHE_DIR" && apt-get download "$pkg" >&2) \
-                || die "apt-get download $pkg failed"
-        fi
-        deb=$(ls -1 "$CACHE_DIR/${pkg}_"*.deb | tail -n 1)
+    mkdir -p "$WORK/deb"
+    if ! (cd "$WORK/deb" && apt-get download "$pkg" >&2 2>/dev/null); then
+        # Stale package lists name a kernel the mirror no longer has.
+        [ "$(id -u)" -eq 0 ] || die "apt-get download $pkg failed (try: apt-get update)"
+        log "apt-get download $pkg failed: refreshing the package lists once"
+        apt-get update -qq >&2 || die "apt-get update failed"
+        pkg=$(resolve_kernel_package) || die "cannot resolve the kernel package"
+        dir="$CACHE_DIR/kernel-${pkg#linux-image-}"
+        (cd "$WORK/deb" && apt-get download "$pkg" >&2 2>/dev/null) \
+            || die "apt-get download $pkg failed"
     fi
+    deb=$(ls -1 "$WORK/deb/${pkg}_"*.deb | tail -n 1)
     mkdir -p "$WORK/kernel"
     dpkg-deb -x "$deb" "$WORK/kernel"
-    local found
-    found=$(ls -1 "$WORK"/kernel/boot/vmlinuz-* | head -n 1) || die "no boot/vmlinuz-* in $deb"
-    cp "$found" "$vmlinuz.tmp"
-    mv "$vmlinuz.tmp" "$vmlinuz"
-    rm -f "$deb"   # ~70 MB; the extracted kernel is all we keep
-    echo "$vmlinuz"
+    rm -f "$deb"
+    kver=$(ls -1 "$WORK/kernel/lib/modules" | head -n 1)
+    [ -n "$kver" ] || die "no lib/modules in $pkg"
+    depmod -b "$WORK/kernel" "$kver"
+    rm -rf "$dir.tmp"
+    mkdir -p "$dir.tmp/modules"
+    cp "$WORK/kernel/boot/vmlinuz-$kver" "$dir.tmp/vmlinuz" || die "no boot/vmlinuz-$kver in $pkg"
+    local path
+    module_load_order "$WORK/kernel/lib/modules/$kver/modules.dep" | while read -r path; do
+        cp "$WORK/kernel/lib/modules/$kver/$path" "$dir.tmp/modules/"
+        basename "$path"
+    done > "$dir.tmp/load-order"
+    echo "$kver" > "$dir.tmp/release"
+    echo "$MODULES" > "$dir.tmp/modules.list"
+    rm -rf "$dir" "$WORK/kernel"
+    mv "$dir.tmp" "$dir"
+    echo "$dir"
 }
 
-KERNEL=$(fetch_kernel)
-cp "$KERNEL" "$OUT_DIR/vmlinuz.tmp"
-mv "$OUT_DIR/vmlinuz.tmp" "$OUT_DIR/vmlinuz"
+KERNEL_DIR=$(fetch_kernel)
 
 # --------------------------------------------------------------------------
-# Firmware: busybox initramfs that looks like an OpenWrt initramfs image.
+# The finished image is cached under a hash of everything that goes into it.
+# --------------------------------------------------------------------------
+dropbear_libs() {
+    ldd "$DROPBEAR" | awk '/=> \// { print $3 } /^\t\/lib64\// { print $1 }'
+}
+
+INPUTS_HASH=$(
+    {
+        echo "$VERSION $REVISION $SOURCE_DATE_EPOCH $MODULES $DISK_ID $FAT_SERIAL"
+        sha256sum "$0" "$HERE/preinit/init" "$KERNEL_DIR/vmlinuz" "$KERNEL_DIR"/modules/* \
+            "$BUSYBOX" "$DROPBEAR" $(dropbear_libs) "$MBR" | cut -d' ' -f1
+        (cd "$HERE/files" && find . | LC_ALL=C sort | while read -r f; do
+            if [ -f "$f" ]; then echo "$f $(sha256sum < "$f")"; else echo "$f"; fi
+        done)
+        dpkg-query -W syslinux mtools genext2fs fdisk 2>/dev/null || true
+    } | sha256sum | cut -c1-16
+)
+CACHED="$CACHE_DIR/images/$INPUTS_HASH/$FIRMWARE_NAME"
+FIRMWARE="$OUT_DIR/$FIRMWARE_NAME"
+
+finish() {
+    local sha256
+    sha256=$(cut -d' ' -f1 "$CACHED.sha256")
+    cp "$CACHED" "$FIRMWARE.tmp"
+    mv "$FIRMWARE.tmp" "$FIRMWARE"
+    echo "$sha256  $FIRMWARE_NAME" > "$FIRMWARE.sha256"
+    echo "$sha256  $FIRMWARE"
+    exit 0
+}
+
+if [ -s "$CACHED" ] && [ -s "$CACHED.sha256" ]; then
+    log "firmware: cached ($INPUTS_HASH)"
+    finish
+fi
+
+# --------------------------------------------------------------------------
+# Root filesystem: busybox, dropbear (with its libraries), OpenWrt's files.
 # --------------------------------------------------------------------------
 ROOT="$WORK/rootfs"
-mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp,root,mnt,overlay,rom,lib}
-ln -s tmp "$ROOT/var"
+mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,lib,etc/dropbear,proc,sys,dev,tmp,root,rom,overlay,mnt}
 cp "$BUSYBOX" "$ROOT/bin/busybox"
-ln -s busybox "$ROOT/bin/sh"
+"$BUSYBOX" --list-full | while read -r applet; do
+    case "$applet" in bin/busybox|*/ubus) continue ;; esac
+    mkdir -p "$ROOT/$(dirname "$applet")"
+    ln -sf "/bin/busybox" "$ROOT/$applet"
+done
+ln -sf busybox "$ROOT/bin/ash"
+ln -sf busybox "$ROOT/bin/sh"
+ln -sf tmp "$ROOT/var"
+ln -sf /tmp/resolv.conf "$ROOT/etc/resolv.conf"
+
+cp "$DROPBEAR" "$ROOT/usr/sbin/dropbear"
+for lib in $(dropbear_libs); do
+    mkdir -p "$ROOT$(dirname "$lib")"
+    cp -L "$lib" "$ROOT$lib"
+done
+# The loader is found at /lib64/ld-linux-x86-64.so.2 (the ELF interpreter).
+if [ ! -e "$ROOT/lib64/ld-linux-x86-64.so.2" ]; then
+    mkdir -p "$ROOT/lib64"
+    cp -L /lib64/ld-linux-x86-64.so.2 "$ROOT/lib64/"
+fi
+
+cp -R "$HERE/files/." "$ROOT/"
 
 DESCRIPTION="OpenWrt ${VERSION} ${REVISION}"
-
 cat > "$ROOT/etc/openwrt_release" <<EOF
 DISTRIB_ID='OpenWrt'
 DISTRIB_RELEASE='${VERSION}'
@@ -147,7 +250,6 @@ DISTRIB_ARCH='${ARCH}'
 DISTRIB_DESCRIPTION='${DESCRIPTION}'
 DISTRIB_TAINTS='virtual-lab'
 EOF
-
 cat > "$ROOT/etc/os-release" <<EOF
 NAME="OpenWrt"
 VERSION="${VERSION}"
@@ -169,8 +271,8 @@ OPENWRT_DEVICE_REVISION="v0"
 OPENWRT_RELEASE="${DESCRIPTION}"
 EOF
 echo "${REVISION}" > "$ROOT/etc/openwrt_version"
+echo "${SOURCE_DATE_EPOCH}" > "$ROOT/etc/openwrt_builddate"
 echo "OpenWrt" > "$ROOT/etc/hostname"
-
 cat > "$ROOT/etc/banner" <<EOF
   _______                     ________        __
  |       |.-----.-----.-----.|  |  |  |.----.|  |_
@@ -181,77 +283,95 @@ cat > "$ROOT/etc/banner" <<EOF
  OpenWrt ${VERSION}, ${REVISION}  (wrtci virtual lab)
  -----------------------------------------------------
 EOF
+ln -sf ../bin/busybox "$ROOT/sbin/init"
 
-cat > "$ROOT/etc/passwd" <<'EOF'
-root:x:0:0:root:/root:/bin/ash
-daemon:*:1:1:daemon:/var:/bin/false
-nobody:*:65534:65534:nobody:/var:/bin/false
-EOF
-cat > "$ROOT/etc/group" <<'EOF'
-root:x:0:
-daemon:x:1:
-nogroup:x:65534:
-EOF
-cat > "$ROOT/etc/shells" <<'EOF'
-/bin/ash
-/bin/sh
-EOF
-cat > "$ROOT/etc/profile" <<'EOF'
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-export HOME=/root
-export PS1='root@OpenWrt:\w# '
-EOF
-
-cat > "$ROOT/init" <<'EOF'
-#!/bin/busybox sh
-# PID 1 of the wrtci virtual lab firmware. It must never exit.
-/bin/busybox mkdir -p /dev /proc /sys /tmp
-/bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
-# The cpio has no device nodes (built without root): attach to the console now.
-[ -c /dev/console ] && exec </dev/console >/dev/console 2>&1
-/bin/busybox --install -s /bin
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin
-export HOME=/root
-mount -t proc proc /proc
-mount -t sysfs sysfs /sys
-mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs /tmp
-mkdir -p /dev/pts /dev/shm /tmp/run /tmp/lock /tmp/log
-mount -t devpts devpts /dev/pts 2>/dev/null
-hostname -F /etc/hostname
-ip link set lo up 2>/dev/null
-echo "procd: - early -"
-echo "procd: - init -"
-echo "wrtci virtual lab: $(. /etc/openwrt_release; echo "$DISTRIB_DESCRIPTION") booted"
-export PS1='root@OpenWrt:\w# '
-export ENV=/etc/profile
-while true; do
-    echo
-    echo "Please press Enter to activate this console."
-    read -r _ || sleep 1
-    cat /etc/banner
-    setsid cttyhack sh -i
-    sleep 1
-done
-EOF
-
-# Normalize everything that ends up in the archive.
-find "$ROOT" -type d -exec chmod 0755 {} +
-find "$ROOT" -type f -exec chmod 0644 {} +
-chmod 0755 "$ROOT/init" "$ROOT/bin/busybox"
+normalize() {  # normalize DIR: modes and mtimes of everything in it
+    find "$1" -type d -exec chmod 0755 {} +
+    find "$1" -type f -exec chmod 0644 {} +
+    find "$1" -exec touch -h -d "@${SOURCE_DATE_EPOCH}" {} +
+}
+normalize "$ROOT"
+chmod 0755 "$ROOT/bin/busybox" "$ROOT/bin/ubus" "$ROOT/etc/init.d/rcS" \
+    "$ROOT/lib/netifd/dhcp.script" "$ROOT/usr/sbin/dropbear"
+find "$ROOT/lib" "$ROOT/lib64" -name 'ld-linux*' -exec chmod 0755 {} +
 chmod 1777 "$ROOT/tmp"
-chmod 0700 "$ROOT/root"
-find "$ROOT" -exec touch -h -d "@${SOURCE_DATE_EPOCH}" {} +
+chmod 0700 "$ROOT/root" "$ROOT/etc/dropbear"
+chmod 0600 "$ROOT/etc/shadow"
 
-FIRMWARE="$OUT_DIR/$FIRMWARE_NAME"
+# --------------------------------------------------------------------------
+# Preinit initramfs (boot partition): static busybox, the modules, /init.
+# --------------------------------------------------------------------------
+INITRD="$WORK/initrd"
+mkdir -p "$INITRD"/{bin,dev,proc,sys,lib/modules}
+cp "$BUSYBOX" "$INITRD/bin/busybox"
+ln -s busybox "$INITRD/bin/sh"
+cp "$KERNEL_DIR"/modules/* "$INITRD/lib/modules/"
+cp "$KERNEL_DIR/load-order" "$INITRD/lib/modules/load-order"
+cp "$HERE/preinit/init" "$INITRD/init"
+normalize "$INITRD"
+chmod 0755 "$INITRD/init" "$INITRD/bin/busybox"
 (
-    cd "$ROOT"
-    find . -mindepth 1 | LC_ALL=C sort \
-        | cpio --quiet -o -H newc -R 0:0 --reproducible
-) | gzip -9 -n > "$FIRMWARE.tmp"
-mv "$FIRMWARE.tmp" "$FIRMWARE"
+    cd "$INITRD"
+    find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible
+) | gzip -9 -n > "$WORK/initrd.gz"
 
-SHA256=$(sha256sum "$FIRMWARE" | cut -d' ' -f1)
-echo "$SHA256  $FIRMWARE_NAME" > "$FIRMWARE.sha256"
-log "kernel:   $OUT_DIR/vmlinuz ($(basename "$KERNEL"))"
-log "firmware: $FIRMWARE ($(stat -c %s "$FIRMWARE") bytes)"
-echo "$SHA256  $FIRMWARE"
+# --------------------------------------------------------------------------
+# The disk: MBR (syslinux boot code), p1 FAT boot partition (syslinux, kernel,
+# initramfs), p2 ext2 root (mounted with the ext4 driver, as OpenWrt's ext4
+# images are). Sizes follow the contents, in whole MiB.
+# --------------------------------------------------------------------------
+mib() { echo $(( ($1 + 1048575) / 1048576 )); }
+KERNEL_BYTES=$(stat -c %s "$KERNEL_DIR/vmlinuz")
+INITRD_BYTES=$(stat -c %s "$WORK/initrd.gz")
+BOOT_MIB=$(( $(mib $((KERNEL_BYTES + INITRD_BYTES))) + 2 ))
+ROOT_KIB=$(du -s -k --apparent-size "$ROOT" | cut -f1)
+ROOT_INODES=$(( $(find "$ROOT" | wc -l) + 256 ))
+ROOT_MIB=$(( ROOT_KIB / 1024 + ROOT_INODES / 256 + 4 ))
+BOOT_START=2048                                  # sectors (1 MiB)
+BOOT_SECTORS=$(( BOOT_MIB * 2048 ))
+ROOT_START=$(( BOOT_START + BOOT_SECTORS ))
+ROOT_SECTORS=$(( ROOT_MIB * 2048 ))
+DISK="$WORK/disk.img"
+
+cat > "$WORK/syslinux.cfg" <<EOF
+SERIAL 0 115200
+DEFAULT openwrt
+PROMPT 0
+TIMEOUT 0
+LABEL openwrt
+  LINUX /vmlinuz
+  INITRD /initrd.gz
+  APPEND console=ttyS0,115200n8 root=/dev/vda2 rootfstype=ext4 quiet
+EOF
+cp "$KERNEL_DIR/vmlinuz" "$WORK/vmlinuz"
+touch -d "@${SOURCE_DATE_EPOCH}" "$WORK/syslinux.cfg" "$WORK/vmlinuz" "$WORK/initrd.gz"
+
+genext2fs -q -N "$ROOT_INODES" -b $(( ROOT_MIB * 1024 )) -B 1024 -m 0 -L rootfs \
+    -d "$ROOT" "$WORK/root.ext2"
+
+truncate -s $(( (ROOT_START + ROOT_SECTORS) * 512 )) "$DISK"
+sfdisk --quiet --no-reread --no-tell-kernel "$DISK" <<EOF
+label: dos
+label-id: $DISK_ID
+unit: sectors
+
+start=$BOOT_START, size=$BOOT_SECTORS, type=c, bootable
+start=$ROOT_START, size=$ROOT_SECTORS, type=83
+EOF
+dd if="$MBR" of="$DISK" bs=440 count=1 conv=notrunc status=none
+BOOT_OFFSET=$(( BOOT_START * 512 ))
+export MTOOLS_SKIP_CHECK=1
+mformat -i "$DISK@@$BOOT_OFFSET" -T "$BOOT_SECTORS" -h 64 -s 32 -H "$BOOT_START" \
+    -N "$FAT_SERIAL" -v BOOT ::
+syslinux --offset "$BOOT_OFFSET" --install "$DISK"
+mcopy -m -i "$DISK@@$BOOT_OFFSET" "$WORK/syslinux.cfg" "$WORK/vmlinuz" "$WORK/initrd.gz" ::
+dd if="$WORK/root.ext2" of="$DISK" bs=1M seek=$(( ROOT_START / 2048 )) conv=notrunc status=none
+
+SHA256=$(sha256sum "$DISK" | cut -d' ' -f1)
+mkdir -p "$(dirname "$CACHED")"
+mv "$DISK" "$CACHED.tmp"
+echo "$SHA256  $FIRMWARE_NAME" > "$CACHED.sha256"
+mv "$CACHED.tmp" "$CACHED"
+log "kernel:   $(cat "$KERNEL_DIR/release") ($(basename "$KERNEL_DIR"))"
+log "firmware: $FIRMWARE ($(stat -c %s "$CACHED") bytes, inputs $INPUTS_HASH)"
+finish

@@ -40,18 +40,18 @@ def write_release(mirror_dir: Path, firmware: VirtualFirmware) -> Path:
     sha256 = firmware.sha256
     profiles = {
         "arch_packages": "x86_64",
-        "default_packages": ["base-files", "busybox"],
+        "default_packages": ["base-files", "busybox", "dropbear"],
         "metadata_version": 1,
         "profiles": {
             "generic": {
                 "device_packages": [],
                 "image_prefix": f"openwrt-{firmware.version}-x86-64-generic",
                 "images": [{
-                    "filesystem": "initramfs",
+                    "filesystem": "ext4",
                     "name": firmware.image.name,
                     "sha256": sha256,
                     "sha256_unsigned": sha256,
-                    "type": "rootfs",
+                    "type": "combined",
                 }],
                 "supported_devices": [],
                 "titles": [{"model": "x86/64 (wrtci virtual lab)", "vendor": "Generic"}],

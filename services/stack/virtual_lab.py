@@ -1,9 +1,11 @@
 """The virtual lab of ``wrtci up``: one QEMU device run by a lab daemon.
 
-Builds the virtual device's kernel and firmware into the state directory
-(deploy/virtual-lab/build-firmware.sh; offline after the first run) and
-writes the lab daemon's ``lab.toml``. The device boots that firmware for its
-health checks and takes jobs for ``x86/64/generic``.
+Builds the virtual device's firmware, an x86/64 combined disk image, into
+the state directory (deploy/virtual-lab/build-firmware.sh; offline and cached
+by a hash of its inputs after the first run) and writes the lab daemon's
+``lab.toml``. The device is described by the bundled suite's own target file
+(openwrt-tests' QEMU format: disk boot, LAN/WAN NICs, console, then SSH); it
+boots that firmware for its health checks and takes jobs for ``x86/64/generic``.
 """
 
 from __future__ import annotations
@@ -30,8 +32,15 @@ VERSION = "24.10.0"
 REVISION = "r28427-6df0e3d02a"
 
 
+SUITE = VIRTUAL_LAB / "openwrt-tests"
+TARGET_FILE = SUITE / "targets" / "qemu-x86-64.yaml"
+
+
+def image_name(version: str) -> str:
+    return f"openwrt-{version}-x86-64-generic-ext4-combined.img"
+
+
 class VirtualFirmware(msgspec.Struct, frozen=True):
-    kernel: Path
     image: Path
     version: str
     revision: str
@@ -43,11 +52,10 @@ class VirtualFirmware(msgspec.Struct, frozen=True):
 
 def build_firmware(out_dir: Path, version: str = VERSION,
                    revision: str = REVISION) -> VirtualFirmware | None:
-    """Build (or reuse) the kernel and firmware; None when it cannot be built here."""
+    """Build (or reuse) the firmware; None when it cannot be built here."""
     script = VIRTUAL_LAB / "build-firmware.sh"
-    image = out_dir / f"openwrt-{version}-x86-64-generic-initramfs-rootfs.cpio.gz"
-    kernel = out_dir / "vmlinuz"
-    if not (image.exists() and kernel.exists()):
+    image = out_dir / image_name(version)
+    if not image.exists():
         if not script.exists():
             log.warning("no virtual lab: %s not found (not a source checkout)", script)
             return None
@@ -58,7 +66,7 @@ def build_firmware(out_dir: Path, version: str = VERSION,
             log.warning("no virtual lab: building its firmware failed: %s",
                         getattr(exc, "stderr", None) or exc)
             return None
-    return VirtualFirmware(kernel=kernel, image=image, version=version, revision=revision)
+    return VirtualFirmware(image=image, version=version, revision=revision)
 
 
 def write_lab_config(state_dir: Path, nats: NatsConfig, firmware: VirtualFirmware) -> Path:
@@ -67,16 +75,20 @@ def write_lab_config(state_dir: Path, nats: NatsConfig, firmware: VirtualFirmwar
         "logging": {"format": "text"},
         "lab": {
             "name": LAB_NAME,
-            "suite_dir": str(VIRTUAL_LAB / "openwrt-tests"),
+            "suite_dir": str(SUITE),
             "work_dir": str(state_dir / "lab"),
             # `wrtci up` stops its daemons within 30 s.
             "shutdown_grace_s": 20.0,
             "devices": [{
                 "name": DEVICE_NAME,
-                "target_file": str(VIRTUAL_LAB / "qemu-x86-64-virtual.yaml"),
+                "target_file": str(TARGET_FILE),
                 "target": "x86", "subtarget": "64", "profile": "generic",
                 "health_image": str(firmware.image),
-                "env": {"WRTCI_VIRTUAL_KERNEL": str(firmware.kernel)},
+                # The target's strategy imports from the suite's conftest (as
+                # openwrt-tests' does). pytest makes tests/ importable; the
+                # health check, which loads the target file outside pytest,
+                # needs it on the path.
+                "env": {"PYTHONPATH": str(SUITE / "tests")},
             }],
         },
     }

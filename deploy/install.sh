@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-APT_PACKAGES=(postgresql qemu-system-x86 busybox-static cpio)
+# chromium + chromium-driver: the browser tests of the web pages (Selenium drives them).
+APT_PACKAGES=(postgresql qemu-system-x86 busybox-static cpio chromium chromium-driver)
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -m ensurepip --version >/dev/null 2>&1; then
     APT_PACKAGES+=(python3-venv)

@@ -7,6 +7,7 @@ new lines appear without a reload, and the stage with them.
 
 from __future__ import annotations
 
+import msgspec
 from aiohttp import web
 
 from proto.storage import job_log_key
@@ -106,6 +107,9 @@ async def job_page(request: web.Request) -> web.Response:
     job = detail.job
     latest = detail.attempts[-1] if detail.attempts else None
     stage = ""
+    if latest is not None and latest.state == "running":
+        # The lab started it: the job row may not say so yet (the scheduler's view).
+        row = msgspec.structs.replace(row, state="running", waiting_for_lab=False)
     if latest is not None and latest.state == "running" and latest.lab:
         stage = await current_stage(ctx, job_id, latest.attempt, latest.lab,
                                     latest.started_at) or "started"

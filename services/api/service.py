@@ -13,7 +13,7 @@ from aiohttp import web
 
 from core.runtime import EventPublisher, check_nats, connect_nats
 from services import db
-from services.api import control, livelog, pages, rest
+from services.api import control, livelog_http, pages, rest
 from services.api.app import CONTEXT, ApiContext, errors, json_response
 from services.api.config import Config
 from services.api.logs import LogReader
@@ -30,7 +30,7 @@ def make_app(ctx: ApiContext) -> web.Application:
     app = web.Application(middlewares=[errors], client_max_size=64 * 1024)
     app[CONTEXT] = ctx
     app.router.add_get("/healthz", healthz)
-    livelog.add_routes(app)  # before rest: its /jobs/{id} would take .../log
+    livelog_http.add_routes(app)  # before rest: its /jobs/{id} would take .../log
     rest.add_routes(app)
     control.add_routes(app)
     pages.add_routes(app)

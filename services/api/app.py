@@ -17,6 +17,7 @@ from nats.js import JetStreamContext
 from core.runtime import EventPublisher
 from proto.subjects import Subjects
 from services.api.config import ApiSection
+from services.api.layout import error_page
 from services.api.logs import LogReader
 from services.api.queries import Page
 
@@ -69,8 +70,6 @@ def _error_response(request: web.Request, status: int, message: str,
     if request.path.startswith(("/api/", "/dashboard/api/")):
         return web.Response(body=_json.encode({"error": message}), status=status,
                             content_type="application/json", headers=headers)
-    from services.api.pages import error_page  # the pages import this module
-
     return error_page(status, message, headers)
 
 
@@ -171,3 +170,15 @@ def paginated(request: web.Request, items: list, total: int, page: Page) -> dict
         next_url = str(request.rel_url.update_query(offset=following, limit=page.limit))
     return {"items": items, "total": total, "limit": page.limit, "offset": page.offset,
             "next": next_url}
+
+
+def known_params(request: web.Request, *names: str) -> None:
+    """Refuse a query parameter the handler does not read, or one given twice: a typo
+    (``?chanel=stable``) must not silently show everything."""
+    unknown = sorted(set(request.query) - set(names))
+    if unknown:
+        takes = ", ".join(names) if names else "no parameters"
+        raise ApiError(400, f"unknown query parameter {unknown[0]!r} (this takes {takes})")
+    for name in names:
+        if len(request.query.getall(name, ())) > 1:
+            raise ApiError(400, f"query parameter {name!r} given more than once")

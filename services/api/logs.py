@@ -80,3 +80,29 @@ class LogReader:
     async def check(self) -> None:
         if not await self._call(self.client.bucket_exists, self.config.bucket):
             raise RuntimeError(f"bucket {self.config.bucket} does not exist")
+
+    async def read_tail(self, key: str, max_bytes: int) -> tuple[str, int] | None:
+        """The last ``max_bytes`` of the object as text, and how many bytes came before;
+        None when there is no such object (for the log viewer page, which must stay small)."""
+        try:
+            stat = await self._call(self.client.stat_object, self.config.bucket, key)
+            skipped = max(0, (stat.size or 0) - max_bytes)
+            obj = await self._call(self.client.get_object, self.config.bucket, key,
+                                   offset=skipped)
+        except S3Error as exc:
+            if exc.code in _MISSING:
+                return None
+            raise
+        try:
+            data = await self._call(obj.read, max_bytes)
+        finally:
+            obj.close()
+            obj.release_conn()
+        return data.decode("utf-8", errors="replace"), skipped
+
+    async def names(self, prefix: str) -> set[str]:
+        """The object names directly under ``prefix`` (a job attempt's artifacts)."""
+        def listing() -> set[str]:
+            return {o.object_name[len(prefix):] for o in self.client.list_objects(
+                self.config.bucket, prefix=prefix)}
+        return await self._call(listing)

@@ -1,253 +1,204 @@
-"""The web pages: server-rendered HTML, no JavaScript, every value escaped (``html``)."""
+"""The web pages: server-rendered HTML, every value escaped (``html``).
+
+This module: the firmware list (with verdicts and filters), the firmware x
+device-type matrix of a channel, the firmware page; and every page's route.
+The job page is in ``pages_job``, the fleet in ``pages_fleet``, regressions,
+flaky tests and pull requests in ``pages_results``. Bad input is a 4xx error
+page (``app.errors``); a query parameter a page does not take is refused.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from proto.model import SourceKind
-from services.api import queries
-from services.api.app import context, page_param
-from services.api.html import (
-    Markup,
-    counts,
-    element,
-    escape,
-    join,
-    link,
-    path_part,
-    query,
-    render,
-    table,
+from services.api import pages_fleet, pages_job, pages_results
+from services.api import web_queries as wq
+from services.api.app import (
+    ApiError,
+    choice_param,
+    context,
+    int_param,
+    known_params,
+    page_param,
+    text_param,
 )
-from services.api.rest import (
-    FIRMWARE_STATES,
-    firmware_detail,
-    firmware_filter,
-    job_detail,
-    labs_with_heartbeats,
+from services.api.html import Markup, counts, element, join, link, render, table
+from services.api.layout import SCRIPT_PATH, page, script
+from services.api.widgets import (
+    device_type_href,
+    filter_form,
+    firmware_link,
+    firmware_verdict,
+    fw_row_link,
+    job_href,
+    job_verdict,
+    pager,
+    select,
+    text_input,
+    where,
 )
-from services.summary import DeviceTypeSummary
+from services.summary import firmware_summary
 
-STYLE = """
-body { font-family: sans-serif; margin: 1.5em; color: #222; }
-nav a { margin-right: 1em; }
-table { border-collapse: collapse; margin: .5em 0 1.5em; }
-th, td { border: 1px solid #ccc; padding: .25em .5em; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; }
-code, .id { font-family: monospace; font-size: .9em; }
-.s-pass, .r-pass { color: #176f2c; } .s-fail, .r-fail { color: #b00020; font-weight: bold; }
-.s-error, .r-error { color: #b35900; } .s-skip, .s-miss, .r-skip { color: #666; }
-.regression { color: #b00020; }
-"""
-# The pages run no script at all: a CSP says so, so an escaping slip could not run one either.
-HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
-           "X-Content-Type-Options": "nosniff"}
-
-
-def firmware_href(firmware_id: str) -> str:
-    return f"/firmware/{path_part(firmware_id)}"
-
-
-def job_href(job_id: str) -> str:
-    return f"/jobs/{path_part(job_id)}"
-
-
-def log_href(job_id: str, attempt: int) -> str:
-    return f"/api/v1/jobs/{path_part(job_id)}/attempts/{attempt}/log"
-
-
-def page(title: str, body: Markup, status: int = 200,
-         headers: dict[str, str] | None = None) -> web.Response:
-    text = render(
-        """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>$title · wrtci</title>
-<style>$style</style></head>
-<body><nav><a href="/">Firmware</a><a href="/labs">Labs</a></nav>
-<h1>$title</h1>
-$body
-</body></html>
-""", title=title, style=Markup(STYLE), body=body)
-    return web.Response(text=text, status=status, content_type="text/html",
-                        headers={**HEADERS, **(headers or {})})
-
-
-def error_page(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return page(f"Error {status}", element("p", message), status, headers)
-
-
-def result_of(state: str, result: str | None) -> Markup:
-    return element("span", result or state, class_=f"r-{result or state}")
+SOURCES = frozenset(s.value for s in SourceKind)
+VERDICT_CHOICES = [(v, wq.VERDICT_LABELS[v]) for v in wq.VERDICTS]
 
 
 # -- firmware list --------------------------------------------------------------------
 
 
-def _select(name: str, choices: list[str], current: str | None) -> Markup:
-    options = [element("option", "any", value="")] + [
-        Markup(f'<option value="{escape(c)}"{" selected" if c == current else ""}>'
-               f"{escape(c)}</option>") for c in choices]
-    return element("select", join(options), name=name)
-
-
 async def firmware_list_page(request: web.Request) -> web.Response:
+    known_params(request, "channel", "source", "version", "device_type", "verdict",
+                 "limit", "offset")
     ctx = context(request)
-    where, paging = firmware_filter(request), page_param(request)
+    flt = wq.FirmwareFilter(
+        channel=text_param(request, "channel"),
+        source=choice_param(request, "source", SOURCES),
+        version=text_param(request, "version"),
+        device_type=text_param(request, "device_type"),
+        verdict=choice_param(request, "verdict", frozenset(wq.VERDICTS)))
+    paging = page_param(request)
     async with ctx.db() as conn:
-        items, total = await queries.list_firmware(conn, where, paging)
-    form = render(
-        """<form method="get" action="/">channel <input name="channel" value="$channel">
- state $state source $source <button>Filter</button></form>""",
-        channel=where.channel or "",
-        state=_select("state", sorted(FIRMWARE_STATES), where.state),
-        source=_select("source", sorted(s.value for s in SourceKind), where.source))
-    rows = [(link(firmware_href(f.id), f.id), f.version, f.revision, f.channel, f.source_kind,
-             f.state, f"{f.done}/{f.jobs} done, {f.running} running, {f.queued} queued"
-             + (f", {f.waiting_for_lab} waiting for a lab" if f.waiting_for_lab else ""),
-             f.created_at) for f in items]
-    filters = {"channel": where.channel, "state": where.state, "source": where.source}
-    nav = []
-    if paging.offset > 0:
-        previous = max(0, paging.offset - paging.limit)
-        nav.append(link("/?" + query(**filters, offset=previous, limit=paging.limit),
-                        "newer"))
-    if paging.offset + len(items) < total:
-        nav.append(link("/?" + query(**filters, offset=paging.offset + len(items),
-                                     limit=paging.limit), "older"))
+        items, total = await wq.firmware_rows(conn, flt, paging)
+        channels = await wq.channels(conn)
+    form = filter_form("/", [
+        select("channel", [(c, c) for c in channels], flt.channel),
+        select("source", [(s, s.replace("_", " ")) for s in sorted(SOURCES)], flt.source),
+        text_input("version", flt.version), text_input("device_type", flt.device_type),
+        select("verdict", VERDICT_CHOICES, flt.verdict)])
+    rows = [(fw_row_link(f), firmware_verdict(f), f.channel, f.source_kind.replace("_", " "),
+             f.submitter or "", f.created_at) for f in items]
     body = join([
         form,
-        element("p", f"{total} firmware"),
-        table(["firmware", "version", "revision", "channel", "source", "state", "jobs",
-               "created"], rows),
-        element("p", join(nav, " · ")),
+        table(["firmware", "verdict", "channel", "source", "submitter", "created"], rows)
+        if rows else element("p", "no firmware matches"),
+        pager(request, len(items), total, paging.limit, paging.offset),
     ])
     return page("Firmware", body)
+
+
+# -- matrix ---------------------------------------------------------------------------
+
+
+async def matrix_page(request: web.Request) -> web.Response:
+    known_params(request, "channel", "limit")
+    ctx = context(request)
+    count = int_param(request, "limit", 10, 1, 50)
+    async with ctx.db() as conn:
+        channels = await wq.channels(conn)
+        channel = text_param(request, "channel") or (
+            "snapshot" if "snapshot" in channels else (channels[0] if channels else None))
+        if channel is not None and channel not in channels:
+            raise ApiError(404, f"no firmware in channel {channel}")
+        firmware, _ = (await wq.firmware_rows(conn, wq.FirmwareFilter(channel=channel),
+                                              wq.Page(limit=count, offset=0))
+                       if channel else ([], 0))
+        jobs = await wq.job_rows(conn, "j.checkout_id = ANY($1)", [f.id for f in firmware],
+                                 limit=5000)
+    form = filter_form("/matrix", [select("channel", [(c, c) for c in channels], channel)])
+    if not firmware:
+        return page("Matrix", join([form, element("p", "no firmware yet")]))
+    cells: dict[tuple[str, str], list[wq.JobRow]] = {}
+    for job in jobs:
+        cells.setdefault((job.device_type, job.firmware_id), []).append(job)
+    head = join([element("th", "device type")] + [
+        element("th", join([fw_row_link(f), Markup("<br>"), firmware_verdict(f)]),
+                class_="fw") for f in firmware])
+    body = []
+    for device_type in sorted({j.device_type for j in jobs}):
+        row = [element("th", link(device_type_href(device_type), device_type))]
+        for f in firmware:
+            here = cells.get((device_type, f.id), [])
+            row.append(element("td", join(
+                (link(job_href(j.id), job_verdict(j)) for j in here), Markup("<br>"))
+                if here else "-"))
+        body.append(element("tr", join(row)))
+    grid = render('<table class="matrix"><thead><tr>$head</tr></thead><tbody>$body</tbody>'
+                  "</table>", head=head, body=join(body))
+    return page(f"Matrix · {channel}", join([
+        form, element("p", "one row per device type, one column per firmware (newest "
+                           "first); each cell links the job"), grid]))
 
 
 # -- one firmware ---------------------------------------------------------------------
 
 
-def _regression_list(summary: DeviceTypeSummary) -> Markup:
-    items = [element("li", render(
-        '<span class="regression">REGRESSION</span> <code>$path</code> '
-        "(last passed on $last)", path=r.path,
-        last=link(firmware_href(r.last_passing_checkout_id), r.last_passing_checkout_id)))
-        for r in summary.regressions]
-    items += [element("li", render("flaky failure <code>$path</code>", path=r.path))
-              for r in summary.flaky_failures]
-    items += [element("li", render("fixed <code>$path</code>", path=r.path))
-              for r in summary.fixed]
-    items += [element("li", render(
-        "incident: $title $where", title=i.title or i.issue_id,
-        where=link(job_href(i.job_id), "job") if i.job_id else ""))
-        for i in summary.incidents]
-    return element("ul", join(items)) if items else Markup("")
-
-
-def _jobs_table(jobs: list[queries.JobItem]) -> Markup:
-    rows = [(link(job_href(j.id), j.image_name), result_of(j.state, j.result),
-             j.error_code, f"{j.attempt}/{j.max_attempts}",
-             f"{j.lab or ''} {j.device or ''}".strip() or
-             ("waiting for a lab" if j.waiting_for_lab else ""),
-             link(log_href(j.id, j.attempt), "console log") if j.state != "queued" else "")
-            for j in jobs]
-    return table(["job", "result", "error", "attempt", "lab / device", "log"], rows)
-
-
 async def firmware_page(request: web.Request) -> web.Response:
-    detail = await firmware_detail(context(request), request.match_info["firmware_id"])
-    fw = detail.firmware
-    facts = table(["version", "revision", "channel", "source", "state", "created", "done"],
-                  [(fw.version, fw.revision, fw.channel, fw.source_kind, fw.state,
-                    fw.created_at, fw.done_at)])
+    known_params(request)
+    ctx = context(request)
+    firmware_id = request.match_info["firmware_id"]
+    async with ctx.db() as conn:
+        found, _ = await wq.firmware_rows(conn, wq.FirmwareFilter(ids=[firmware_id]),
+                                          wq.Page(limit=1, offset=0))
+        if not found:
+            raise ApiError(404, f"no firmware {firmware_id}")
+        fw = found[0]
+        summary = await firmware_summary(conn, firmware_id)
+        jobs = await wq.job_rows(conn, "j.checkout_id = $1", firmware_id, limit=1000)
+        previous = await wq.previous_firmware(conn, fw)
+        reasons = await wq.no_job_reasons(conn, firmware_id) if not jobs else []
+        referenced = {previous} if previous else set()
+        for dtype in summary.device_types if summary else []:
+            referenced |= {r.last_passing_checkout_id for r in dtype.regressions + dtype.fixed}
+        labels = await wq.firmware_labels(conn, referenced - {None})
+    pr = (link(fw.pr_url, f"{fw.pr_repository} #{fw.pr_number}") if fw.pr_url else "")
+    facts = table(["verdict", "version", "revision", "channel", "source", "submitter",
+                   "pull request", "state", "created"],
+                  [(firmware_verdict(fw), fw.version, fw.revision, fw.channel,
+                    fw.source_kind.replace("_", " "), fw.submitter or "", pr, fw.state,
+                    fw.created_at)])
     sections = [facts]
-    if fw.url:
-        sections.append(element("p", link(fw.url, fw.url)))
-    summary = detail.summary
-    if summary is not None:
+    if previous:
+        sections.append(render("<p>previous firmware of the channel: $link</p>",
+                               link=firmware_link(previous, labels)))
+    if summary is not None and summary.tests:
         sections.append(render("<p>tests: $tests</p>", tests=counts(summary.tests)))
-        by_type = {d.device_type: d for d in summary.device_types}
+    by_type = {d.device_type: d for d in summary.device_types} if summary else {}
+    sections.append(element("h2", "Verdict per device type"))
+    if jobs:
+        sections.append(table(["device type", "verdict", "tests", "job", "lab / device"], [
+            (link(device_type_href(j.device_type), j.device_type), job_verdict(j),
+             counts(by_type[j.device_type].tests) if j.device_type in by_type else "",
+             link(job_href(j.id), j.image_name), where(j.lab, j.device))
+            for j in sorted(jobs, key=lambda j: j.device_type)]))
     else:
-        by_type = {}
-    device_types = sorted({j.device_type for j in detail.jobs} | set(by_type))
-    for device_type in device_types:
-        dtype = by_type.get(device_type, DeviceTypeSummary(device_type=device_type))
-        jobs = [j for j in detail.jobs if j.device_type == device_type]
-        sections.append(render(
-            "<h2>$device_type</h2><p>tests: $tests · jobs: $jobs</p>$notes$table",
-            device_type=device_type, tests=counts(dtype.tests), jobs=counts(dtype.jobs),
-            notes=_regression_list(dtype), table=_jobs_table(jobs)))
-    if not device_types:
-        sections.append(element("p", "no jobs yet"))
-    return page(f"Firmware {fw.id}", join(sections))
-
-
-# -- one job ----------------------------------------------------------------------------
-
-
-def _attempt_section(job_id: str, attempt: queries.AttemptItem) -> Markup:
-    facts = render(
-        "<h2>Attempt $n: $result</h2><p>$error $where · queued $queued · started $started"
-        " · finished $finished · $log</p>",
-        n=attempt.attempt, result=result_of(attempt.state, attempt.result),
-        error=" ".join(x for x in (attempt.error_code or "", attempt.error_message or "") if x),
-        where=f"{attempt.lab or '-'} / {attempt.device or '-'}", queued=attempt.queued_at,
-        started=attempt.started_at or "-", finished=attempt.finished_at or "-",
-        log=link(log_href(job_id, attempt.attempt), "console log"))
-    rows = [(element("code", t.path),
-             element("span", t.status, class_=f"s-{t.status.lower()}"),
-             f"{t.duration:.1f} s" if t.duration is not None else "",
-             element("code", t.log_excerpt or "")) for t in attempt.tests]
-    tests = table(["test", "status", "duration", "excerpt"], rows) if rows else element(
-        "p", "no test results")
-    return join([facts, tests])
-
-
-async def job_page(request: web.Request) -> web.Response:
-    detail = await job_detail(context(request), request.match_info["job_id"])
-    job = detail.job
-    facts = table(
-        ["firmware", "device type", "image", "state", "result", "error", "attempt"],
-        [(link(firmware_href(job.firmware_id), job.firmware_id), job.device_type,
-          job.image_name, job.state, result_of(job.state, job.result),
-          " ".join(x for x in (job.error_code or "", job.error_message or "") if x),
-          f"{job.attempt}/{job.max_attempts}")])
-    sections = [facts]
-    if job.waiting_for_lab:
-        sections.append(element("p", "waiting: no lab with this device type is online"))
-    sections += [_attempt_section(job.id, a) for a in reversed(detail.attempts)]
-    if detail.incidents:
+        sections.append(element("p", "no jobs, because:"))
+        sections.append(element("ul", join(element("li", r) for r in reasons)))
+    changes = _changes(by_type, labels)
+    sections.append(element("h2", "Regressions and fixes against the previous firmware"))
+    sections.append(changes or element("p", "none"))
+    incidents = [(d.device_type, i) for d in by_type.values() for i in d.incidents]
+    if incidents:
         sections.append(element("h2", "Incidents"))
-        sections.append(table(["issue", "attempt", "excerpt"], [
-            (i.title or i.issue_id, i.attempt, element("code", i.excerpt or ""))
-            for i in detail.incidents]))
-    return page(f"Job {job.id}", join(sections))
+        sections.append(table(["device type", "issue", "job"], [
+            (dt, i.title or i.issue_id, link(job_href(i.job_id), "job") if i.job_id else "")
+            for dt, i in incidents]))
+    return page(wq.firmware_label(fw), join(sections), subtitle=fw.id)
 
 
-# -- labs -------------------------------------------------------------------------------
+def _changes(by_type, labels: dict[str, str]) -> Markup:
+    rows = []
+    for device_type, dtype in sorted(by_type.items()):
+        for kind, items in (("regression", dtype.regressions),
+                            ("flaky failure", dtype.flaky_failures), ("fixed", dtype.fixed)):
+            for r in items:
+                rows.append((element("span", kind, class_="regression" if kind ==
+                                     "regression" else ""), device_type, element("code", r.path),
+                             firmware_link(r.last_passing_checkout_id, labels)))
+    return table(["change", "device type", "test", "last passed on"], rows) if rows else Markup()
 
 
-async def labs_page(request: web.Request) -> web.Response:
-    labs = await labs_with_heartbeats(context(request))
-    sections = []
-    for lab in labs:
-        status = "online" if lab.online else "offline"
-        heartbeat = (render("heartbeat $at", at=lab.heartbeat_at) if lab.heartbeat_at
-                     else "no heartbeat")
-        sections.append(render(
-            "<h2>$name</h2><p>$status · $heartbeat · version $version · last seen $seen</p>"
-            "$devices", name=lab.name, status=status, heartbeat=heartbeat,
-            version=lab.version or "-", seen=lab.last_seen or "-",
-            devices=table(["device", "type", "state", "health", "failures", "features",
-                           "updated"],
-                          [(d.name, d.device_type, d.state, d.health, d.consecutive_failures,
-                            ", ".join(d.features), d.updated_at) for d in lab.devices])))
-    if not sections:
-        sections.append(element("p", "no lab has connected yet"))
-    return page("Labs", join(sections))
+async def labs_redirect(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/fleet")
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/", firmware_list_page)
-    app.router.add_get("/firmware/{firmware_id:.+}", firmware_page)
-    app.router.add_get("/jobs/{job_id:.+}", job_page)
-    app.router.add_get("/labs", labs_page)
+    get = app.router.add_get
+    get("/", firmware_list_page)
+    get("/matrix", matrix_page)
+    get("/firmware/{firmware_id:.+}", firmware_page)
+    pages_job.add_routes(app)
+    pages_fleet.add_routes(app)
+    pages_results.add_routes(app)
+    get("/labs", labs_redirect)
+    get(SCRIPT_PATH, script)

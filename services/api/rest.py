@@ -7,7 +7,7 @@ GET /api/v1/jobs?firmware=&device_type=&state=&result=&lab=&device=&limit=&offse
 GET /api/v1/jobs/{id}                     job, every attempt with its tests, incidents
 GET /api/v1/devices?lab=&device_type=&state=&health=&limit=&offset=
 GET /api/v1/tests?firmware=&job=&device_type=&path=&status=&latest=&limit=&offset=
-GET /api/v1/jobs/{id}/attempts/{n}/log?stream=console   the log, streamed
+GET /api/v1/jobs/{id}/attempts/{n}/log?stream=console   the log (livelog_http.py)
 GET /api/v1/labs , /api/v1/labs/{lab}     labs, devices, health (+ recent health reports)
 GET /api/v1/regressions?firmware=&device_type=&open=   regressions
 GET /api/v1/flaky?device_type=&all=       flaky tests
@@ -48,10 +48,8 @@ from services.api.app import (
     json_response,
     page_param,
     paginated,
-    path_int,
     text_param,
 )
-from services.api.logs import STREAM_NAME, log_key
 from services.summary import FirmwareSummary, firmware_summary
 
 log = logging.getLogger(__name__)
@@ -123,25 +121,6 @@ async def job_detail(ctx: ApiContext, job_id: str) -> queries.JobDetail:
 async def get_job(request: web.Request) -> web.Response:
     known(request)
     return json_response(await job_detail(context(request), request.match_info["job_id"]))
-
-
-async def get_log(request: web.Request) -> web.StreamResponse:
-    known(request, "stream")
-    ctx = context(request)
-    job_id = request.match_info["job_id"]
-    attempt = path_int(request, "attempt")
-    stream = request.query.get("stream", "console")
-    if not STREAM_NAME.match(stream):
-        raise ApiError(400, "stream must be a file name such as console or junit.xml")
-    async with ctx.db() as conn:
-        found, recorded = await queries.attempt_log_key(conn, job_id, attempt)
-    if not found:
-        raise ApiError(404, f"no attempt {attempt} of job {job_id}")
-    key = log_key(job_id, attempt, stream, recorded)
-    response = await ctx.logs.stream(request, key, stream)
-    if response is None:
-        raise ApiError(404, f"no {stream} log stored for attempt {attempt} of job {job_id}")
-    return response
 
 
 # -- labs ---------------------------------------------------------------------------------
@@ -292,8 +271,6 @@ def add_routes(app: web.Application) -> None:
     get("/api/v1/tests", list_tests)
     get("/api/v1/firmware", list_firmware)
     get("/api/v1/firmware/{firmware_id:.+}", get_firmware)
-    # The log route first: a job id may itself contain "/".
-    get(r"/api/v1/jobs/{job_id:.+}/attempts/{attempt:\d+}/log", get_log)
     get("/api/v1/jobs/{job_id:.+}", get_job)
     get("/api/v1/labs", list_labs)
     get("/api/v1/labs/{lab}", get_lab)

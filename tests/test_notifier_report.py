@@ -25,7 +25,7 @@ from services.summary import (
     IncidentInfo,
     RegressionInfo,
 )
-from tests.test_notifier_service import Mailbox
+from tests.servers.smtp import Mailbox
 
 FW = "wrtci:official:stable:24.10.0:r28427-6df0e3d02a"
 PREVIOUS = "wrtci:official:stable:24.10.0:r28400-0123456789"

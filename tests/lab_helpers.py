@@ -124,11 +124,15 @@ async def running_lab(config: Config) -> AsyncIterator[LabDaemon]:
 
 
 @contextlib.asynccontextmanager
-async def running_log_writer(nats_config: NatsConfig,
-                             storage_config: StorageConfig) -> AsyncIterator[None]:
+async def running_log_writer(nats_config: NatsConfig, storage_config: StorageConfig,
+                             database_config=None) -> AsyncIterator[None]:
+    """The log writer; without a database it cannot check who holds a job (lab-only tests)."""
     stop = asyncio.Event()
-    config = logs_service.Config(nats=nats_config, storage=storage_config,
-                                 logs=logs_service.LogsSection(partial_interval_s=0.5))
+    section = logs_service.LogsSection(partial_interval_s=0.5,
+                                       check_holder=database_config is not None)
+    extra = {"database": database_config} if database_config is not None else {}
+    config = logs_service.Config(nats=nats_config, storage=storage_config, logs=section,
+                                 **extra)
     task = asyncio.create_task(logs_service.run(config, stop))
     try:
         yield

@@ -263,9 +263,9 @@ async def run_app(app: ServiceApp, stop: asyncio.Event) -> None:
         await app.close()
 
 
-async def check_nats(config: NatsConfig) -> None:
+async def check_nats(config: NatsConfig, **options: Any) -> None:
     """Connect and see that JetStream answers."""
-    nc = await connect_nats(config, "wrtci-check", max_reconnect_attempts=0)
+    nc = await connect_nats(config, "wrtci-check", max_reconnect_attempts=0, **options)
     try:
         await nc.jetstream().account_info()
     finally:

@@ -266,7 +266,8 @@ async def test_lab_that_lost_its_job_to_redelivery_no_longer_speaks_for_it(
     """
     await _lab(js, subjects)
     data = factories.firmware([X86])
-    async with running(nats_config, database_config, storage_config, scheduler=FAST):
+    async with running(nats_config, database_config, storage_config, scheduler=FAST,
+                       timeouts=TimeoutSettings(takeover_after_s=0.9)):
         await factories.publish_firmware(js, subjects, data)
         lab_a = FakeLab(js, subjects, "lab-a", "x86-1", ack_wait=1.0)
         lab_b = FakeLab(js, subjects, "lab-b", "x86-2", ack_wait=1.0)

@@ -42,15 +42,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wrtci", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     chosen = _chosen(argv) if argv is not None else None
-    added: set[str] = set()
-    for name, (module, help_text) in COMMANDS.items():
-        if name in sub.choices:
-            continue  # added with another command of its module
-        if argv is None or name == chosen:
-            if module not in added:
-                importlib.import_module(f"services.cli.{module}").add_parser(sub)
-                added.add(module)
-        else:
+    modules = {m for name, (m, _) in COMMANDS.items() if argv is None or name == chosen}
+    for module in sorted(modules):  # first: a module may add several commands
+        importlib.import_module(f"services.cli.{module}").add_parser(sub)
+    for name, (_, help_text) in COMMANDS.items():
+        if name not in sub.choices:
             sub.add_parser(name, help=help_text)
     return parser
 

@@ -4,6 +4,10 @@ Every daemon has one msgspec Struct (unknown keys are errors). Overrides come
 from ``WRTCI_<SECTION>__<FIELD>`` (double underscore between levels), e.g.
 ``WRTCI_NATS__URL`` or ``WRTCI_DATABASE__DSN``; ``…_FILE`` reads the value
 from a file, the usual way to hand secrets to a systemd service or container.
+Names are resolved against the config's real fields: a field that itself ends
+in ``_file`` (``creds_file``) is set by ``WRTCI_NATS__CREDS_FILE`` as a path;
+only when the struct has no such field and has the name without the suffix is
+the value read from the file.
 Secrets never belong in the TOML file of a repository.
 """
 
@@ -32,10 +36,18 @@ class NatsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     url: str = "nats://127.0.0.1:4222"
     prefix: str = "wrtci"
     creds_file: str | None = None
-    """NATS credentials (JWT + nkey) file, as issued per lab or service."""
+    """NATS credentials: the NKey seed file ``wrtci lab add`` writes (``SU…``),
+    or a decentralised-JWT ``.creds`` file; the kind is recognised by content."""
     token: str | None = None
     user: str | None = None
     password: str | None = None
+    tls_ca_file: str | None = None
+    """CA that signed the server certificate (PEM); set it (or a ``tls://`` url) for TLS."""
+    tls_cert_file: str | None = None
+    """Client certificate (PEM) when the server verifies clients; with ``tls_key_file``."""
+    tls_key_file: str | None = None
+    tls_hostname: str | None = None
+    """Name to verify the server certificate against, when the url holds an address."""
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 5.0
 
@@ -50,12 +62,48 @@ class LoggingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """json (one object per line) or text."""
 
 
-def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], prefix: str) -> None:
+def _struct_type(annotation: Any) -> type[msgspec.Struct] | None:
+    """The Struct type of a field (``X``, ``X | None``), or None for a plain value."""
+    if isinstance(annotation, type) and issubclass(annotation, msgspec.Struct):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if isinstance(arg, type) and issubclass(arg, msgspec.Struct):
+            return arg
+    return None
+
+
+def _field_names(struct: type[msgspec.Struct] | None) -> dict[str, Any]:
+    if struct is None:
+        return {}
+    return {f.name: f.type for f in msgspec.structs.fields(struct)}
+
+
+def _resolve_file_suffix(config_type: type | None, path: list[str]) -> bool:
+    """Whether ``path``'s last part is ``<field>_file`` meaning "read <field> from a file".
+
+    Walks the config's structs: a struct with a field literally named like
+    the last part (``creds_file``) takes the value as is.
+    """
+    if not path[-1].endswith("_file") or len(path) < 2:
+        return False
+    struct = config_type if isinstance(config_type, type) else None
+    for part in path[:-1]:
+        struct = _struct_type(_field_names(struct).get(part)) if struct else None
+    if struct is None:
+        return config_type is None  # no type to ask: the old suffix rule
+    fields = _field_names(struct)
+    if path[-1] in fields:
+        return False
+    return path[-1].removesuffix("_file") in fields
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], prefix: str,
+               config_type: type | None = None) -> None:
     for name, value in environ.items():
         if not name.startswith(prefix):
             continue
         path = name[len(prefix):].lower().split("__")
-        if path[-1].endswith("_file") and len(path) > 1:
+        if _resolve_file_suffix(config_type, path):
             path[-1] = path[-1].removesuffix("_file")
             try:
                 value = Path(value).read_text().strip()
@@ -84,7 +132,7 @@ def load_config(
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from exc
     env_raw: dict[str, Any] = {}
-    _apply_env(env_raw, os.environ if environ is None else environ, env_prefix)
+    _apply_env(env_raw, os.environ if environ is None else environ, env_prefix, config_type)
     # One site-wide file may hold every daemon's sections: each daemon reads
     # the top-level sections it knows; inside a section unknown keys are errors.
     known = {f.name for f in msgspec.structs.fields(config_type)}

@@ -7,9 +7,11 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -77,8 +79,50 @@ def setup_logging(config: LoggingConfig, service: str) -> None:
     logging.getLogger("nats").setLevel(max(root.level, logging.WARNING))
 
 
+def credential_options(config: NatsConfig) -> dict[str, Any]:
+    """nats-py options for the configured identity: NKey seed, JWT creds, token or user."""
+    options: dict[str, Any] = {}
+    if config.creds_file:
+        try:
+            text = Path(config.creds_file).read_text()
+        except OSError as exc:
+            raise ConfigError(f"nats.creds_file: cannot read {config.creds_file}: {exc}") from exc
+        if "BEGIN NATS USER JWT" in text:
+            options["user_credentials"] = config.creds_file
+        elif text.strip().startswith("SU"):
+            options["nkeys_seed_str"] = text.strip()
+        else:
+            raise ConfigError(f"nats.creds_file {config.creds_file}: neither an NKey user "
+                              "seed (SU...) nor a JWT .creds file")
+    if config.token:
+        options["token"] = config.token
+    if config.user:
+        options["user"] = config.user
+        options["password"] = config.password
+    return options
+
+
+def tls_options(config: NatsConfig) -> dict[str, Any]:
+    """An SSL context when the url says ``tls://`` or a CA / client certificate is set."""
+    if not (config.url.startswith("tls://") or config.tls_ca_file or config.tls_cert_file):
+        return {}
+    try:
+        context = ssl.create_default_context(cafile=config.tls_ca_file)
+        if config.tls_cert_file:
+            context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"nats TLS files: {exc}") from exc
+    options: dict[str, Any] = {"tls": context}
+    if config.tls_hostname:
+        options["tls_hostname"] = config.tls_hostname
+    return options
+
+
 async def connect_nats(config: NatsConfig, name: str, **options: Any) -> NATS:
-    """Connect with bounded time; reconnects forever once connected."""
+    """Connect with bounded time; reconnects forever once connected.
+
+    ``options`` go to nats-py as they are (a lab passes its ``inbox_prefix``).
+    """
     kwargs: dict[str, Any] = {
         "servers": [config.url],
         "name": name,
@@ -87,16 +131,12 @@ async def connect_nats(config: NatsConfig, name: str, **options: Any) -> NATS:
         "reconnect_time_wait": 1,
         "allow_reconnect": True,
     }
-    if config.creds_file:
-        kwargs["user_credentials"] = config.creds_file
-    if config.token:
-        kwargs["token"] = config.token
-    if config.user:
-        kwargs["user"] = config.user
-        kwargs["password"] = config.password
+    kwargs.update(credential_options(config))
+    kwargs.update(tls_options(config))
     kwargs.update(options)
 
     async def _error(exc: Exception) -> None:
+        # Permission violations and refused credentials land here: say who and why.
         log.warning("nats: %s", exc, extra={"service": name})
 
     kwargs.setdefault("error_cb", _error)
@@ -323,9 +363,9 @@ async def check_all(timeout_s: float = 10.0, **checks: Awaitable[object]) -> Non
         raise Degraded(failures)
 
 
-async def check_nats(config: NatsConfig) -> None:
+async def check_nats(config: NatsConfig, **options: Any) -> None:
     """Connect and see that JetStream answers."""
-    nc = await connect_nats(config, "wrtci-check", max_reconnect_attempts=0)
+    nc = await connect_nats(config, "wrtci-check", max_reconnect_attempts=0, **options)
     try:
         await nc.jetstream().account_info()
     finally:

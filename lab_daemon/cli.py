@@ -99,7 +99,8 @@ async def _check(config: Config) -> int:
         except TargetFileError as exc:
             problems.append(str(exc))
     try:
-        await asyncio.wait_for(check_nats(config.nats), 30)
+        await asyncio.wait_for(check_nats(
+            config.nats, inbox_prefix=config.nats.subjects.lab_inbox_prefix(config.lab.name)), 30)
     except Exception as exc:  # --check reports any failure
         problems.append(f"NATS: {exc!r}")
     for problem in problems:
@@ -111,7 +112,8 @@ async def _check(config: Config) -> int:
 async def _request(config: Config, request: LabControlRequest,
                    wait_s: float) -> LabControlReply | None:
     """The running daemon's answer; None when no daemon listens."""
-    nc = await connect_nats(config.nats, "wrtci-lab-cli", max_reconnect_attempts=0)
+    nc = await connect_nats(config.nats, "wrtci-lab-cli", max_reconnect_attempts=0,
+                            inbox_prefix=config.nats.subjects.lab_inbox_prefix(config.lab.name))
     try:
         reply = await nc.request(config.nats.subjects.lab_control(config.lab.name),
                                  msgspec.json.encode(request), timeout=wait_s)
@@ -163,7 +165,8 @@ async def _standalone_maintenance(config: Config, name: str, on: bool) -> int:
     [device] = _device_configs(config, name)
     target = load_target_file(device.target_file)
     subjects = config.nats.subjects
-    nc = await connect_nats(config.nats, "wrtci-lab-cli", max_reconnect_attempts=0)
+    nc = await connect_nats(config.nats, "wrtci-lab-cli", max_reconnect_attempts=0,
+                            inbox_prefix=config.nats.subjects.lab_inbox_prefix(config.lab.name))
     try:
         js = nc.jetstream()
         kv = await js.key_value(subjects.devices_bucket)
@@ -195,7 +198,8 @@ async def _standalone_maintenance(config: Config, name: str, on: bool) -> int:
 async def _standalone_health_check(config: Config, name: str | None) -> int:
     status = 0
     subjects = config.nats.subjects
-    nc = await connect_nats(config.nats, "wrtci-lab-cli", max_reconnect_attempts=0)
+    nc = await connect_nats(config.nats, "wrtci-lab-cli", max_reconnect_attempts=0,
+                            inbox_prefix=config.nats.subjects.lab_inbox_prefix(config.lab.name))
     try:
         js = nc.jetstream()
         for device in _device_configs(config, name):

@@ -104,7 +104,9 @@ class LabDaemon:
         await asyncio.to_thread(self.cache.remove_partial_downloads)
 
     async def _run(self) -> None:
-        self.nc = await connect_nats(self.config.nats, self.source)
+        # Its own reply inbox: the lab's NATS permissions let it read only that.
+        self.nc = await connect_nats(self.config.nats, self.source,
+                                     inbox_prefix=self.subjects.lab_inbox_prefix(self.lab.name))
         self.js: JetStreamContext = self.nc.jetstream()
         self.publisher = EventPublisher(self.js, self.subjects,
                                         timeout=self.config.nats.request_timeout_s)

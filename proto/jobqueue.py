@@ -1,9 +1,12 @@
 """A lab's side of the JOBS queue: take the next job, highest priority first.
 
 Every lab with a device of a type pulls from the same durable consumers
-(``topology.job_consumer``), one per priority. :class:`JobQueue` keeps a pull
-subscription per (priority, device type) and asks them in priority order, so
-a PR job is taken before a snapshot job even when the snapshot job is older.
+(``topology.job_consumer``), one per priority. Central services create them
+(``topology.ensure_job_consumers``); a lab only binds to them, and waits while
+one does not exist yet (its NATS permissions allow no consumer creation).
+:class:`JobQueue` keeps a pull subscription per (priority, device type) and
+asks them in priority order, so a PR job is taken before a snapshot job even
+when the snapshot job is older.
 
 The lab daemon uses it like this::
 
@@ -15,6 +18,7 @@ The lab daemon uses it like this::
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
@@ -22,10 +26,11 @@ from collections.abc import Iterable
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import ServiceUnavailableError
 
 from proto.events import DecodeError, JobCreated, JobSpec, decode_as
 from proto.subjects import PRIORITIES_HIGH_FIRST, Priority, Subjects
-from proto.topology import JOB_ACK_WAIT, ensure_consumer, job_consumer
+from proto.topology import JOB_ACK_WAIT
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +80,7 @@ class JobQueue:
         self.ack_wait = ack_wait
         self.priorities = tuple(sorted(priorities, reverse=True))
         self._subs: dict[tuple[int, str], JetStreamContext.PullSubscription] = {}
+        self._missing: set[tuple[int, str]] = set()
 
     async def _subscription(
         self, priority: Priority, device_type: str
@@ -82,10 +88,8 @@ class JobQueue:
         key = (int(priority), device_type)
         sub = self._subs.get(key)
         if sub is None:
-            config = job_consumer(self.subjects, priority, device_type, ack_wait=self.ack_wait)
-            await ensure_consumer(self.js, self.subjects.jobs_stream, config)
             sub = await self.js.pull_subscribe_bind(
-                config.durable_name, self.subjects.jobs_stream  # type: ignore[arg-type]
+                self.subjects.job_consumer(priority, device_type), self.subjects.jobs_stream
             )
             self._subs[key] = sub
         return sub
@@ -104,6 +108,17 @@ class JobQueue:
                 [msg] = await sub.fetch(1, timeout=per_priority)
             except (TimeoutError, nats.errors.TimeoutError):
                 continue
+            except ServiceUnavailableError:
+                # No such consumer yet: the scheduler creates it once it has
+                # seen this device type announced. Wait, do not create it.
+                if key_missing := (int(priority), device_type) not in self._missing:
+                    self._missing.add((int(priority), device_type))
+                log.log(logging.INFO if key_missing else logging.DEBUG,
+                        "job consumer not created yet; waiting",
+                        extra={"device_type": device_type, "priority": int(priority)})
+                await asyncio.sleep(per_priority)
+                continue
+            self._missing.discard((int(priority), device_type))
             try:
                 event = decode_as(msg.data, JobCreated)
             except DecodeError as exc:

@@ -134,6 +134,14 @@ class Subjects:
         """Requests to a running lab daemon (maintenance, health check); core NATS."""
         return f"{self.prefix}.lab.{encode_token(lab)}.control"
 
+    def lab_inbox_prefix(self, lab: str) -> str:
+        """A lab's own reply inbox prefix (nats-py ``inbox_prefix``).
+
+        Distinct from the default ``_INBOX.<nuid>`` of the central services, so
+        a permission ``<this>.>`` lets a lab read its own replies and nobody else's.
+        """
+        return f"_INBOX_{self._upper}.{encode_token(lab)}"
+
     def lab_scope(self, lab: str) -> str:
         """Everything one lab may publish (for NATS permissions)."""
         return f"{self.prefix}.lab.{encode_token(lab)}.>"
@@ -142,6 +150,10 @@ class Subjects:
 
     def job(self, priority: Priority | int, device_type: str) -> str:
         return f"{self.prefix}.job.{int(Priority(priority))}.{encode_token(device_type)}"
+
+    def jobs_of_type(self, device_type: str) -> str:
+        """Every priority's job subject of one device type (a lab's wake-up signal)."""
+        return f"{self.prefix}.job.*.{encode_token(device_type)}"
 
     def all_jobs(self) -> str:
         return f"{self.prefix}.job.*.*"

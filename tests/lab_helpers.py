@@ -18,9 +18,11 @@ import msgspec
 import tomli_w
 
 from core.config import LoggingConfig, NatsConfig
+from core.runtime import connect_nats
 from lab_daemon.config import Config, DeviceConfig, HealthConfig, LabSection
 from lab_daemon.daemon import LabDaemon
 from proto import events as ev
+from proto import topology
 from proto.control import DeviceStatus, LabAction, LabControlReply, LabControlRequest
 from proto.events import decode
 from proto.model import Image, TestPlan
@@ -109,7 +111,14 @@ def write_config(config: Config, path: Path) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def running_lab(config: Config) -> AsyncIterator[LabDaemon]:
+async def running_lab(config: Config, *, central: NatsConfig | None = None
+                      ) -> AsyncIterator[LabDaemon]:
+    """The lab daemon, started and stopped; ``central`` (default: the lab's own
+    connection, open in these tests) first creates its job consumers, as the
+    scheduler does for announced device types."""
+    await create_job_consumers(central or config.nats,
+                               {d.device_type for d in config.lab.devices},
+                               config.lab.job_ack_wait_s)
     stop = asyncio.Event()
     daemon = LabDaemon(config, stop)
     task = asyncio.create_task(daemon.run())
@@ -124,12 +133,28 @@ async def running_lab(config: Config) -> AsyncIterator[LabDaemon]:
         await asyncio.wait_for(task, 60)
 
 
+async def create_job_consumers(nats_config: NatsConfig, device_types: set[str],
+                               ack_wait: float) -> None:
+    nc = await connect_nats(nats_config, "wrtci-test-central")
+    try:
+        js = nc.jetstream()
+        await topology.apply(js, nats_config.subjects)
+        await topology.ensure_job_consumers(js, nats_config.subjects, device_types,
+                                            ack_wait=ack_wait)
+    finally:
+        await nc.close()
+
+
 @contextlib.asynccontextmanager
-async def running_log_writer(nats_config: NatsConfig,
-                             storage_config: StorageConfig) -> AsyncIterator[None]:
+async def running_log_writer(nats_config: NatsConfig, storage_config: StorageConfig,
+                             database_config=None) -> AsyncIterator[None]:
+    """The log writer; without a database it cannot check who holds a job (lab-only tests)."""
     stop = asyncio.Event()
-    config = logs_service.Config(nats=nats_config, storage=storage_config,
-                                 logs=logs_service.LogsSection(partial_interval_s=0.5))
+    section = logs_service.LogsSection(partial_interval_s=0.5,
+                                       check_holder=database_config is not None)
+    extra = {"database": database_config} if database_config is not None else {}
+    config = logs_service.Config(nats=nats_config, storage=storage_config, logs=section,
+                                 **extra)
     task = asyncio.create_task(logs_service.run(config, stop))
     try:
         yield

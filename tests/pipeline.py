@@ -12,6 +12,7 @@ from nats.js import JetStreamContext
 from core.config import LoggingConfig, NatsConfig
 from core.retry import Backoff
 from core.runtime import EventPublisher
+from proto import topology
 from proto.events import (
     CloudEvent,
     DecodeError,
@@ -135,8 +136,17 @@ class FakeLab:
         self.device = device
         self.queue = JobQueue(js, subjects, ack_wait=ack_wait)
         self.events = EventPublisher(js, subjects)
+        self.js, self.subjects, self.ack_wait = js, subjects, ack_wait
+        self._consumers: set[str] = set()
 
     async def take(self, device_type: str, limit: float = WAIT) -> QueuedJob:
+        if device_type not in self._consumers:
+            # The central side's job (the scheduler does it for announced types):
+            # here with this fake lab's ack wait, for the redelivery tests.
+            await topology.ensure_job_consumers(self.js, self.subjects, [device_type],
+                                                ack_wait=self.ack_wait)
+            self._consumers.add(device_type)
+
         async def loop() -> QueuedJob:
             while True:
                 job = await self.queue.next_job(device_type, wait=0.2)

@@ -13,6 +13,7 @@ import signal
 import msgspec
 
 from core.runtime import EventPublisher
+from lab_daemon.cli import load
 from proto import events as ev
 from proto import topology
 from proto.control import LabAction, LabControlReply, LabControlRequest
@@ -22,6 +23,7 @@ from tests.helpers import read_object
 from tests.lab_helpers import (
     FAKE_FIRMWARE,
     EventLog,
+    create_job_consumers,
     device_status,
     fake_job,
     job_spec,
@@ -182,6 +184,9 @@ def _cmdline_has(pid: str, needle: str) -> bool:
 
 async def _signal_mid_job(js, subjects, events, spec, config_path, tmp_path, sig) -> int:
     """Run a lab daemon process, signal it while the job's tests run; its exit status."""
+    config = load(str(config_path))
+    await create_job_consumers(config.nats, {d.device_type for d in config.lab.devices},
+                               config.lab.job_ack_wait_s)  # the central side's part
     daemon = lab_subprocess(config_path, tmp_path / "lab-1.log")
     try:
         await publish_job(js, subjects, spec)

@@ -29,6 +29,7 @@ from proto.model import JobResult, TestPlan
 from tests.lab_helpers import (
     LAB_PLACE_USER,
     EventLog,
+    create_job_consumers,
     eventually,
     fake_job,
     lab_config,
@@ -133,6 +134,8 @@ async def test_sigkilled_daemon_leaves_nothing_running_and_the_job_runs_once(
     work = tmp_path / "work"
     first_config = lab_config(nats_config, work, fake_suite,
                               env={"FAKE_SLEEP": "120", "FAKE_SPAWN": marker}, **common)
+    await create_job_consumers(nats_config, {d.device_type for d in first_config.lab.devices},
+                               first_config.lab.job_ack_wait_s)  # the central side's part
     first = lab_subprocess(write_config(first_config, tmp_path / "lab.toml"),
                            tmp_path / "lab-1.log")
     try:

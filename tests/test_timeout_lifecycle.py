@@ -82,10 +82,12 @@ async def test_lab_that_vanishes_mid_job_is_replaced_by_redelivery(
         js, subjects, nats_config, database_config, storage_config, pool):
     await _lab(js, subjects)
     data = factories.firmware([X86])
+    # Short ack wait: lab A dies without acking, JetStream hands the job to lab B,
+    # whose start takes the attempt over once A has been silent that long.
     async with running(nats_config, database_config, storage_config, scheduler=FAST,
-                       timeouts=TimeoutSettings(heartbeat_timeout_s=60, infra_retry=QUICK_RETRY)):
+                       timeouts=TimeoutSettings(heartbeat_timeout_s=60, infra_retry=QUICK_RETRY,
+                                                takeover_after_s=0.9)):
         await factories.publish_firmware(js, subjects, data)
-        # Short ack wait: lab A dies without acking, JetStream hands the job to lab B.
         lab_a = FakeLab(js, subjects, "lab-a", "x86-1", ack_wait=1.0)
         lab_b = FakeLab(js, subjects, "lab-b", "x86-2", ack_wait=1.0)
         job = await lab_a.take(X86)
@@ -268,7 +270,8 @@ async def test_lab_that_lost_its_job_to_redelivery_no_longer_speaks_for_it(
     """
     await _lab(js, subjects)
     data = factories.firmware([X86])
-    async with running(nats_config, database_config, storage_config, scheduler=FAST):
+    async with running(nats_config, database_config, storage_config, scheduler=FAST,
+                       timeouts=TimeoutSettings(takeover_after_s=0.9)):
         await factories.publish_firmware(js, subjects, data)
         lab_a = FakeLab(js, subjects, "lab-a", "x86-1", ack_wait=1.0)
         lab_b = FakeLab(js, subjects, "lab-b", "x86-2", ack_wait=1.0)

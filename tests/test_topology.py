@@ -102,3 +102,19 @@ async def test_kcidb_columns_and_constraints(pool) -> None:
         with pytest.raises(asyncpg.CheckViolationError):
             await conn.execute(
                 "UPDATE checkouts SET state = 'finished' WHERE id = 'wrtci:fw1'")
+
+
+async def test_nats_apply_creates_the_job_consumers_of_announced_device_types(
+        apply_config, js, subjects) -> None:
+    """Labs only bind to job consumers: apply creates them for every announced type."""
+    from tests import factories
+
+    await factories.announce_lab(js, subjects, "lab-a", [("dut", "x86/64/generic", [])])
+    result = run_cli("nats", "apply", "--config", str(apply_config),
+                     "--device-type", "ath79/generic/extra")
+    assert result.returncode == 0, result.stderr
+    for device_type in ("x86/64/generic", "ath79/generic/extra"):
+        for priority in topology.Priority:
+            name = subjects.job_consumer(priority, device_type)
+            info = await js.consumer_info(subjects.jobs_stream, name)
+            assert info.config.filter_subject == subjects.job(priority, device_type)

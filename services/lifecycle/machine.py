@@ -282,22 +282,33 @@ class Lifecycle:
             code = ErrorCode.TIMEOUT if item.plan_timed_out else ErrorCode.LAB_LOST
             message = ("plan timeout passed" if item.plan_timed_out
                        else "no progress from the lab before the deadline")
-            async with self.pool.acquire() as conn, conn.transaction():
-                job = await store.lock_job(conn, item.id)
-                if job is None or job.state != "running" or job.attempt != item.attempt:
-                    continue
-                await self._announce_end(conn, job, code, message)
-                outcome = await self._attempt_ended(conn, job, JobFinishedData(
-                    job_id=job.id, attempt=job.attempt, lab=job.lab or "",
-                    device=job.device or "", result=JobResult.ERROR, error_code=code,
-                    error_message=message))
-            await self.outbox.flush()
-            log.warning("job attempt timed out", extra={"job_id": item.id,
-                                                        "attempt": item.attempt,
-                                                        "error_code": code.value})
-            if outcome == "done":
-                await self.advance_firmware(job.checkout_id)
+            if await self.end_attempt(item.id, item.attempt, code, message) is not None:
+                log.warning("job attempt timed out", extra={"job_id": item.id,
+                                                            "attempt": item.attempt,
+                                                            "error_code": code.value})
         return len(overdue)
+
+    async def end_attempt(self, job_id: str, attempt: int, code: ErrorCode, message: str,
+                          *, lab: str | None = None) -> str | None:
+        """End a running attempt here (retried like any infrastructure error).
+
+        ``lab``: only if that lab holds it. None if the attempt was not running.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            job = await store.lock_job(conn, job_id)
+            if job is None or job.state != "running" or job.attempt != attempt:
+                return None
+            if lab is not None and job.lab != lab:
+                return None
+            await self._announce_end(conn, job, code, message)
+            outcome = await self._attempt_ended(conn, job, JobFinishedData(
+                job_id=job.id, attempt=job.attempt, lab=job.lab or "",
+                device=job.device or "", result=JobResult.ERROR, error_code=code,
+                error_message=message))
+        await self.outbox.flush()
+        if outcome == "done":
+            await self.advance_firmware(job.checkout_id)
+        return outcome
 
     # -- operators: retry and cancel ------------------------------------------------------
 

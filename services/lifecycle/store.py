@@ -273,8 +273,8 @@ async def mark_progress(
 ) -> bool:
     """A heartbeat: push the no-progress deadline, never past the plan timeout.
 
-    Only from the lab holding the attempt: one that lost it to a redelivery
-    (it stopped acking) must not take it back, nor keep it alive.
+    Only from the lab holding the attempt (its ``job.started`` was accepted):
+    one that lost it to a redelivery must not take it back, nor keep it alive.
     """
     status = await conn.execute(
         """
@@ -283,7 +283,7 @@ async def mark_progress(
                deadline_at = least(coalesce(started_at, now()) + make_interval(secs => timeout_s),
                                    now() + make_interval(secs => $5)),
                updated_at = now()
-         WHERE id = $1 AND attempt = $2 AND state <> 'done' AND (lab IS NULL OR lab = $3)
+         WHERE id = $1 AND attempt = $2 AND state = 'running' AND lab = $3
         """,
         job_id, attempt, lab, device, heartbeat_timeout_s,
     )

@@ -18,18 +18,21 @@ import contextlib
 import logging
 import time
 
+import asyncpg
 import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
 from core.retry import sleep_or_stop
 from core.runtime import Daemon, check_all, check_nats
-from proto.events import DecodeError, LogChunk, decode
+from proto.events import DecodeError, LogChunk, LogChunkData, decode
 from proto.storage import job_log_key
 from proto.subjects import Subjects
 from proto.topology import service_consumer
+from services import db
 from services.config import ServiceConfig
 from services.consume import MsgMeta, Reject, Retry, consume
+from services.identity import attempt_holder, count_rejection
 from services.logs.assembler import Assembler, LogKey, RunLog
 from services.logs.store import LogStore, content_type
 
@@ -43,15 +46,26 @@ class LogsSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     forget_after_s: float = 3600.0
     """A log that got no chunk for this long (a run that was handed back) is dropped."""
     rebuild_timeout_s: float = 30.0
+    check_holder: bool = True
+    """Store a chunk only if its lab holds the job attempt in the job record.
+    Off only for a log writer without a wrtci database (tests of a lab alone);
+    the sender must still be the lab named in the subject."""
 
 
 class Config(ServiceConfig, kw_only=True, forbid_unknown_fields=True):
     logs: LogsSection = msgspec.field(default_factory=LogsSection)
 
 
+HOLDER_CACHE_S = 5.0
+"""A chunk's sender, once seen to hold its attempt, is not asked again this long."""
+
+
 class LogWriter:
     def __init__(self, js: JetStreamContext, subjects: Subjects, store: LogStore,
-                 section: LogsSection) -> None:
+                 section: LogsSection, pool: asyncpg.Pool | None = None) -> None:
+        self.pool = pool
+        """The job record, to check that a chunk's lab holds its attempt."""
+        self.holders: dict[tuple[str, int, str], float] = {}
         self.js = js
         self.subjects = subjects
         self.store = store
@@ -68,6 +82,7 @@ class LogWriter:
         if not isinstance(event, LogChunk):
             raise Reject(f"not a log chunk: {event.kind}")
         chunk = event.data
+        await self.authorise(chunk, meta)
         key = Assembler.key(chunk)
         done = self.finished.get(key)
         if done is not None:
@@ -93,6 +108,40 @@ class LogWriter:
             self.assembler.forget(key)
             self.dirty.discard(key)
             self.seen_at.pop(key, None)
+
+    async def authorise(self, chunk: LogChunkData, meta: MsgMeta) -> None:
+        """Only the lab holding the attempt writes its log; anything else is refused."""
+        try:
+            lab = self.subjects.lab_of_subject(meta.subject)
+        except ValueError as exc:
+            raise self._reject(str(exc)) from exc
+        if chunk.lab != lab:
+            raise self._reject(f"log chunk of lab {chunk.lab!r} published by lab {lab!r}")
+        if self.pool is None:
+            return
+        key = (chunk.job_id, chunk.attempt, lab)
+        now = time.monotonic()
+        if now - self.holders.get(key, -HOLDER_CACHE_S) < HOLDER_CACHE_S:
+            return
+        async with self.pool.acquire() as conn:
+            holder = await attempt_holder(conn, chunk.job_id, chunk.attempt)
+        if holder.exists and holder.lab == lab:
+            if len(self.holders) > 10_000:
+                self.holders.clear()
+            self.holders[key] = now
+            return
+        if holder.current and holder.state == "queued":
+            raise Retry(f"job {chunk.job_id} #{chunk.attempt} not started yet", 2.0)
+        if not holder.exists:
+            raise self._reject(f"log chunk for unknown job attempt {chunk.job_id} "
+                               f"#{chunk.attempt} from lab {lab!r}")
+        raise self._reject(f"log chunk for job attempt {chunk.job_id} #{chunk.attempt} "
+                           f"held by lab {holder.lab!r}, not {lab!r}")
+
+    @staticmethod
+    def _reject(reason: str) -> Reject:
+        count_rejection("logs", "log.chunk")
+        return Reject(reason)
 
     async def write(self, key: LogKey, run_log: RunLog) -> None:
         object_key = job_log_key(key.job_id, key.attempt, key.stream)
@@ -165,8 +214,9 @@ async def run(config: Config, stop: asyncio.Event) -> None:
     subjects = config.nats.subjects
     async with Daemon("logs", stop) as daemon:
         nc = await daemon.connect_nats(config.nats)
+        pool = await db.open_pool(daemon, config.database) if config.logs.check_holder else None
         js = nc.jetstream()
-        writer = LogWriter(js, subjects, LogStore(config.storage), config.logs)
+        writer = LogWriter(js, subjects, LogStore(config.storage), config.logs, pool)
         consumer = service_consumer(config.logs.durable, [subjects.all_logs()])
         daemon.loop("partials", lambda stop: _partials(writer, stop,
                                                        config.logs.partial_interval_s))

@@ -15,7 +15,10 @@ SQL. Rules:
   attempt itself, and then the job record ignores the lab's result, so a lab
   result that reached us first yields its result to it (its tests stay);
 - a finished that overtakes its started is accepted if no other lab holds
-  the attempt; the later started is then ignored.
+  the attempt; the later started is then ignored;
+- once the job record names the holder of the current attempt (the timeout
+  service accepted its ``job.started``, ``services.identity``), only that
+  lab's events count: a forged started or finished of another lab is rejected.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from proto.model import JobResult
 from proto.subjects import Subjects
 from services.batch_consume import Delivery, Verdict
 from services.consume import Reject
+from services.identity import count_rejection
 
 EXCERPT_MAX = 16384
 ANALYSED_RESULTS = (JobResult.FAIL, JobResult.ERROR)
@@ -58,6 +62,9 @@ class Attempt(msgspec.Struct, kw_only=True):
     log_key: str | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    holder: str | None = None
+    """The lab the job record (the timeout service) says holds this attempt, if
+    it is the job's current one (see ``services.identity``): the authority."""
     changed: bool = False
 
     @property
@@ -191,6 +198,12 @@ class BatchPlan:
         row = self.attempts.get((job_id, attempt))
         if row is None:
             return Reject(f"unknown job attempt {job_id} #{attempt}")
+        if lab is not None and row.holder is not None:
+            if row.holder != lab:
+                count_rejection("results", "job")
+                return Reject(f"job attempt {job_id} #{attempt} is held by lab "
+                              f"{row.holder!r}, not {lab!r}")
+            return row
         if lab is not None and row.lab is not None and row.lab != lab:
             return Reject(f"job attempt {job_id} #{attempt} belongs to lab {row.lab!r}, "
                           f"not {lab!r}")
@@ -204,6 +217,10 @@ class BatchPlan:
         row = self._claim(data.job_id, data.attempt, None)
         if isinstance(row, Reject):
             return row
+        if row.holder is not None and row.holder != data.lab:
+            count_rejection("results", "job.started" if start else "job.progress")
+            return Reject(f"job attempt {data.job_id} #{data.attempt} is held by lab "
+                          f"{row.holder!r}, not {data.lab!r}")
         taken_over = start and row.state == "running" and row.lab != data.lab
         if taken_over and row.started_at is not None and at <= row.started_at:
             return None  # an older start delivered late: the newer one holds it

@@ -31,7 +31,9 @@ async def load_attempts(conn: asyncpg.Connection, keys: set[tuple[str, int]]) ->
     rows = await conn.fetch(
         """SELECT a.job_id, a.attempt, a.state, a.lab, a.device, a.result, a.error_code,
                   a.error_message, a.log_key, a.started_at, a.finished_at,
-                  j.build_id, j.device_type
+                  j.build_id, j.device_type,
+                  CASE WHEN j.attempt = a.attempt AND j.state <> 'queued' THEN j.lab END
+                      AS holder
              FROM job_attempts a
              JOIN jobs j ON j.id = a.job_id
              JOIN unnest($1::text[], $2::int[]) AS k(job_id, attempt)

@@ -34,7 +34,13 @@ from proto.events import (
     JobRetryRequested,
 )
 from proto.subjects import Subjects
-from proto.topology import ensure_consumer, service_consumer
+from proto.topology import (
+    JOB_ACK_WAIT,
+    Change,
+    ensure_consumer,
+    ensure_job_consumers,
+    service_consumer,
+)
 from services import db
 from services.checks import check_database
 from services.config import ServiceConfig
@@ -67,6 +73,9 @@ class SchedulerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
         default_factory=lambda: list(DEFAULT_IMAGE_PREFERENCE))
     publish_concurrency: int = 64
     fetch_batch: int = 10
+    job_ack_wait_s: float = JOB_ACK_WAIT
+    """Ack wait of the job consumers the scheduler creates: a lab silent this
+    long (no in-progress ack) loses its job to another lab."""
 
 
 class Config(ServiceConfig, kw_only=True, forbid_unknown_fields=True):
@@ -229,6 +238,11 @@ class SchedulerApp(ServiceApp):
             raise Stopped("stopped before the registry was read")
         self.scheduler = Scheduler(self.pool, dispatcher, self.lifecycle, self.plans, settings)
         self.registry.on_new_device_types = self._late_lab
+        # Labs may only bind to job consumers: every device type announced gets
+        # its consumers here (and from `wrtci nats apply` / `wrtci lab add`).
+        self.js = js
+        await self._job_consumers(self.registry.online_device_types()
+                                  | await self._known_device_types())
         if not self.switch.paused:
             await retry_call("start-up scheduling", self.scheduler.schedule_open_firmware,
                              "start-up", stop=stop, logger=log)
@@ -241,7 +255,21 @@ class SchedulerApp(ServiceApp):
             js, subjects.events_stream, control_consumer(subjects), self.scheduler.handle, stop))
         log.info("scheduler running", extra={"plans": self.plans.names()})
 
+    async def _known_device_types(self) -> set[str]:
+        retention = dt.timedelta(days=self.config.scheduler.device_retention_days)
+        async with self.pool.acquire() as conn:
+            known = await store.known_device_types(conn, dt.datetime.now(dt.UTC) - retention)
+        return set(known)
+
+    async def _job_consumers(self, device_types: set[str]) -> None:
+        changes = await ensure_job_consumers(self.js, self.subjects, device_types,
+                                             ack_wait=self.config.scheduler.job_ack_wait_s)
+        created = sorted(name for name, change in changes.items() if change is Change.CREATED)
+        if created:
+            log.info("job consumers created", extra={"consumers": created})
+
     async def _late_lab(self, device_types: set[str]) -> None:
+        await self._job_consumers(device_types)
         if self.switch.paused:
             # Paused means no new scheduling; the next firmware event picks them up.
             log.info("late lab while paused: not scheduling",

@@ -33,7 +33,8 @@ from proto.topology import service_consumer
 from services import db
 from services.checks import check_database
 from services.config import ServiceConfig
-from services.consume import MsgMeta, Reject, consume
+from services.consume import MsgMeta, Reject, Retry, consume
+from services.identity import TAKEOVER_AFTER_S, attempt_holder, count_rejection, may_start
 from services.lifecycle import INFRA_RETRY, Lifecycle
 from services.lifecycle.dispatch import Dispatcher, minio_presigner
 from services.timeout.deadlines import DeadlineLoop
@@ -57,6 +58,9 @@ class TimeoutSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Delays before the 2nd, 3rd, ... attempt of a job that ended in an
     infrastructure error: a short outage (S3, downloads server) is over before
     the job's attempts are."""
+    takeover_after_s: float = TAKEOVER_AFTER_S
+    """Another lab's ``job.started`` takes over an attempt whose holder has been
+    silent this long (JetStream redelivers after the job consumer's ack wait)."""
 
 
 class Config(ServiceConfig, kw_only=True, forbid_unknown_fields=True):
@@ -74,35 +78,74 @@ def lifecycle_consumer(subjects: Subjects):
 
 
 class LifecycleHandler:
-    def __init__(self, lifecycle: Lifecycle, subjects: Subjects, deadlines: DeadlineLoop) -> None:
+    def __init__(self, lifecycle: Lifecycle, subjects: Subjects, deadlines: DeadlineLoop,
+                 takeover_after_s: float = TAKEOVER_AFTER_S) -> None:
         self.lifecycle = lifecycle
         self.subjects = subjects
         self.deadlines = deadlines
+        self.takeover_after_s = takeover_after_s
 
-    def _check_lab(self, event: JobStarted | JobProgress | JobFinished, meta: MsgMeta) -> None:
+    def _reject(self, kind: str, reason: str) -> Reject:
+        count_rejection("timeout", kind)
+        return Reject(reason)
+
+    def _sender(self, event: JobStarted | JobProgress | JobFinished, meta: MsgMeta) -> str | None:
+        """The lab that published ``event`` (None: a central service)."""
         if not 0 < event.data.attempt <= MAX_ATTEMPT:
             raise Reject(f"attempt number {event.data.attempt} out of range")
         # A lab may only speak for itself: its subject scope names it.
         if not meta.subject.startswith(f"{self.subjects.prefix}.lab."):
-            return  # central (the timeout service itself, the API)
+            return None  # central (the timeout service itself, the API)
         try:
             lab = self.subjects.lab_of_subject(meta.subject)
         except ValueError as exc:  # TokenError: not an escaped lab name
             raise Reject(str(exc)) from exc
         if lab != event.data.lab:
-            raise Reject(f"event of lab {event.data.lab!r} published by lab {lab!r}")
+            raise self._reject(event.kind, f"event of lab {event.data.lab!r} "
+                                           f"published by lab {lab!r}")
+        return lab
+
+    async def _check_holder(self, event: JobProgress | JobFinished, lab: str) -> bool:
+        """Only the lab holding the attempt reports on it (old attempts: ignored later).
+
+        False: nobody holds it yet (its ``job.started`` is still on the way).
+        """
+        async with self.lifecycle.pool.acquire() as conn:
+            holder = await attempt_holder(conn, event.data.job_id, event.data.attempt)
+        if holder.current and holder.state == "queued":
+            if isinstance(event, JobFinished):
+                raise Retry("finished before its job.started was handled", 2.0)
+            return False  # a heartbeat that overtook the start: nothing to push
+        if not holder.exists:
+            raise self._reject(event.kind, f"unknown job attempt {event.data.job_id} "
+                                           f"#{event.data.attempt}")
+        if holder.current and holder.state != "done" and holder.lab != lab:
+            raise self._reject(event.kind, f"job attempt {event.data.job_id} "
+                                           f"#{event.data.attempt} is not held by lab {lab!r} "
+                                           f"(holder: {holder.lab!r})")
+        return True
 
     async def handle(self, event: CloudEvent, meta: MsgMeta) -> None:
         if isinstance(event, JobStarted):
-            self._check_lab(event, meta)
+            lab = self._sender(event, meta)
             data = event.data
+            if lab is not None:
+                async with self.lifecycle.pool.acquire() as conn:
+                    refused = await may_start(conn, data.job_id, data.attempt, lab,
+                                              self.takeover_after_s)
+                if refused:
+                    raise self._reject(event.kind, refused)
             await self.lifecycle.job_started(data.job_id, data.attempt, data.lab, data.device)
         elif isinstance(event, JobProgress):
-            self._check_lab(event, meta)
+            lab = self._sender(event, meta)
+            if lab is not None and not await self._check_holder(event, lab):
+                return
             data = event.data
             await self.lifecycle.job_progress(data.job_id, data.attempt, data.lab, data.device)
         elif isinstance(event, JobFinished):
-            self._check_lab(event, meta)
+            lab = self._sender(event, meta)
+            if lab is not None:
+                await self._check_holder(event, lab)
             await self.lifecycle.job_finished(event.data)
         elif isinstance(event, FirmwareStateChanged):
             self.deadlines.wake()  # a new holdoff or timeout to wait for
@@ -129,7 +172,8 @@ class TimeoutApp(ServiceApp):
                                    infra_retry=config.timeout.infra_retry,
                                    on_timers_changed=self._wake)
         self.deadlines = DeadlineLoop(self.lifecycle, max_sleep_s=config.timeout.max_sleep_s)
-        handler = LifecycleHandler(self.lifecycle, subjects, self.deadlines)
+        handler = LifecycleHandler(self.lifecycle, subjects, self.deadlines,
+                                   config.timeout.takeover_after_s)
         daemon.loop("deadlines", self.deadlines.run)
         daemon.loop("lifecycle", lambda stop: consume(
             js, subjects.events_stream, lifecycle_consumer(subjects), handler.handle, stop))

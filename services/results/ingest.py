@@ -59,6 +59,7 @@ class Attempt(msgspec.Struct, kw_only=True):
     log_key: str | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    suite_revision: str | None = None
     changed: bool = False
 
     @property
@@ -237,6 +238,7 @@ class BatchPlan:
         row.error_code = str(data.error_code) if data.error_code else None
         row.error_message = _text(data.error_message)
         row.log_key = _text(data.log_key)
+        row.suite_revision = _text(data.suite_revision)
         row.started_at = row.started_at or data.started_at
         row.finished_at = data.finished_at or event.time
         row.changed = True

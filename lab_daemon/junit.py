@@ -43,6 +43,8 @@ def read_junit(path: Path, plan: str) -> JunitReport | None:
             reason = (error.text or "").strip().splitlines()
             collection_errors.append(f"{name}: {reason[-1] if reason else 'collection failure'}")
             continue
+        if error is not None and error.get("message") == "internal error":
+            continue  # pytest's own crash (INTERNALERROR), read from its output
         path_ = ".".join([plan, _module(case.get("classname", "")), _path_part(name)])
         status, detail = TestStatus.PASS, None
         for tag, mapped in (("failure", TestStatus.FAIL), ("error", TestStatus.ERROR),

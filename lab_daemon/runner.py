@@ -112,14 +112,15 @@ def job_environment(lab: LabSection, device: DeviceConfig, image: Path,
     """The suite's environment: labgrid's LG_* variables, the device's and the job's own.
 
     ``extra`` is what firmware preparation adds for this image (e.g.
-    ``FIRMWARE_VERSION``); it wins over the device's ``env``.
+    ``FIRMWARE_VERSION``, ``LG_ENV``); it wins over the device's ``env``.
+    (LG_ENV is not set here: with it, labgrid-client inside the suite looks
+    places up in the target file instead of the coordinator.)
     """
     env = dict(os.environ)
     for leaked in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH"):
         env.pop(leaked, None)  # wrtci's own environment stays out of the suite's
     env.update(device.env)
     env["LG_IMAGE"] = str(image)
-    env["LG_ENV"] = str(Path(device.target_file).resolve())
     if device.place:
         env["LG_PLACE"] = device.place
     if lab.coordinator:

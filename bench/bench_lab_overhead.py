@@ -61,7 +61,7 @@ def _config(nats: NatsConfig, root: Path, suite: Path, image: Path) -> Config:
                      devices=[device], python=sys.executable, fetch_timeout_s=0.2,
                      log_flush_s=0.2, health=HealthConfig(
                          tests=["tests/test_nothing.py"], image=str(image)))
-    return Config(nats=nats, lab=lab, logging=LoggingConfig(level="INFO", format="text"))
+    return Config(nats=nats, lab=lab, logging=LoggingConfig(level="WARNING", format="text"))
 
 
 async def bench(jobs: int) -> None:
@@ -89,9 +89,11 @@ async def bench(jobs: int) -> None:
             finished: asyncio.Queue = asyncio.Queue()
 
             async def on_finished(msg):
-                finished.put_nowait(msg)
+                if isinstance(ev.decode(msg.data), ev.JobFinished):
+                    finished.put_nowait(msg)
 
-            await nc.subscribe(subjects.event("job.finished"), cb=on_finished)
+            # lab events (job.finished among them) go out under <prefix>.lab.<lab>.
+            await nc.subscribe(f"{subjects.prefix}.lab.bench.>", cb=on_finished)
             for n in range(jobs):
                 spec = ev.JobSpec(
                     job_id=f"bench:{n}", firmware_id="bench", device_type=DEVICE_TYPE,

@@ -5,6 +5,7 @@
     wrtci-lab status --config lab.toml
     wrtci-lab health-check [DEVICE] --config lab.toml
     wrtci-lab maintenance on|off DEVICE --config lab.toml
+    wrtci-lab suite sync --config lab.toml         build the suite's own environment
 
 ``health-check``, ``maintenance`` and ``status`` ask the running daemon over
 NATS (a request on the lab's control subject). When no daemon runs,
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import logging
 import os
 import sys
@@ -25,26 +25,24 @@ from pathlib import Path
 
 import msgspec
 import nats.errors
-from nats.js.errors import KeyNotFoundError
 
 from core.config import ConfigError, load_config
 from core.runtime import (
-    EventPublisher,
     check_nats,
     connect_nats,
     install_signal_handlers,
     setup_logging,
 )
+from lab_daemon.cli_direct import (
+    standalone_health_check,
+    standalone_maintenance,
+    suite_sync,
+)
 from lab_daemon.config import Config
 from lab_daemon.daemon import LabDaemon, resolve_paths
-from lab_daemon.healthcheck import run_health_check
 from lab_daemon.labnet import DeviceProblem, LabnetError, with_labnet
-from lab_daemon.places import place_guard
 from lab_daemon.targets import TargetFileError, load_target_file
-from proto import events as ev
 from proto.control import LabAction, LabControlReply, LabControlRequest
-from proto.model import DeviceHealth, DeviceState
-from proto.records import DeviceRecord, decode_record, encode_record
 
 CONFIG_ENV = "WRTCI_LAB_CONFIG"
 
@@ -147,88 +145,11 @@ async def _control(config: Config, action: LabAction, device: str | None) -> int
     print(f"no lab daemon answers for lab {config.lab.name}; acting directly", file=sys.stderr)
     if action in (LabAction.MAINTENANCE_ON, LabAction.MAINTENANCE_OFF):
         assert device is not None
-        return await _standalone_maintenance(config, device, action is LabAction.MAINTENANCE_ON)
+        return await standalone_maintenance(config, device, action is LabAction.MAINTENANCE_ON)
     if action is LabAction.HEALTH_CHECK:
-        return await _standalone_health_check(config, device)
+        return await standalone_health_check(config, device)
     print("daemon not running")
     return 1
-
-
-def _device_configs(config: Config, name: str | None):
-    devices = [d for d in config.lab.devices if name is None or d.name == name]
-    if not devices:
-        raise ConfigError(f"no device {name!r} in {config.lab.name}")
-    return devices
-
-
-async def _standalone_maintenance(config: Config, name: str, on: bool) -> int:
-    [device] = _device_configs(config, name)
-    target = load_target_file(device.target_file)
-    subjects = config.nats.subjects
-    nc = await connect_nats(config.nats, "wrtci-lab-cli", max_reconnect_attempts=0,
-                            inbox_prefix=config.nats.subjects.lab_inbox_prefix(config.lab.name))
-    try:
-        js = nc.jetstream()
-        kv = await js.key_value(subjects.devices_bucket)
-        key = subjects.device_key(config.lab.name, name)
-        try:
-            record = decode_record((await kv.get(key)).value or b"", DeviceRecord)
-        except (KeyNotFoundError, msgspec.DecodeError):
-            record = DeviceRecord(lab=config.lab.name, device=name,
-                                  device_type=device.device_type, features=target.features,
-                                  updated_at=dt.datetime.now(dt.UTC))
-        switch = "on" if on else "off"
-        # Off: the daemon checks the device at start before it takes jobs.
-        state = DeviceState.MAINTENANCE if on else DeviceState.IDLE
-        record = msgspec.structs.replace(record, state=state,
-                                         updated_at=dt.datetime.now(dt.UTC))
-        await kv.put(key, encode_record(record))
-        await EventPublisher(js, subjects).publish(ev.DeviceHealthChanged.build(
-            ev.DeviceHealthData(lab=config.lab.name, device=name,
-                                device_type=device.device_type, health=record.health,
-                                state=state, consecutive_failures=record.consecutive_failures,
-                                message=f"maintenance {switch} (daemon not running)"),
-            source=f"wrtci-lab/{config.lab.name}", subject=name))
-    finally:
-        await nc.close()
-    print(f"{name}: {state}")
-    return 0
-
-
-async def _standalone_health_check(config: Config, name: str | None) -> int:
-    status = 0
-    subjects = config.nats.subjects
-    nc = await connect_nats(config.nats, "wrtci-lab-cli", max_reconnect_attempts=0,
-                            inbox_prefix=config.nats.subjects.lab_inbox_prefix(config.lab.name))
-    try:
-        js = nc.jetstream()
-        for device in _device_configs(config, name):
-            image = Path(device.health_image) if device.health_image else None
-            output = config.lab.runs_dir / device.name / "health-check.log"
-            place = place_guard(config.lab, device)
-            if not await place.acquire():
-                print(f"{device.name}: health check not run: {place.problem}")
-                status = 1
-                continue
-            try:
-                passed, detail = await run_health_check(config.lab, config.lab.health, device,
-                                                        image, output)
-            finally:
-                await place.release()
-            print(f"{device.name}: health check {'passed' if passed else 'FAILED'}")
-            if not passed:
-                print("  " + detail.replace("\n", "\n  "))
-                status = 1
-            await EventPublisher(js, subjects).publish(ev.DeviceHealthChanged.build(
-                ev.DeviceHealthData(
-                    lab=config.lab.name, device=device.name, device_type=device.device_type,
-                    health=DeviceHealth.HEALTHY if passed else DeviceHealth.WARNING,
-                    state=DeviceState.IDLE, check_passed=passed,
-                    message=f"manual check (daemon not running)\n{detail}"[-2000:]),
-                source=f"wrtci-lab/{config.lab.name}", subject=device.name))
-    finally:
-        await nc.close()
-    return status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="take a device out of / back into the pool")
     maintenance.add_argument("switch", choices=["on", "off"])
     maintenance.add_argument("device")
+    suite = sub.add_parser("suite", parents=[after],
+                           help="the test suite's own environment")
+    suite.add_argument("suite_command", choices=["sync"],
+                       help="sync: build (or reuse) the environment for the checkout now")
     return parser
 
 
@@ -275,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_check(config))
         if args.command == "status":
             return asyncio.run(_control(config, LabAction.STATUS, None))
+        if args.command == "suite":
+            return asyncio.run(suite_sync(config))
         if args.command == "health-check":
             return asyncio.run(_control(config, LabAction.HEALTH_CHECK, args.device))
         switch = LabAction.MAINTENANCE_ON if args.switch == "on" else LabAction.MAINTENANCE_OFF

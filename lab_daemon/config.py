@@ -27,7 +27,7 @@ class DeviceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     place: str | None = None
     """labgrid place (``LG_PLACE``) for remote devices."""
     env: dict[str, str] = {}
-    """Extra environment for labgrid and the suite (e.g. ``WRTCI_VIRTUAL_KERNEL``)."""
+    """Extra environment for labgrid and the suite ."""
     health_image: str | None = None
     """Firmware booted by health checks; default: the last firmware that passed a job."""
     # -- firmware preparation (lab_daemon/firmware_prep.py) --
@@ -52,19 +52,31 @@ class DeviceConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         return f"{self.target}/{self.subtarget}/{self.profile}"
 
 
+HEALTH_TESTS = ["tests/test_base.py::test_shell", "tests/test_base.py::test_echo",
+                "tests/test_base.py::test_uname"]
+"""openwrt-tests' boot and shell tests: the default health check."""
+
+
 class HealthConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A health check is a short plan of the suite itself, run like a job's plans."""
+
     interval_s: float = DAY
     """A healthy device is checked this often (and at start, and after an infra failure)."""
     unhealthy_recheck_s: float = 3600.0
-    """An unhealthy device is checked again this often; a pass puts it back."""
+    """A device whose last check failed is checked again this often (or at
+    ``interval_s`` if that is sooner); only a pass puts it back into the pool."""
     warn_after: int = 3
     disable_after: int = 5
     timeout_s: float = 300.0
     check_at_start: bool = True
-    commands: list[str] = msgspec.field(
-        default_factory=lambda: ["uname -a", "cat /etc/openwrt_release"])
-    shell_state: str = "shell"
-    off_state: str = "off"
+    """False: a device whose stored record says it passed its last check within
+    ``interval_s`` is trusted at start; otherwise (and by default) it is checked
+    before it takes a job: a device whose health is unknown never does."""
+    tests: list[str] = msgspec.field(default_factory=lambda: list(HEALTH_TESTS))
+    """The suite's tests (pytest node ids relative to the checkout) a check runs."""
+    keyword: str | None = None
+    image: str | None = None
+    """The lab's health image, booted by checks of devices without their own."""
 
 
 class LabSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -90,7 +102,14 @@ class LabSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """An idle device looks at its place this often; a place someone else holds
     is tried again this often (the device takes no job meanwhile)."""
     python: str | None = None
-    """Interpreter that runs pytest and labgrid (default: this one)."""
+    """Interpreter that runs pytest and labgrid, managed by the lab maintainer.
+    Default: the suite's own environment, which the lab builds from the
+    checkout's dependency declaration (``wrtci-lab suite sync``)."""
+    suite_base_python: str | None = None
+    """Interpreter the suite's virtualenv is created from (default: this one's base)."""
+    suite_envs_dir: str | None = None
+    """Where the suite's environments live (default: ``work_dir``/suite-envs)."""
+    suite_sync_timeout_s: float = 900.0
     job_ack_wait_s: float = JOB_ACK_WAIT
     progress_interval_s: float = 30.0
     """JobProgress heartbeat and in-progress ack period (kept well under the ack wait)."""
@@ -114,6 +133,11 @@ class LabSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     @property
     def cache_dir(self) -> Path:
         return Path(self.work_dir) / "cache"
+
+    @property
+    def envs_dir(self) -> Path:
+        return Path(self.suite_envs_dir) if self.suite_envs_dir \
+            else Path(self.work_dir) / "suite-envs"
 
     @property
     def runs_dir(self) -> Path:

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import re
 import shutil
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -22,7 +23,7 @@ import msgspec
 
 from lab_daemon.config import DeviceConfig, LabSection
 from lab_daemon.firmware import ChecksumMismatch, DownloadError, FirmwareCache
-from lab_daemon.firmware_prep import PrepError, prepare_held
+from lab_daemon.firmware_prep import PrepError, prepare_held, suite_environment
 from lab_daemon.logstream import ChunkSender, FileTailer, LogStream
 from lab_daemon.runner import PlanFiles, PlanRun, run_plan
 from proto.events import JobFinishedData, JobSpec
@@ -53,7 +54,8 @@ def combine(runs: list[PlanRun]) -> tuple[JobResult, ErrorCode | None, str | Non
             return JobResult.ERROR, run.error_code, run.error_message
     statuses = [t.status for run in runs for t in run.tests]
     if not statuses:
-        return JobResult.SKIP, None, "no tests ran"
+        # nothing ran: never a pass or a skip
+        return JobResult.ERROR, ErrorCode.TEST_SUITE_ERROR, "no tests ran"
     if any(s in (TestStatus.FAIL, TestStatus.ERROR) for s in statuses):
         return JobResult.FAIL, None, None
     if all(s in (TestStatus.SKIP, TestStatus.MISS) for s in statuses):
@@ -87,7 +89,8 @@ def fit_results(data: JobFinishedData, size: Callable[[JobFinishedData], int],
 
 class JobExecution:
     def __init__(self, *, lab: LabSection, device: DeviceConfig, spec: JobSpec, run: int,
-                 cache: FirmwareCache, sender: ChunkSender,
+                 cache: FirmwareCache, sender: ChunkSender, python: str,
+                 suite_revision: str | None = None,
                  on_stage: Callable[[str], None] = lambda stage: None) -> None:
         self.lab = lab
         self.device = device
@@ -95,7 +98,12 @@ class JobExecution:
         self.run = run
         self.cache = cache
         self.sender = sender
+        self.python = python
+        """The suite's interpreter (its own environment, see suite_env.py)."""
+        self.suite_revision = suite_revision
         self.on_stage = on_stage
+        self.marks: dict[str, float] = {}
+        """Monotonic times: pytest_start, pytest_end (and the caller's own)."""
         self.stage = "queued"
         self.image: Path | None = None
         self.lg_image: Path | None = None
@@ -121,7 +129,8 @@ class JobExecution:
             job_id=self.spec.job_id, attempt=self.spec.attempt, lab=self.lab.name,
             device=self.device.name, result=result, error_code=error_code,
             error_message=error_message, started_at=started_at, finished_at=_now(),
-            log_key=job_log_key(self.spec.job_id, self.spec.attempt, CONSOLE), **extra)
+            log_key=job_log_key(self.spec.job_id, self.spec.attempt, CONSOLE),
+            suite_revision=self.suite_revision, **extra)
 
     def cancel(self, reason: str) -> None:
         """Stop the job (the scheduler withdrew it); it ends as error/cancelled."""
@@ -175,10 +184,15 @@ class JobExecution:
                                          code, str(exc))
             self._set_stage("test")
             runs = []
+            extra_env = suite_environment(self.device, self.spec.firmware_revision)
+            if self.spec.firmware_revision:
+                extra_env["WRTCI_EXPECTED_REVISION"] = self.spec.firmware_revision
+            self.marks.setdefault("pytest_start", time.monotonic())
             for plan in self.spec.plans:
                 run = await self._unless_cancelled(run_plan(
                     self.lab, self.device, plan, self.lg_image or self.image, self.files,
-                    self.spec.firmware_revision, plan.timeout_s))
+                    python=self.python, timeout_s=plan.timeout_s, extra_env=extra_env))
+                self.marks["pytest_end"] = time.monotonic()
                 if run is None:
                     pytest_log.write(f"wrtci-lab: job cancelled: {self.cancel_reason}\n")
                     return await self._close(started_at, tailers, pump, runs, JobResult.ERROR,

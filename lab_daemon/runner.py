@@ -9,24 +9,18 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from pathlib import Path
 
 import msgspec
 
 from lab_daemon.config import DeviceConfig, LabSection
-from lab_daemon.firmware_prep import suite_environment
-from lab_daemon.junit import parse_junit
+from lab_daemon.junit import read_junit
+from lab_daemon.outcome import PytestRun, read_outcome
 from lab_daemon.places import lab_identity
 from lab_daemon.process import run_process
 from proto.model import ErrorCode, TestPlan, TestResult, TestStatus
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-# pytest exit codes (and the suite's own: pytest.exit(returncode=3) when the
-# device does not reach its shell).
-EXIT_OK, EXIT_TESTS_FAILED, EXIT_INTERRUPTED, EXIT_BOOT, EXIT_USAGE, EXIT_NO_TESTS = range(6)
-
 
 class PlanError(ValueError):
     """A plan that cannot run in this suite checkout (bad test path)."""
@@ -96,10 +90,11 @@ def missing_results(plan: str, entries: list[str]) -> list[TestResult]:
     return results
 
 
-def pytest_argv(lab: LabSection, device: DeviceConfig, plan: TestPlan, image: Path,
+def pytest_argv(python: str, device: DeviceConfig, plan: TestPlan, image: Path,
                 files: PlanFiles, paths: list[str]) -> list[str]:
+    """The command line openwrt-tests' own CI uses, with the lab's output paths."""
     plan_dir = files.plan_dir(plan.name)
-    argv = [lab.python or sys.executable, "-m", "pytest", *paths,
+    argv = [python, "-m", "pytest", *paths,
             f"--lg-env={Path(device.target_file).resolve()}",
             f"--firmware={image}",
             f"--lg-log={files.console_dir}",
@@ -113,11 +108,18 @@ def pytest_argv(lab: LabSection, device: DeviceConfig, plan: TestPlan, image: Pa
 
 
 def job_environment(lab: LabSection, device: DeviceConfig, image: Path,
-                    expected_revision: str | None) -> dict[str, str]:
+                    extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The suite's environment: labgrid's LG_* variables, the device's and the job's own.
+
+    ``extra`` is what firmware preparation adds for this job (``LG_ENV``,
+    ``FIRMWARE_VERSION``: ``firmware_prep.suite_environment``); it wins over the
+    device's ``env``.
+    """
     env = dict(os.environ)
+    for leaked in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH"):
+        env.pop(leaked, None)  # wrtci's own environment stays out of the suite's
     env.update(device.env)
     env["LG_IMAGE"] = str(image)
-    env.update(suite_environment(device, expected_revision))  # LG_ENV, FIRMWARE_VERSION
     if device.place:
         env["LG_PLACE"] = device.place
     if lab.coordinator:
@@ -125,15 +127,26 @@ def job_environment(lab: LabSection, device: DeviceConfig, image: Path,
     if device.place and lab.coordinator:
         # The suite's RemotePlace must find the place acquired by its own user.
         env.update(lab_identity(lab.name, lab.labgrid_user).environment())
-    if expected_revision:
-        env["WRTCI_EXPECTED_REVISION"] = expected_revision
+    env.update(extra or {})
     env["PYTHONUNBUFFERED"] = "1"  # live output for the log stream
     return env
 
 
+def _tail(path: Path, chars: int = 20000, start: int = 0) -> str:
+    """The end of a file, from ``start`` on at most."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(start, f.tell() - chars))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 async def run_plan(lab: LabSection, device: DeviceConfig, plan: TestPlan, image: Path,
-                   files: PlanFiles, expected_revision: str | None,
-                   timeout_s: float) -> PlanRun:
+                   files: PlanFiles, *, python: str, timeout_s: float,
+                   extra_env: dict[str, str] | None = None) -> PlanRun:
+    """Run one plan with the suite's interpreter; its outcome read by ``outcome.py``."""
     plan_dir = files.plan_dir(plan.name)
     plan_dir.mkdir(parents=True, exist_ok=True)
     files.console_dir.mkdir(parents=True, exist_ok=True)
@@ -145,23 +158,21 @@ async def run_plan(lab: LabSection, device: DeviceConfig, plan: TestPlan, image:
     missed = missing_results(plan.name, paths.missing)
     if not paths.present:
         return PlanRun(plan=plan.name, tests=missed)  # nothing to run: no boot
-    argv = pytest_argv(lab, device, plan, image, files, paths.present)
-    outcome = await run_process(
-        argv, env=job_environment(lab, device, image, expected_revision),
-        cwd=plan_dir, output=files.pytest_log, limit_s=timeout_s, record_dir=lab.procs_dir)
+    argv = pytest_argv(python, device, plan, image, files, paths.present)
     junit = plan_dir / "junit.xml"
+    junit.unlink(missing_ok=True)
+    log_start = files.pytest_log.stat().st_size if files.pytest_log.is_file() else 0
+    outcome = await run_process(
+        argv, env=job_environment(lab, device, image, extra_env),
+        cwd=plan_dir, output=files.pytest_log, limit_s=timeout_s, record_dir=lab.procs_dir)
+    output = _tail(files.pytest_log, start=log_start)  # this plan's part of the log
+    verdict = read_outcome(PytestRun(
+        plan=plan.name, returncode=outcome.returncode, timed_out=outcome.timed_out,
+        timeout_s=timeout_s, junit=read_junit(junit, plan.name), output=output,
+        console=_tail(files.console_log)))
     # The suite may write a results.json into its working directory.
     results_json = plan_dir / "results.json"
-    run = PlanRun(plan=plan.name, tests=parse_junit(junit, plan.name) + missed,
-                  junit=junit if junit.is_file() else None,
-                  results_json=results_json if results_json.is_file() else None)
-    if outcome.timed_out:
-        run.error_code = ErrorCode.TIMEOUT
-        run.error_message = f"plan {plan.name} did not finish within {timeout_s:.0f} s; killed"
-    elif outcome.returncode == EXIT_BOOT:
-        run.error_code = ErrorCode.BOOT_FAILED
-        run.error_message = f"plan {plan.name}: the device did not reach its shell"
-    elif outcome.returncode not in (EXIT_OK, EXIT_TESTS_FAILED, EXIT_NO_TESTS):
-        run.error_code = ErrorCode.TEST_SUITE_ERROR
-        run.error_message = f"plan {plan.name}: pytest exited with {outcome.returncode}"
-    return run
+    return PlanRun(plan=plan.name, tests=verdict.tests + missed,
+                   error_code=verdict.error_code, error_message=verdict.error_message,
+                   junit=junit if junit.is_file() else None,
+                   results_json=results_json if results_json.is_file() else None)

@@ -200,6 +200,8 @@ class JobFinishedData(msgspec.Struct, frozen=True, kw_only=True):
     artifacts: list[Artifact] = []
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    suite_revision: str | None = None
+    """git revision of the lab's test-suite checkout that ran the job."""
 
 
 class JobFinished(CloudEvent, tag=_t("job.finished")):

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,7 +20,7 @@ import tomli_w
 
 from core.config import LoggingConfig, NatsConfig
 from core.runtime import connect_nats
-from lab_daemon.config import Config, DeviceConfig, HealthConfig, LabSection
+from lab_daemon.config import HEALTH_TESTS, Config, DeviceConfig, HealthConfig, LabSection
 from lab_daemon.daemon import LabDaemon
 from proto import events as ev
 from proto import topology
@@ -34,6 +35,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 VIRTUAL_LAB = PROJECT / "deploy" / "virtual-lab"
 VIRTUAL_TARGET = VIRTUAL_LAB / "qemu-x86-64-virtual.yaml"
 VIRTUAL_SUITE = VIRTUAL_LAB / "openwrt-tests"
+SUITE_ENVS = Path(tempfile.gettempdir()) / "wrtci-test-suite-envs"
+"""The suites' environments, shared by every test of a session (and kept between them)."""
 VIRTUAL_SUITE_TARGET = VIRTUAL_SUITE / "targets" / "qemu-x86-64.yaml"
 """The bundled suite's own target file (openwrt-tests format: LAN/WAN, SSH)."""
 DEVICE_TYPE = "x86/64/generic"
@@ -80,19 +83,40 @@ def test_hang():
 
 
 FAKE_FIRMWARE = b"firmware-bytes"
+FAKE_HEALTH_TEST = "tests/test_fake.py::test_prints"
 
 
 def lab_config(nats_config: NatsConfig, work: Path, suite: Path, *, name: str = "lab1",
                env: dict[str, str] | None = None, health_image: str | None = None,
                health: HealthConfig | None = None, place: str | None = None,
                target_file: Path = VIRTUAL_TARGET, **lab) -> Config:
+    """A lab with one QEMU-target device ``dut1``.
+
+    With the tiny fake suite, health checks run its quick ``test_prints`` (no
+    boot) with a fake health image, and the suite runs with this interpreter
+    (``python``) unless the test asks for the lab-built environment
+    (``python=None``); with a real-layout suite, its own boot/shell tests.
+    """
+    health = health or HealthConfig()
+    if (suite / "tests" / "test_fake.py").is_file():
+        if health.tests == HEALTH_TESTS:
+            health = msgspec.structs.replace(health, tests=[FAKE_HEALTH_TEST])
+        if health_image is None and health.image is None:
+            work.mkdir(parents=True, exist_ok=True)
+            (work / "health-image.bin").write_bytes(FAKE_FIRMWARE)
+            health = msgspec.structs.replace(health, image=str(work / "health-image.bin"))
+        lab.setdefault("python", sys.executable)
+    else:
+        # A real-layout suite runs in the environment the lab builds from its
+        # declaration, as in production; one build per dependency set per session.
+        lab.setdefault("python", None)
+        lab.setdefault("suite_envs_dir", str(SUITE_ENVS))
     device = DeviceConfig(name="dut1", target_file=str(target_file), target="x86",
                           subtarget="64", profile="generic", env=env or {},
                           health_image=health_image, place=place)
     section = LabSection(
         name=name, suite_dir=str(suite), work_dir=str(work), devices=[device],
-        health=health or HealthConfig(check_at_start=False), fetch_timeout_s=0.3,
-        log_flush_s=0.2, **lab)
+        health=health, fetch_timeout_s=0.3, log_flush_s=0.2, **lab)
     return Config(nats=nats_config, lab=section, logging=LoggingConfig(format="text"))
 
 

@@ -10,7 +10,7 @@ from proto import events as ev
 from proto.model import DeviceHealth, DeviceState
 from proto.records import DeviceRecord, LabRecord, decode_record
 from tests.helpers import PROJECT_ROOT
-from tests.lab_helpers import EventLog, lab_config, running_lab, write_config
+from tests.lab_helpers import EventLog, eventually, lab_config, running_lab, write_config
 
 pytest_plugins = ["tests.lab_fixtures"]
 
@@ -42,18 +42,21 @@ async def test_maintenance_through_the_running_daemon(js, nc, subjects, nats_con
         lab = decode_record((await labs.get(subjects.lab_key("lab1"))).value, LabRecord)
         assert [d.name for d in lab.devices] == ["dut1"]
         assert lab.devices[0].features == ["rootfs"]
+        # health unknown at start: a check first (it fails here: no image)
+        await events.wait_for(lambda e: e.of(ev.DeviceHealthChanged))
         code, out = await wrtci_lab("maintenance", "on", "dut1", "--config", str(path))
         assert code == 0, out
-        await events.wait_for(lambda e: e.of(ev.DeviceHealthChanged))
+        await events.wait_for(lambda e: len(e.of(ev.DeviceHealthChanged)) >= 2)
         assert (await _record(js, subjects)).state is DeviceState.MAINTENANCE
         code, out = await wrtci_lab("maintenance", "off", "dut1", "--config", str(path))
         assert code == 0, out
         # leaving maintenance runs a health check first (it fails here: no image)
-        await events.wait_for(lambda e: len(e.of(ev.DeviceHealthChanged)) >= 2)
+        await events.wait_for(lambda e: len(e.of(ev.DeviceHealthChanged)) >= 3)
         code, out = await wrtci_lab("status", "--config", str(path))
-        assert "dut1: state=idle health=warning failures=1" in out, out
+        assert "dut1: state=idle health=warning failures=2" in out, out
     changes = [(e.data.state, e.data.check_passed) for e in events.of(ev.DeviceHealthChanged)]
-    assert changes == [(DeviceState.MAINTENANCE, None), (DeviceState.IDLE, False)]
+    assert changes == [(DeviceState.IDLE, False), (DeviceState.MAINTENANCE, False),
+                       (DeviceState.IDLE, False)]
     assert events.of(ev.LabOnline) and events.of(ev.LabOffline)
 
 
@@ -85,5 +88,11 @@ async def test_broken_target_file_is_named_and_other_devices_keep_working(
     from lab_daemon.cli import load
 
     async with running_lab(load(str(path))) as daemon:
-        assert list(daemon.devices) == ["dut1"]
-        assert daemon.devices["dut1"].health.health is DeviceHealth.HEALTHY
+        # the broken device is out of the pool with the reason; dut1 passes its check
+        assert list(daemon.devices) == ["dut1", "dut2"]
+        await eventually(lambda: daemon.devices["dut1"].health.health is DeviceHealth.HEALTHY
+                         and daemon.devices["dut2"].state is DeviceState.UNHEALTHY)
+        dut2 = daemon.devices["dut2"]
+        assert not dut2.takes_jobs and dut2.health.health is DeviceHealth.UNHEALTHY
+        assert f"{broken}: unknown labgrid driver or resource: NoSuchDriver" in dut2.message
+        assert dut2.status().message.startswith(str(broken))

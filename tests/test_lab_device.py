@@ -21,7 +21,6 @@ from proto.records import DeviceRecord, decode_record
 from proto.storage import job_log_key
 from tests.helpers import PROJECT_ROOT
 from tests.lab_helpers import (
-    FAKE_FIRMWARE,
     REVISION,
     VIRTUAL_SUITE,
     VIRTUAL_SUITE_TARGET,
@@ -31,7 +30,6 @@ from tests.lab_helpers import (
     publish_job,
     running_lab,
     running_log_writer,
-    sha256_of,
     write_config,
 )
 
@@ -66,7 +64,8 @@ async def test_end_to_end_job_on_the_virtual_device(
                     plans=[TestPlan(name="base", tests=["tests/test_base.py"], timeout_s=300)])
     events = await EventLog().start(nc, subjects)
     config = lab_config(nats_config, tmp_path / "work", VIRTUAL_SUITE,
-                        target_file=VIRTUAL_SUITE_TARGET)
+                        target_file=VIRTUAL_SUITE_TARGET,
+                        health_image=str(virtual_firmware.image))
     async with running_log_writer(nats_config, storage_config), running_lab(config):
         await publish_job(js, subjects, spec)
         await events.wait_for(lambda e: e.of(ev.JobFinished), within_s=240)
@@ -111,13 +110,15 @@ async def test_end_to_end_job_on_the_virtual_device(
 
 @pytest.mark.slow
 async def test_failed_health_checks_take_the_device_out_and_a_pass_brings_it_back(
-        js, nc, subjects, nats_config, fake_suite, file_server, virtual_firmware, tmp_path):
+        js, nc, subjects, nats_config, file_server, virtual_firmware, tmp_path):
     health_image = tmp_path / "health.img"  # missing: every check fails
     base_url, www = file_server
-    (www / "fw.bin").write_bytes(FAKE_FIRMWARE)
+    (www / "fw.img").write_bytes(virtual_firmware.image.read_bytes())
     events = await EventLog().start(nc, subjects)
+    # checks are the suite's own shell tests (test_shell, test_echo, test_uname)
     config = lab_config(
-        nats_config, tmp_path / "work", fake_suite, health_image=str(health_image),
+        nats_config, tmp_path / "work", VIRTUAL_SUITE, health_image=str(health_image),
+        target_file=VIRTUAL_SUITE_TARGET,
         health=HealthConfig(check_at_start=True, interval_s=0.2, unhealthy_recheck_s=3600,
                             warn_after=1, disable_after=2, timeout_s=120))
     config_path = write_config(config, tmp_path / "lab.toml")
@@ -137,9 +138,9 @@ async def test_failed_health_checks_take_the_device_out_and_a_pass_brings_it_bac
                                DeviceRecord)
         assert record.state is DeviceState.UNHEALTHY and record.consecutive_failures == 2
         # an unhealthy device takes no job: it stays queued
-        spec = job_spec("wrtci:job:after-health", f"{base_url}/fw.bin",
-                        sha256_of(FAKE_FIRMWARE),
-                        plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_prints"])])
+        spec = job_spec("wrtci:job:after-health", f"{base_url}/fw.img",
+                        virtual_firmware.sha256, name="fw.img",
+                        plans=[TestPlan(name="base", tests=["tests/test_base.py::test_echo"])])
         await publish_job(js, subjects, spec)
         # fix the device (the image is back) and check it by hand, through the daemon
         shutil.copy(virtual_firmware.image, health_image)
@@ -149,10 +150,12 @@ async def test_failed_health_checks_take_the_device_out_and_a_pass_brings_it_bac
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=PROJECT_ROOT)
         output, _ = await asyncio.wait_for(proc.communicate(), 200)
         assert proc.returncode == 0, output.decode()
-        assert "dut1: state=idle health=healthy" in output.decode()
+        assert "health=healthy failures=0 last check=passed" in output.decode()
         await events.wait_for(lambda e: e.of(ev.JobFinished), within_s=60)
     assert health_events()[2] == (DeviceHealth.HEALTHY, DeviceState.IDLE, True)
-    assert "Linux" in events.of(ev.DeviceHealthChanged)[2].data.message  # uname -a ran
+    message = events.of(ev.DeviceHealthChanged)[2].data.message
+    assert "health tests passed: health.test_base.test_shell" in message, message
+    assert "root@OpenWrt" in message  # the console of the boot
     [finished] = events.of(ev.JobFinished)
     started = events.of(ev.JobStarted)[0]
     assert events.events.index(started) > events.events.index(

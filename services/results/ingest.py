@@ -65,6 +65,7 @@ class Attempt(msgspec.Struct, kw_only=True):
     holder: str | None = None
     """The lab the job record (the timeout service) says holds this attempt, if
     it is the job's current one (see ``services.identity``): the authority."""
+    suite_revision: str | None = None
     changed: bool = False
 
     @property
@@ -253,6 +254,7 @@ class BatchPlan:
         row.error_code = str(data.error_code) if data.error_code else None
         row.error_message = _text(data.error_message)
         row.log_key = _text(data.log_key)
+        row.suite_revision = _text(data.suite_revision)
         row.started_at = row.started_at or data.started_at
         row.finished_at = data.finished_at or event.time
         row.changed = True

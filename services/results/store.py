@@ -31,7 +31,7 @@ async def load_attempts(conn: asyncpg.Connection, keys: set[tuple[str, int]]) ->
     rows = await conn.fetch(
         """SELECT a.job_id, a.attempt, a.state, a.lab, a.device, a.result, a.error_code,
                   a.error_message, a.log_key, a.started_at, a.finished_at,
-                  j.build_id, j.device_type,
+                  a.suite_revision, j.build_id, j.device_type,
                   CASE WHEN j.attempt = a.attempt AND j.state <> 'queued' THEN j.lab END
                       AS holder
              FROM job_attempts a
@@ -80,10 +80,12 @@ async def _write_attempts(conn: asyncpg.Connection, attempts: list[Attempt]) -> 
     await conn.executemany(
         """UPDATE job_attempts
               SET state = $3, lab = $4, device = $5, result = $6, error_code = $7,
-                  error_message = $8, log_key = $9, started_at = $10, finished_at = $11
+                  error_message = $8, log_key = $9, started_at = $10, finished_at = $11,
+                  suite_revision = $12
             WHERE job_id = $1 AND attempt = $2""",
         [(a.job_id, a.attempt, a.state, a.lab, a.device, a.result, a.error_code,
-          a.error_message, a.log_key, a.started_at, a.finished_at) for a in attempts],
+          a.error_message, a.log_key, a.started_at, a.finished_at, a.suite_revision)
+         for a in attempts],
     )
 
 

@@ -13,6 +13,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import tomli_w
@@ -124,11 +125,12 @@ async def running_lab(config: Config) -> AsyncIterator[LabDaemon]:
 
 
 @contextlib.asynccontextmanager
-async def running_log_writer(nats_config: NatsConfig,
-                             storage_config: StorageConfig) -> AsyncIterator[None]:
+async def running_log_writer(nats_config: NatsConfig, storage_config: StorageConfig,
+                             **section: Any) -> AsyncIterator[None]:
     stop = asyncio.Event()
+    section.setdefault("partial_interval_s", 0.5)
     config = logs_service.Config(nats=nats_config, storage=storage_config,
-                                 logs=logs_service.LogsSection(partial_interval_s=0.5))
+                                 logs=logs_service.LogsSection(**section))
     task = asyncio.create_task(logs_service.run(config, stop))
     try:
         yield

@@ -12,6 +12,7 @@ from services.cli import (
     events_cmd,
     jobs_cmd,
     kcidb_cmd,
+    logs_cmd,
     nats_cmd,
     run_cmd,
     show_cmd,
@@ -22,7 +23,7 @@ from services.cli import (
 
 COMMANDS = [
     nats_cmd, db_cmd, events_cmd, run_cmd, up_cmd,
-    trigger_cmd, control_cmd, jobs_cmd, kcidb_cmd, summary_cmd, show_cmd,
+    trigger_cmd, control_cmd, jobs_cmd, kcidb_cmd, summary_cmd, show_cmd, logs_cmd,
 ]
 
 

@@ -9,20 +9,26 @@ so in its text and its object metadata, and `wrtci logs status` shows it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from minio import Minio
 
-from core.runtime import EventPublisher
+from core.config import NatsConfig
+from core.runtime import EventPublisher, connect_nats
+from lab_daemon.logstream import ChunkSender, LogStream
+from proto import topology
 from proto.events import LogChunk, LogChunkData
 from proto.storage import job_log_key
 from services.cli.logs_cmd import writer_records
 from services.cli.main import main as wrtci
 from services.config import StorageConfig
 from services.logs.buffer import DROPPED_HEADER
-from services.stack.servers import S3Server
-from tests.lab_helpers import running_log_writer
+from services.stack.servers import NatsServer, S3Server
+from tests.lab_helpers import running_log_writer, stream_events
 from tests.pipeline import wait_until
 
 LINE = "{i:04d} [ok] Päivää ✓ 🚀 {pad}\n"
@@ -180,3 +186,97 @@ async def test_s3_away_logs_wait_on_disk_and_are_stored_when_it_is_back(
            lost=len(logs) - identical, doubled=len(objects) - len(set(objects)),
            dropped_bytes=dropped)
     assert identical == len(logs) and len(objects) == len(logs) and dropped == 0
+
+
+@contextlib.asynccontextmanager
+async def private_nats(root: Path, prefix: str) -> AsyncIterator[tuple[NatsServer, NatsConfig]]:
+    server = NatsServer(root / "nats" / "store").start()
+    config = NatsConfig(url=server.url, prefix=prefix)
+    try:
+        nc = await connect_nats(config, "test-setup")
+        await topology.apply(nc.jetstream(), config.subjects)
+        await nc.close()
+        yield server, config
+    finally:
+        server.stop()
+
+
+async def test_lab_sender_spills_while_nats_is_away_and_loses_or_doubles_nothing(
+        traversable_tmp: Path) -> None:
+    async with private_nats(traversable_tmp, "spill") as (server, config):
+        nc = await connect_nats(config, "test-sender")
+        try:
+            js = nc.jetstream()
+            sender = ChunkSender(EventPublisher(js, config.subjects, timeout=1.0), "test",
+                                 retry_delays=(0.1, 0.2), memory_bytes=16 * 1024,
+                                 spill_dir=traversable_tmp / "lab-spill",
+                                 spill_bytes=4 * 1024 * 1024).start()
+            stream = LogStream(sender, job_id="j", attempt=1, run=1, lab="lab1",
+                               device="dut1", chunk_chars=1024)
+            parts = texts(200)
+            server.stop()
+            peak = (0, 0)
+            for part in parts:
+                stream.write(part)
+                peak = max(peak, sender.buffered)
+            stream.finish()
+            memory, on_disk = sender.buffered
+            server.start()
+            assert await sender.drain(within_s=60)
+            await sender.close()
+            chunks = await stream_events(js, config.subjects.logs_stream,
+                                         config.subjects.log_chunk("lab1", "j"))
+        finally:
+            await nc.close()
+    seqs = [c.data.seq for c in chunks]
+    report("lab sender, NATS away", chunks=len(seqs), lost=len(set(range(stream.seq)) - set(seqs)),
+           doubled=len(seqs) - len(set(seqs)), dropped_bytes=stream.dropped_bytes,
+           peak_memory=peak[0], spilled=on_disk)
+    assert memory <= 16 * 1024 and on_disk > 0
+    assert seqs == list(range(stream.seq)) and chunks[-1].data.final
+    assert "".join(c.data.text for c in chunks) == "".join(parts)
+    assert stream.dropped_bytes == sender.dropped_bytes == chunks[-1].data.dropped_bytes == 0
+
+
+async def test_lab_sender_beyond_its_bound_drops_counts_and_the_stored_log_says_so(
+        traversable_tmp: Path, storage_config) -> None:
+    async with private_nats(traversable_tmp, "dropping") as (server, config):
+        nc = await connect_nats(config, "test-sender")
+        try:
+            js = nc.jetstream()
+            sender = ChunkSender(EventPublisher(js, config.subjects, timeout=1.0), "test",
+                                 retry_delays=(0.1, 0.2), memory_bytes=16 * 1024,
+                                 spill_dir=traversable_tmp / "lab-spill",
+                                 spill_bytes=32 * 1024).start()
+            stream = LogStream(sender, job_id="jd", attempt=1, run=1, lab="lab1",
+                               device="dut1", chunk_chars=1024)
+            parts = texts(100)
+            async with running_log_writer(config, storage_config):
+                server.stop()
+                for part in parts:
+                    stream.write(part)
+                stream.write("the end\n")
+                stream.finish()
+                server.start()
+                assert await sender.drain(within_s=60)
+                body, meta = await stored(storage_config, job_log_key("jd", 1))
+            await sender.close()
+            chunks = await stream_events(js, config.subjects.logs_stream,
+                                         config.subjects.log_chunk("lab1", "jd"))
+        finally:
+            await nc.close()
+    seqs = [c.data.seq for c in chunks]
+    sent = "".join(parts) + "the end\n"
+    text = body.decode()
+    report("lab sender beyond its bound", chunks=len(seqs),
+           lost=len(set(range(stream.seq)) - set(seqs)), doubled=len(seqs) - len(set(seqs)),
+           dropped_bytes=stream.dropped_bytes, dropped_chunks=sender.dropped_chunks)
+    assert seqs == list(range(stream.seq)), "the log has no gap the writer would wait for"
+    assert stream.dropped_bytes == sender.dropped_bytes > 0
+    assert chunks[-1].data.final and chunks[-1].data.dropped_bytes == stream.dropped_bytes
+    assert int(meta[f"x-amz-meta-{DROPPED_HEADER}"]) == stream.dropped_bytes
+    # The stored log is what was sent, with each dropped run replaced by a marker line.
+    assert "bytes of this log were dropped here" in text
+    kept = re.sub(r"\n\[wrtci-lab: \d+ bytes of this log were dropped here[^\]]*\]\n", "", text)
+    assert len(kept.encode()) + stream.dropped_bytes == len(sent.encode())
+    assert sent.startswith(kept[:1000])

@@ -43,6 +43,9 @@ class ControlRecord(msgspec.Struct, frozen=True, kw_only=True):
     paused: bool = False
     reason: Text = ""
     updated_at: dt.datetime | None = None
+    jobs_held: bool = False
+    """``wrtci drain``: labs get no queued job either (the job consumers are paused);
+    jobs already running finish."""
 
 
 class LogWriterRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,6 +9,7 @@ from core.config import ConfigError
 from services.cli import (
     control_cmd,
     db_cmd,
+    drain_cmd,
     events_cmd,
     jobs_cmd,
     kcidb_cmd,
@@ -24,6 +25,7 @@ from services.cli import (
 COMMANDS = [
     nats_cmd, db_cmd, events_cmd, run_cmd, up_cmd,
     trigger_cmd, control_cmd, jobs_cmd, kcidb_cmd, summary_cmd, show_cmd, logs_cmd,
+    drain_cmd,
 ]
 
 

@@ -15,6 +15,7 @@ from services.cli import (
     kcidb_cmd,
     logs_cmd,
     nats_cmd,
+    pipe_cleaner_cmd,
     run_cmd,
     show_cmd,
     summary_cmd,
@@ -25,7 +26,7 @@ from services.cli import (
 COMMANDS = [
     nats_cmd, db_cmd, events_cmd, run_cmd, up_cmd,
     trigger_cmd, control_cmd, jobs_cmd, kcidb_cmd, summary_cmd, show_cmd, logs_cmd,
-    drain_cmd,
+    drain_cmd, pipe_cleaner_cmd,
 ]
 
 

@@ -126,6 +126,11 @@ class ChunkSender:
                 return True
             except OSError as exc:  # a full disk: the chunk is dropped, counted below
                 log.error("log chunk not spilled to disk: %r", exc)
+                if force:  # the final chunk goes anyway; the writer reorders by seq
+                    self._memory += text_bytes + ITEM_OVERHEAD
+                    self._items.append(event)
+                    self._queued()
+                    return True
         if not self.dropped_chunks:
             log.warning("log buffer full while NATS is away: dropping log text",
                         extra={"job_id": data.job_id, "memory_bytes": self._memory,
@@ -173,7 +178,11 @@ class ChunkSender:
                 self._wakeup.clear()
                 await self._wakeup.wait()
             on_disk = not self._items
-            event, next_read = self._peek_spill() if on_disk else (self._items[0], 0)
+            try:
+                event, next_read = self._peek_spill() if on_disk else (self._items[0], 0)
+            except (OSError, ValueError) as exc:  # the spill file is unreadable
+                self._lose_spill(exc)
+                continue
             await retry_call("NATS (log chunks)", self.publisher.publish, event,
                              stop=self._stop, backoff=self.backoff, logger=log)
             if on_disk:
@@ -187,6 +196,16 @@ class ChunkSender:
                 self._memory -= len(event.data.text.encode()) + ITEM_OVERHEAD
             self.sent += 1
             self.bytes_sent += len(event.data.text)
+
+    def _lose_spill(self, exc: BaseException) -> None:
+        lost = self._spill_size - self._spill_read
+        log.error("spilled log chunks unreadable, dropped: %r", exc,
+                  extra={"chunks": self._spilled_items, "bytes": lost})
+        self.dropped_chunks += self._spilled_items
+        self.dropped_bytes += lost
+        self._spilled_items = self._spill_size = self._spill_read = 0
+        with contextlib.suppress(OSError):
+            self._spill.truncate(0)  # type: ignore[union-attr]
 
     async def drain(self, within_s: float) -> bool:
         """Wait until every queued chunk is acknowledged; False on timeout."""

@@ -26,7 +26,7 @@ from proto.storage import job_log_key
 from services.cli.logs_cmd import writer_records
 from services.cli.main import main as wrtci
 from services.config import StorageConfig
-from services.logs.buffer import DROPPED_HEADER
+from services.logs.buffer import DROPPED_HEADER, SpillDir
 from services.stack.servers import NatsServer, S3Server
 from tests.lab_helpers import running_log_writer, stream_events
 from tests.pipeline import wait_until
@@ -280,3 +280,18 @@ async def test_lab_sender_beyond_its_bound_drops_counts_and_the_stored_log_says_
     kept = re.sub(r"\n\[wrtci-lab: \d+ bytes of this log were dropped here[^\]]*\]\n", "", text)
     assert len(kept.encode()) + stream.dropped_bytes == len(sent.encode())
     assert sent.startswith(kept[:1000])
+
+
+def test_spill_directories_of_writers_that_are_gone_are_removed(tmp_path: Path) -> None:
+    alive = SpillDir(tmp_path)  # a running writer's, locked
+    killed = tmp_path / "writer-killed"
+    killed.mkdir()
+    (killed / ".lock").touch()  # its lock died with its process
+    (killed / "0.spill").write_bytes(b"x" * 100)
+    starting = SpillDir(tmp_path)
+    try:
+        assert alive.path.is_dir() and not killed.exists() and starting.path.is_dir()
+    finally:
+        starting.close()
+        alive.close()
+    assert not list(tmp_path.glob("writer-*"))

@@ -15,7 +15,7 @@ from typing import Self, TypeVar
 
 import msgspec
 
-from proto.limits import Attempt, Count, Int32, Name, Seconds, Text
+from proto.limits import Attempt, Count, Int32, Name, Seconds, Size, Text
 from proto.model import (
     Artifact,
     DeviceHealth,
@@ -302,6 +302,9 @@ class LogChunkData(msgspec.Struct, frozen=True, kw_only=True):
     """Which delivery of the job message produced the chunk: a job handed back
     (lab shutdown, lab lost) runs again under the same attempt, and its log
     starts over; the log writer keeps the run that sent the final chunk."""
+    dropped_bytes: Size = 0
+    """On the final chunk: bytes of this stream the lab dropped because NATS was
+    away longer than its buffer holds (a marker line stands where they were)."""
 
 
 class LogChunk(CloudEvent, tag=_t("log.chunk")):

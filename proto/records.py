@@ -8,7 +8,7 @@ from typing import TypeVar
 import msgspec
 
 from proto.events import LabDevice
-from proto.limits import Count, Name, Text
+from proto.limits import Count, Name, Size, Text
 from proto.model import DeviceHealth, DeviceState
 
 R = TypeVar("R")
@@ -43,6 +43,28 @@ class ControlRecord(msgspec.Struct, frozen=True, kw_only=True):
     paused: bool = False
     reason: Text = ""
     updated_at: dt.datetime | None = None
+    jobs_held: bool = False
+    """``wrtci drain``: labs get no queued job either (the job consumers are paused);
+    jobs already running finish."""
+
+
+class LogWriterRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """``<prefix>_control`` bucket, key ``logs-writer.<writer>``: one log writer's buffer.
+
+    Written by each log writer when its figures change, shown by ``wrtci logs status``.
+    """
+
+    writer: Name
+    memory_bytes: Size = 0
+    spilled_bytes: Size = 0
+    dropped_bytes: Size = 0
+    """Since the writer started: chunk text not stored because memory and disk were full."""
+    dropped_chunks: Size = 0
+    truncated_logs: Size = 0
+    """Since the writer started: logs stored with text missing (marked in the object)."""
+    memory_limit: Size = 0
+    spill_limit: Size = 0
+    updated_at: dt.datetime
 
 
 _encoder = msgspec.json.Encoder()

@@ -14,6 +14,7 @@ import tempfile
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import tomli_w
@@ -171,14 +172,14 @@ async def create_job_consumers(nats_config: NatsConfig, device_types: set[str],
 
 @contextlib.asynccontextmanager
 async def running_log_writer(nats_config: NatsConfig, storage_config: StorageConfig,
-                             database_config=None) -> AsyncIterator[None]:
+                             database_config=None, **section: Any) -> AsyncIterator[None]:
     """The log writer; without a database it cannot check who holds a job (lab-only tests)."""
     stop = asyncio.Event()
-    section = logs_service.LogsSection(partial_interval_s=0.5,
-                                       check_holder=database_config is not None)
+    section.setdefault("partial_interval_s", 0.5)
+    section.setdefault("check_holder", database_config is not None)
     extra = {"database": database_config} if database_config is not None else {}
-    config = logs_service.Config(nats=nats_config, storage=storage_config, logs=section,
-                                 **extra)
+    config = logs_service.Config(nats=nats_config, storage=storage_config,
+                                 logs=logs_service.LogsSection(**section), **extra)
     task = asyncio.create_task(logs_service.run(config, stop))
     try:
         yield

@@ -26,6 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("show_cmd", "firmware, jobs, labs and logs from the REST API"),
     "lab": ("lab_cmd", "onboard, list and revoke labs (NATS credentials)"),
     "watch": ("watch_cmd", "follow a firmware or a job until its verdict; exit 0/1/2"),
+    "drain": ("drain_cmd", "let running jobs finish and start no new one"),
+    "resume": ("drain_cmd", "start queued jobs and new firmware again"),
+    "logs": ("logs_cmd", "the log writers' buffers"),
+    "pipe-cleaner": ("pipe_cleaner_cmd", "does the whole system work? (exit 0/1)"),
 }
 """Command -> (module in services.cli, one-line help). A module is imported only
 when its command runs: a lab host (wrtci[lab], no asyncpg or minio) can still

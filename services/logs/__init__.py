@@ -9,14 +9,26 @@ they are seen: the LOGS stream keeps them for days, and a final chunk whose
 log is not complete in memory (after a restart, or out of order) rebuilds it
 from the stream. So the service keeps no state of its own and replicas may
 share the consumer.
+
+Memory is bounded (``services/logs/buffer.py``): chunk text beyond
+``memory_bytes`` goes to spill files under ``spill_dir`` up to
+``spill_bytes``; beyond that it is dropped, counted, and the stored log is
+marked as truncated. Each writer's figures are in the control bucket
+(``wrtci logs status``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
+import os
+import re
+import socket
+import tempfile
 import time
+from pathlib import Path
 
 import asyncpg
 import msgspec
@@ -26,6 +38,8 @@ from nats.js.api import DeliverPolicy
 from core.retry import sleep_or_stop
 from core.runtime import Daemon, check_all, check_nats
 from proto.events import DecodeError, LogChunk, LogChunkData, decode
+from proto.limits import Size
+from proto.records import LogWriterRecord, encode_record
 from proto.storage import job_log_key
 from proto.subjects import Subjects
 from proto.topology import service_consumer
@@ -34,6 +48,7 @@ from services.config import ServiceConfig
 from services.consume import MsgMeta, Reject, Retry, consume
 from services.identity import attempt_holder, count_rejection
 from services.logs.assembler import Assembler, LogKey, RunLog
+from services.logs.buffer import ChunkBuffer
 from services.logs.store import LogStore, content_type
 
 log = logging.getLogger(__name__)
@@ -50,6 +65,25 @@ class LogsSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Store a chunk only if its lab holds the job attempt in the job record.
     Off only for a log writer without a wrtci database (tests of a lab alone);
     the sender must still be the lab named in the subject."""
+    memory_bytes: Size = 256 * 1024 * 1024
+    """Chunk text kept in memory, all logs together; beyond it chunks spill to disk."""
+    spill_dir: str = ""
+    """Where chunks spill (empty: ``wrtci-logs-spill`` in the system's temp directory)."""
+    spill_bytes: Size = 4 * 1024 * 1024 * 1024
+    """Bytes on disk at most; chunks beyond it are dropped and counted (0: no spilling)."""
+
+    def buffer(self) -> ChunkBuffer:
+        spill_dir = Path(self.spill_dir or Path(tempfile.gettempdir()) / "wrtci-logs-spill")
+        return ChunkBuffer(self.memory_bytes, spill_dir if self.spill_bytes else None,
+                           self.spill_bytes)
+
+
+STATUS_KEY_PREFIX = "logs-writer."
+
+
+def writer_name() -> str:
+    """This writer's name in the control bucket: host and process."""
+    return re.sub(r"[^-_a-zA-Z0-9]", "_", f"{socket.gethostname()}-{os.getpid()}")
 
 
 class Config(ServiceConfig, kw_only=True, forbid_unknown_fields=True):
@@ -70,7 +104,8 @@ class LogWriter:
         self.subjects = subjects
         self.store = store
         self.section = section
-        self.assembler = Assembler()
+        self.buffer = section.buffer()
+        self.assembler = Assembler(self.buffer)
         self.dirty: set[LogKey] = set()
         self.seen_at: dict[LogKey, float] = {}
         self.finished: dict[LogKey, tuple[int, float]] = {}
@@ -103,7 +138,7 @@ class LogWriter:
                 raise Retry(f"log {key} run {chunk.run} has gaps; waiting for chunks", 2.0)
             run_log = rebuilt
         async with self.write_lock:
-            await self.write(key, run_log)
+            await self.write(key, run_log, final=True)
             self.finished[key] = (chunk.run, time.monotonic())
             self.assembler.forget(key)
             self.dirty.discard(key)
@@ -143,16 +178,29 @@ class LogWriter:
         count_rejection("logs", "log.chunk")
         return Reject(reason)
 
-    async def write(self, key: LogKey, run_log: RunLog) -> None:
+    async def write(self, key: LogKey, run_log: RunLog, *, final: bool = False) -> None:
         object_key = job_log_key(key.job_id, key.attempt, key.stream)
-        size = await self.store.put_text(object_key, run_log.text(), content_type(key.stream))
+        truncated = run_log.truncated_bytes
+        size = await self.store.put_log(object_key, run_log, content_type(key.stream),
+                                        dropped_bytes=truncated)
         self.written += 1
-        log.info("log stored", extra={"job_id": key.job_id, "attempt": key.attempt,
-                                      "stream": key.stream, "key": object_key, "bytes": size})
+        where = {"job_id": key.job_id, "attempt": key.attempt, "stream": key.stream,
+                 "key": object_key, "bytes": size}
+        if final and truncated:
+            self.buffer.stats.truncated_logs += 1
+            log.warning("log stored truncated: %d bytes missing", truncated,
+                        extra=where | {"dropped_here": run_log.dropped,
+                                       "dropped_by_lab": run_log.lab_dropped})
+        else:
+            log.info("log stored", extra=where)
 
     async def rebuild(self, subject: str, key: LogKey, run: int) -> RunLog | None:
-        """Every chunk of this job's subject, read back from the LOGS stream."""
-        assembler = Assembler()
+        """Every chunk of this log's run, read back from the LOGS stream.
+
+        What memory held of this log is let go first: the stream has all of it,
+        and holding both would count the log twice against the buffer's bounds.
+        """
+        self.assembler.forget(key)
         sub = await self.js.subscribe(subject, ordered_consumer=True,
                                       deliver_policy=DeliverPolicy.ALL,
                                       stream=self.subjects.logs_stream)
@@ -162,19 +210,17 @@ class LogWriter:
                 msg = await sub.next_msg(timeout=max(0.1, deadline - time.monotonic()))
                 with contextlib.suppress(DecodeError):
                     event = decode(msg.data)
-                    if isinstance(event, LogChunk):
-                        assembler.add(event.data)
+                    if isinstance(event, LogChunk) and event.data.run == run \
+                            and Assembler.key(event.data) == key:
+                        self.assembler.add(event.data)
                 if msg.metadata.num_pending == 0:
                     break
         except TimeoutError:
             log.warning("rebuild of %s timed out", key, extra={"job_id": key.job_id})
         finally:
             await sub.unsubscribe()
-        for chunk_key, runs in assembler.logs.items():
-            if chunk_key == key:
-                # Keep what was read: later chunks complete it in memory.
-                self.assembler.logs[key] = runs
-        return assembler.run_log(key, run)
+        # What was read stays: later chunks complete it in memory.
+        return self.assembler.run_log(key, run)
 
     async def flush_partials(self) -> None:
         """Live view: the console log so far, for logs that changed."""
@@ -203,10 +249,59 @@ class LogWriter:
             if now - at > self.section.forget_after_s:
                 del self.finished[key]
 
+    def close(self) -> None:
+        """Let every buffered chunk go, and the spill directory with it."""
+        self.assembler.forget_all()
+        self.buffer.close()
 
-async def _partials(writer: LogWriter, stop: asyncio.Event, interval: float) -> None:
+
+    def record(self, name: str) -> LogWriterRecord:
+        stats = self.buffer.stats
+        return LogWriterRecord(
+            writer=name, memory_bytes=max(0, stats.memory_bytes),
+            spilled_bytes=max(0, stats.spilled_bytes), dropped_bytes=stats.dropped_bytes,
+            dropped_chunks=stats.dropped_chunks, truncated_logs=stats.truncated_logs,
+            memory_limit=self.buffer.memory_limit, spill_limit=self.buffer.spill_limit,
+            updated_at=dt.datetime.now(dt.UTC))
+
+
+class StatusReporter:
+    """Logs the buffer's figures when they change and puts them in the control bucket."""
+
+    def __init__(self, writer: LogWriter, name: str) -> None:
+        self.writer = writer
+        self.name = name
+        self.key = STATUS_KEY_PREFIX + name
+        self.last: tuple[int, ...] | None = None
+
+    async def report(self) -> None:
+        record = self.writer.record(self.name)
+        figures = (record.memory_bytes, record.spilled_bytes, record.dropped_bytes,
+                   record.truncated_logs)
+        if figures == self.last:
+            return
+        level = logging.WARNING if self.last and figures[2] > self.last[2] else logging.INFO
+        log.log(level, "log buffer: %d bytes in memory, %d spilled, %d dropped",
+                *figures[:3], extra={"truncated_logs": record.truncated_logs,
+                                     "dropped_chunks": record.dropped_chunks})
+        kv = await self.writer.js.key_value(self.writer.subjects.control_bucket)
+        await kv.put(self.key, encode_record(record))
+        self.last = figures
+
+    async def remove(self) -> None:
+        with contextlib.suppress(Exception):  # stopping: NATS may be gone
+            kv = await self.writer.js.key_value(self.writer.subjects.control_bucket)
+            await kv.delete(self.key)
+
+
+async def _partials(writer: LogWriter, reporter: StatusReporter, stop: asyncio.Event,
+                    interval: float) -> None:
     while not await sleep_or_stop(stop, interval):
         await writer.flush_partials()
+        try:
+            await reporter.report()
+        except Exception as exc:  # figures are for people; the logs go on
+            log.info("log buffer figures not published: %r", exc)
     await writer.flush_partials()
 
 
@@ -217,8 +312,11 @@ async def run(config: Config, stop: asyncio.Event) -> None:
         pool = await db.open_pool(daemon, config.database) if config.logs.check_holder else None
         js = nc.jetstream()
         writer = LogWriter(js, subjects, LogStore(config.storage), config.logs, pool)
+        reporter = StatusReporter(writer, writer_name())
+        daemon.exits.callback(writer.close)
+        daemon.exits.push_async_callback(reporter.remove)
         consumer = service_consumer(config.logs.durable, [subjects.all_logs()])
-        daemon.loop("partials", lambda stop: _partials(writer, stop,
+        daemon.loop("partials", lambda stop: _partials(writer, reporter, stop,
                                                        config.logs.partial_interval_s))
         daemon.loop("chunks", lambda stop: consume(js, subjects.logs_stream, consumer,
                                                    writer.handle, stop, batch=100))

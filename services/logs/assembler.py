@@ -1,8 +1,10 @@
-"""Putting a job's log back together from its chunks (pure logic, no I/O).
+"""Putting a job's log back together from its chunks (no network I/O).
 
 Chunks of one (job, attempt, stream) may arrive twice or out of order; the
 ``seq`` decides. A job handed back and run again starts its log over under a
-new ``run`` number: the run that sends the final chunk is the log.
+new ``run`` number: the run that sends the final chunk is the log. Chunk text
+is kept by a :class:`~services.logs.buffer.ChunkBuffer` (memory, then disk,
+within bounds).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from proto.events import LogChunkData
+from services.logs.buffer import ChunkBuffer, RunLogStorage
 
 
 class LogKey(msgspec.Struct, frozen=True):
@@ -18,46 +21,45 @@ class LogKey(msgspec.Struct, frozen=True):
     stream: str
 
 
-class RunLog:
+class RunLog(RunLogStorage):
     """The chunks of one run of one stream."""
 
-    def __init__(self) -> None:
-        self.chunks: dict[int, str] = {}
+    def __init__(self, buffer: ChunkBuffer) -> None:
+        super().__init__(buffer)
         self.final_seq: int | None = None
+        self.lab_dropped = 0
+        """Bytes the lab dropped while NATS was away (its final chunk says)."""
 
     def add(self, chunk: LogChunkData) -> bool:
         """Store the chunk; False if it was a duplicate."""
-        if chunk.seq in self.chunks:
+        if chunk.seq in self.pieces:
             return False
-        self.chunks[chunk.seq] = chunk.text
+        self.pieces[chunk.seq] = self.buffer.place(
+            self, chunk.text.encode("utf-8", errors="replace"))
         if chunk.final:
             self.final_seq = chunk.seq
+            self.lab_dropped = chunk.dropped_bytes
         return True
-
-    def contiguous(self) -> int:
-        """How many chunks from seq 0 on are present without a gap."""
-        count = 0
-        while count in self.chunks:
-            count += 1
-        return count
 
     @property
     def complete(self) -> bool:
         return self.final_seq is not None and self.contiguous() > self.final_seq
 
+    @property
+    def truncated_bytes(self) -> int:
+        """Bytes missing from the stored log: dropped here or by the lab."""
+        return self.dropped + self.lab_dropped
+
     def text(self) -> str:
         """The log as far as it is known without gaps."""
-        return "".join(self.chunks[seq] for seq in range(self.contiguous()))
-
-    @property
-    def size(self) -> int:
-        return sum(len(text) for text in self.chunks.values())
+        return self.data().decode("utf-8", errors="replace")
 
 
 class Assembler:
     """Every log being written, keyed by (job, attempt, stream) and run."""
 
-    def __init__(self) -> None:
+    def __init__(self, buffer: ChunkBuffer | None = None) -> None:
+        self.buffer = buffer or ChunkBuffer()
         self.logs: dict[LogKey, dict[int, RunLog]] = {}
 
     @staticmethod
@@ -66,7 +68,10 @@ class Assembler:
 
     def add(self, chunk: LogChunkData) -> bool:
         runs = self.logs.setdefault(self.key(chunk), {})
-        return runs.setdefault(chunk.run, RunLog()).add(chunk)
+        run_log = runs.get(chunk.run)
+        if run_log is None:
+            run_log = runs[chunk.run] = RunLog(self.buffer)
+        return run_log.add(chunk)
 
     def run_log(self, key: LogKey, run: int) -> RunLog | None:
         return self.logs.get(key, {}).get(run)
@@ -79,4 +84,9 @@ class Assembler:
         return run, runs[run]
 
     def forget(self, key: LogKey) -> None:
-        self.logs.pop(key, None)
+        for run_log in self.logs.pop(key, {}).values():
+            run_log.release()
+
+    def forget_all(self) -> None:
+        for key in list(self.logs):
+            self.forget(key)

@@ -38,9 +38,11 @@ async def read_control(js: JetStreamContext, subjects: Subjects) -> ControlRecor
 
 
 async def write_control(
-    js: JetStreamContext, subjects: Subjects, *, paused: bool, reason: str = ""
+    js: JetStreamContext, subjects: Subjects, *, paused: bool, reason: str = "",
+    jobs_held: bool = False,
 ) -> ControlRecord:
-    record = ControlRecord(paused=paused, reason=reason, updated_at=dt.datetime.now(dt.UTC))
+    record = ControlRecord(paused=paused, reason=reason, updated_at=dt.datetime.now(dt.UTC),
+                           jobs_held=jobs_held)
     kv = await js.key_value(subjects.control_bucket)
     await kv.put(KEY, encode_record(record))
     return record

@@ -51,6 +51,7 @@ from services.lifecycle.dispatch import Dispatcher, minio_presigner
 from services.scheduler.control import INTAKE_CONSUMER, ControlSwitch
 from services.scheduler.devices import DeviceRegistry
 from services.scheduler.fanout import DEFAULT_IMAGE_PREFERENCE, plan_jobs
+from services.scheduler.hold import keep_jobs_held
 from services.scheduler.plans import PlanSet
 
 log = logging.getLogger(__name__)
@@ -236,6 +237,9 @@ class SchedulerApp(ServiceApp):
         if not await wait_or_stop(
                 asyncio.gather(self.registry.ready.wait(), self.switch.ready.wait()), stop):
             raise Stopped("stopped before the registry was read")
+        # The job consumers follow the drain switch once it has been read.
+        daemon.loop("jobs-held", lambda stop: keep_jobs_held(
+            js, subjects, lambda: self.switch.record.jobs_held, stop))
         self.scheduler = Scheduler(self.pool, dispatcher, self.lifecycle, self.plans, settings)
         self.registry.on_new_device_types = self._late_lab
         # Labs may only bind to job consumers: every device type announced gets

@@ -21,7 +21,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from tests.api_support import scenario, serving
-from tests.factories_results import publish
+from tests.factories_results import ingest_all, publish
 from tests.test_api_livelog import chunk, progress, running_job, send
 
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -123,6 +123,7 @@ async def test_job_page_log_grows_live_with_its_stage(api, browser, screenshots,
     await send(js, subjects, chunk(job_id, 0, "SeaBIOS (version 1.16)\n"),
                chunk(job_id, 1, "\x1b[1;32mBooting\x1b[0m Linux\n"))
     await publish(js, subjects, progress(job_id, "download"))
+    await ingest_all(js, subjects, pool)  # the results service stores the stage
     b = Browser(browser, screenshots)
     await b.open(f"{api.base}/jobs/{quote(job_id, safe='')}")
     assert await b.run(b.text, "#stage") == "download"

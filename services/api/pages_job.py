@@ -17,7 +17,7 @@ from services.api.ansi import log_lines
 from services.api.app import ApiContext, ApiError, context, known_params, path_int
 from services.api.html import Markup, element, join, link, path_part, render, table
 from services.api.layout import page
-from services.api.livelog import current_stage, read_live
+from services.api.livelog import read_live
 from services.api.logs import log_key
 from services.api.widgets import (
     device_type_href,
@@ -111,8 +111,7 @@ async def job_page(request: web.Request) -> web.Response:
         # The lab started it: the job row may not say so yet (the scheduler's view).
         row = msgspec.structs.replace(row, state="running", waiting_for_lab=False)
     if latest is not None and latest.state == "running" and latest.lab:
-        stage = await current_stage(ctx, job_id, latest.attempt, latest.lab,
-                                    latest.started_at) or "started"
+        stage = latest.stage or "started"  # the live feed moves it on
     facts = table(["firmware", "device type", "verdict", "stage", "attempt", "lab / device",
                    "started", "finished"],
                   [(firmware_link(job.firmware_id, labels),

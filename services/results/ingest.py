@@ -15,7 +15,9 @@ SQL. Rules:
   attempt itself, and then the job record ignores the lab's result, so a lab
   result that reached us first yields its result to it (its tests stay);
 - a finished that overtakes its started is accepted if no other lab holds
-  the attempt; the later started is then ignored.
+  the attempt; the later started is then ignored;
+- a running attempt's stage is the one of the newest ``job.progress`` of the
+  lab holding it (stored when it changes, not on every heartbeat).
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ class Attempt(msgspec.Struct, kw_only=True):
     log_key: str | None = None
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    stage: str | None = None
+    """The lab's last reported stage (job.progress) while the attempt runs."""
+    stage_at: dt.datetime | None = None
+    """When the attempt entered that stage."""
     changed: bool = False
 
     @property
@@ -74,7 +80,6 @@ class TestRow(msgspec.Struct, frozen=True, kw_only=True):
     status: str
     duration: float | None
     log_excerpt: str | None
-    log_url: str | None
     comment: str | None
     start_time: dt.datetime | None
     job_id: str
@@ -141,11 +146,9 @@ def job_keys(deliveries: Iterable[Delivery]) -> set[tuple[str, int]]:
 
 
 class BatchPlan:
-    def __init__(self, subjects: Subjects, attempts: Iterable[Attempt],
-                 log_base_url: str | None = None) -> None:
+    def __init__(self, subjects: Subjects, attempts: Iterable[Attempt]) -> None:
         self.subjects = subjects
         self.attempts = {a.key: a for a in attempts}
-        self.log_base_url = log_base_url.rstrip("/") + "/" if log_base_url else None
         self.tests: list[TestRow] = []
         self.health: list[HealthRow] = []
         self.devices: list[DeviceRow] = []
@@ -171,7 +174,10 @@ class BatchPlan:
             case ev.JobStarted():
                 return self._started(event.data, event.time, start=True)
             case ev.JobProgress():
-                return self._started(event.data, event.time, start=False)
+                verdict = self._started(event.data, event.time, start=False)
+                if verdict is None:
+                    self._stage(event.data, event.time)
+                return verdict
             case ev.JobFinished():
                 return self._finished(event, lab)
             case ev.DeviceHealthChanged():
@@ -215,8 +221,21 @@ class BatchPlan:
             row.state = "running"
             row.lab, row.device = data.lab, _text(data.device)
             row.started_at = at
+            if taken_over:  # the new lab runs it from the start
+                row.stage = row.stage_at = None
             row.changed = True
         return None
+
+    def _stage(self, data: ev.JobProgressData, at: dt.datetime) -> None:
+        """The newest reported stage of a running attempt (by event time)."""
+        row = self.attempts[(data.job_id, data.attempt)]
+        if row.state != "running" or row.lab != data.lab:
+            return  # over, or an older start's lab: its progress is no longer news
+        stage = _text(data.stage)
+        if stage == row.stage or (row.stage_at is not None and at < row.stage_at):
+            return  # a heartbeat of the same stage (no write), or a late redelivery
+        row.stage, row.stage_at = stage, at
+        row.changed = True
 
     def _finished(self, event: ev.JobFinished, lab: str | None) -> Verdict:
         data = event.data
@@ -256,7 +275,6 @@ class BatchPlan:
         row.changed = True
 
     def _add_tests(self, row: Attempt, data: ev.JobFinishedData) -> None:
-        log_url = self.log_base_url + row.log_key if self.log_base_url and row.log_key else None
         for result in data.tests:
             path = _text(result.path) or ""
             excerpt = _text(result.log_excerpt)
@@ -265,7 +283,7 @@ class BatchPlan:
             self.tests.append(TestRow(
                 id=test_id(row.job_id, row.attempt, path),
                 build_id=row.build_id, path=path, status=str(result.status),
-                duration=result.duration_s, log_excerpt=excerpt, log_url=log_url,
+                duration=result.duration_s, log_excerpt=excerpt,
                 comment=_text(result.message), start_time=row.started_at,
                 job_id=row.job_id, attempt=row.attempt, device_type=row.device_type,
                 lab=row.lab, device=row.device,

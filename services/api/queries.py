@@ -234,6 +234,8 @@ class DeviceItem(msgspec.Struct, kw_only=True):
 class LabItem(msgspec.Struct, kw_only=True):
     name: str
     online: bool
+    """Heartbeating now (its entry in the labs KV bucket is fresh); when the bucket
+    cannot be read, what the lab's last lab.online / lab.offline event said."""
     version: str | None
     first_seen: dt.datetime
     last_seen: dt.datetime | None

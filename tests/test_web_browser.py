@@ -109,6 +109,20 @@ async def test_every_page_opens_and_links_lead_somewhere(api, browser, screensho
             await b.shot(f"page-{len(opened):02d}-{_name(url)}")
         opened.append(url)
         queue += [h for h in await b.run(b.links) if h and h.split("#")[0] not in seen]
+    # On a narrow screen too, nothing runs off the page: tables wrap, the log
+    # viewer scrolls inside itself.
+    await b.run(browser.set_window_size, 700, 1000)
+    try:
+        for n, url in enumerate(opened):
+            await b.open(url)
+            width = await b.run(browser.execute_script,
+                                "return [document.documentElement.scrollWidth,"
+                                " document.documentElement.clientWidth]")
+            assert width[0] <= width[1], (url, width)
+            if n < 12:
+                await b.shot(f"narrow-{n:02d}-{_name(url)}")
+    finally:
+        await b.run(browser.set_window_size, 1280, 1000)
     paths = {urlsplit(u).path.split("/")[1] for u in opened}
     assert {"", "matrix", "fleet", "regressions", "flaky", "prs", "firmware", "jobs",
             "devices", "device-types"} <= paths, paths

@@ -153,7 +153,8 @@ def _jobs_table(jobs: list[wq.JobRow], labels: dict[str, str], show_where: bool 
                 ) -> Markup:
     if not jobs:
         return element("p", "no jobs")
-    return table(["firmware", "job", "verdict", "where", "finished"], [
+    return table(["firmware", "job", "verdict", "where" if show_where else "device type",
+                  "finished"], [
         (firmware_link(j.firmware_id, labels), link(job_href(j.id), j.image_name),
          job_verdict(j), where(j.lab, j.device) if show_where else j.device_type,
          j.finished_at or "") for j in jobs])

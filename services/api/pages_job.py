@@ -75,12 +75,15 @@ def _viewer(job_id: str, attempt: int, shown: ShownLog | None, stream: str) -> M
     return join([note, status, element("div", log_lines(shown.text), **attrs)])
 
 
-def _artifact_links(job_id: str, attempt: int, names: set[str]) -> Markup:
-    items = [link(log_page_href(job_id, attempt), "console log"),
-             link(raw_log_href(job_id, attempt), "raw console log")]
-    items += [link(raw_log_href(job_id, attempt, name), name) for name in ARTIFACTS
+def _artifact_links(job_id: str, attempt: queries.AttemptItem, names: set[str]) -> Markup:
+    if attempt.lab is None and attempt.state != "done" and not names:
+        return element("p", "no logs yet")  # links would lead nowhere
+    n = attempt.attempt
+    items = [link(log_page_href(job_id, n), "console log"),
+             link(raw_log_href(job_id, n), "raw console log")]
+    items += [link(raw_log_href(job_id, n, name), name) for name in ARTIFACTS
               if name in names or name == "pytest.log"]
-    items += [link(raw_log_href(job_id, attempt, name), name) for name in sorted(names)
+    items += [link(raw_log_href(job_id, n, name), name) for name in sorted(names)
               if name not in ARTIFACTS and name != "console.log"]
     return element("p", join(items, " · "))
 
@@ -132,7 +135,7 @@ async def job_page(request: web.Request) -> web.Response:
             n=attempt.attempt, result=attempt.result or attempt.state,
             where=where(attempt.lab, attempt.device) or "no device yet",
             error="".join(f" · {x}" for x in (attempt.error_code, attempt.error_message) if x),
-            links=_artifact_links(job_id, attempt.attempt, names), tests=_tests(attempt)))
+            links=_artifact_links(job_id, attempt, names), tests=_tests(attempt)))
         if attempt is latest:
             sections.append(element("h2", "Console log", id="console"))
             sections.append(_viewer(job_id, attempt.attempt,

@@ -25,6 +25,7 @@ from services.api import Config, run
 from services.api.config import ApiSection
 from services.config import DatabaseConfig, StorageConfig
 from services.stack.servers import free_port
+from tests.factories import announce_lab
 from tests.factories_results import T0, Factory, finished, ingest_all, publish, started
 from tests.helpers import put_object
 from tests.test_results_kcidb import analyser
@@ -147,6 +148,8 @@ async def scenario(js, subjects, pool, storage_config) -> Scenario:
         finished(bad_job, {"base.test_wifi": "FAIL", HOSTILE: "FAIL", "base.test_shell": "PASS"},
                  attempt=2, log_key=bad_log_key))
     await ingest_all(js, subjects, pool)
+    # lab-a heartbeats (its entry in the labs bucket), as an online lab does.
+    await announce_lab(js, subjects, "lab-a", [("dut-1", "x86/64/generic", ["wan", "<b>wifi</b>"])])
     work = analyser(pool, storage_config)
     for _ in range(10):  # history and log analysis; bounded in case work is put off
         if not await work.run_due(50):

@@ -126,7 +126,7 @@ async def ingest_all(js: JetStreamContext, subjects: Subjects, pool: asyncpg.Poo
     config = consumer_config(subjects)
     stop = asyncio.Event()
     task = asyncio.create_task(consume_batches(
-        js, subjects.events_stream, config, ingest_handler(pool, subjects, None), stop,
+        js, subjects.events_stream, config, ingest_handler(pool, subjects), stop,
         batch=batch, fetch_timeout=0.2))
     try:
         async with asyncio.timeout(limit_s):

@@ -135,3 +135,24 @@ async def test_live_log_bad_input_is_400_or_404(api, js, subjects, pool):
         got, body = await api.get(path, **params)
         assert got == status, (path, params, body)
         assert body["error"]
+
+
+async def test_the_stage_is_read_from_the_record(api, js, subjects, pool):
+    """The results service stores the stage: no stream replay (a restarted API, an
+    events stream that lost the message) is needed to show it."""
+    job_id = await running_job(js, subjects, pool)
+    page = f"/jobs/{quote(job_id, safe='')}"
+    status, text = await api.get(page)
+    assert status == 200 and '<span id="stage" class="stage">started</span>' in text
+    await publish(js, subjects, progress(job_id, "boot"))
+    await ingest_all(js, subjects, pool)
+    await js.purge_stream(subjects.events_stream)
+    status, text = await api.get(page)
+    assert status == 200 and '<span id="stage" class="stage">boot</span>' in text
+    _, body = await api.get(f"/api/v1/jobs/{quote(job_id, safe='')}")
+    assert [(a["state"], a["stage"]) for a in body["attempts"]] == [("running", "boot")]
+    # The live feed opens with the stored stage.
+    url = f"{api.base}/api/v1/jobs/{quote(job_id, safe='')}/attempts/1/log/live"
+    async with api.session.get(url) as resp:
+        events = await read_events(resp, lambda e: any(kind == "stage" for kind, _, _ in e))
+    assert ("stage", None, "boot") in events

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 from html.parser import HTMLParser
 from urllib.parse import quote
@@ -10,9 +11,10 @@ import msgspec
 import pytest
 
 from proto.model import PriorityClass, PullRequest, SourceKind
+from proto.topology import LAB_HEARTBEAT_TTL
 from services.api.html import Markup, element, escape, render
 from tests.api_support import HOSTILE, scenario, serving
-from tests.factories import firmware, insert_firmware
+from tests.factories import announce_lab, firmware, insert_firmware
 from tests.factories_results import Factory
 
 
@@ -188,3 +190,32 @@ async def test_bad_input_is_a_400_page(api, path):
         assert resp.content_type == "text/html"
         text = Page(await resp.text()).text
         assert "Error 400" in text and len(text) > 20
+
+
+async def test_a_lab_whose_heartbeat_expired_is_offline(api, js, subjects, pool,
+                                                       storage_config):
+    """The lab said lab.online and never lab.offline (it lost power): its heartbeat
+    entry going stale or away is what tells, on the fleet, device and device type
+    pages and in the API."""
+    await scenario(js, subjects, pool, storage_config)
+    device_type = "/device-types/" + quote("x86/64/generic", safe="")
+    fleet = await _page(api, "/fleet")
+    assert "lab-a online" in fleet.text and "dut-1 x86/64/generic idle" in fleet.text
+
+    stale = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=LAB_HEARTBEAT_TTL + 60)
+    await announce_lab(js, subjects, "lab-a", [("dut-1", "x86/64/generic", [])],
+                       heartbeat_at=stale)
+    fleet = await _page(api, "/fleet")
+    assert "lab-a offline" in fleet.text
+    assert "dut-1 x86/64/generic lab lab-a is offline warning" in fleet.text
+    device = await _page(api, "/devices/lab-a/dut-1")
+    assert "lab-a x86/64/generic lab lab-a is offline warning" in device.text
+    assert "lab lab-a is offline" in (await _page(api, device_type)).text
+    _, body = await api.get("/api/v1/labs/lab-a")
+    assert body["lab"]["online"] is False
+
+    # The entry gone altogether (expired by the bucket's TTL) reads the same.
+    kv = await js.key_value(subjects.labs_bucket)
+    await kv.purge(subjects.lab_key("lab-a"))
+    device = await _page(api, "/devices/lab-a/dut-1")
+    assert "lab-a x86/64/generic lab lab-a is offline warning" in device.text

@@ -175,12 +175,13 @@ async def test_labs_devices_and_health(api, js, subjects, pool, storage_config):
     (device,) = lab["devices"]
     assert (device["name"], device["device_type"], device["health"], device["state"],
             device["consecutive_failures"]) == ("dut-1", "x86/64/generic", "warning", "idle", 1)
-    assert lab["heartbeat_at"] is None  # the lab never wrote its KV entry
+    assert lab["heartbeat_at"] is not None  # the scenario's lab heartbeats
 
     from tests.factories import announce_lab
     record = await announce_lab(js, subjects, "lab-a", [("dut-1", "x86/64/generic", [])])
     _, body = await api.get("/api/v1/labs/lab-a")
     assert body["lab"]["heartbeat_at"].startswith(record.heartbeat_at.strftime("%Y-%m-%dT%H:%M"))
+    assert body["lab"]["online"] is True
     (report,) = body["health"]
     assert (report["device"], report["health"], report["message"]) == (
         "dut-1", "warning", "slow boot")

@@ -90,7 +90,7 @@ async def test_results_consumer_terminates_the_reported_event_once(
     stop = asyncio.Event()
     config = consumer_config(subjects, "results-limits")
     loop = asyncio.create_task(consume_batches(
-        js, subjects.events_stream, config, ingest_handler(pool, subjects, None), stop,
+        js, subjects.events_stream, config, ingest_handler(pool, subjects), stop,
         fetch_timeout=0.2))
     try:
         info = None

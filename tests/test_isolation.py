@@ -158,8 +158,14 @@ async def test_real_lab_runs_under_generated_credentials_and_another_lab_cannot_
             await _until(_announced(pool, "lab-b"), "lab-b registered")
             check = await asyncio.to_thread(_lab_cli, "check", config_path)
             assert check.returncode == 0, check.stdout + check.stderr
-            status = await asyncio.to_thread(_lab_cli, "status", config_path)
-            assert status.returncode == 0 and "dut1: state=idle" in status.stdout, status
+
+            async def healthy():
+                # the device's first health check runs the suite under lab-b's credentials
+                status = await asyncio.to_thread(_lab_cli, "status", config_path)
+                assert status.returncode == 0, status
+                return "dut1: state=idle health=healthy" in status.stdout
+
+            await _until(healthy, "lab-b's device passes its health check")
 
             await _publish_firmware(secured, fake_firmware(X86, fake_firmware_url, "r1-iso"))
             job = await _until(_job(pool, state="running", lab="lab-b"), "lab-b runs the job")

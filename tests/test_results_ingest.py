@@ -225,3 +225,50 @@ async def test_lab_that_takes_over_a_redelivered_attempt_holds_it(js, subjects, 
     assert (attempt["state"], attempt["result"], attempt["lab"], attempt["device"],
             attempt["started_at"]) == ("done", "pass", "lab-b", "dut-2", later)
     assert [(t["path"], t["lab"]) for t in await _tests(pool, job)] == [("t.a", "lab-b")]
+
+
+def progress(job_id: str, stage: str, at: dt.datetime, *, lab: str = "lab-a",
+             device: str = "dut-1", attempt: int = 1) -> ev.JobProgress:
+    return ev.JobProgress.build(
+        ev.JobProgressData(job_id=job_id, attempt=attempt, lab=lab, device=device,
+                           stage=stage),
+        source=f"wrtci/lab/{lab}", time=at, id=f"progress:{job_id}:{attempt}:{lab}:{at}")
+
+
+async def test_the_stage_of_a_running_attempt_is_stored(js, subjects, pool):
+    factory = Factory(pool)
+    job = await factory.job(await factory.firmware())
+    minute = dt.timedelta(minutes=1)
+    # No job.started seen yet: the first progress starts the attempt and says its stage.
+    await publish(js, subjects, progress(job, "download", T0))
+    await ingest_all(js, subjects, pool)
+    attempt = await _attempt(pool, job)
+    assert (attempt["state"], attempt["stage"], attempt["stage_at"]) == (
+        "running", "download", T0)
+
+    # Heartbeats of the same stage change nothing; a new stage moves it; an older
+    # event redelivered late does not move it back; another lab's report is refused.
+    await publish(js, subjects, started(job), progress(job, "download", T0 + minute),
+                  progress(job, "boot", T0 + 2 * minute),
+                  progress(job, "flash", T0 + minute / 2),
+                  progress(job, "test", T0 + 3 * minute, lab="lab-b", device="dut-9"))
+    await ingest_all(js, subjects, pool)
+    attempt = await _attempt(pool, job)
+    assert (attempt["stage"], attempt["stage_at"]) == ("boot", T0 + 2 * minute)
+
+    # A lab that takes the redelivered attempt over runs it from the start.
+    await publish(js, subjects, started(job, lab="lab-b", device="dut-2", at=T0 + 5 * minute))
+    await ingest_all(js, subjects, pool)
+    attempt = await _attempt(pool, job)
+    assert (attempt["lab"], attempt["stage"]) == ("lab-b", None)
+    await publish(js, subjects, progress(job, "flash", T0 + 6 * minute, lab="lab-b",
+                                         device="dut-2"))
+    await ingest_all(js, subjects, pool)
+    assert (await _attempt(pool, job))["stage"] == "flash"
+
+    # Once the attempt is over, progress is no longer news.
+    await publish(js, subjects, finished(job, {"t.a": "PASS"}, lab="lab-b", device="dut-2"),
+                  progress(job, "upload", T0 + 9 * minute, lab="lab-b", device="dut-2"))
+    await ingest_all(js, subjects, pool)
+    attempt = await _attempt(pool, job)
+    assert (attempt["state"], attempt["stage"]) == ("done", "flash")

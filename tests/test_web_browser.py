@@ -21,7 +21,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from tests.api_support import scenario, serving
-from tests.factories_results import publish
+from tests.factories_results import ingest_all, publish
 from tests.test_api_livelog import chunk, progress, running_job, send
 
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -109,6 +109,20 @@ async def test_every_page_opens_and_links_lead_somewhere(api, browser, screensho
             await b.shot(f"page-{len(opened):02d}-{_name(url)}")
         opened.append(url)
         queue += [h for h in await b.run(b.links) if h and h.split("#")[0] not in seen]
+    # On a narrow screen too, nothing runs off the page: tables wrap, the log
+    # viewer scrolls inside itself.
+    await b.run(browser.set_window_size, 700, 1000)
+    try:
+        for n, url in enumerate(opened):
+            await b.open(url)
+            width = await b.run(browser.execute_script,
+                                "return [document.documentElement.scrollWidth,"
+                                " document.documentElement.clientWidth]")
+            assert width[0] <= width[1], (url, width)
+            if n < 12:
+                await b.shot(f"narrow-{n:02d}-{_name(url)}")
+    finally:
+        await b.run(browser.set_window_size, 1280, 1000)
     paths = {urlsplit(u).path.split("/")[1] for u in opened}
     assert {"", "matrix", "fleet", "regressions", "flaky", "prs", "firmware", "jobs",
             "devices", "device-types"} <= paths, paths
@@ -123,6 +137,7 @@ async def test_job_page_log_grows_live_with_its_stage(api, browser, screenshots,
     await send(js, subjects, chunk(job_id, 0, "SeaBIOS (version 1.16)\n"),
                chunk(job_id, 1, "\x1b[1;32mBooting\x1b[0m Linux\n"))
     await publish(js, subjects, progress(job_id, "download"))
+    await ingest_all(js, subjects, pool)  # the results service stores the stage
     b = Browser(browser, screenshots)
     await b.open(f"{api.base}/jobs/{quote(job_id, safe='')}")
     assert await b.run(b.text, "#stage") == "download"

@@ -11,7 +11,9 @@ dashboard backend's response models (kernelci/dashboard ``typeModels``); how
 firmware maps to tree/branch/commit is in ``dashboard_data``. Ids are the KCIDB
 ids of ``wrtci kcidb export``. Errors are ``{"error": "..."}`` with a 4xx.
 
-GET  tree?origin=&interval_in_days=                      latest firmware per branch
+GET  tree?origin=&interval_in_days=                      latest firmware per branch, counts
+GET  tree-report?origin=&git_url=&git_branch=&path=&group_size=&max_age_in_hours=&min_age_in_hours=
+     (``dashboard_report``: what kci-dev results tree-report / compare read)
 GET  tree/{commit}/summary|builds|boots|tests|commits?origin=&git_url=&git_branch=
 GET  build/{id} , build/{id}/issues , test/{id} , test/{id}/issues
 GET  hardware/?origin=&startTimestampInSeconds=&endTimestampInSeconds=
@@ -239,14 +241,19 @@ async def tree_list(request: web.Request) -> web.Response:
     if not 1 <= days <= 3650:
         raise ApiError(400, "interval_in_days must be between 1 and 3650")
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=days)
+    items = []
     async with context(request).db() as conn:
-        trees = data.latest_per_branch(await data.trees(conn, since))
-    return json_response([
-        {"id": exporter.id(t.id), "origin": exporter.origin, "tree_name": t.tree_name,
-         "git_repository_branch": t.branch, "git_repository_url": t.git_repository_url,
-         "git_commit_hash": t.commit, "git_commit_name": t.commit_name,
-         "git_commit_tags": [t.version], "patchset_hash": "", "start_time": t.start_time}
-        for t in trees])
+        for t in data.latest_per_branch(await data.trees(conn, since)):
+            results = await data.results(conn, exporter, [t.id])
+            items.append({
+                "id": exporter.id(t.id), "origin": exporter.origin, "tree_name": t.tree_name,
+                "git_repository_branch": t.branch, "git_repository_url": t.git_repository_url,
+                "git_commit_hash": t.commit, "git_commit_name": t.commit_name,
+                "git_commit_tags": [t.version], "patchset_hash": "", "start_time": t.start_time,
+                "build_status": counts(b.status for b in results.document.builds),
+                "boot_status": _lower(counts(x.status for x in results.boots)),
+                "test_status": _lower(counts(x.status for x in results.tests))})
+    return json_response(items)
 
 
 async def _tree_results(request: web.Request) -> tuple[data.Tree, _View]:

@@ -30,6 +30,7 @@ from services.api.dashboard import (
     tree_summary,
     tree_tests,
 )
+from services.api.dashboard_report import tree_report
 from services.kcidb.export import Exporter
 
 PREFIX = "/dashboard/api"
@@ -216,6 +217,8 @@ def add_routes(app: web.Application, exporter: Exporter) -> None:
     get, post = app.router.add_get, app.router.add_post
     get(f"{PREFIX}/tree", tree_list)
     get(f"{PREFIX}/tree/", tree_list)
+    get(f"{PREFIX}/tree-report", tree_report)
+    get(f"{PREFIX}/tree-report/", tree_report)
     for tail, handler in (("summary", tree_summary), ("builds", tree_builds),
                           ("boots", tree_boots), ("tests", tree_tests),
                           ("commits", tree_commits)):

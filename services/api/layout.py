@@ -19,9 +19,11 @@ h1 { font-size: 1.5em; overflow-wrap: anywhere; word-break: break-word; }
 h2 { font-size: 1.2em; overflow-wrap: anywhere; }
 .sub { color: #555; overflow-wrap: anywhere; margin-top: -.5em; }
 table { border-collapse: collapse; margin: .5em 0 1.5em; }
+/* a table wider than a narrow screen scrolls by itself instead of the page */
+table { display: block; max-width: 100%; overflow-x: auto; }
 th, td { border: 1px solid #ccc; padding: .25em .5em; text-align: left; vertical-align: top; }
 th { background: #f3f3f3; }
-td { overflow-wrap: anywhere; }
+td { overflow-wrap: break-word; }  /* words stay whole: a wide table scrolls instead */
 code, .id { font-family: monospace; font-size: .9em; }
 form.filters { margin: .5em 0; } form.filters label { margin-right: .8em; }
 .s-pass, .r-pass, .v-pass { color: #176f2c; }

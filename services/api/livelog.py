@@ -103,11 +103,14 @@ class Attempt(msgspec.Struct, kw_only=True):
     lab: str | None
     log_key: str | None
     started_at: dt.datetime | None
+    stage: str | None = None
+    """As the results service stored it from the lab's job.progress events."""
+    stage_at: dt.datetime | None = None
 
 
 async def attempt_row(conn: asyncpg.Connection, job_id: str, attempt: int) -> Attempt | None:
     row = await conn.fetchrow(
-        """SELECT state, lab, log_key, started_at FROM job_attempts
+        """SELECT state, lab, log_key, started_at, stage, stage_at FROM job_attempts
             WHERE job_id = $1 AND attempt = $2""", job_id, attempt)
     return None if row is None else msgspec.convert(dict(row), Attempt)
 
@@ -190,17 +193,6 @@ async def read_live(ctx: ApiContext, job_id: str, attempt: int, lab: str,
             else:
                 cut = True
     return LiveText(text="".join(parts), position=position, final=order.final, cut=cut)
-
-
-async def current_stage(ctx: ApiContext, job_id: str, attempt: int, lab: str,
-                        since: dt.datetime | None) -> str | None:
-    """The stage of the latest ``job.progress`` the lab sent for this attempt."""
-    stage = None
-    subject = ctx.subjects.lab_event(lab, "job.progress")
-    async for data in messages(ctx, ctx.subjects.events_stream, subject, follow=False,
-                                start=since or dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)):
-        stage = stage_of(data, job_id, attempt) or stage
-    return stage
 
 
 def stage_of(data: bytes | None, job_id: str, attempt: int) -> str | None:

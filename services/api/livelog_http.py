@@ -161,8 +161,10 @@ class Follow:
             await self.response.write(b": waiting for a lab\n\n")
             await asyncio.sleep(DB_CHECK_S)
             row = await self._row() or row
+        if row.stage:  # the stored stage at once; the stream's newer ones follow
+            await self.queue.put(("stage", row.stage))
         self.tasks = [asyncio.create_task(self._logs(row.lab, after)),
-                      asyncio.create_task(self._stages(row.lab, row.started_at))]
+                      asyncio.create_task(self._stages(row.lab, row.stage_at or row.started_at))]
         try:
             while not self.closing and await self._step(await self.queue.get(), row.lab):
                 pass

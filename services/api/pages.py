@@ -170,8 +170,10 @@ async def firmware_page(request: web.Request) -> web.Response:
     incidents = [(d.device_type, i) for d in by_type.values() for i in d.incidents]
     if incidents:
         sections.append(element("h2", "Incidents"))
+        images = {j.id: j.image_name for j in jobs}
         sections.append(table(["device type", "issue", "job"], [
-            (dt, i.title or i.issue_id, link(job_href(i.job_id), "job") if i.job_id else "")
+            (link(device_type_href(dt), dt), i.title or i.issue_id,
+             link(job_href(i.job_id), images.get(i.job_id, "the job")) if i.job_id else "")
             for dt, i in incidents]))
     return page(wq.firmware_label(fw), join(sections), subtitle=fw.id)
 
@@ -183,7 +185,9 @@ def _changes(by_type, labels: dict[str, str]) -> Markup:
                             ("flaky failure", dtype.flaky_failures), ("fixed", dtype.fixed)):
             for r in items:
                 rows.append((element("span", kind, class_="regression" if kind ==
-                                     "regression" else ""), device_type, element("code", r.path),
+                                     "regression" else ""),
+                             link(device_type_href(device_type), device_type),
+                             element("code", r.path),
                              firmware_link(r.last_passing_checkout_id, labels)))
     return table(["change", "device type", "test", "last passed on"], rows) if rows else Markup()
 

@@ -37,6 +37,11 @@ async def _health(conn: asyncpg.Connection, condition: str, *args: object,
              WHERE n <= {int(per_device)} ORDER BY lab, device, at DESC""", *args)
 
 
+def _offline(lab: str) -> Markup:
+    """A device's state when its lab stopped heartbeating: the last state is stale."""
+    return element("span", f"lab {lab} is offline", class_="offline")
+
+
 def _health_cell(health: str) -> Markup:
     return element("span", health, class_=f"h-{health}")
 
@@ -69,12 +74,12 @@ async def fleet_page(request: web.Request) -> web.Response:
         by_device.setdefault((r["lab"], r["device"]), []).append(r)
     sections = []
     for lab in labs:
-        online = lab.heartbeat_at is not None or lab.online
+        online = lab.online
         state = element("span", "online" if online else "offline",
                         class_="online" if online else "offline")
         rows = [(link(device_href(d.lab, d.name), d.name),
                  link(device_type_href(d.device_type), d.device_type),
-                 d.state if online else element("span", "lab offline", class_="offline"),
+                 d.state if online else _offline(lab.name),
                  _health_cell(d.health), ", ".join(d.features),
                  _current(running.get((d.lab, d.name)), labels),
                  _history(by_device.get((d.lab, d.name), []))) for d in lab.devices]
@@ -98,7 +103,7 @@ async def device_page(request: web.Request) -> web.Response:
     if device is None:
         raise ApiError(404, f"no device {name} in lab {lab_name}")
     lab = labs[0]
-    online = lab.heartbeat_at is not None or lab.online
+    online = lab.online
     async with ctx.db() as conn:
         jobs = await wq.job_rows(conn, "j.id IN (SELECT job_id FROM job_attempts "
                                        "WHERE lab = $1 AND device = $2)", lab_name, name)
@@ -108,8 +113,7 @@ async def device_page(request: web.Request) -> web.Response:
     facts = table(["lab", "device type", "state", "health", "failures in a row", "features"],
                   [(link(f"/fleet#lab-{path_part(lab_name)}", lab_name),
                     link(device_type_href(device.device_type), device.device_type),
-                    device.state if online else element(
-                        "span", f"lab {lab_name} is offline", class_="offline"),
+                    device.state if online else _offline(lab_name),
                     _health_cell(device.health), device.consecutive_failures,
                     ", ".join(device.features))])
     body = join([facts, element("h2", "Jobs"), _jobs_table(jobs, labels, show_where=False),
@@ -121,6 +125,7 @@ async def device_type_page(request: web.Request) -> web.Response:
     known_params(request)
     ctx = context(request)
     device_type = request.match_info["device_type"]
+    online = {lab.name for lab in await labs_with_heartbeats(ctx) if lab.online}
     async with ctx.db() as conn:
         devices = queries.as_structs(await conn.fetch(
             """SELECT lab, name, device_type, features, state, health, consecutive_failures,
@@ -131,7 +136,9 @@ async def device_type_page(request: web.Request) -> web.Response:
             raise ApiError(404, f"no device or job of device type {device_type}")
         history = await _health(conn, "device_type = $1", device_type, per_device=20)
         labels = await wq.firmware_labels(conn, {j.firmware_id for j in jobs})
-    rows = [(link(device_href(d.lab, d.name), d.name), d.lab, d.state,
+    rows = [(link(device_href(d.lab, d.name), d.name),
+             link(f"/fleet#lab-{path_part(d.lab)}", d.lab),
+             d.state if d.lab in online else _offline(d.lab),
              _health_cell(d.health), ", ".join(d.features)) for d in devices]
     body = join([
         element("h2", "Devices"),
@@ -146,7 +153,8 @@ def _jobs_table(jobs: list[wq.JobRow], labels: dict[str, str], show_where: bool 
                 ) -> Markup:
     if not jobs:
         return element("p", "no jobs")
-    return table(["firmware", "job", "verdict", "where", "finished"], [
+    return table(["firmware", "job", "verdict", "where" if show_where else "device type",
+                  "finished"], [
         (firmware_link(j.firmware_id, labels), link(job_href(j.id), j.image_name),
          job_verdict(j), where(j.lab, j.device) if show_where else j.device_type,
          j.finished_at or "") for j in jobs])

@@ -17,7 +17,7 @@ from services.api.ansi import log_lines
 from services.api.app import ApiContext, ApiError, context, known_params, path_int
 from services.api.html import Markup, element, join, link, path_part, render, table
 from services.api.layout import page
-from services.api.livelog import current_stage, read_live
+from services.api.livelog import read_live
 from services.api.logs import log_key
 from services.api.widgets import (
     device_type_href,
@@ -75,12 +75,15 @@ def _viewer(job_id: str, attempt: int, shown: ShownLog | None, stream: str) -> M
     return join([note, status, element("div", log_lines(shown.text), **attrs)])
 
 
-def _artifact_links(job_id: str, attempt: int, names: set[str]) -> Markup:
-    items = [link(log_page_href(job_id, attempt), "console log"),
-             link(raw_log_href(job_id, attempt), "raw console log")]
-    items += [link(raw_log_href(job_id, attempt, name), name) for name in ARTIFACTS
+def _artifact_links(job_id: str, attempt: queries.AttemptItem, names: set[str]) -> Markup:
+    if attempt.lab is None and attempt.state != "done" and not names:
+        return element("p", "no logs yet")  # links would lead nowhere
+    n = attempt.attempt
+    items = [link(log_page_href(job_id, n), "console log"),
+             link(raw_log_href(job_id, n), "raw console log")]
+    items += [link(raw_log_href(job_id, n, name), name) for name in ARTIFACTS
               if name in names or name == "pytest.log"]
-    items += [link(raw_log_href(job_id, attempt, name), name) for name in sorted(names)
+    items += [link(raw_log_href(job_id, n, name), name) for name in sorted(names)
               if name not in ARTIFACTS and name != "console.log"]
     return element("p", join(items, " · "))
 
@@ -111,8 +114,7 @@ async def job_page(request: web.Request) -> web.Response:
         # The lab started it: the job row may not say so yet (the scheduler's view).
         row = msgspec.structs.replace(row, state="running", waiting_for_lab=False)
     if latest is not None and latest.state == "running" and latest.lab:
-        stage = await current_stage(ctx, job_id, latest.attempt, latest.lab,
-                                    latest.started_at) or "started"
+        stage = latest.stage or "started"  # the live feed moves it on
     facts = table(["firmware", "device type", "verdict", "stage", "attempt", "lab / device",
                    "started", "finished"],
                   [(firmware_link(job.firmware_id, labels),
@@ -133,7 +135,7 @@ async def job_page(request: web.Request) -> web.Response:
             n=attempt.attempt, result=attempt.result or attempt.state,
             where=where(attempt.lab, attempt.device) or "no device yet",
             error="".join(f" · {x}" for x in (attempt.error_code, attempt.error_message) if x),
-            links=_artifact_links(job_id, attempt.attempt, names), tests=_tests(attempt)))
+            links=_artifact_links(job_id, attempt, names), tests=_tests(attempt)))
         if attempt is latest:
             sections.append(element("h2", "Console log", id="console"))
             sections.append(_viewer(job_id, attempt.attempt,

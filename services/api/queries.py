@@ -163,6 +163,8 @@ class AttemptItem(msgspec.Struct, kw_only=True):
     queued_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
+    stage: str | None = None
+    """The lab's last reported stage (download, flash, boot, test, upload)."""
     tests: list[JobTest] = []
 
 
@@ -187,7 +189,7 @@ async def job_detail(conn: asyncpg.Connection, job_id: str) -> JobDetail | None:
         return None
     attempts = as_structs(await conn.fetch(
         """SELECT attempt, state, result, error_code, error_message, lab, device, log_key,
-                  queued_at, started_at, finished_at
+                  queued_at, started_at, finished_at, stage
              FROM job_attempts WHERE job_id = $1 ORDER BY attempt""", job_id), AttemptItem)
     by_attempt = {a.attempt: a for a in attempts}
     for row in await conn.fetch(
@@ -232,6 +234,8 @@ class DeviceItem(msgspec.Struct, kw_only=True):
 class LabItem(msgspec.Struct, kw_only=True):
     name: str
     online: bool
+    """Heartbeating now (its entry in the labs KV bucket is fresh); when the bucket
+    cannot be read, what the lab's last lab.online / lab.offline event said."""
     version: str | None
     first_seen: dt.datetime
     last_seen: dt.datetime | None

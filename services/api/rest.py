@@ -20,6 +20,7 @@ Ids hold ``/`` and ``:``; clients percent-encode them as one path segment
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 
 import msgspec
@@ -37,6 +38,7 @@ from proto.model import (
     TestStatus,
 )
 from proto.records import LabRecord, decode_record
+from proto.topology import LAB_HEARTBEAT_TTL
 from services.api import list_queries, openapi, queries
 from services.api.app import (
     ApiContext,
@@ -126,10 +128,11 @@ async def get_job(request: web.Request) -> web.Response:
 # -- labs ---------------------------------------------------------------------------------
 
 
-async def heartbeats(ctx: ApiContext) -> dict[str, LabRecord]:
+async def heartbeats(ctx: ApiContext) -> dict[str, LabRecord] | None:
     """The labs KV bucket: an entry exists while its lab heartbeats.
 
-    Best effort: when NATS is slow the page shows what the database knows.
+    None when it cannot be read in time: the caller then shows what the
+    database knows.
     """
     async def read() -> dict[str, LabRecord]:
         kv = await ctx.js.key_value(ctx.subjects.labs_bucket)
@@ -153,16 +156,27 @@ async def heartbeats(ctx: ApiContext) -> dict[str, LabRecord]:
     except (TimeoutError, BucketNotFoundError, nats.errors.Error,
             msgspec.DecodeError, msgspec.ValidationError) as exc:
         log.warning("lab heartbeats unavailable", extra={"error": repr(exc)})
-        return {}
+        return None
 
 
 async def labs_with_heartbeats(ctx: ApiContext, lab: str | None = None) -> list[queries.LabItem]:
+    """Labs from the database; online when their heartbeat is fresh.
+
+    A lab that stops without saying so (power cut, crash) never sends
+    lab.offline: its heartbeat entry expiring is what tells. An entry older than
+    the bucket's TTL counts as expired too (as for the scheduler). Only when the
+    bucket cannot be read does the last lab.online/offline event decide.
+    """
     async with ctx.db() as conn:
         labs = await queries.list_labs(conn, lab)
     live = await heartbeats(ctx)
+    if live is None:
+        return labs
+    horizon = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=LAB_HEARTBEAT_TTL)
     for item in labs:
         record = live.get(item.name)
         item.heartbeat_at = record.heartbeat_at if record is not None else None
+        item.online = item.heartbeat_at is not None and item.heartbeat_at > horizon
     return labs
 
 

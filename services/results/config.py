@@ -29,8 +29,6 @@ class ResultsSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     flaky_window: int = 20
     """Latest runs of a test on a device type that its flakiness score looks at."""
     flaky_threshold: float = 0.2
-    log_base_url: str | None = None
-    """Public URL prefix of object storage keys, for KCIDB ``log_url``."""
 
 
 class Config(ServiceConfig, kw_only=True, forbid_unknown_fields=True):

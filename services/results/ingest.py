@@ -19,6 +19,8 @@ SQL. Rules:
 - once the job record names the holder of the current attempt (the timeout
   service accepted its ``job.started``, ``services.identity``), only that
   lab's events count: a forged started or finished of another lab is rejected.
+- a running attempt's stage is the one of the newest ``job.progress`` of the
+  lab holding it (stored when it changes, not on every heartbeat).
 """
 
 from __future__ import annotations
@@ -66,6 +68,10 @@ class Attempt(msgspec.Struct, kw_only=True):
     """The lab the job record (the timeout service) says holds this attempt, if
     it is the job's current one (see ``services.identity``): the authority."""
     suite_revision: str | None = None
+    stage: str | None = None
+    """The lab's last reported stage (job.progress) while the attempt runs."""
+    stage_at: dt.datetime | None = None
+    """When the attempt entered that stage."""
     changed: bool = False
 
     @property
@@ -82,7 +88,6 @@ class TestRow(msgspec.Struct, frozen=True, kw_only=True):
     status: str
     duration: float | None
     log_excerpt: str | None
-    log_url: str | None
     comment: str | None
     start_time: dt.datetime | None
     job_id: str
@@ -149,11 +154,9 @@ def job_keys(deliveries: Iterable[Delivery]) -> set[tuple[str, int]]:
 
 
 class BatchPlan:
-    def __init__(self, subjects: Subjects, attempts: Iterable[Attempt],
-                 log_base_url: str | None = None) -> None:
+    def __init__(self, subjects: Subjects, attempts: Iterable[Attempt]) -> None:
         self.subjects = subjects
         self.attempts = {a.key: a for a in attempts}
-        self.log_base_url = log_base_url.rstrip("/") + "/" if log_base_url else None
         self.tests: list[TestRow] = []
         self.health: list[HealthRow] = []
         self.devices: list[DeviceRow] = []
@@ -179,7 +182,10 @@ class BatchPlan:
             case ev.JobStarted():
                 return self._started(event.data, event.time, start=True)
             case ev.JobProgress():
-                return self._started(event.data, event.time, start=False)
+                verdict = self._started(event.data, event.time, start=False)
+                if verdict is None:
+                    self._stage(event.data, event.time)
+                return verdict
             case ev.JobFinished():
                 return self._finished(event, lab)
             case ev.DeviceHealthChanged():
@@ -233,8 +239,21 @@ class BatchPlan:
             row.state = "running"
             row.lab, row.device = data.lab, _text(data.device)
             row.started_at = at
+            if taken_over:  # the new lab runs it from the start
+                row.stage = row.stage_at = None
             row.changed = True
         return None
+
+    def _stage(self, data: ev.JobProgressData, at: dt.datetime) -> None:
+        """The newest reported stage of a running attempt (by event time)."""
+        row = self.attempts[(data.job_id, data.attempt)]
+        if row.state != "running" or row.lab != data.lab:
+            return  # over, or an older start's lab: its progress is no longer news
+        stage = _text(data.stage)
+        if stage == row.stage or (row.stage_at is not None and at < row.stage_at):
+            return  # a heartbeat of the same stage (no write), or a late redelivery
+        row.stage, row.stage_at = stage, at
+        row.changed = True
 
     def _finished(self, event: ev.JobFinished, lab: str | None) -> Verdict:
         data = event.data
@@ -275,7 +294,6 @@ class BatchPlan:
         row.changed = True
 
     def _add_tests(self, row: Attempt, data: ev.JobFinishedData) -> None:
-        log_url = self.log_base_url + row.log_key if self.log_base_url and row.log_key else None
         for result in data.tests:
             path = _text(result.path) or ""
             excerpt = _text(result.log_excerpt)
@@ -284,7 +302,7 @@ class BatchPlan:
             self.tests.append(TestRow(
                 id=test_id(row.job_id, row.attempt, path),
                 build_id=row.build_id, path=path, status=str(result.status),
-                duration=result.duration_s, log_excerpt=excerpt, log_url=log_url,
+                duration=result.duration_s, log_excerpt=excerpt,
                 comment=_text(result.message), start_time=row.started_at,
                 job_id=row.job_id, attempt=row.attempt, device_type=row.device_type,
                 lab=row.lab, device=row.device,

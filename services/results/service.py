@@ -43,9 +43,9 @@ def consumer_config(subjects: Subjects, durable: str = "results",
     return config
 
 
-def ingest_handler(pool: asyncpg.Pool, subjects: Subjects, log_base_url: str | None):
+def ingest_handler(pool: asyncpg.Pool, subjects: Subjects):
     async def handle(deliveries: Sequence[Delivery]) -> list[Verdict]:
-        return await ingest_batch(pool, subjects, deliveries, log_base_url)
+        return await ingest_batch(pool, subjects, deliveries)
     return handle
 
 
@@ -62,7 +62,7 @@ async def run(config: Config, stop: asyncio.Event) -> None:
         js = nc.jetstream(timeout=config.nats.request_timeout_s)
         daemon.loop("ingest", lambda stop: consume_batches(
             js, subjects.events_stream, consumer_config(subjects, section.durable),
-            ingest_handler(pool, subjects, section.log_base_url), stop,
+            ingest_handler(pool, subjects), stop,
             batch=section.batch_size, fetch_timeout=section.fetch_timeout_s))
         analyser = Analyser(pool, LogStore(minio_client(config.storage), config.storage.bucket,
                                            config.storage.timeout_s * 2), signatures, section)

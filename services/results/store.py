@@ -18,8 +18,8 @@ from services.firmware_store import ORIGIN
 from services.results.ingest import Attempt, BatchPlan, job_keys
 
 TEST_COLUMNS = (
-    "id", "build_id", "origin", "path", "status", "duration", "log_excerpt", "log_url",
-    "comment", "start_time", "job_id", "attempt", "device_type", "lab", "device",
+    "id", "build_id", "origin", "path", "status", "duration", "log_excerpt", "comment",
+    "start_time", "job_id", "attempt", "device_type", "lab", "device",
 )
 
 
@@ -31,7 +31,7 @@ async def load_attempts(conn: asyncpg.Connection, keys: set[tuple[str, int]]) ->
     rows = await conn.fetch(
         """SELECT a.job_id, a.attempt, a.state, a.lab, a.device, a.result, a.error_code,
                   a.error_message, a.log_key, a.started_at, a.finished_at,
-                  a.suite_revision, j.build_id, j.device_type,
+                  a.suite_revision, a.stage, a.stage_at, j.build_id, j.device_type,
                   CASE WHEN j.attempt = a.attempt AND j.state <> 'queued' THEN j.lab END
                       AS holder
              FROM job_attempts a
@@ -49,12 +49,11 @@ async def ingest_batch(
     pool: asyncpg.Pool,
     subjects: Subjects,
     deliveries: Sequence[Delivery],
-    log_base_url: str | None = None,
 ) -> list[Verdict]:
     """Apply a batch of events in one transaction; one verdict per delivery."""
     async with pool.acquire() as conn, conn.transaction():
         attempts = await load_attempts(conn, job_keys(deliveries))
-        plan = BatchPlan(subjects, attempts, log_base_url)
+        plan = BatchPlan(subjects, attempts)
         verdicts = [plan.apply(delivery) for delivery in deliveries]
         await write_plan(conn, plan)
     return verdicts
@@ -81,10 +80,11 @@ async def _write_attempts(conn: asyncpg.Connection, attempts: list[Attempt]) -> 
         """UPDATE job_attempts
               SET state = $3, lab = $4, device = $5, result = $6, error_code = $7,
                   error_message = $8, log_key = $9, started_at = $10, finished_at = $11,
-                  suite_revision = $12
+                  suite_revision = $12, stage = $13, stage_at = $14
             WHERE job_id = $1 AND attempt = $2""",
         [(a.job_id, a.attempt, a.state, a.lab, a.device, a.result, a.error_code,
-          a.error_message, a.log_key, a.started_at, a.finished_at, a.suite_revision)
+          a.error_message, a.log_key, a.started_at, a.finished_at, a.suite_revision,
+          a.stage, a.stage_at)
          for a in attempts],
     )
 
@@ -99,7 +99,7 @@ async def _write_tests(conn: asyncpg.Connection, plan: BatchPlan) -> None:
     await conn.copy_records_to_table(
         "tests_in", columns=TEST_COLUMNS,
         records=[(t.id, t.build_id, ORIGIN, t.path, t.status, t.duration, t.log_excerpt,
-                  t.log_url, t.comment, t.start_time, t.job_id, t.attempt, t.device_type,
+                  t.comment, t.start_time, t.job_id, t.attempt, t.device_type,
                   t.lab, t.device) for t in plan.tests],
     )
     columns = ", ".join(TEST_COLUMNS)

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import urllib3
 from minio import Minio
+from minio.error import S3Error
 
 from services.config import StorageConfig
+
+MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBucket"})
+"""S3 error codes that mean "no such object" (MinIO and moto say it in several ways)."""
+
+
+def is_missing(exc: S3Error) -> bool:
+    return exc.code in MISSING_OBJECT_CODES
 
 
 def minio_client(config: StorageConfig) -> Minio:

@@ -15,7 +15,7 @@ from proto.storage import job_log_key
 from services.kcidb.config import KcidbSection
 from services.results.config import ResultsSection
 from services.results.forwarder import Forwarder, KcidbClient
-from services.results.logs import LogStore
+from services.results.logs import LogTailReader
 from services.results.signatures import SignatureSet
 from services.results.work import Analyser
 from services.storage import minio_client
@@ -36,7 +36,7 @@ def _put(storage_config, key: str, text: str) -> None:
 
 
 def analyser(pool, storage_config) -> Analyser:
-    return Analyser(pool, LogStore(minio_client(storage_config), storage_config.bucket),
+    return Analyser(pool, LogTailReader(minio_client(storage_config), storage_config.bucket),
                     SignatureSet.load(), ResultsSection(log_retry_delay_s=0.01))
 
 

@@ -16,12 +16,11 @@ from minio.error import S3Error
 from proto.storage import job_log_key
 from services.config import StorageConfig
 from services.logs.store import content_type
-from services.storage import minio_client
+from services.storage import is_missing, minio_client
 
 log = logging.getLogger(__name__)
 
 STREAM_NAME = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
-_MISSING = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBucket"})
 
 
 def log_key(job_id: str, attempt: int, stream: str, recorded_key: str | None) -> str:
@@ -47,7 +46,7 @@ class LogReader:
         try:
             obj = await self._call(self.client.get_object, self.config.bucket, key)
         except S3Error as exc:
-            if exc.code in _MISSING:
+            if is_missing(exc):
                 return None
             raise
         try:
@@ -90,7 +89,7 @@ class LogReader:
             obj = await self._call(self.client.get_object, self.config.bucket, key,
                                    offset=skipped)
         except S3Error as exc:
-            if exc.code in _MISSING:
+            if is_missing(exc):
                 return None
             raise
         try:

@@ -10,9 +10,12 @@ from minio.error import S3Error
 
 from services.firmware_store import ORIGIN
 from services.results.signatures import SignatureMatch
+from services.storage import is_missing
 
 
-class LogStore:
+class LogTailReader:
+    """Reads the end of stored logs for analysis (the log writer's LogStore writes them)."""
+
     def __init__(self, client: Minio, bucket: str, timeout_s: float = 60.0) -> None:
         self.client = client
         self.bucket = bucket
@@ -29,7 +32,7 @@ class LogStore:
             offset = max(0, size - max_bytes)
             response = self.client.get_object(self.bucket, key, offset=offset)
         except S3Error as exc:
-            if exc.code in ("NoSuchKey", "NoSuchObject", "ResourceNotFound"):
+            if is_missing(exc):
                 return None
             raise
         try:

@@ -19,7 +19,7 @@ from services.batch_consume import Delivery, Verdict, consume_batches
 from services.checks import check_database
 from services.results.config import Config
 from services.results.forwarder import Forwarder, KcidbClient
-from services.results.logs import LogStore
+from services.results.logs import LogTailReader
 from services.results.signatures import SignatureSet
 from services.results.store import ingest_batch
 from services.results.work import Analyser
@@ -64,7 +64,7 @@ async def run(config: Config, stop: asyncio.Event) -> None:
             js, subjects.events_stream, consumer_config(subjects, section.durable),
             ingest_handler(pool, subjects), stop,
             batch=section.batch_size, fetch_timeout=section.fetch_timeout_s))
-        analyser = Analyser(pool, LogStore(minio_client(config.storage), config.storage.bucket,
+        analyser = Analyser(pool, LogTailReader(minio_client(config.storage), config.storage.bucket,
                                            config.storage.timeout_s * 2), signatures, section)
         daemon.loop("analysis", analyser.run)
         if config.kcidb.forwarding:

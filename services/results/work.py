@@ -17,7 +17,7 @@ import asyncpg
 from core.retry import sleep_or_stop
 from services.results.config import ResultsSection
 from services.results.history import analyse_attempt
-from services.results.logs import LogStore, record_matches
+from services.results.logs import LogTailReader, record_matches
 from services.results.signatures import SignatureSet
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class LogNotYetStored(Exception):
 
 
 class Analyser:
-    def __init__(self, pool: asyncpg.Pool, logs: LogStore, signatures: SignatureSet,
+    def __init__(self, pool: asyncpg.Pool, logs: LogTailReader, signatures: SignatureSet,
                  section: ResultsSection) -> None:
         self.pool = pool
         self.logs = logs

@@ -12,7 +12,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # dropbear from Debian, a syslinux-booted disk image made without root (mtools,
 # sfdisk, genext2fs), kernel modules resolved with kmod's depmod; ssh for the suite.
 APT_PACKAGES=(postgresql qemu-system-x86 busybox-static cpio dropbear-bin syslinux
-              syslinux-common mtools fdisk genext2fs kmod openssh-client)
+              syslinux-common mtools fdisk genext2fs kmod openssh-client net-tools)
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -m ensurepip --version >/dev/null 2>&1; then
     APT_PACKAGES+=(python3-venv)

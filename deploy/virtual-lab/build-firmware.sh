@@ -28,12 +28,14 @@
 #                      seconds to decompress)
 #   KERNEL_PACKAGE     Debian kernel package to use (default: what
 #                      KERNEL_META depends on)
-#   BUSYBOX            static busybox binary for the initramfs (default
-#                      /bin/busybox of busybox-static)
-#   ROOTFS_BUSYBOX     busybox of the root filesystem (default: Debian's
-#                      dynamically linked `busybox` package, fetched and
-#                      cached; its shell runs programs from PATH, unlike the
-#                      static one's, which prefers its own applets)
+#   BUSYBOX            static busybox binary: the initramfs and the root
+#                      filesystem's applets (default /bin/busybox of
+#                      busybox-static)
+#   SHELL_BUSYBOX      busybox whose ash is the root filesystem's shell
+#                      (default: Debian's dynamically linked `busybox`
+#                      package, fetched and cached; its ash runs commands
+#                      from PATH, unlike busybox-static's, which runs its own
+#                      applets first)
 #   SOURCE_DATE_EPOCH  mtime of every file in the image (default: fixed)
 set -euo pipefail
 
@@ -211,17 +213,18 @@ fetch_kernel() {
 KERNEL_DIR=$(fetch_kernel)
 
 # --------------------------------------------------------------------------
-# The root filesystem's busybox: Debian's `busybox` package (dynamically
-# linked, as OpenWrt's is). busybox-static's shell runs its own applets before
+# The root filesystem's shell: ash of Debian's `busybox` package. The applets
+# are busybox-static's (a static program starts several times faster than a
+# dynamic one under TCG), but busybox-static's own ash runs its applets before
 # anything on PATH, so its `netstat` (no -p) would hide net-tools' netstat.
 # The package conflicts with busybox-static, so it is fetched, not installed,
 # and cached per version.
 # --------------------------------------------------------------------------
-fetch_rootfs_busybox() {
+fetch_shell_busybox() {
     local version dir
-    if [ -n "${ROOTFS_BUSYBOX:-}" ]; then
-        [ -x "$ROOTFS_BUSYBOX" ] || die "ROOTFS_BUSYBOX=$ROOTFS_BUSYBOX is not executable"
-        echo "$ROOTFS_BUSYBOX"
+    if [ -n "${SHELL_BUSYBOX:-}" ]; then
+        [ -x "$SHELL_BUSYBOX" ] || die "SHELL_BUSYBOX=$SHELL_BUSYBOX is not executable"
+        echo "$SHELL_BUSYBOX"
         return
     fi
     version=$(apt-cache policy busybox 2>/dev/null | awk '/Candidate:/ { print $2; exit }')
@@ -249,14 +252,14 @@ fetch_rootfs_busybox() {
     echo "$dir/busybox"
 }
 
-ROOTFS_BUSYBOX=$(fetch_rootfs_busybox)
+SHELL_BUSYBOX=$(fetch_shell_busybox)
 
 # --------------------------------------------------------------------------
 # The finished image is cached under a hash of everything that goes into it.
 # --------------------------------------------------------------------------
 device_program_sources() { awk 'NF { print $1 }' <<< "$DEVICE_PROGRAMS"; }
 device_program_libs() {  # the shared libraries the device programs need
-    { echo "$ROOTFS_BUSYBOX"; device_program_sources; } | xargs ldd \
+    { echo "$SHELL_BUSYBOX"; device_program_sources; } | xargs ldd \
         | awk '/=> \// { print $3 } /^\t\/lib64\// { print $1 }' | LC_ALL=C sort -u
 }
 
@@ -264,7 +267,7 @@ INPUTS_HASH=$(
     {
         echo "$VERSION $REVISION $SOURCE_DATE_EPOCH $MODULES $DISK_ID $FAT_SERIAL $KERNEL_ARGS"
         sha256sum "$0" "$HERE/preinit/init" "$KERNEL_DIR/vmlinuz" "$KERNEL_DIR"/modules/* \
-            "$BUSYBOX" "$ROOTFS_BUSYBOX" $(device_program_sources) $(device_program_libs) "$MBR" | cut -d' ' -f1
+            "$BUSYBOX" "$SHELL_BUSYBOX" $(device_program_sources) $(device_program_libs) "$MBR" | cut -d' ' -f1
         (cd "$HERE/files" && find . | LC_ALL=C sort | while read -r f; do
             if [ -f "$f" ]; then echo "$f $(sha256sum < "$f")"; else echo "$f"; fi
         done)
@@ -295,14 +298,15 @@ fi
 # --------------------------------------------------------------------------
 ROOT="$WORK/rootfs"
 mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,lib,etc/dropbear,proc,sys,dev,tmp,root,rom,overlay,mnt}
-cp "$ROOTFS_BUSYBOX" "$ROOT/bin/busybox"
-"$ROOTFS_BUSYBOX" --list-full | while read -r applet; do
+cp "$BUSYBOX" "$ROOT/bin/busybox"
+"$BUSYBOX" --list-full | while read -r applet; do
     case "$applet" in bin/busybox|*/ubus) continue ;; esac
     mkdir -p "$ROOT/$(dirname "$applet")"
     ln -sf "/bin/busybox" "$ROOT/$applet"
 done
-ln -sf busybox "$ROOT/bin/ash"
-ln -sf busybox "$ROOT/bin/sh"
+rm -f "$ROOT/bin/ash" "$ROOT/bin/sh"
+cp "$SHELL_BUSYBOX" "$ROOT/bin/ash"           # runs as ash (argv[0])
+ln -s ash "$ROOT/bin/sh"
 ln -sf tmp "$ROOT/var"
 ln -sf /tmp/resolv.conf "$ROOT/etc/resolv.conf"
 
@@ -374,7 +378,7 @@ normalize() {  # normalize DIR: modes and mtimes of everything in it
     find "$1" -exec touch -h -d "@${SOURCE_DATE_EPOCH}" {} +
 }
 normalize "$ROOT"
-chmod 0755 "$ROOT/bin/busybox" "$ROOT/bin/ubus" "$ROOT/etc/init.d/rcS" \
+chmod 0755 "$ROOT/bin/busybox" "$ROOT/bin/ash" "$ROOT/bin/ubus" "$ROOT/etc/init.d/rcS" \
     "$ROOT/lib/netifd/dhcp.script" "$ROOT/sbin/sysupgrade" \
     $(awk 'NF { print "'"$ROOT"'" $2 }' <<< "$DEVICE_PROGRAMS")
 find "$ROOT/lib" "$ROOT/lib64" -name 'ld-linux*' -exec chmod 0755 {} +
@@ -430,7 +434,8 @@ EOF
 cp "$KERNEL_DIR/vmlinuz" "$WORK/vmlinuz"
 touch -d "@${SOURCE_DATE_EPOCH}" "$WORK/syslinux.cfg" "$WORK/vmlinuz" "$WORK/initrd.gz"
 
-genext2fs -q -N "$ROOT_INODES" -b $(( ROOT_MIB * 1024 )) -B 1024 -m 0 -L rootfs \
+# -U: every file owned by root (the build runs as any user); modes as normalized
+genext2fs -U -N "$ROOT_INODES" -b $(( ROOT_MIB * 1024 )) -B 1024 -m 0 -L rootfs \
     -d "$ROOT" "$WORK/root.ext2"
 
 truncate -s $(( (ROOT_START + ROOT_SECTORS) * 512 )) "$DISK"

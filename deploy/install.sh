@@ -13,7 +13,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # sfdisk, genext2fs), kernel modules resolved with kmod's depmod; ssh for the suite.
 # chromium + chromium-driver: the browser tests of the web pages (Selenium drives them).
 APT_PACKAGES=(postgresql qemu-system-x86 busybox-static cpio dropbear-bin syslinux
-              syslinux-common mtools fdisk genext2fs kmod openssh-client
+              syslinux-common mtools fdisk genext2fs kmod openssh-client net-tools
               chromium chromium-driver)
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -m venv --help >/dev/null 2>&1 || ! "$PYTHON" -m ensurepip --version >/dev/null 2>&1; then
@@ -31,7 +31,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # The virtual lab's build downloads the current Debian kernel package.
-if ! apt-cache depends linux-image-amd64 2>/dev/null | grep -q "Depends: linux-image-[0-9]"; then
+if ! apt-cache depends linux-image-cloud-amd64 2>/dev/null | grep -q "Depends: linux-image-[0-9]"; then
     $SUDO apt-get update -qq
 fi
 

@@ -4,6 +4,7 @@ lab daemon on the QEMU device -> log writer -> results in PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import sys
@@ -14,6 +15,7 @@ import pytest
 from minio import Minio
 
 from core.config import load_config
+from proto.storage import job_log_key
 from services.cli.common import CliConfig
 from services.stack.virtual_lab import DEVICE_NAME, DEVICE_TYPE, LAB_NAME, REVISION, VERSION
 from tests.helpers import PROJECT_ROOT
@@ -79,6 +81,10 @@ async def test_up_demo_carries_a_release_to_stored_results(traversable_tmp: Path
         assert (rows["checkout"]["version"], rows["checkout"]["revision"]) == (VERSION, REVISION)
         assert [(b["target"], b["subtarget"], b["profile"]) for b in rows["builds"]] == [
             ("x86", "64", "generic")]
+        # published as downloads.openwrt.org publishes x86 images: gzipped, the
+        # sha256 of the .gz; the lab decompressed it for QEMU
+        [published] = (state_dir / "mirror").rglob("*-ext4-combined.img.gz")
+        assert rows["builds"][0]["sha256"] == hashlib.sha256(published.read_bytes()).hexdigest()
         [job] = rows["jobs"]
         assert (job["device_type"], job["state"], job["result"], job["attempt"]) == (
             DEVICE_TYPE, "done", "pass", 1)
@@ -92,19 +98,30 @@ async def test_up_demo_carries_a_release_to_stored_results(traversable_tmp: Path
         assert tests["base.test_base.test_ubus_system_board"] == "PASS"
         assert tests["base.test_base.test_lan_bridge"] == "PASS"
         assert tests["base.test_base.test_ssh"] == "PASS"
+        # OpenWrt's netstat -p, scp and sysupgrade's backup, as openwrt-tests uses them
+        for name in ("test_port_22_open", "test_scp_put_and_get", "test_sysupgrade_backup",
+                     "test_sysupgrade_backup_u"):
+            assert tests[f"base.test_base.{name}"] == "PASS", tests
         assert "SKIP" in tests.values()  # the `online` test on a device without network
         assert rows["health_checks"] >= 1  # the lab's health check was recorded
 
         storage = config.storage
         client = Minio(storage.endpoint, access_key=storage.access_key,
                        secret_key=storage.secret_key, secure=False)
-        response = await asyncio.to_thread(client.get_object, storage.bucket, attempt["log_key"])
-        try:
-            console = response.read().decode(errors="replace")
-        finally:
-            response.close()
-            response.release_conn()
+
+        async def stored(key: str) -> str:
+            response = await asyncio.to_thread(client.get_object, storage.bucket, key)
+            try:
+                return response.read().decode(errors="replace")
+            finally:
+                response.close()
+                response.release_conn()
+
+        console = await stored(attempt["log_key"])
         assert REVISION in console  # the booted firmware printed its revision
+        lab_log = await stored(job_log_key(job["id"], job["attempt"], "pytest.log"))
+        assert f"downloading {published.name}" in lab_log
+        assert "wrtci-lab: decompressed to " in lab_log
         assert f"s3://{storage.bucket}/{attempt['log_key']}" in text
     finally:
         if proc.returncode is None:

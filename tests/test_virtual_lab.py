@@ -42,6 +42,12 @@ def _debugfs_cat(rootfs: Path, path: str) -> str:
     return result.stdout.decode("latin-1")
 
 
+def _debugfs_mode(rootfs: Path, path: str) -> str:
+    result = subprocess.run(["debugfs", "-R", f"stat {path}", str(rootfs)],
+                            capture_output=True, text=True, check=True)
+    return result.stdout.split("Mode:")[1].split()[0]
+
+
 def test_the_firmware_is_a_bootable_combined_disk_image(virtual_firmware, tmp_path):
     image = virtual_firmware.image
     assert image.name == f"openwrt-{VERSION}-x86-64-generic-ext4-combined.img"
@@ -65,25 +71,41 @@ def test_the_firmware_is_a_bootable_combined_disk_image(virtual_firmware, tmp_pa
     assert "askfirst" in _debugfs_cat(rootfs, "/etc/inittab")
     assert "br-lan" in _debugfs_cat(rootfs, "/etc/init.d/rcS")
     assert _debugfs_cat(rootfs, "/bin/ubus").startswith("#!/bin/sh")
-    # dropbear is dynamically linked: the loader and its libraries are in the image
-    assert _debugfs_cat(rootfs, "/usr/sbin/dropbear").startswith("\x7fELF")
-    ldd = subprocess.run(["ldd", "/usr/sbin/dropbear"], capture_output=True, text=True,
+    # Debian's programs OpenWrt has too: dropbear, scp (SSHDriver's explicit_scp_mode),
+    # a netstat with -p, a shell that finds them on PATH. They are dynamically
+    # linked: the loader and their libraries are in the image.
+    programs = {"/usr/sbin/dropbear": "/usr/sbin/dropbear", "/usr/bin/scp": "/usr/bin/scp",
+                "/bin/netstat": "/usr/bin/netstat"}
+    for on_device in [*programs, "/bin/ash"]:
+        assert _debugfs_cat(rootfs, on_device).startswith("\x7fELF"), on_device
+    ldd = subprocess.run(["ldd", *programs.values()], capture_output=True, text=True,
                          check=True).stdout
-    libraries = [line.split("=>")[1].split()[0] for line in ldd.splitlines() if "=> /" in line]
+    libraries = {line.split("=>")[1].split()[0] for line in ldd.splitlines() if "=> /" in line}
     assert libraries
     for library in [*libraries, "/lib64/ld-linux-x86-64.so.2"]:
         assert _debugfs_cat(rootfs, library), f"{library} missing from the image"
+    # sysupgrade's backup: dropbear's config is on the keep list
+    assert _debugfs_cat(rootfs, "/sbin/sysupgrade").startswith("#!/bin/sh")
+    assert "/etc/config/dropbear" in _debugfs_cat(rootfs, "/lib/upgrade/keep.d/dropbear")
+    # modes as on OpenWrt (root owns everything; not squashed to 0700)
+    assert _debugfs_mode(rootfs, "/etc/passwd") == "0644"
+    assert _debugfs_mode(rootfs, "/etc/shadow") == "0600"
+    assert _debugfs_mode(rootfs, "/bin/busybox") == "0755"
+    assert _debugfs_mode(rootfs, "/sbin/sysupgrade") == "0755"
 
 
 @pytest.mark.timeout(600)
 def test_the_build_is_reproducible_and_cached_by_its_inputs(virtual_firmware, tmp_path):
-    # A cache with the kernel but no images: the image is built again, identical.
+    # A cache with the Debian packages' files but no images: the image is built
+    # again, identical.
     cache = tmp_path / "cache"
     (cache / "virtual-lab").mkdir(parents=True)
-    kernels = sorted((Path(os.environ.get("WRTCI_CACHE") or Path.home() / ".cache/wrtci")
-                      / "virtual-lab").glob("kernel-*"))
+    cached = (Path(os.environ.get("WRTCI_CACHE") or Path.home() / ".cache/wrtci")
+              / "virtual-lab")
+    kernels = sorted(cached.glob("kernel-*"))
     assert kernels, "the virtual_firmware fixture should have cached a kernel"
-    shutil.copytree(kernels[-1], cache / "virtual-lab" / kernels[-1].name)
+    for package in [*kernels, *cached.glob("busybox-*")]:
+        shutil.copytree(package, cache / "virtual-lab" / package.name)
     env = dict(os.environ, WRTCI_CACHE=str(cache))
     script = str(VIRTUAL_LAB / "build-firmware.sh")
 

@@ -5,7 +5,8 @@
 #
 # usage: build-firmware.sh OUT_DIR [VERSION] [REVISION]
 #
-# Needs (Debian 12): busybox-static dropbear-bin syslinux syslinux-common mtools
+# Needs (Debian 12): busybox-static dropbear-bin openssh-client net-tools
+# syslinux syslinux-common mtools
 # fdisk genext2fs kmod cpio gzip, and apt to fetch the kernel package
 # (qemu-system-x86 is only needed to boot the result). Runs without root: no
 # loop mounts, every filesystem is written into image files by user tools.
@@ -20,9 +21,21 @@
 # Environment:
 #   WRTCI_CACHE        cache root (default ~/.cache/wrtci); kernels and built
 #                      images live in $WRTCI_CACHE/virtual-lab
+#   KERNEL_META        Debian kernel meta package (default
+#                      linux-image-cloud-amd64: LZ4-compressed, few built-in
+#                      drivers, ext4 built in; it boots much faster under TCG
+#                      than linux-image-amd64, whose XZ kernel alone takes
+#                      seconds to decompress)
 #   KERNEL_PACKAGE     Debian kernel package to use (default: what
-#                      linux-image-amd64 depends on)
-#   BUSYBOX            static busybox binary (default /bin/busybox)
+#                      KERNEL_META depends on)
+#   BUSYBOX            static busybox binary: the initramfs and the root
+#                      filesystem's applets (default /bin/busybox of
+#                      busybox-static)
+#   SHELL_BUSYBOX      busybox whose ash is the root filesystem's shell
+#                      (default: Debian's dynamically linked `busybox`
+#                      package, fetched and cached; its ash runs commands
+#                      from PATH, unlike busybox-static's, which runs its own
+#                      applets first)
 #   SOURCE_DATE_EPOCH  mtime of every file in the image (default: fixed)
 set -euo pipefail
 
@@ -48,9 +61,16 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE_DIR=${WRTCI_CACHE:-${HOME:-/root}/.cache/wrtci}/virtual-lab
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 export SOURCE_DATE_EPOCH
+KERNEL_META=${KERNEL_META:-linux-image-cloud-amd64}
 FIRMWARE_NAME="openwrt-${VERSION}-${TARGET}-${SUBTARGET}-${PROFILE}-ext4-combined.img"
 # Kernel modules the preinit loads (OpenWrt's kernel has these built in).
 MODULES="virtio_pci virtio_blk virtio_net virtio-rng bridge overlay crc32c_generic ext4"
+# Kernel command line besides console and root. Under TCG (no KVM) the boot
+# time goes mostly to: ACPI (its AML interpreter routes every PCI interrupt
+# link, ~0.4 s per virtio device, and probes the machine; the PIIX's legacy
+# PIRQ routing works as well), the crypto self-tests (~1 s; OpenWrt's kernel
+# is built without them), and the serial console (quiet). See the README.
+KERNEL_ARGS="quiet acpi=off cryptomgr.notests edd=off"
 # Fixed identifiers keep the image reproducible.
 DISK_ID=0x5752540a
 FAT_SERIAL=57525443
@@ -73,8 +93,18 @@ need genext2fs genext2fs
 need depmod kmod
 need dpkg-deb dpkg
 [ -f "$MBR" ] || die "$MBR not found (apt-get install syslinux-common)"
-DROPBEAR=/usr/sbin/dropbear
-[ -x "$DROPBEAR" ] || die "$DROPBEAR not found (apt-get install dropbear-bin)"
+# Dynamically linked programs from Debian packages, copied with their
+# libraries: "SOURCE DESTINATION PACKAGE". OpenWrt's busybox has `netstat -p`
+# (Debian's lacks it: net-tools' netstat instead) and its dropbear brings scp
+# (Debian's does not: openssh's scp, the legacy protocol's remote end).
+DEVICE_PROGRAMS="
+/usr/sbin/dropbear /usr/sbin/dropbear dropbear-bin
+/usr/bin/scp /usr/bin/scp openssh-client
+/usr/bin/netstat /bin/netstat net-tools
+"
+while read -r src _ pkg; do
+    [ -z "$src" ] || [ -x "$src" ] || die "$src not found (apt-get install $pkg)"
+done <<< "$DEVICE_PROGRAMS"
 
 BUSYBOX=${BUSYBOX:-}
 if [ -z "$BUSYBOX" ]; then
@@ -100,16 +130,23 @@ resolve_kernel_package() {
         echo "$KERNEL_PACKAGE"
         return
     fi
-    apt-cache depends linux-image-amd64 2>/dev/null \
+    apt-cache depends "$KERNEL_META" 2>/dev/null \
         | awk '/Depends: linux-image-[0-9]/ { print $2; exit }'
 }
 
 # Print the modules (paths relative to the modules dir) to load, in order:
 # each module's dependencies (modules.dep lists them transitively, last
-# loaded first) before the module itself.
+# loaded first) before the module itself. Modules built into the kernel
+# (modules.builtin) are skipped.
 module_load_order() {
     local dep=$1 name path deps seen=" "
+    local builtin=${dep%/modules.dep}/modules.builtin
     for name in $MODULES; do
+        if awk -v want="/${name//-/_}.ko" '{ gsub(/-/, "_") }
+                substr($0, length($0) - length(want) + 1) == want { found = 1; exit }
+                END { exit !found }' "$builtin"; then
+            continue
+        fi
         path=$(awk -F: -v want="/${name}.ko" \
             'substr($1, length($1) - length(want) + 1) == want { print $1; exit }' "$dep")
         [ -n "$path" ] || die "kernel module $name not found in $dep"
@@ -127,8 +164,8 @@ fetch_kernel() {
     pkg=$(resolve_kernel_package || true)
     if [ -z "$pkg" ]; then
         # No apt metadata (offline?): fall back to the newest cached kernel.
-        dir=$(ls -1d "$CACHE_DIR"/kernel-* 2>/dev/null | sort -V | tail -n 1 || true)
-        [ -n "$dir" ] || die "cannot resolve the kernel package (apt-cache depends linux-image-amd64) and none is cached"
+        dir=$(ls -1d "$CACHE_DIR/kernel-"*"-${KERNEL_META#linux-image-}" 2>/dev/null | sort -V | tail -n 1 || true)
+        [ -n "$dir" ] || die "cannot resolve the kernel package (apt-cache depends $KERNEL_META) and none is cached"
         log "apt metadata unavailable, using cached $dir"
         echo "$dir"
         return
@@ -176,17 +213,61 @@ fetch_kernel() {
 KERNEL_DIR=$(fetch_kernel)
 
 # --------------------------------------------------------------------------
+# The root filesystem's shell: ash of Debian's `busybox` package. The applets
+# are busybox-static's (a static program starts several times faster than a
+# dynamic one under TCG), but busybox-static's own ash runs its applets before
+# anything on PATH, so its `netstat` (no -p) would hide net-tools' netstat.
+# The package conflicts with busybox-static, so it is fetched, not installed,
+# and cached per version.
+# --------------------------------------------------------------------------
+fetch_shell_busybox() {
+    local version dir
+    if [ -n "${SHELL_BUSYBOX:-}" ]; then
+        [ -x "$SHELL_BUSYBOX" ] || die "SHELL_BUSYBOX=$SHELL_BUSYBOX is not executable"
+        echo "$SHELL_BUSYBOX"
+        return
+    fi
+    version=$(apt-cache policy busybox 2>/dev/null | awk '/Candidate:/ { print $2; exit }')
+    if [ -z "$version" ] || [ "$version" = "(none)" ]; then
+        dir=$(ls -1d "$CACHE_DIR"/busybox-* 2>/dev/null | sort -V | tail -n 1 || true)
+        [ -n "$dir" ] || die "cannot resolve the busybox package (apt-cache policy busybox) and none is cached"
+        log "apt metadata unavailable, using cached $dir"
+        echo "$dir/busybox"
+        return
+    fi
+    dir="$CACHE_DIR/busybox-${version//[^A-Za-z0-9.+~-]/_}"
+    if [ -x "$dir/busybox" ]; then
+        echo "$dir/busybox"
+        return
+    fi
+    log "busybox $version: downloading"
+    rm -rf "$WORK/busybox" "$dir.tmp"
+    mkdir -p "$WORK/busybox" "$dir.tmp"
+    (cd "$WORK/busybox" && apt-get download "busybox=$version" >&2 2>/dev/null) \
+        || die "apt-get download busybox=$version failed (try: apt-get update)"
+    dpkg-deb -x "$WORK/busybox/"busybox_*.deb "$WORK/busybox/x"
+    cp "$WORK/busybox/x/bin/busybox" "$dir.tmp/busybox"
+    rm -rf "$dir" "$WORK/busybox"
+    mv "$dir.tmp" "$dir"
+    echo "$dir/busybox"
+}
+
+SHELL_BUSYBOX=$(fetch_shell_busybox)
+
+# --------------------------------------------------------------------------
 # The finished image is cached under a hash of everything that goes into it.
 # --------------------------------------------------------------------------
-dropbear_libs() {
-    ldd "$DROPBEAR" | awk '/=> \// { print $3 } /^\t\/lib64\// { print $1 }'
+device_program_sources() { awk 'NF { print $1 }' <<< "$DEVICE_PROGRAMS"; }
+device_program_libs() {  # the shared libraries the device programs need
+    { echo "$SHELL_BUSYBOX"; device_program_sources; } | xargs ldd \
+        | awk '/=> \// { print $3 } /^\t\/lib64\// { print $1 }' | LC_ALL=C sort -u
 }
 
 INPUTS_HASH=$(
     {
-        echo "$VERSION $REVISION $SOURCE_DATE_EPOCH $MODULES $DISK_ID $FAT_SERIAL"
+        echo "$VERSION $REVISION $SOURCE_DATE_EPOCH $MODULES $DISK_ID $FAT_SERIAL $KERNEL_ARGS"
         sha256sum "$0" "$HERE/preinit/init" "$KERNEL_DIR/vmlinuz" "$KERNEL_DIR"/modules/* \
-            "$BUSYBOX" "$DROPBEAR" $(dropbear_libs) "$MBR" | cut -d' ' -f1
+            "$BUSYBOX" "$SHELL_BUSYBOX" $(device_program_sources) $(device_program_libs) "$MBR" | cut -d' ' -f1
         (cd "$HERE/files" && find . | LC_ALL=C sort | while read -r f; do
             if [ -f "$f" ]; then echo "$f $(sha256sum < "$f")"; else echo "$f"; fi
         done)
@@ -212,7 +293,8 @@ if [ -s "$CACHED" ] && [ -s "$CACHED.sha256" ]; then
 fi
 
 # --------------------------------------------------------------------------
-# Root filesystem: busybox, dropbear (with its libraries), OpenWrt's files.
+# Root filesystem: busybox, the device programs (with their libraries),
+# OpenWrt's files.
 # --------------------------------------------------------------------------
 ROOT="$WORK/rootfs"
 mkdir -p "$ROOT"/{bin,sbin,usr/bin,usr/sbin,lib,etc/dropbear,proc,sys,dev,tmp,root,rom,overlay,mnt}
@@ -222,13 +304,18 @@ cp "$BUSYBOX" "$ROOT/bin/busybox"
     mkdir -p "$ROOT/$(dirname "$applet")"
     ln -sf "/bin/busybox" "$ROOT/$applet"
 done
-ln -sf busybox "$ROOT/bin/ash"
-ln -sf busybox "$ROOT/bin/sh"
+rm -f "$ROOT/bin/ash" "$ROOT/bin/sh"
+cp "$SHELL_BUSYBOX" "$ROOT/bin/ash"           # runs as ash (argv[0])
+ln -s ash "$ROOT/bin/sh"
 ln -sf tmp "$ROOT/var"
 ln -sf /tmp/resolv.conf "$ROOT/etc/resolv.conf"
 
-cp "$DROPBEAR" "$ROOT/usr/sbin/dropbear"
-for lib in $(dropbear_libs); do
+while read -r src dest _; do
+    [ -n "$src" ] || continue
+    rm -f "$ROOT$dest"                         # replaces a busybox applet link
+    cp "$src" "$ROOT$dest"
+done <<< "$DEVICE_PROGRAMS"
+for lib in $(device_program_libs); do
     mkdir -p "$ROOT$(dirname "$lib")"
     cp -L "$lib" "$ROOT$lib"
 done
@@ -291,8 +378,9 @@ normalize() {  # normalize DIR: modes and mtimes of everything in it
     find "$1" -exec touch -h -d "@${SOURCE_DATE_EPOCH}" {} +
 }
 normalize "$ROOT"
-chmod 0755 "$ROOT/bin/busybox" "$ROOT/bin/ubus" "$ROOT/etc/init.d/rcS" \
-    "$ROOT/lib/netifd/dhcp.script" "$ROOT/usr/sbin/dropbear"
+chmod 0755 "$ROOT/bin/busybox" "$ROOT/bin/ash" "$ROOT/bin/ubus" "$ROOT/etc/init.d/rcS" \
+    "$ROOT/lib/netifd/dhcp.script" "$ROOT/sbin/sysupgrade" \
+    $(awk 'NF { print "'"$ROOT"'" $2 }' <<< "$DEVICE_PROGRAMS")
 find "$ROOT/lib" "$ROOT/lib64" -name 'ld-linux*' -exec chmod 0755 {} +
 chmod 1777 "$ROOT/tmp"
 chmod 0700 "$ROOT/root" "$ROOT/etc/dropbear"
@@ -341,12 +429,13 @@ TIMEOUT 0
 LABEL openwrt
   LINUX /vmlinuz
   INITRD /initrd.gz
-  APPEND console=ttyS0,115200n8 root=/dev/vda2 rootfstype=ext4 quiet
+  APPEND console=ttyS0,115200n8 root=/dev/vda2 rootfstype=ext4 $KERNEL_ARGS
 EOF
 cp "$KERNEL_DIR/vmlinuz" "$WORK/vmlinuz"
 touch -d "@${SOURCE_DATE_EPOCH}" "$WORK/syslinux.cfg" "$WORK/vmlinuz" "$WORK/initrd.gz"
 
-genext2fs -q -N "$ROOT_INODES" -b $(( ROOT_MIB * 1024 )) -B 1024 -m 0 -L rootfs \
+# -U: every file owned by root (the build runs as any user); modes as normalized
+genext2fs -U -N "$ROOT_INODES" -b $(( ROOT_MIB * 1024 )) -B 1024 -m 0 -L rootfs \
     -d "$ROOT" "$WORK/root.ext2"
 
 truncate -s $(( (ROOT_START + ROOT_SECTORS) * 512 )) "$DISK"

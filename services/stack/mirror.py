@@ -3,12 +3,18 @@
 It has the real layout and formats (``.versions.json``, a release's
 ``.targets.json`` and ``targets/<target>/<subtarget>/profiles.json``), so the
 trigger scans it exactly as it scans downloads.openwrt.org. The one release
-holds the virtual lab's firmware as the x86/64 ``generic`` profile image.
+holds the virtual lab's firmware as the x86/64 ``generic`` profile image,
+published as OpenWrt publishes its x86 combined images: gzipped
+(``...-ext4-combined.img.gz``), with the sha256 of the ``.gz`` file in
+profiles.json. The lab decompresses it for QEMU (lab_daemon/firmware_prep.py).
 """
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -25,8 +31,25 @@ def firmware_id(firmware: VirtualFirmware) -> str:
     return f"wrtci:official:stable:{firmware.version}:{firmware.revision}"
 
 
+def gzip_image(image: Path, dest: Path) -> str:
+    """Write ``image`` gzipped to ``dest`` (reproducibly: no name, mtime 0); its sha256."""
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    with (open(image, "rb") as src, open(tmp, "wb") as raw,
+          gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6,
+                        mtime=0) as out):
+        shutil.copyfileobj(src, out, 1 << 20)
+    with open(tmp, "rb") as written:
+        sha256 = hashlib.file_digest(written, "sha256").hexdigest()
+    os.replace(tmp, dest)
+    return sha256
+
+
 def write_release(mirror_dir: Path, firmware: VirtualFirmware) -> Path:
-    """Lay out one stable release with the firmware; returns the image's path in the mirror."""
+    """Lay out one stable release with the firmware; returns the image's path in the mirror.
+
+    The image is published gzipped, as downloads.openwrt.org has x86 combined
+    images; profiles.json names the ``.img.gz`` and gives its sha256.
+    """
     release = mirror_dir / "releases" / firmware.version
     target_dir = release / "targets" / "x86" / "64"
     target_dir.mkdir(parents=True, exist_ok=True)
@@ -37,7 +60,8 @@ def write_release(mirror_dir: Path, firmware: VirtualFirmware) -> Path:
         "versions_list": [firmware.version],
     }, indent=2))
     (release / ".targets.json").write_text(json.dumps({"x86/64": "x86_64"}, indent=2))
-    sha256 = firmware.sha256
+    published = target_dir / f"{firmware.image.name}.gz"
+    sha256 = gzip_image(firmware.image, published)
     profiles = {
         "arch_packages": "x86_64",
         "default_packages": ["base-files", "busybox", "dropbear"],
@@ -48,7 +72,7 @@ def write_release(mirror_dir: Path, firmware: VirtualFirmware) -> Path:
                 "image_prefix": f"openwrt-{firmware.version}-x86-64-generic",
                 "images": [{
                     "filesystem": "ext4",
-                    "name": firmware.image.name,
+                    "name": published.name,
                     "sha256": sha256,
                     "sha256_unsigned": sha256,
                     "type": "combined",
@@ -63,8 +87,6 @@ def write_release(mirror_dir: Path, firmware: VirtualFirmware) -> Path:
         "version_number": firmware.version,
     }
     (target_dir / "profiles.json").write_text(json.dumps(profiles, indent=2))
-    published = target_dir / firmware.image.name
-    shutil.copyfile(firmware.image, published)
     return published
 
 

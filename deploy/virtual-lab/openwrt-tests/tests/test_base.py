@@ -1,4 +1,5 @@
 import re
+import tarfile
 
 import pytest
 from conftest import ubus_call
@@ -68,15 +69,58 @@ def test_free_memory(shell_command, results_bag):
 
 
 def test_port_22_open(shell_command):
-    # Debian's busybox netstat has no -p (OpenWrt's has): the rest is the same.
-    listening = shell_command.run_check("netstat -tln")
-    assert any(" 0.0.0.0:22 " in line for line in listening)
+    # as openwrt-tests checks it: `netstat -p` names the listening program
+    [line] = shell_command.run_check("netstat -tlpn | grep 0.0.0.0:22")
+    assert line.split()[3] == "0.0.0.0:22" and line.split()[5] == "LISTEN"
+    assert line.split()[6].endswith("/dropbear")
 
 
 def test_ssh(ssh_command):
     ssh_command.run_check("true")
     [release] = ssh_command.run_check(". /etc/openwrt_release; echo $DISTRIB_ID")
     assert release == "OpenWrt"
+
+
+def test_scp_put_and_get(ssh_command, tmp_path):
+    # SSHDriver with explicit_scp_mode: `scp -O`, the device runs scp -t / -f
+    sent = tmp_path / "sent.txt"
+    sent.write_text("wrtci scp round trip\n")
+    ssh_command.put(str(sent), "/tmp/scp-test.txt")
+    assert ssh_command.run_check("cat /tmp/scp-test.txt") == ["wrtci scp round trip"]
+    (tmp_path / "back").mkdir()
+    ssh_command.get("/tmp/scp-test.txt", str(tmp_path / "back"))
+    assert (tmp_path / "back" / "scp-test.txt").read_text() == sent.read_text()
+    ssh_command.run_check("rm -f /tmp/scp-test.txt")
+
+
+def _backup(ssh_command, tmp_path, options):
+    """``sysupgrade OPTIONS -b``, fetched with scp; the archive's member names."""
+    ssh_command.run_check(f"sysupgrade {options} -b /tmp/backup.tar.gz")
+    ssh_command.get("/tmp/backup.tar.gz", str(tmp_path))
+    ssh_command.run_check("rm -f /tmp/backup.tar.gz")
+    with tarfile.open(tmp_path / "backup.tar.gz", "r") as backup:
+        return backup.getnames()
+
+
+@pytest.mark.lg_feature("rootfs")
+def test_sysupgrade_backup(ssh_command, tmp_path):
+    names = _backup(ssh_command, tmp_path, "")
+    assert "etc/config/dropbear" in names
+    assert {"etc/config/network", "etc/config/system", "etc/passwd"} <= set(names)
+
+
+@pytest.mark.lg_feature("rootfs")
+def test_sysupgrade_backup_u(ssh_command, tmp_path):
+    # -u leaves out what is unchanged from /rom; a file added to the keep list is in
+    ssh_command.run_check("echo /etc/wrtci-backup-test >> /etc/sysupgrade.conf"
+                          " && echo kept > /etc/wrtci-backup-test")
+    try:
+        names = _backup(ssh_command, tmp_path, "-u")
+    finally:
+        ssh_command.run_check("cp /rom/etc/sysupgrade.conf /etc/sysupgrade.conf"
+                              " && rm -f /etc/wrtci-backup-test")
+    assert "etc/config/dropbear" not in names
+    assert {"etc/sysupgrade.conf", "etc/wrtci-backup-test"} <= set(names)
 
 
 def test_kernel_errors(shell_command):

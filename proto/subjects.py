@@ -143,6 +143,10 @@ class Subjects:
     def job(self, priority: Priority | int, device_type: str) -> str:
         return f"{self.prefix}.job.{int(Priority(priority))}.{encode_token(device_type)}"
 
+    def jobs_of_type(self, device_type: str) -> str:
+        """Every priority's job subject of one device type (a lab's wake-up signal)."""
+        return f"{self.prefix}.job.*.{encode_token(device_type)}"
+
     def all_jobs(self) -> str:
         return f"{self.prefix}.job.*.*"
 

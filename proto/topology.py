@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -220,11 +220,35 @@ async def ensure_consumer(js: JetStreamContext, stream: str, config: ConsumerCon
     return Change.UNCHANGED
 
 
-async def apply(js: JetStreamContext, subjects: Subjects, replicas: int = 1) -> dict[str, Change]:
-    """Create or update every stream and bucket; returns what happened to each."""
+async def ensure_job_consumers(
+    js: JetStreamContext,
+    subjects: Subjects,
+    device_types: Iterable[str],
+    *,
+    ack_wait: float = JOB_ACK_WAIT,
+) -> dict[str, Change]:
+    """The job consumers (one per priority) of each device type.
+
+    Only central services call this (``wrtci nats apply``, ``wrtci lab add``
+    and the scheduler when a lab announces a new device type): a lab has no
+    permission to create consumers and only binds to these.
+    """
+    changes: dict[str, Change] = {}
+    for device_type in sorted(set(device_types)):
+        for priority in Priority:
+            config = job_consumer(subjects, priority, device_type, ack_wait=ack_wait)
+            changes[f"consumer {config.durable_name} ({device_type})"] = await ensure_consumer(
+                js, subjects.jobs_stream, config)
+    return changes
+
+
+async def apply(js: JetStreamContext, subjects: Subjects, replicas: int = 1,
+                device_types: Iterable[str] = ()) -> dict[str, Change]:
+    """Create or update every stream, bucket and the job consumers of ``device_types``."""
     changes: dict[str, Change] = {}
     for stream in streams(subjects, replicas):
         changes[f"stream {stream.name}"] = await ensure_stream(js, stream)
     for kv in key_values(subjects, replicas):
         changes[f"kv {kv.bucket}"] = await ensure_key_value(js, kv)
+    changes.update(await ensure_job_consumers(js, subjects, device_types))
     return changes

@@ -34,7 +34,7 @@ from proto.events import (
     JobRetryRequested,
 )
 from proto.subjects import Subjects
-from proto.topology import ensure_consumer, service_consumer
+from proto.topology import JOB_ACK_WAIT, ensure_consumer, service_consumer
 from services import db
 from services.checks import check_database
 from services.config import ServiceConfig
@@ -67,6 +67,8 @@ class SchedulerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     image_preference: list[str] = msgspec.field(
         default_factory=lambda: list(DEFAULT_IMAGE_PREFERENCE))
     publish_concurrency: int = 64
+    job_ack_wait_s: float = JOB_ACK_WAIT
+    """Ack wait of the job consumers: a lab must send in-progress acks more often."""
     fetch_batch: int = 10
 
 
@@ -226,7 +228,8 @@ class SchedulerApp(ServiceApp):
         self.lifecycle = Lifecycle(self.pool, dispatcher, subjects,
                                    max_attempts=settings.max_attempts,
                                    firmware_timeout_s=settings.firmware_timeout_s)
-        self.registry = DeviceRegistry(js, subjects, self.pool)
+        self.registry = DeviceRegistry(js, subjects, self.pool,
+                                       job_ack_wait_s=settings.job_ack_wait_s)
         self.switch = ControlSwitch(js, subjects)
         self.tasks += [asyncio.create_task(self.registry.run(stop), name="registry"),
                        asyncio.create_task(self.switch.run(stop), name="control-watch")]

@@ -25,7 +25,7 @@ from nats.js.kv import KV_DEL, KV_PURGE
 from proto.records import LabRecord, decode_record
 from proto.subjects import Subjects
 from proto.tokens import TokenError, decode_key_part
-from proto.topology import JOB_ACK_WAIT, LAB_HEARTBEAT_TTL, ensure_job_consumers
+from proto.topology import LAB_HEARTBEAT_TTL
 from services.scheduler import store
 
 log = logging.getLogger(__name__)
@@ -39,18 +39,16 @@ class DeviceRegistry:
         pool: asyncpg.Pool,
         *,
         ttl_s: float = LAB_HEARTBEAT_TTL,
-        job_ack_wait_s: float = JOB_ACK_WAIT,
     ) -> None:
         self.js = js
         self.subjects = subjects
         self.pool = pool
         self.ttl_s = ttl_s
-        self.job_ack_wait_s = job_ack_wait_s
-        self.consumers_ready: set[str] = set()
-        """Device types whose job consumers this process has made sure of."""
         self.labs: dict[str, LabRecord] = {}
         self.ready = asyncio.Event()
         """Set once every entry present at start has been mirrored."""
+        self.on_device_types: Callable[[set[str]], object] | None = None
+        """Called with the device types of every lab entry (job consumers are made for them)."""
         self.on_new_device_types: Callable[[set[str]], Awaitable[object]] | None = None
         """Called with device types no lab had announced before (a late lab)."""
 
@@ -99,7 +97,8 @@ class DeviceRegistry:
             return
         known = lab in self.labs
         self.labs[lab] = record
-        await self._ensure_job_consumers({d.device_type for d in record.devices})
+        if self.on_device_types is not None:
+            self.on_device_types({d.device_type for d in record.devices})
         async with self.pool.acquire() as conn:
             before = await store.known_device_types(conn, dt.datetime.min.replace(tzinfo=dt.UTC))
             await store.record_lab(conn, record, self.ttl_s)
@@ -110,12 +109,3 @@ class DeviceRegistry:
             log.info("lab online", extra={"lab": lab, "devices": len(record.devices),
                                           "device_types": sorted({d.device_type
                                                                   for d in record.devices})})
-
-    async def _ensure_job_consumers(self, device_types: set[str]) -> None:
-        """Labs only bind to job consumers: create them when a device type shows up."""
-        missing = device_types - self.consumers_ready
-        if not missing:
-            return
-        await ensure_job_consumers(self.js, self.subjects, missing,
-                                   ack_wait=self.job_ack_wait_s)
-        self.consumers_ready |= missing

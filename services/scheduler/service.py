@@ -41,6 +41,7 @@ from services.config import ServiceConfig
 from services.consume import MsgMeta, consume
 from services.firmware_store import load_open_firmware, record_firmware
 from services.scheduler import store
+from services.scheduler.consumers import JobConsumerKeeper
 from services.scheduler.control import INTAKE_CONSUMER, ControlSwitch
 from services.scheduler.devices import DeviceRegistry
 from services.scheduler.dispatch import Dispatcher, minio_presigner
@@ -151,6 +152,7 @@ class Scheduler:
                 log.info("firmware already done; event ignored",
                          extra={"firmware_id": firmware_id})
                 return 0
+            specs = []
             if state in ("running", "available"):  # a closing firmware takes no new jobs
                 device_types = await store.known_device_types(
                     conn, dt.datetime.now(dt.UTC) - retention)
@@ -160,9 +162,16 @@ class Scheduler:
                     overhead_s=self.settings.job_overhead_s,
                     image_preference=self.settings.image_preference,
                 )
-                await store.insert_jobs(conn, firmware_id, drafts, self.settings.max_attempts)
+                created = await store.insert_jobs(conn, firmware_id, drafts,
+                                                  self.settings.max_attempts)
+                specs = [store.new_job_spec(d, firmware_id, data.version, data.revision)
+                         for d in drafts if d.job_id in created]
             # Also after a crash between insert and publish: whatever is not queued yet.
-            specs = await store.unpublished_jobs(conn, firmware_id)
+            new = {s.job_id for s in specs}
+            older = [i for i in await store.unpublished_job_ids(conn, firmware_id)
+                     if i not in new]
+            if older:
+                specs += await store.job_specs(conn, older)
         published = await self.dispatcher.publish_all(specs)
         async with self.pool.acquire() as conn:
             await store.set_queue_seqs(conn, published)
@@ -228,10 +237,12 @@ class SchedulerApp(ServiceApp):
         self.lifecycle = Lifecycle(self.pool, dispatcher, subjects,
                                    max_attempts=settings.max_attempts,
                                    firmware_timeout_s=settings.firmware_timeout_s)
-        self.registry = DeviceRegistry(js, subjects, self.pool,
-                                       job_ack_wait_s=settings.job_ack_wait_s)
+        self.registry = DeviceRegistry(js, subjects, self.pool)
+        self.job_consumers = JobConsumerKeeper(js, subjects, ack_wait=settings.job_ack_wait_s)
+        self.registry.on_device_types = self.job_consumers.want
         self.switch = ControlSwitch(js, subjects)
-        self.tasks += [asyncio.create_task(self.registry.run(stop), name="registry"),
+        self.tasks += [asyncio.create_task(self.job_consumers.run(stop), name="job-consumers"),
+                       asyncio.create_task(self.registry.run(stop), name="registry"),
                        asyncio.create_task(self.switch.run(stop), name="control-watch")]
         # Fan-out reads the registry: let it catch up with the bucket first.
         await asyncio.wait_for(

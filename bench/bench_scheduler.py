@@ -79,7 +79,7 @@ async def _fan_out(js, subjects, data, expected: int) -> tuple[float, float, flo
     stored = [(await js.get_msg(subjects.jobs_stream, seq)).time
               for seq in range(first, first + expected)]
     latencies = sorted((t - at).total_seconds() * 1000 for t in stored)
-    q = statistics.quantiles(latencies, n=100)
+    q = statistics.quantiles(latencies, n=100, method="inclusive")
     return expected / (latencies[-1] / 1000), q[49], q[98]
 
 

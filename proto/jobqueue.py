@@ -10,8 +10,9 @@ a lab only binds to them. An idle device costs (almost) nothing:
   exactly one device gets it.
 * **priority**: a fetch asks the consumers highest priority first (``no_wait``
   pull requests, answered at once), so a PR job is taken before an older
-  snapshot job. The priority that woke us up is asked with a short wait: the
-  wake-up can overtake the stream storing the job (always so in a cluster).
+  snapshot job. A wake-up alone asks only the priorities it announced, with a
+  short wait: the wake-up can overtake the stream storing the job (always so
+  in a cluster). A device that just took a job asks every priority again.
 * **safety poll**: jobs that come back without a new publish — naked with a
   delay, or redelivered after a lab stopped acking — are seen by a slow poll of
   every priority, paced to ``max_idle_rate`` requests/s per device type (the
@@ -172,13 +173,19 @@ class JobQueue:
         while True:
             now = loop.time()
             if state.due(now):
+                # Only a wake-up: ask just the announced priorities. Any higher one
+                # waiting would have woken this idle device before (a naked job is
+                # the poll's: that, like a backlog, asks every priority).
+                full = (state.backlog or now >= state.next_poll
+                        or bool(state.timers and state.timers[0] <= now))
                 hinted, state.hinted = state.hinted, set()
                 state.backlog = False
-                state.next_poll = now + self._poll_after(state)
+                if full:
+                    state.next_poll = now + self._poll_after(state)
                 while state.timers and state.timers[0] <= now:
                     heapq.heappop(state.timers)
                 state.fetches += 1
-                job = await self._fetch(state, hinted)
+                job = await self._fetch(state, hinted, full)
                 if job is not None:
                     state.backlog = True
                     state.notify()  # another idle device of this type may take the next
@@ -239,10 +246,13 @@ class JobQueue:
                                                 cb=wake)
         return state
 
-    async def _fetch(self, state: _DeviceType, hinted: set[int]) -> QueuedJob | None:
-        """Ask each priority's consumer for one job, highest first."""
+    async def _fetch(self, state: _DeviceType, hinted: set[int],
+                     full: bool) -> QueuedJob | None:
+        """Ask each priority's consumer (or the hinted ones) for one job, highest first."""
         try:
             for priority in self.priorities:
+                if not full and int(priority) not in hinted:
+                    continue
                 expires = WAKEUP_WAIT if int(priority) in hinted else None
                 msg = await self._pull(priority, state.name, expires)
                 if msg is None:

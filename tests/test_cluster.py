@@ -1,8 +1,10 @@
 """A three-node JetStream cluster on loopback: R3 streams, a node killed mid-run.
 
-Bounded (about a minute): 3 nats-server processes, the topology at 3
-replicas, two labs (real JobQueue) on different nodes taking jobs while the
-node of one of them is killed. Every job is taken exactly once.
+Bounded (a minute or two): 3 nats-server processes, the topology at 3
+replicas (``topology.apply(..., replicas=3)``, ``wrtci nats apply --replicas 3``),
+labs (real JobQueue) on different nodes taking jobs while the node of one of
+them is killed, and the same services unchanged, two replicas each, one of
+them stopped mid-run. Every job is taken and ends exactly once.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ from pathlib import Path
 import nats
 import pytest
 
+from core.config import NatsConfig
 from proto import events as ev
 from proto import topology
 from proto.jobqueue import JobQueue
-from proto.model import Image, TestPlan
+from proto.model import Image, JobResult, TestPlan
 from proto.subjects import Priority, Subjects
+from services.scheduler.service import SchedulerSettings
 from services.stack.servers import LOOPBACK, find_executable, free_port
+from tests import factories
+from tests.pipeline import FakeLab, firmware_jobs, firmware_state, running
 
 DEVICE_TYPES = ["x86/64/generic", "ath79/generic/tplink_archer-c7-v2"]
 JOBS = 120
@@ -160,3 +166,85 @@ async def test_jobs_survive_a_killed_node_none_lost_none_doubled(cluster):
 async def _all_taken(taken: list[str]) -> None:
     if len(set(taken)) < JOBS:
         raise AssertionError(f"{len(set(taken))} of {JOBS} taken")
+
+
+SERVICE_TYPES = [f"t{i}/s/dev-{i}" for i in range(6)]
+
+
+@pytest.mark.timeout(200)
+async def test_services_on_the_cluster_two_replicas_one_killed_mid_run(
+        cluster, database_config, storage_config, pool):
+    """Scheduler and timeout services, two replicas each on different nodes, labs on
+    two nodes; mid-run one node and one replica of each service go away. Every job
+    ends once, on its first attempt, and the firmware is done."""
+    subjects = Subjects("clsvc")
+    central = await nats.connect(servers=[n.url for n in cluster], max_reconnect_attempts=-1)
+    js = central.jetstream(timeout=10)
+    await _until(lambda: topology.apply(js, subjects, replicas=3), 30)
+    await factories.announce_lab(js, subjects, "lab-a",
+                                 [(f"d{i}", t, []) for i, t in enumerate(SERVICE_TYPES)])
+    settings = SchedulerSettings(holdoff_s=0.3)
+    replica_1, replica_2 = contextlib.AsyncExitStack(), contextlib.AsyncExitStack()
+    labs = []
+    try:
+        await replica_1.enter_async_context(running(
+            NatsConfig(url=cluster[0].url, prefix=subjects.prefix, request_timeout_s=10),
+            database_config, storage_config, scheduler=settings))
+        await replica_2.enter_async_context(running(
+            NatsConfig(url=cluster[2].url, prefix=subjects.prefix, request_timeout_s=10),
+            database_config, storage_config, scheduler=settings))
+        data = factories.firmware(SERVICE_TYPES)
+        await factories.publish_firmware(js, subjects, data)
+
+        for name, node in (("lab-a", cluster[1]), ("lab-b", cluster[2])):
+            nc = await nats.connect(servers=[node.url], max_reconnect_attempts=-1,
+                                    reconnect_time_wait=0.2)
+            labs.append((nc, FakeLab(nc.jetstream(timeout=10), subjects, name)))
+        done: list[str] = []
+
+        async def lab_loop(lab: FakeLab) -> None:
+            while True:
+                for device_type in SERVICE_TYPES:
+                    with contextlib.suppress(Exception):  # its node went away: again
+                        job = await lab.queue.next_job(device_type, wait=0.1)
+                        if job is None:
+                            continue
+                        await lab.start(job)
+                        await lab.finish(job, JobResult.PASS, ack=False)
+                        await job.msg.ack_sync(timeout=10)
+                        done.append(job.spec.job_id)
+
+        loops = [asyncio.create_task(lab_loop(lab)) for _, lab in labs]
+        await _until(lambda: _at_least(done, 2), 60)
+        cluster[1].kill()  # lab A's node
+        await replica_1.aclose()  # one scheduler and one timeout service gone
+        await _until(lambda: _firmware_done(pool, data.firmware_id), 120)
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+    finally:
+        for nc, lab in labs:
+            with contextlib.suppress(Exception):
+                await lab.close()
+                await nc.close()
+        await replica_2.aclose()
+        await replica_1.aclose()
+    rows = await firmware_jobs(pool, data.firmware_id)
+    assert len(rows) == len(SERVICE_TYPES)  # none lost
+    assert all((r["state"], r["result"], r["attempt"]) == ("done", "pass", 1) for r in rows)
+    attempts = await pool.fetchval(
+        "SELECT count(*) FROM job_attempts WHERE job_id = ANY($1::text[])",
+        [r["id"] for r in rows])
+    assert attempts == len(SERVICE_TYPES)  # none doubled
+    await central.close()
+
+
+async def _at_least(done: list[str], count: int) -> None:
+    if len(done) < count:
+        raise AssertionError(f"{len(done)} jobs done")
+
+
+async def _firmware_done(pool, firmware_id: str) -> None:
+    state = await firmware_state(pool, firmware_id)
+    if state != "done":
+        raise AssertionError(f"firmware {state}")

@@ -76,7 +76,7 @@ async def worker(url: str, labs: range, devices: int) -> dict:
 
     async def device(queue: JobQueue, kind: str) -> None:
         while not stop.is_set():
-            job = await queue.next_job(kind, wait=1.0)
+            job = await queue.next_job(kind, wait=30.0)
             if job is None:
                 continue
             latency_ms = (time.time() - job.event.time.timestamp()) * 1000

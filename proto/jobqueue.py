@@ -37,6 +37,7 @@ import contextlib
 import heapq
 import json
 import logging
+import random
 from collections.abc import Iterable
 
 import nats.errors
@@ -203,9 +204,11 @@ class JobQueue:
         The first comes one ack wait after start-up: jobs a predecessor of this
         lab held when it died are back in the queue by then.
         """
+        # Spread (never shortened): labs started together must not poll together.
+        interval = self.poll_interval * random.uniform(1.0, 1.25)
         if state.fetches == 0:
-            return min(self.poll_interval, self.ack_wait + 0.1)
-        return self.poll_interval
+            return min(interval, self.ack_wait + 0.1)
+        return interval
 
     def job_returned(self, device_type: str, delay: float | None) -> None:
         """A job of ours was naked: look again when it is back in the queue."""

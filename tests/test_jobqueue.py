@@ -146,7 +146,7 @@ async def test_malformed_job_message_is_terminated_and_the_next_one_taken(js, su
     queue = JobQueue(js, subjects, max_idle_rate=NEVER)
     job = await queue.next_job(DEVICE_TYPE, wait=5)
     assert job is not None and job.spec.job_id == "good-1"
-    await job.ack()
+    await job.msg.ack_sync()  # confirmed: the stream is looked at next
     info = await js.stream_info(subjects.jobs_stream)
     assert info.state.messages == 0  # the bad one terminated, the good one acked
     await queue.close()

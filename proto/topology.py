@@ -37,6 +37,9 @@ LOGS_DEDUPE_WINDOW = 15 * 60.0
 LAB_HEARTBEAT_TTL = 90.0
 """A lab whose record is not refreshed within this many seconds is gone."""
 
+JOBS_MAX_CONSUMERS = 100_000
+"""Five job consumers per device type. nats-server 2.15 caps a stream at 1,000
+consumers unless the stream sets its own limit (and -1 no longer means unlimited)."""
 JOB_ACK_WAIT = 120.0
 """A lab holding a job must send in-progress acks more often than this."""
 JOB_MAX_DELIVER = 5
@@ -65,6 +68,7 @@ def streams(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:
             retention=RetentionPolicy.WORK_QUEUE,
             storage=StorageType.FILE,
             duplicate_window=JOBS_DEDUPE_WINDOW,
+            max_consumers=JOBS_MAX_CONSUMERS,
             discard=DiscardPolicy.OLD,
             num_replicas=replicas,
         ),

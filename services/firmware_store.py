@@ -41,13 +41,24 @@ class Recorded(msgspec.Struct, frozen=True):
     """Builds this call added (images seen for the first time)."""
 
 
+async def _recorded(conn: asyncpg.Connection, data: FirmwareDiscoveredData) -> bool:
+    """The checkout and every image of ``data`` are in the database."""
+    if await conn.fetchval("SELECT 1 FROM checkouts WHERE id = $1", data.firmware_id) is None:
+        return False
+    ids = list({image.id for image in data.images})
+    found = await conn.fetchval("SELECT count(*) FROM builds WHERE id = ANY($1::text[])", ids)
+    return found == len(ids)
+
+
 async def record_firmware(conn: asyncpg.Connection, data: FirmwareDiscoveredData) -> Recorded:
     """Upsert the checkout and its builds in one transaction.
 
     An existing checkout keeps its state: recording a firmware again never
     moves it back to ``running``; new images of it (a target published
-    later) are added.
+    later) are added. Recorded already (by the trigger, usually): two reads.
     """
+    if await _recorded(conn, data):
+        return Recorded(checkout_created=False, new_builds=0)
     async with conn.transaction():
         created = await conn.fetchval(
             """

@@ -29,6 +29,7 @@ from proto.control import DeviceStatus, LabAction, LabControlReply, LabControlRe
 from proto.events import decode
 from proto.model import Image, TestPlan
 from proto.subjects import Priority, Subjects
+from proto.topology import JOB_ACK_WAIT, ensure_job_consumers
 from services import logs as logs_service
 from services.config import StorageConfig
 
@@ -203,7 +204,10 @@ def fake_job(job_id: str, url: str, *, plans: list[TestPlan], **kwargs) -> ev.Jo
     return job_spec(job_id, url, sha256_of(FAKE_FIRMWARE), plans=plans, **kwargs)
 
 
-async def publish_job(js, subjects: Subjects, spec: ev.JobSpec) -> None:
+async def publish_job(js, subjects: Subjects, spec: ev.JobSpec, *,
+                      ack_wait: float = JOB_ACK_WAIT) -> None:
+    """Queue ``spec`` as the scheduler would: its job consumers first (labs only bind)."""
+    await ensure_job_consumers(js, subjects, [spec.device_type], ack_wait=ack_wait)
     event = ev.JobCreated.build(spec, source="test", id=f"job.created:{spec.job_id}")
     await js.publish(subjects.job(spec.priority, spec.device_type), ev.encode(event),
                      headers={"Nats-Msg-Id": event.id})

@@ -131,10 +131,11 @@ class FakeLab:
     """A lab as the scheduler sees it: takes jobs from the queue, reports on them."""
 
     def __init__(self, js: JetStreamContext, subjects: Subjects, name: str,
-                 device: str = "dut-1", *, ack_wait: float = JOB_ACK_WAIT) -> None:
+                 device: str = "dut-1", *, ack_wait: float = JOB_ACK_WAIT,
+                 **queue_options) -> None:
         self.name = name
         self.device = device
-        self.queue = JobQueue(js, subjects, ack_wait=ack_wait)
+        self.queue = JobQueue(js, subjects, ack_wait=ack_wait, **queue_options)
         self.events = EventPublisher(js, subjects)
         self.js, self.subjects, self.ack_wait = js, subjects, ack_wait
         self._consumers: set[str] = set()

@@ -36,7 +36,9 @@ async def test_drain_wait_lets_the_running_job_finish_and_starts_no_new_one(
     async with running(nats_config, database_config, storage_config,
                        scheduler=FAST) as pipeline:
         x86_lab = FakeLab(js, subjects, "lab-a", "x86-1")
-        ath_lab = FakeLab(js, subjects, "lab-a", "ath-1")
+        # Jobs held by a drain are not announced again on resume: labs find them
+        # by their safety poll (every ~25 s in production); here a quick one.
+        ath_lab = FakeLab(js, subjects, "lab-a", "ath-1", max_idle_rate=50.0)
         # Both devices are idle and asking (their consumers exist) when the drain begins.
         assert await ath_lab.queue.next_job(ATH, wait=0.2) is None
         await factories.publish_firmware(js, subjects, data)

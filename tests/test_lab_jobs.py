@@ -184,14 +184,15 @@ def _cmdline_has(pid: str, needle: str) -> bool:
         return False
 
 
-async def _signal_mid_job(js, subjects, events, spec, config_path, tmp_path, sig) -> int:
+async def _signal_mid_job(js, subjects, events, spec, config_path, tmp_path, sig,
+                          ack_wait: float = topology.JOB_ACK_WAIT) -> int:
     """Run a lab daemon process, signal it while the job's tests run; its exit status."""
     config = load(str(config_path))
     await create_job_consumers(config.nats, {d.device_type for d in config.lab.devices},
                                config.lab.job_ack_wait_s)  # the central side's part
     daemon = lab_subprocess(config_path, tmp_path / "lab-1.log")
     try:
-        await publish_job(js, subjects, spec)
+        await publish_job(js, subjects, spec, ack_wait=ack_wait)
         await events.wait_for(lambda e: any(p.data.stage == "test"
                                             for p in e.of(ev.JobProgress)))
         daemon.send_signal(sig)
@@ -231,7 +232,8 @@ async def test_killed_daemon_job_is_redelivered_after_the_ack_wait(
     config = lab_config(nats_config, tmp_path / "work", fake_suite, job_ack_wait_s=4,
                         env={"FAKE_SLEEP": "30"})
     path = write_config(config, tmp_path / "lab.toml")
-    await _signal_mid_job(js, subjects, events, spec, path, tmp_path, signal.SIGKILL)
+    await _signal_mid_job(js, subjects, events, spec, path, tmp_path, signal.SIGKILL,
+                         ack_wait=4)
     fast = lab_config(nats_config, tmp_path / "work2", fake_suite, job_ack_wait_s=4,
                       env={"FAKE_SLEEP": "0"})
     async with running_lab(fast):
@@ -256,7 +258,7 @@ async def test_result_that_cannot_be_published_at_shutdown_leaves_the_job_for_re
     config = lab_config(quick, tmp_path / "work", fake_suite, shutdown_grace_s=2,
                         job_ack_wait_s=4)
     async with running_lab(config) as daemon:
-        await publish_job(js, subjects, spec)
+        await publish_job(js, subjects, spec, ack_wait=4)
         await events.wait_for(lambda e: e.of(ev.JobStarted))
         await js.delete_stream(subjects.events_stream)
         await events.wait_for(lambda e: any(c.data.final and c.data.stream == "junit.xml"

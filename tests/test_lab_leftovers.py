@@ -139,7 +139,7 @@ async def test_sigkilled_daemon_leaves_nothing_running_and_the_job_runs_once(
     first = lab_subprocess(write_config(first_config, tmp_path / "lab.toml"),
                            tmp_path / "lab-1.log")
     try:
-        await publish_job(js, subjects, spec)
+        await publish_job(js, subjects, spec, ack_wait=4)
         [helper] = await eventually(lambda: _processes_with(marker), within_s=60)
         first.send_signal(signal.SIGKILL)
         await asyncio.to_thread(first.wait, 30)

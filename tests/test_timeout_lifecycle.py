@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 
 from proto.events import JobStarted, JobStartedData
@@ -26,6 +27,8 @@ from tests.pipeline import (
 
 X86 = "x86/64/generic"
 FAST = SchedulerSettings(holdoff_s=0.3)
+SHORT_ACK_WAIT = msgspec.structs.replace(FAST, job_ack_wait_s=1.0)
+"""The job consumers' ack wait: a lab that stops acking loses its job in 1 s."""
 
 
 async def _lab(js, subjects):
@@ -84,7 +87,7 @@ async def test_lab_that_vanishes_mid_job_is_replaced_by_redelivery(
     data = factories.firmware([X86])
     # Short ack wait: lab A dies without acking, JetStream hands the job to lab B,
     # whose start takes the attempt over once A has been silent that long.
-    async with running(nats_config, database_config, storage_config, scheduler=FAST,
+    async with running(nats_config, database_config, storage_config, scheduler=SHORT_ACK_WAIT,
                        timeouts=TimeoutSettings(heartbeat_timeout_s=60, infra_retry=QUICK_RETRY,
                                                 takeover_after_s=0.9)):
         await factories.publish_firmware(js, subjects, data)
@@ -270,7 +273,7 @@ async def test_lab_that_lost_its_job_to_redelivery_no_longer_speaks_for_it(
     """
     await _lab(js, subjects)
     data = factories.firmware([X86])
-    async with running(nats_config, database_config, storage_config, scheduler=FAST,
+    async with running(nats_config, database_config, storage_config, scheduler=SHORT_ACK_WAIT,
                        timeouts=TimeoutSettings(takeover_after_s=0.9)):
         await factories.publish_firmware(js, subjects, data)
         lab_a = FakeLab(js, subjects, "lab-a", "x86-1", ack_wait=1.0)

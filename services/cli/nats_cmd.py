@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+
+import msgspec
+from nats.js.errors import KeyNotFoundError, NoKeysError
 
 from proto import topology
+from proto.records import LabRecord, decode_record
 from services.cli.common import add_config_argument, cli_config, nats_connection
 
 
@@ -21,34 +26,30 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     apply.set_defaults(func=run_apply)
 
 
-async def _apply(args: argparse.Namespace) -> dict[str, topology.Change]:
-    config = cli_config(args)
-    async with nats_connection(config.nats) as nc:
-        js = nc.jetstream()
-        changes = await topology.apply(js, config.nats.subjects, args.replicas)
-        device_types = set(args.device_type) | await _announced_device_types(js, config)
-        changes.update(await topology.ensure_job_consumers(js, config.nats.subjects,
-                                                           device_types))
-        return changes
-
-
-async def _announced_device_types(js, config) -> set[str]:
-    """Device types in the labs' records (labs create no consumers: we do)."""
-    from nats.js.errors import NoKeysError
-
-    from proto.records import LabRecord, decode_record
-
-    kv = await js.key_value(config.nats.subjects.labs_bucket)
-    types: set[str] = set()
+async def _announced_device_types(js, subjects) -> set[str]:
+    """Device types of the labs online now (their job consumers are made sure of too)."""
+    kv = await js.key_value(subjects.labs_bucket)
     try:
         keys = await kv.keys()
     except NoKeysError:
-        return types
+        return set()
+    found: set[str] = set()
     for key in keys:
-        entry = await kv.get(key)
-        if entry.value:
-            types |= {d.device_type for d in decode_record(entry.value, LabRecord).devices}
-    return types
+        with contextlib.suppress(KeyNotFoundError, msgspec.DecodeError):
+            entry = await kv.get(key)
+            if entry.value:
+                found |= {d.device_type for d in decode_record(entry.value, LabRecord).devices}
+    return found
+
+
+async def _apply(args: argparse.Namespace) -> dict[str, topology.Change]:
+    config = cli_config(args)
+    async with nats_connection(config.nats) as nc:
+        js, subjects = nc.jetstream(), config.nats.subjects
+        changes = await topology.apply(js, subjects, args.replicas)
+        device_types = set(args.device_type) | await _announced_device_types(js, subjects)
+        changes.update(await topology.ensure_job_consumers(js, subjects, device_types))
+        return changes
 
 
 def run_apply(args: argparse.Namespace) -> int:

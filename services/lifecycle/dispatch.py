@@ -14,6 +14,7 @@ from nats.js.errors import APIError
 
 from core.runtime import EventPublisher
 from proto.events import JobCreated, JobSpec, encode
+from proto.routing import event_subject
 from proto.subjects import Subjects
 from services.config import StorageConfig
 from services.storage import minio_client
@@ -86,9 +87,41 @@ class Dispatcher:
         return ack.seq
 
     async def publish_all(self, specs: Sequence[JobSpec]) -> list[tuple[str, int, int]]:
-        """Queue many at once; (job id, attempt, sequence) of each."""
-        seqs = await asyncio.gather(*(self.publish(spec) for spec in specs))
-        return [(s.job_id, s.attempt, seq) for s, seq in zip(specs, seqs, strict=True)]
+        """Queue many at once; (job id, attempt, sequence) of each.
+
+        Pipelined (``publish_async``): every job goes out before any ack is
+        awaited, the jobs before their ``job.created`` events, so a lab can
+        start on the first job while the rest are still being written.
+        """
+        if not specs:
+            return []
+        specs = [self._with_url(spec) for spec in specs]
+        events = [JobCreated.build(spec, source=SOURCE, subject=spec.job_id,
+                                   id=job_created_id(spec.job_id, spec.attempt))
+                  for spec in specs]
+        payloads = [encode(event) for event in events]
+        job_acks = [await self.js.publish_async(
+            self.subjects.job(spec.priority, spec.device_type), payload,
+            headers={"Nats-Msg-Id": event.id})
+            for spec, event, payload in zip(specs, events, payloads, strict=True)]
+        event_acks = [await self.js.publish_async(
+            event_subject(self.subjects, event), payload, headers={"Nats-Msg-Id": event.id})
+            for event, payload in zip(events, payloads, strict=True)]
+        try:
+            acks = await asyncio.wait_for(asyncio.gather(*job_acks, *event_acks),
+                                          self.timeout + len(specs) / 1000)
+        finally:
+            for future in (*job_acks, *event_acks):
+                future.cancel()  # those not done: given up (the caller naks, and retries)
+        queued = acks[:len(specs)]
+        for spec, ack in zip(specs, queued, strict=True):
+            log.debug("job queued", extra={"job_id": spec.job_id, "attempt": spec.attempt,
+                                           "device_type": spec.device_type,
+                                           "priority": spec.priority,
+                                           "duplicate": ack.duplicate})
+        log.info("jobs queued", extra={"jobs": len(specs),
+                                       "duplicates": sum(bool(a.duplicate) for a in queued)})
+        return [(s.job_id, s.attempt, ack.seq) for s, ack in zip(specs, queued, strict=True)]
 
     async def withdraw(self, queue_seq: int | None) -> bool:
         """Take a queued attempt off the JOBS stream; False if a lab had acked it already."""

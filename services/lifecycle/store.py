@@ -83,8 +83,10 @@ async def firmware_state(conn: asyncpg.Connection, firmware_id: str) -> str | No
 
 async def insert_jobs(
     conn: asyncpg.Connection, firmware_id: str, drafts: Sequence[JobDraft], max_attempts: int
-) -> None:
+) -> set[str]:
     """New jobs (attempt 1, queued) and their first attempt rows; existing ones stay.
+
+    Returns the ids of the jobs this call created.
 
     Only while the firmware is ``running`` or ``available``: the share lock
     waits for (and then sees) the timeout service closing or ending it, which
@@ -95,23 +97,44 @@ async def insert_jobs(
         state = await conn.fetchval(
             "SELECT state FROM checkouts WHERE id = $1 FOR SHARE", firmware_id)
         if state not in ("running", "available"):
-            return
-        await conn.executemany(
+            return set()
+        # One statement per table for the whole firmware (unnest, not executemany):
+        # a snapshot has 1,000s of jobs.
+        created = await conn.fetch(
             """
             INSERT INTO jobs (id, checkout_id, build_id, device_type, plans, priority,
                               max_attempts, timeout_s)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+            SELECT t.id, $2, t.build_id, t.device_type, t.plans::jsonb, t.priority, $3,
+                   t.timeout_s
+            FROM unnest($1::text[], $4::text[], $5::text[], $6::text[], $7::integer[],
+                        $8::double precision[])
+                 AS t(id, build_id, device_type, plans, priority, timeout_s)
             ON CONFLICT (id) DO NOTHING
+            RETURNING id
             """,
-            [(d.job_id, firmware_id, d.image.id, d.device_type,
-              msgspec.to_builtins(d.plans), d.priority, max_attempts, d.timeout_s)
-             for d in drafts],
+            [d.job_id for d in drafts], firmware_id, max_attempts,
+            [d.image.id for d in drafts], [d.device_type for d in drafts],
+            [msgspec.json.encode(d.plans).decode() for d in drafts],
+            [d.priority for d in drafts], [d.timeout_s for d in drafts],
         )
-        await conn.executemany(
-            "INSERT INTO job_attempts (job_id, attempt, state) VALUES ($1, 1, 'queued') "
-            "ON CONFLICT DO NOTHING",
-            [(d.job_id,) for d in drafts],
+        await conn.execute(
+            "INSERT INTO job_attempts (job_id, attempt, state) "
+            "SELECT unnest($1::text[]), 1, 'queued' ON CONFLICT DO NOTHING",
+            [d.job_id for d in drafts],
         )
+    return {r["id"] for r in created}
+
+
+def new_job_spec(draft: JobDraft, firmware_id: str, version: str | None,
+                 revision: str | None) -> JobSpec:
+    """The spec of a job just inserted from ``draft`` (what ``job_spec`` would read)."""
+    return JobSpec(
+        job_id=draft.job_id, attempt=1, firmware_id=firmware_id,
+        device_type=draft.device_type,
+        image=msgspec.structs.replace(draft.image, architecture=None), plans=draft.plans,
+        priority=draft.priority, timeout_s=draft.timeout_s, firmware_version=version,
+        firmware_revision=revision,
+    )
 
 
 _SPEC_SQL = """
@@ -139,13 +162,19 @@ def _spec(row: asyncpg.Record) -> JobSpec:
     )
 
 
-async def unpublished_jobs(conn: asyncpg.Connection, firmware_id: str) -> list[JobSpec]:
+async def unpublished_job_ids(conn: asyncpg.Connection, firmware_id: str) -> list[str]:
     """Queued jobs of a firmware whose current attempt is not on the JOBS stream yet."""
     rows = await conn.fetch(
-        _SPEC_SQL + " WHERE j.checkout_id = $1 AND j.state = 'queued' AND j.queue_seq IS NULL"
-        " AND (j.not_before IS NULL OR j.not_before <= now()) ORDER BY j.id",
+        "SELECT id FROM jobs WHERE checkout_id = $1 AND state = 'queued' AND queue_seq IS NULL"
+        " AND (not_before IS NULL OR not_before <= now()) ORDER BY id",
         firmware_id,
     )
+    return [r["id"] for r in rows]
+
+
+async def job_specs(conn: asyncpg.Connection, job_ids: Sequence[str]) -> list[JobSpec]:
+    rows = await conn.fetch(_SPEC_SQL + " WHERE j.id = ANY($1::text[]) ORDER BY j.id",
+                            list(job_ids))
     return [_spec(r) for r in rows]
 
 
@@ -166,9 +195,16 @@ async def set_queue_seqs(
     conn: asyncpg.Connection, published: Sequence[tuple[str, int, int]]
 ) -> None:
     """(job id, attempt, JOBS stream sequence) of published attempts."""
-    await conn.executemany(
-        "UPDATE jobs SET queue_seq = $3, not_before = NULL WHERE id = $1 AND attempt = $2",
-        published
+    if not published:
+        return
+    ids, attempts, seqs = zip(*published, strict=True)
+    await conn.execute(
+        """
+        UPDATE jobs SET queue_seq = t.seq, not_before = NULL
+        FROM unnest($1::text[], $2::integer[], $3::bigint[]) AS t(id, attempt, seq)
+        WHERE jobs.id = t.id AND jobs.attempt = t.attempt
+        """,
+        list(ids), list(attempts), list(seqs),
     )
 
 

@@ -47,6 +47,8 @@ class DeviceRegistry:
         self.labs: dict[str, LabRecord] = {}
         self.ready = asyncio.Event()
         """Set once every entry present at start has been mirrored."""
+        self.on_device_types: Callable[[set[str]], object] | None = None
+        """Called with the device types of every lab entry (job consumers are made for them)."""
         self.on_new_device_types: Callable[[set[str]], Awaitable[object]] | None = None
         """Called with device types no lab had announced before (a late lab)."""
 
@@ -95,6 +97,8 @@ class DeviceRegistry:
             return
         known = lab in self.labs
         self.labs[lab] = record
+        if self.on_device_types is not None:
+            self.on_device_types({d.device_type for d in record.devices})
         async with self.pool.acquire() as conn:
             before = await store.known_device_types(conn, dt.datetime.min.replace(tzinfo=dt.UTC))
             await store.record_lab(conn, record, self.ttl_s)

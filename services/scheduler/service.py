@@ -34,13 +34,7 @@ from proto.events import (
     JobRetryRequested,
 )
 from proto.subjects import Subjects
-from proto.topology import (
-    JOB_ACK_WAIT,
-    Change,
-    ensure_consumer,
-    ensure_job_consumers,
-    service_consumer,
-)
+from proto.topology import JOB_ACK_WAIT, ensure_consumer, service_consumer
 from services import db
 from services.checks import check_database
 from services.config import ServiceConfig
@@ -48,6 +42,7 @@ from services.consume import MsgMeta, consume
 from services.firmware_store import load_open_firmware, record_firmware
 from services.lifecycle import Lifecycle, store
 from services.lifecycle.dispatch import Dispatcher, minio_presigner
+from services.scheduler.consumers import JobConsumerKeeper
 from services.scheduler.control import INTAKE_CONSUMER, ControlSwitch
 from services.scheduler.devices import DeviceRegistry
 from services.scheduler.fanout import DEFAULT_IMAGE_PREFERENCE, plan_jobs
@@ -158,6 +153,7 @@ class Scheduler:
                 log.info("firmware already done; event ignored",
                          extra={"firmware_id": firmware_id})
                 return 0
+            specs = []
             if state in ("running", "available"):  # a closing firmware takes no new jobs
                 device_types = await store.known_device_types(
                     conn, dt.datetime.now(dt.UTC) - retention)
@@ -167,9 +163,16 @@ class Scheduler:
                     overhead_s=self.settings.job_overhead_s,
                     image_preference=self.settings.image_preference,
                 )
-                await store.insert_jobs(conn, firmware_id, drafts, self.settings.max_attempts)
+                created = await store.insert_jobs(conn, firmware_id, drafts,
+                                                  self.settings.max_attempts)
+                specs = [store.new_job_spec(d, firmware_id, data.version, data.revision)
+                         for d in drafts if d.job_id in created]
             # Also after a crash between insert and publish: whatever is not queued yet.
-            specs = await store.unpublished_jobs(conn, firmware_id)
+            new = {s.job_id for s in specs}
+            older = [i for i in await store.unpublished_job_ids(conn, firmware_id)
+                     if i not in new]
+            if older:
+                specs += await store.job_specs(conn, older)
         published = await self.dispatcher.publish_all(specs)
         async with self.pool.acquire() as conn:
             await store.set_queue_seqs(conn, published)
@@ -229,7 +232,10 @@ class SchedulerApp(ServiceApp):
                                    max_attempts=settings.max_attempts,
                                    firmware_timeout_s=settings.firmware_timeout_s)
         self.registry = DeviceRegistry(js, subjects, self.pool)
+        self.job_consumers = JobConsumerKeeper(js, subjects, ack_wait=settings.job_ack_wait_s)
+        self.registry.on_device_types = self.job_consumers.want
         self.switch = ControlSwitch(js, subjects)
+        daemon.loop("job-consumers", self.job_consumers.run)
         daemon.loop("registry", self.registry.run)
         daemon.loop("control-watch", self.switch.run)
         # Fan-out reads the registry: let it catch up with the bucket first
@@ -243,10 +249,10 @@ class SchedulerApp(ServiceApp):
         self.scheduler = Scheduler(self.pool, dispatcher, self.lifecycle, self.plans, settings)
         self.registry.on_new_device_types = self._late_lab
         # Labs may only bind to job consumers: every device type announced gets
-        # its consumers here (and from `wrtci nats apply` / `wrtci lab add`).
-        self.js = js
-        await self._job_consumers(self.registry.online_device_types()
-                                  | await self._known_device_types())
+        # its consumers here, in the background (and from `wrtci nats apply` /
+        # `wrtci lab add`); new ones through the registry's hook.
+        self.job_consumers.want(self.registry.online_device_types()
+                                | await self._known_device_types())
         if not self.switch.paused:
             await retry_call("start-up scheduling", self.scheduler.schedule_open_firmware,
                              "start-up", stop=stop, logger=log)
@@ -265,15 +271,7 @@ class SchedulerApp(ServiceApp):
             known = await store.known_device_types(conn, dt.datetime.now(dt.UTC) - retention)
         return set(known)
 
-    async def _job_consumers(self, device_types: set[str]) -> None:
-        changes = await ensure_job_consumers(self.js, self.subjects, device_types,
-                                             ack_wait=self.config.scheduler.job_ack_wait_s)
-        created = sorted(name for name, change in changes.items() if change is Change.CREATED)
-        if created:
-            log.info("job consumers created", extra={"consumers": created})
-
     async def _late_lab(self, device_types: set[str]) -> None:
-        await self._job_consumers(device_types)
         if self.switch.paused:
             # Paused means no new scheduling; the next firmware event picks them up.
             log.info("late lab while paused: not scheduling",

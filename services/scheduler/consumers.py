@@ -1,0 +1,91 @@
+"""The job consumers of every announced device type, created centrally.
+
+Labs only bind to job consumers (they may not create them). The registry
+hands every device type it sees to :class:`JobConsumerKeeper`, which creates
+its consumers (one per priority, ``topology.ensure_job_consumers``) in the
+background: a lab announcing 1,000 device types must not hold up the
+registry, and fan-out needs no consumer (the JOBS stream keeps the jobs until
+one exists).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+from nats.js import JetStreamContext
+
+from proto.subjects import Subjects
+from proto.topology import JOB_ACK_WAIT, ensure_job_consumers
+
+log = logging.getLogger(__name__)
+
+RETRY_S = (1.0, 5.0, 15.0, 60.0)
+
+
+class JobConsumerKeeper:
+    def __init__(self, js: JetStreamContext, subjects: Subjects, *,
+                 ack_wait: float = JOB_ACK_WAIT, concurrency: int = 16) -> None:
+        self.js = js
+        self.subjects = subjects
+        self.ack_wait = ack_wait
+        self.concurrency = concurrency
+        self.ready: set[str] = set()
+        """Device types whose consumers exist (made sure of by this process)."""
+        self._wanted: set[str] = set()
+        self._changed = asyncio.Event()
+        self.idle = asyncio.Event()
+        """Set while every wanted device type is ready."""
+        self.idle.set()
+
+    def want(self, device_types: Iterable[str]) -> None:
+        new = set(device_types) - self.ready - self._wanted
+        if new:
+            self._wanted |= new
+            self.idle.clear()
+            self._changed.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        failures = 0
+        while not stop.is_set():
+            if not self._wanted:
+                self.idle.set()
+                self._changed.clear()
+                waits = [asyncio.create_task(self._changed.wait()),
+                         asyncio.create_task(stop.wait())]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for task in waits:
+                        task.cancel()
+                continue
+            batch, self._wanted = self._wanted, set()
+            try:
+                await self._create(batch)
+                failures = 0
+            except Exception as exc:  # NATS away or JetStream busy: keep them, try later
+                self._wanted |= batch - self.ready
+                delay = RETRY_S[min(failures, len(RETRY_S) - 1)]
+                failures += 1
+                log.warning("job consumers not created yet (%s); again in %.0f s", exc, delay,
+                            extra={"device_types": len(self._wanted)})
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+
+    async def _create(self, device_types: set[str]) -> None:
+        slots = asyncio.Semaphore(self.concurrency)
+
+        async def one(device_type: str) -> None:
+            async with slots:
+                await ensure_job_consumers(self.js, self.subjects, [device_type],
+                                           ack_wait=self.ack_wait)
+                self.ready.add(device_type)
+
+        results = await asyncio.gather(*(one(d) for d in sorted(device_types)),
+                                       return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        log.info("job consumers ready", extra={"device_types": len(device_types) - len(errors)})
+        if errors:
+            raise errors[0]

@@ -1,0 +1,152 @@
+"""The lab's job queue: wake-up, priority order, safety poll, central consumers only."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+
+from proto import events as ev
+from proto.jobqueue import JobQueue
+from proto.model import TestPlan
+from proto.subjects import Priority
+from proto.topology import ensure_job_consumers
+from tests.lab_helpers import DEVICE_TYPE, job_spec
+
+PLANS = [TestPlan(name="base", tests=["tests/test_base.py"])]
+NEVER = 1e-6
+"""A max_idle_rate whose safety poll never comes within a test: only wake-ups count."""
+
+
+async def _publish(js, subjects, job_id: str, priority: Priority) -> None:
+    spec = msgspec.structs.replace(job_spec(job_id, "http://x/fw.bin", "0" * 64, plans=PLANS),
+                                   priority=int(priority))
+    event = ev.JobCreated.build(spec, source="test", id=f"job.created:{job_id}")
+    await js.publish(subjects.job(priority, DEVICE_TYPE), ev.encode(event),
+                     headers={"Nats-Msg-Id": event.id})
+
+
+async def _consumers(js, subjects) -> list[str]:
+    return [c.name for c in await js.consumers_info(subjects.jobs_stream)]
+
+
+async def test_pr_job_is_taken_before_an_older_snapshot_job(js, subjects):
+    await ensure_job_consumers(js, subjects, [DEVICE_TYPE])
+    await _publish(js, subjects, "snap-1", Priority.SNAPSHOT)
+    await _publish(js, subjects, "stable-1", Priority.STABLE)
+    await _publish(js, subjects, "pr-1", Priority.PR)
+    queue = JobQueue(js, subjects, max_idle_rate=NEVER)
+    taken = []
+    for _ in range(3):
+        job = await queue.next_job(DEVICE_TYPE, wait=5)
+        assert job is not None
+        taken.append((job.spec.job_id, job.priority))
+        await job.ack()
+    assert taken == [("pr-1", Priority.PR), ("snap-1", Priority.SNAPSHOT),
+                     ("stable-1", Priority.STABLE)]
+    await queue.close()
+
+
+async def test_idle_device_is_woken_by_a_new_job_and_asks_nothing_meanwhile(js, subjects):
+    await ensure_job_consumers(js, subjects, [DEVICE_TYPE])
+    queue = JobQueue(js, subjects, max_idle_rate=NEVER, ack_wait=3600)
+    assert await queue.next_job(DEVICE_TYPE, wait=0) is None  # the start-up look: all empty
+    asked = queue.requests
+    assert asked == len(Priority)
+    for _ in range(3):  # idle: no wake-up, no poll due -> no request at all
+        assert await queue.next_job(DEVICE_TYPE, wait=0.3) is None
+    assert queue.requests == asked
+
+    waiting = asyncio.create_task(queue.next_job(DEVICE_TYPE, wait=30))
+    await asyncio.sleep(0.2)
+    await _publish(js, subjects, "pr-wake", Priority.PR)
+    job = await asyncio.wait_for(waiting, 30)
+    assert job is not None and job.spec.job_id == "pr-wake"
+    await job.ack()
+    await queue.close()
+
+
+async def test_two_waiting_devices_of_a_type_take_two_jobs_once_each(js, subjects):
+    await ensure_job_consumers(js, subjects, [DEVICE_TYPE])
+    lab_a = JobQueue(js, subjects, max_idle_rate=NEVER, ack_wait=3600)
+    lab_b = JobQueue(js, subjects, max_idle_rate=NEVER, ack_wait=3600)
+    for queue in (lab_a, lab_b):
+        assert await queue.next_job(DEVICE_TYPE, wait=0) is None
+    devices = [asyncio.create_task(q.next_job(DEVICE_TYPE, wait=30))
+               for q in (lab_a, lab_a, lab_b)]
+    await asyncio.sleep(0.2)
+    await _publish(js, subjects, "job-1", Priority.SNAPSHOT)
+    await _publish(js, subjects, "job-2", Priority.SNAPSHOT)
+    jobs = []
+    for next_done in asyncio.as_completed(devices, timeout=30):
+        jobs.append(await next_done)
+        if len(jobs) == 2:
+            break
+    await asyncio.sleep(0.5)  # the third device got nothing, even a moment later
+    assert sorted(j.spec.job_id for j in jobs) == ["job-1", "job-2"]
+    assert all(j.num_delivered == 1 for j in jobs)
+    assert sum(not t.done() for t in devices) == 1
+    for task in devices:
+        task.cancel()
+    for queue in (lab_a, lab_b):
+        await queue.close()
+
+
+async def test_naked_job_is_taken_again_when_its_delay_ends(js, subjects):
+    await ensure_job_consumers(js, subjects, [DEVICE_TYPE])
+    await _publish(js, subjects, "nak-1", Priority.SNAPSHOT)
+    queue = JobQueue(js, subjects, max_idle_rate=NEVER, ack_wait=3600)
+    job = await queue.next_job(DEVICE_TYPE, wait=5)
+    assert job is not None
+    await job.nak(delay=0.5)
+    # No new publish wakes anyone: the nak's delay schedules the next look.
+    again = await queue.next_job(DEVICE_TYPE, wait=10)
+    assert again is not None and again.spec.job_id == "nak-1" and again.num_delivered == 2
+    await again.ack()
+    await queue.close()
+
+
+async def test_job_of_a_lab_that_stopped_acking_is_found_by_the_safety_poll(js, subjects):
+    await ensure_job_consumers(js, subjects, [DEVICE_TYPE], ack_wait=1.0)
+    await _publish(js, subjects, "lost-1", Priority.PR)
+    gone = JobQueue(js, subjects, max_idle_rate=NEVER, ack_wait=1.0)
+    job = await gone.next_job(DEVICE_TYPE, wait=5)
+    assert job is not None
+    await gone.close()  # never acks
+
+    # Another lab, idle for a while already: only its safety poll (every 1 s
+    # at this rate) can see the job come back, nothing is published.
+    other = JobQueue(js, subjects, max_idle_rate=len(Priority), ack_wait=3600)
+    assert other.poll_interval == 1.0
+    assert await other.next_job(DEVICE_TYPE, wait=0) is None
+    again = await other.next_job(DEVICE_TYPE, wait=10)
+    assert again is not None and again.spec.job_id == "lost-1" and again.num_delivered == 2
+    await again.ack()
+    await other.close()
+
+
+async def test_lab_waits_for_the_central_consumers_and_never_creates_them(js, subjects):
+    queue = JobQueue(js, subjects, max_idle_rate=NEVER, ack_wait=3600)
+    assert await queue.next_job(DEVICE_TYPE, wait=0.5) is None
+    assert await _consumers(js, subjects) == []  # asked, created nothing
+    waiting = asyncio.create_task(queue.next_job(DEVICE_TYPE, wait=30))
+    await ensure_job_consumers(js, subjects, [DEVICE_TYPE])  # what the scheduler does
+    await _publish(js, subjects, "late-1", Priority.CUSTOM)
+    job = await asyncio.wait_for(waiting, 30)
+    assert job is not None and job.spec.job_id == "late-1"
+    await job.ack()
+    assert len(await _consumers(js, subjects)) == len(Priority)
+    await queue.close()
+
+
+async def test_malformed_job_message_is_terminated_and_the_next_one_taken(js, subjects):
+    await ensure_job_consumers(js, subjects, [DEVICE_TYPE])
+    await js.publish(subjects.job(Priority.PR, DEVICE_TYPE), b"{not json")
+    await _publish(js, subjects, "good-1", Priority.SNAPSHOT)
+    queue = JobQueue(js, subjects, max_idle_rate=NEVER)
+    job = await queue.next_job(DEVICE_TYPE, wait=5)
+    assert job is not None and job.spec.job_id == "good-1"
+    await job.msg.ack_sync()  # confirmed: the stream is looked at next
+    info = await js.stream_info(subjects.jobs_stream)
+    assert info.state.messages == 0  # the bad one terminated, the good one acked
+    await queue.close()

@@ -24,14 +24,11 @@ from tests.servers.trigger_harness import (
     discovered_events,
     trigger_config,
 )
+from tests.token_support import add_token
 
 TOKEN = "upload-token-for-tests"
 BUILDBOT_TOKEN = "buildbot-token-for-tests"
 VIRTUAL_FIRMWARE = "openwrt-24.10.0-x86-64-generic-initramfs-rootfs.cpio.gz"
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @pytest.fixture
@@ -43,15 +40,16 @@ async def downloads(fixtures_dir) -> AsyncIterator[DownloadsServer]:
 
 @pytest.fixture
 async def service(nats_config, database_config, storage_config, js, downloads,
-                  traversable_tmp) -> AsyncIterator[tuple[str, Config]]:
-    """The trigger daemon itself, running with only its HTTP endpoints."""
+                  traversable_tmp, pool) -> AsyncIterator[tuple[str, Config]]:
+    """The trigger daemon itself, running with only its HTTP endpoints; tokens of scope
+    upload named alice and buildbot in its database."""
+    await add_token(pool, "alice", TOKEN, ["upload"])
+    await add_token(pool, "buildbot", BUILDBOT_TOKEN, ["upload"])
     port = free_port()
     config = trigger_config(
         nats_config, database_config, storage_config,
         official=OfficialConfig(enabled=False, base_url=downloads.url),
-        web=WebConfig(port=port, upload_tokens={"alice": sha(TOKEN)},
-                      buildbot_tokens={"buildbot": sha(BUILDBOT_TOKEN)},
-                      max_upload_bytes=2 * 1024 * 1024, spool_dir=str(traversable_tmp)),
+        web=WebConfig(port=port, max_upload_bytes=2 * 1024 * 1024, spool_dir=str(traversable_tmp)),
     )
     stop = asyncio.Event()
     task = asyncio.create_task(run(config, stop))

@@ -152,7 +152,7 @@ def run_upload(args: argparse.Namespace) -> int:
     try:
         status, body = asyncio.run(upload(url, token, args.files, _fields(args), args.timeout))
     except (aiohttp.ClientError, TimeoutError) as exc:
-        raise CliError(f"upload to {url} failed: {exc!r}") from None
+        raise CliError(f"upload to {url} failed: {exc or type(exc).__name__}") from None
     if status not in (200, 201):
         hint = _HINTS.get(status)
         print(f"wrtci upload: refused ({status}): {body.get('error', body)}"

@@ -6,7 +6,7 @@
     ``image_type`` (when the name does not say), ``sha256`` (checked); one or
     more file parts. Files stream to a spool file while their sha256 is
     computed, then go to object storage; the firmware is recorded and announced.
-    201 new, 200 already known; 400 / 401 / 413 / 415 / 422 with ``{"error": ...}``.
+    201 new, 200 already known; 400 / 401 / 403 / 413 / 415 / 422 with ``{"error": ...}``.
 
 ``POST /api/v1/buildbot`` (``Authorization: Bearer TOKEN``)
     buildbot's build-finished JSON (see ``buildbot``).

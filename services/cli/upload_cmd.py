@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
+import aiohttp
 import msgspec
 
 from services.cli.common import CliError, add_config_argument
@@ -76,13 +77,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_upload)
 
 
-def _token(args: argparse.Namespace) -> str:
-    token = args.token or os.environ.get("WRTCI_TOKEN")
+def env_token(explicit: str | None = None) -> str | None:
+    """The API token a command sends: ``explicit`` (``--token``), else ``WRTCI_TOKEN``,
+    else the file ``WRTCI_TOKEN_FILE``; None when none is given. (For any command that
+    calls the HTTP API, e.g. reads when ``[api] require_read_token`` is set.)"""
+    token = explicit or os.environ.get("WRTCI_TOKEN")
     if not token and (path := os.environ.get("WRTCI_TOKEN_FILE")):
         try:
             token = Path(path).read_text().strip()
         except OSError as exc:
             raise CliError(f"WRTCI_TOKEN_FILE: {exc}") from None
+    return token or None
+
+
+def _token(args: argparse.Namespace) -> str:
+    token = env_token(args.token)
     if not token:
         raise CliError("no API token: give --token, WRTCI_TOKEN or WRTCI_TOKEN_FILE "
                        "(wrtci token create NAME --scope upload)")
@@ -117,8 +126,6 @@ def _fields(args: argparse.Namespace) -> dict[str, str]:
 async def upload(url: str, token: str, files: list[Path], fields: dict[str, str],
                  timeout_s: float) -> tuple[int, dict]:
     """POST the multipart form, streaming the files; the trigger's status and JSON answer."""
-    import aiohttp
-
     form = aiohttp.FormData(default_to_multipart=True)
     for name, value in fields.items():
         form.add_field(name, value)
@@ -142,8 +149,6 @@ _HINTS = {401: "check the token (wrtci token list: expired or revoked?)",
 
 
 def run_upload(args: argparse.Namespace) -> int:
-    import aiohttp
-
     for path in args.files:
         if not path.is_file():
             raise CliError(f"{path}: no such file")

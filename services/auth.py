@@ -89,7 +89,8 @@ def generate_token() -> str:
 
 
 def token_digest(token: str) -> str:
-    return hashlib.sha256(token.strip().encode()).hexdigest()
+    # surrogatepass: header bytes that are not UTF-8 still hash (to no token), never raise
+    return hashlib.sha256(token.strip().encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def bearer_token(authorization: str) -> str:

@@ -144,3 +144,27 @@ async def test_reading_is_open_by_default(js, nats_config, database_config, stor
     async with serving(nats_config, database_config, storage_config) as api:
         status, body = await api.get("/api/v1/firmware")
         assert status == 200 and body["items"] == []
+
+
+@pytest.mark.parametrize("header", [
+    b"Bearer \xff\xfe\x80", b"Bearer " + b"x" * 8000, b"Basic YWxpY2U6c2VjcmV0",
+    b"Bearer", b"bearer  ", "Bearer wrtci_\u00e9t\u00e9".encode(),
+])
+async def test_odd_authorization_headers_get_401(js, nats_config, database_config,
+                                                 storage_config, pool, header) -> None:
+    """Raw bytes on the wire, as any client could send them: a 401 with a reason,
+    never a 500, and the server goes on serving."""
+    async with serving(nats_config, database_config, storage_config) as api:
+        port = int(api.base.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /api/v1/jobs/x/retry HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n"
+                     b"Connection: close\r\nAuthorization: " + header + b"\r\n\r\n")
+        await writer.drain()
+        response = await reader.read()
+        writer.close()
+        status_line, _, rest = response.partition(b"\r\n")
+        assert status_line.split()[1] == b"401", response[:300]
+        body = json.loads(rest.split(b"\r\n\r\n", 1)[1])
+        assert body["error"] in ("missing bearer token", "invalid token")
+        status, _ = await api.post("/api/v1/jobs/x/retry")  # alice's token: 404, not 401
+        assert status == 404

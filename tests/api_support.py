@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -23,20 +22,18 @@ from proto.model import DeviceHealth, DeviceState, ErrorCode, JobResult
 from proto.storage import job_log_key
 from services.api import Config, run
 from services.api.config import ApiSection
+from services.auth import TokenError
 from services.config import DatabaseConfig, StorageConfig
 from services.stack.servers import free_port
 from tests.factories import announce_lab
 from tests.factories_results import T0, Factory, finished, ingest_all, publish, started
 from tests.helpers import put_object
 from tests.test_results_kcidb import analyser
+from tests.token_support import add_token
 
 TOKEN = "operator-token-for-tests"
 HOSTILE = "base.test_<script>alert('x')</script>&"
 CONSOLE_TAIL = "[    5.300000] Kernel panic - not syncing: Attempted to kill init!\n"
-
-
-def digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Api:
@@ -62,10 +59,14 @@ class Api:
 @contextlib.asynccontextmanager
 async def serving(nats_config: NatsConfig, database_config: DatabaseConfig,
                   storage_config: StorageConfig, **section) -> AsyncIterator[Api]:
-    """``services.api.run`` on a free port until the block ends (then SIGTERM's path)."""
+    """``services.api.run`` on a free port until the block ends (then SIGTERM's path).
+
+    ``TOKEN`` is the control token ``alice`` of the test's database."""
     port = free_port()
     config = Config(nats=nats_config, database=database_config, storage=storage_config,
-                    api=ApiSection(port=port, tokens={"alice": digest(TOKEN)}, **section))
+                    api=ApiSection(port=port, **section))
+    with contextlib.suppress(TokenError):  # a second server on the same database
+        await add_token(database_config, "alice", TOKEN, ["control"])
     stop = asyncio.Event()
     task = asyncio.create_task(run(config, stop))
     base = f"http://127.0.0.1:{port}"

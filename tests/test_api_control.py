@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from urllib.parse import quote
 
 import pytest
@@ -12,9 +14,11 @@ from proto.events import (
     JobCancelRequested,
     JobRetryRequested,
 )
+from services.auth import revoke_token
 from tests.api_support import TOKEN, serving
 from tests.factories_results import Factory
 from tests.pipeline import stored_events
+from tests.token_support import add_token
 
 
 @pytest.fixture
@@ -89,3 +93,54 @@ async def test_bad_requests_publish_nothing(api, js, subjects, pool, path, body,
                                  token=token)
     assert got == status and error in answer["error"], answer
     assert await _requests(js, subjects) == []
+
+
+async def test_expired_revoked_and_other_scope_tokens_are_refused_with_the_reason(
+        api, js, subjects, pool, caplog) -> None:
+    """401 / 403 with the reason in the JSON error, a logged line without the secret,
+    nothing published, nothing else disturbed; the last use of a token let through."""
+    factory = Factory(pool)
+    job = await factory.job(await factory.firmware())
+    path = f"/api/v1/jobs/{quote(job, safe='')}/retry"
+    await add_token(pool, "old", "old-secret", ["control"],
+                    expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1))
+    await add_token(pool, "gone", "gone-secret", ["control"])
+    await add_token(pool, "dev", "dev-secret", ["upload"])
+    await add_token(pool, "viewer", "viewer-secret", ["read"])
+    async with pool.acquire() as conn:
+        await revoke_token(conn, "gone")
+
+    with caplog.at_level(logging.WARNING, logger="services.auth"):
+        expired = await api.post(path, token="old-secret")
+        revoked = await api.post(path, token="gone-secret")
+        upload = await api.post(path, token="dev-secret")
+        read = await api.post(f"/api/v1/firmware/{quote(job, safe='')}/cancel",
+                              token="viewer-secret")
+
+    assert expired[0] == 401 and "token 'old' expired at" in expired[1]["error"]
+    assert revoked[0] == 401 and "token 'gone' was revoked at" in revoked[1]["error"]
+    assert upload == (403, {"error": "token 'dev' has scope upload; this needs scope control"})
+    assert read == (403, {"error": "token 'viewer' has scope read; this needs scope control"})
+    assert await _requests(js, subjects) == []
+    logged = [(r.token_name, r.status, r.scope) for r in caplog.records
+              if r.getMessage() == "api token refused"]
+    assert logged == [("old", 401, "control"), ("gone", 401, "control"),
+                      ("dev", 403, "control"), ("viewer", 403, "control")]
+    assert not any("-secret" in str(r.__dict__) for r in caplog.records)
+    refused_used = await pool.fetchval(
+        "SELECT count(*) FROM api_tokens WHERE name <> 'alice' AND last_used_at IS NOT NULL")
+    assert refused_used == 0
+
+    # The good token still works, and its use is recorded.
+    assert await pool.fetchval("SELECT last_used_at FROM api_tokens WHERE name = 'alice'") \
+        is None
+    status, body = await api.post(path)
+    assert status == 202, body
+    (event,) = await _requests(js, subjects)
+    assert event.data.requested_by == "alice"
+    used = await pool.fetchval("SELECT last_used_at FROM api_tokens WHERE name = 'alice'")
+    assert used is not None
+    # Recorded at most once a minute: a second use within it writes nothing.
+    assert (await api.post(path))[0] == 202
+    assert await pool.fetchval(
+        "SELECT last_used_at FROM api_tokens WHERE name = 'alice'") == used

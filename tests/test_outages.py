@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -39,6 +38,7 @@ from services.trigger.service import run as run_trigger
 from tests import factories
 from tests.pipeline import FakeLab, firmware_jobs, running, wait_until
 from tests.servers.trigger_harness import trigger_config
+from tests.token_support import add_token
 
 X86 = "x86/64/generic"
 ATH = "ath79/generic/tplink_archer-c7-v2"
@@ -161,13 +161,12 @@ async def test_s3_stopped_upload_gets_503_then_succeeds(
     storage = StorageConfig(endpoint=private_s3.endpoint, access_key=private_s3.access_key,
                             secret_key=private_s3.secret_key, bucket=bucket, timeout_s=2.0)
     token = "outage-token"
+    await add_token(pool, "alice", token, ["upload"])
     port = free_port()
     config = trigger_config(
         nats_config, database_config, storage,
         official=OfficialConfig(enabled=False),
-        web=WebConfig(port=port, upload_tokens={"alice": hashlib.sha256(token.encode())
-                                                .hexdigest()},
-                      max_upload_bytes=1024 * 1024, spool_dir=str(traversable_tmp)))
+        web=WebConfig(port=port, max_upload_bytes=1024 * 1024, spool_dir=str(traversable_tmp)))
     stop = asyncio.Event()
     daemon = asyncio.create_task(run_trigger(config, stop))
     url = f"http://127.0.0.1:{port}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import os
 from collections.abc import AsyncIterator
@@ -12,11 +13,12 @@ import pytest
 
 from proto.model import SourceKind
 from proto.subjects import PriorityClass
+from services.auth import revoke_token
 from services.stack.servers import free_port
 from services.trigger.config import OfficialConfig, WebConfig
 from services.trigger.images import classify, guess_profile
 from services.trigger.service import Config, run
-from tests.helpers import read_object
+from tests.helpers import read_object, run_cli
 from tests.servers.downloads import DownloadsServer
 from tests.servers.trigger_harness import (
     build_count,
@@ -24,14 +26,11 @@ from tests.servers.trigger_harness import (
     discovered_events,
     trigger_config,
 )
+from tests.token_support import add_token
 
 TOKEN = "upload-token-for-tests"
 BUILDBOT_TOKEN = "buildbot-token-for-tests"
 VIRTUAL_FIRMWARE = "openwrt-24.10.0-x86-64-generic-initramfs-rootfs.cpio.gz"
-
-
-def sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @pytest.fixture
@@ -43,15 +42,16 @@ async def downloads(fixtures_dir) -> AsyncIterator[DownloadsServer]:
 
 @pytest.fixture
 async def service(nats_config, database_config, storage_config, js, downloads,
-                  traversable_tmp) -> AsyncIterator[tuple[str, Config]]:
-    """The trigger daemon itself, running with only its HTTP endpoints."""
+                  traversable_tmp, pool) -> AsyncIterator[tuple[str, Config]]:
+    """The trigger daemon itself, running with only its HTTP endpoints; tokens of scope
+    upload named alice and buildbot in its database."""
+    await add_token(pool, "alice", TOKEN, ["upload"])
+    await add_token(pool, "buildbot", BUILDBOT_TOKEN, ["upload"])
     port = free_port()
     config = trigger_config(
         nats_config, database_config, storage_config,
         official=OfficialConfig(enabled=False, base_url=downloads.url),
-        web=WebConfig(port=port, upload_tokens={"alice": sha(TOKEN)},
-                      buildbot_tokens={"buildbot": sha(BUILDBOT_TOKEN)},
-                      max_upload_bytes=2 * 1024 * 1024, spool_dir=str(traversable_tmp)),
+        web=WebConfig(port=port, max_upload_bytes=2 * 1024 * 1024, spool_dir=str(traversable_tmp)),
     )
     stop = asyncio.Event()
     task = asyncio.create_task(run(config, stop))
@@ -149,6 +149,117 @@ async def test_bad_uploads_are_refused_and_record_nothing(service, js, subjects,
     url, _ = service
     got, body = await post_upload(url, files, token=token, **fields)
     assert got == status and message in body["error"]
+    assert await checkouts(pool) == {}
+    assert await discovered_events(js, subjects) == []
+
+
+async def test_upload_tokens_expired_revoked_or_of_another_scope_are_refused(
+        service, js, subjects, pool) -> None:
+    url, _ = service
+    await add_token(pool, "old", "old-secret", ["upload"],
+                    expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+    await add_token(pool, "gone", "gone-secret", ["upload"])
+    await add_token(pool, "ops", "ops-secret", ["control", "read"])
+    async with pool.acquire() as conn:
+        await revoke_token(conn, "gone")
+    files = {VIRTUAL_FIRMWARE: b"x" * 1000}
+
+    expired = await post_upload(url, files, token="old-secret", device_type="x86/64")
+    revoked = await post_upload(url, files, token="gone-secret", device_type="x86/64")
+    other = await post_upload(url, files, token="ops-secret", device_type="x86/64")
+    webhook = await post_build(url, build_notification(branch="main"), token="ops-secret")
+
+    assert expired[0] == 401 and "token 'old' expired at" in expired[1]["error"]
+    assert revoked[0] == 401 and "token 'gone' was revoked at" in revoked[1]["error"]
+    forbidden = {"error": "token 'ops' has scope control, read; this needs scope upload"}
+    assert other == (403, forbidden) and webhook == (403, forbidden)
+    assert await checkouts(pool) == {}
+    assert await discovered_events(js, subjects) == []
+    assert await pool.fetchval(
+        "SELECT count(*) FROM api_tokens WHERE last_used_at IS NOT NULL") == 0
+    # Nothing else disturbed: alice's token uploads, and its use is recorded.
+    status, body = await post_upload(url, files, device_type="x86/64")
+    assert status == 201, body
+    assert (await checkouts(pool))[body["firmware_id"]]["misc"]["submitter"] == "alice"
+    assert await pool.fetchval(
+        "SELECT array_agg(name) FROM api_tokens WHERE last_used_at IS NOT NULL") == ["alice"]
+
+
+async def wrtci(*args: str, env: dict[str, str] | None = None):
+    return await asyncio.to_thread(run_cli, *args, env=env, check=False)
+
+
+async def test_wrtci_upload_records_a_firmware_end_to_end(service, js, subjects, pool,
+                                                          storage_config, site_config_file,
+                                                          tmp_path) -> None:
+    """A token from `wrtci token create`, a firmware sent by `wrtci upload`."""
+    url, config = service
+    created = await wrtci("token", "create", "dev-bob", "--scope", "upload",
+                          "--config", str(site_config_file))
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    content = os.urandom(200_000)
+    image = tmp_path / VIRTUAL_FIRMWARE
+    image.write_bytes(content)
+    firmware_id = f"wrtci:upload:{hashlib.sha256(content).hexdigest()}"
+
+    result = await wrtci("upload", str(image), "--device-type", "x86/64/generic",
+                         "--version", "24.10.0", "--url", url,
+                         "--web-url", "https://ci.example.org/", env={"WRTCI_TOKEN": token})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"firmware {firmware_id}: recorded, jobs follow"
+    assert lines[-1] == f"https://ci.example.org/firmware/{firmware_id}"
+    row = (await checkouts(pool))[firmware_id]
+    assert (row["source_kind"], row["version"], row["misc"]["submitter"]) == (
+        "upload", "24.10.0", "dev-bob")
+    (event,) = await discovered_events(js, subjects)
+    assert event.data.images[0].device_types == "x86/64/generic"
+    assert read_object(storage_config, event.data.images[0].object_key) == content
+    assert await pool.fetchval(
+        "SELECT last_used_at FROM api_tokens WHERE name = 'dev-bob'") is not None
+
+    # Where to and with what, from the site file and a token file (as `wrtci up` leaves them).
+    site = tmp_path / "site.toml"
+    site.write_text(f"[trigger.web]\nport = {config.trigger.web.port}\n"
+                    "[notifier]\nweb_url = \"http://results.test\"\n")
+    token_file = tmp_path / "api-token"
+    token_file.write_text(token + "\n")
+    again = await wrtci("upload", str(image), "--device-type", "x86/64/generic",
+                        env={"WRTCI_CONFIG": str(site), "WRTCI_TOKEN_FILE": str(token_file)})
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines()[0] == f"firmware {firmware_id}: already known (same files)"
+    assert again.stdout.splitlines()[-1] == f"http://results.test/firmware/{firmware_id}"
+    assert len(await discovered_events(js, subjects)) == 1
+
+
+async def test_wrtci_upload_refusals_exit_1_with_the_reason(service, js, subjects, pool,
+                                                            tmp_path) -> None:
+    url, _ = service
+    await add_token(pool, "ops", "ops-secret", ["control"])
+    await add_token(pool, "gone", "gone-secret", ["upload"])
+    async with pool.acquire() as conn:
+        await revoke_token(conn, "gone")
+    image = tmp_path / VIRTUAL_FIRMWARE
+    image.write_bytes(b"x" * 1000)
+    upload = ("upload", str(image), "--url", url)
+    cases = [
+        ((*upload, "--device-type", "x86/64"), "wrong", "refused (401): invalid token"),
+        ((*upload, "--device-type", "x86/64"), "gone-secret",
+         "refused (401): token 'gone' was revoked"),
+        ((*upload, "--device-type", "x86/64"), "ops-secret",
+         "refused (403): token 'ops' has scope control; this needs scope upload"),
+        ((*upload, "--device-type", "x86"), TOKEN, "refused (400): device_type must be"),
+        (("upload", str(tmp_path / "none.bin"), "--device-type", "x86/64", "--url", url),
+         TOKEN, "none.bin: no such file"),
+        ((*upload, "--device-type", "x86/64"), "", "no API token"),
+        (("upload", str(image), "--device-type", "x86/64", "--url",
+          f"http://127.0.0.1:{free_port()}"), TOKEN, "failed"),
+    ]
+    for args, token, message in cases:
+        result = await wrtci(*args, env={"WRTCI_TOKEN": token})
+        assert result.returncode == 1 and message in result.stderr, (args, result.stderr)
+        assert result.stdout == ""
     assert await checkouts(pool) == {}
     assert await discovered_events(js, subjects) == []
 

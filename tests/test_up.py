@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,7 +19,8 @@ from minio import Minio
 from core.config import load_config
 from services.api.config import Config as ApiConfig
 from services.cli.common import CliConfig
-from tests.helpers import PROJECT_ROOT
+from services.trigger.service import Config as TriggerConfig
+from tests.helpers import PROJECT_ROOT, run_cli
 
 
 def _descendants(pid: int) -> set[int]:
@@ -106,6 +108,44 @@ async def _check_servers(config: CliConfig, marker: str | None) -> str | None:
     return found
 
 
+def _local_token(banner: str, state_dir: Path) -> str:
+    """The token `wrtci up` printed, stored 0600 in the state dir."""
+    path = state_dir / "api-token"
+    token = path.read_text().strip()
+    assert f"API token   {token}" in banner and str(path) in banner
+    assert token.startswith("wrtci_") and path.stat().st_mode & 0o777 == 0o600
+    return token
+
+
+def _wait_listening(port: int, timeout_s: float = 60.0) -> None:
+    """The daemons start after the banner; the trigger's HTTP port opens a moment later."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _upload_with_local_token(state_dir: Path, api_port: int) -> None:
+    """`wrtci upload` as the banner says: WRTCI_CONFIG and WRTCI_TOKEN_FILE, nothing else.
+    A device type no lab has: recorded, and no device is booted for it."""
+    trigger_port = load_config(TriggerConfig, state_dir / "wrtci.toml", environ={}).trigger.web.port
+    _wait_listening(trigger_port)
+    image = state_dir / "openwrt-ath79-generic-tplink_c7-squashfs-sysupgrade.bin"
+    image.write_bytes(os.urandom(4096))
+    result = run_cli("upload", str(image), "--device-type", "ath79/generic/tplink_c7",
+                     env={"WRTCI_CONFIG": str(state_dir / "wrtci.toml"),
+                          "WRTCI_TOKEN_FILE": str(state_dir / "api-token")})
+    firmware_line, *_, link = result.stdout.splitlines()
+    assert firmware_line.startswith("firmware wrtci:upload:") and "recorded" in firmware_line
+    firmware_id = firmware_line.split()[1].rstrip(":")
+    assert link == f"http://127.0.0.1:{api_port}/firmware/{firmware_id}"
+
+
 @pytest.mark.timeout(400)
 def test_up_starts_answers_stops_and_keeps_data(traversable_tmp: Path) -> None:
     state_dir = traversable_tmp / "state"
@@ -117,6 +157,8 @@ def test_up_starts_answers_stops_and_keeps_data(traversable_tmp: Path) -> None:
         # kci-dev's settings, ready to paste.
         assert f'dashboard_api = "http://127.0.0.1:{api_port}/dashboard/api/"' in banner
         assert asyncio.run(_check_servers(config, "lab-from-first-run")) == "lab-from-first-run"
+        token = _local_token(banner, state_dir)
+        _upload_with_local_token(state_dir, api_port)
         storage = config.storage
         Minio(storage.endpoint, access_key=storage.access_key, secret_key=storage.secret_key,
               secure=False).put_object(storage.bucket, "logs/kept.txt",
@@ -124,8 +166,9 @@ def test_up_starts_answers_stops_and_keeps_data(traversable_tmp: Path) -> None:
     finally:
         _stop(proc)
 
-    proc, _banner = _start_up(state_dir)
+    proc, banner = _start_up(state_dir)
     try:
+        assert _local_token(banner, state_dir) == token  # still valid: the same one
         config = load_config(CliConfig, state_dir / "wrtci.toml", environ={})
         assert asyncio.run(_check_servers(config, None)) == "lab-from-first-run"
         storage = config.storage

@@ -1,8 +1,7 @@
 """The ``[api]`` section of the site configuration.
 
-Control tokens are configured like the trigger's upload tokens: token name
-(who acts) -> sha256 hex digest of the token, e.g.
-``WRTCI_API__TOKENS__ALICE=<sha256 hex>`` or ``[api.tokens] alice = "<hex>"``.
+Retry / cancel need an API token of scope ``control`` (``wrtci token create``,
+kept hashed in the database); reading is open unless ``require_read_token``.
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ from services.kcidb.config import KcidbSection
 class ApiSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8072
-    tokens: dict[str, str] = {}
-    """Token name -> sha256 hex digest; needed for retry / cancel (POST)."""
+    require_read_token: bool = False
+    """Pages and REST reads need a token too (any scope); /healthz stays open."""
     page_size: int = 50
     max_page_size: int = 500
     kv_timeout_s: float = 2.0

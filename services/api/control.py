@@ -1,9 +1,11 @@
 """``POST /api/v1/{jobs|firmware}/{id}/{retry|cancel}``: operator requests.
 
-``Authorization: Bearer TOKEN`` (a token of ``[api.tokens]``); optional JSON
-body ``{"reason": "..."}``. The request is published as the same event the
-``wrtci job|firmware retry|cancel`` command publishes; the scheduler acts on
-it. 202 with the event id; 400 bad body, 401 bad token, 404 unknown id.
+``Authorization: Bearer TOKEN`` (an API token of scope ``control``, see
+``services.auth``); optional JSON body ``{"reason": "..."}``. The request is
+published as the same event the ``wrtci job|firmware retry|cancel`` command
+publishes; the scheduler acts on it. 202 with the event id; 400 bad body,
+401 missing / unknown / expired / revoked token, 403 token of another scope,
+404 unknown id.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from aiohttp import web
 
 from services.api import queries
 from services.api.app import ApiError, context, json_response
-from services.auth import Unauthorized, bearer_token_name
+from services.auth import TokenRefused, authorize
 from services.operator_requests import publish_request
 
 log = logging.getLogger(__name__)
@@ -48,18 +50,32 @@ async def read_body(request: web.Request) -> RequestBody:
     return body
 
 
-def requester(request: web.Request) -> str:
+async def requester(request: web.Request, scope: str = "control") -> str:
+    """The name of the request's token if it has ``scope``; 401 / 403 with the reason."""
     try:
-        return bearer_token_name(request.headers.get("Authorization", ""),
-                                 context(request).section.tokens)
-    except Unauthorized as exc:
-        raise ApiError(401, str(exc)) from None
+        return await authorize(context(request).pool, request.headers.get("Authorization", ""),
+                               scope, path=request.path)
+    except TokenRefused as exc:
+        raise ApiError(exc.status, exc.reason) from None
+
+
+_OPEN_PATHS = ("/healthz", "/static/")
+
+
+@web.middleware
+async def read_token(request: web.Request, handler):
+    """With ``[api] require_read_token``: every read needs a token (any scope).
+    POSTs check their own scope in their handler."""
+    if (context(request).section.require_read_token and request.method in ("GET", "HEAD")
+            and not request.path.startswith(_OPEN_PATHS)):
+        await requester(request, "read")
+    return await handler(request)
 
 
 def handler(noun: str, verb: str):
     async def handle(request: web.Request) -> web.Response:
         ctx = context(request)
-        who = requester(request)  # first: an unknown caller learns nothing about ids
+        who = await requester(request)  # first: an unknown caller learns nothing about ids
         object_id = request.match_info["object_id"]
         body = await read_body(request)
         async with ctx.db() as conn:

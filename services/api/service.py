@@ -28,7 +28,9 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def make_app(ctx: ApiContext, kcidb: KcidbSection | None = None) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=64 * 1024)
+    # errors first: a refused read token is answered like any other error.
+    app = web.Application(middlewares=[errors, control.read_token],
+                          client_max_size=64 * 1024)
     app[CONTEXT] = ctx
     app.router.add_get("/healthz", healthz)
     livelog_http.add_routes(app)  # before rest: its /jobs/{id} would take .../log

@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "summary": ("summary_cmd", "results summary of a firmware"),
     "show": ("show_cmd", "firmware, jobs, labs and logs from the REST API"),
     "lab": ("lab_cmd", "onboard, list and revoke labs (NATS credentials)"),
+    "token": ("token_cmd", "create, list and revoke API tokens"),
+    "upload": ("upload_cmd", "upload a firmware for testing (API token, scope upload)"),
     "watch": ("watch_cmd", "follow a firmware or a job until its verdict; exit 0/1/2"),
     "drain": ("drain_cmd", "let running jobs finish and start no new one"),
     "resume": ("drain_cmd", "start queued jobs and new firmware again"),

@@ -30,7 +30,7 @@ from core.config import NatsConfig, dump_config
 from core.retry import Backoff, sleep_or_stop
 from core.runtime import connect_nats
 from proto import topology
-from services import db, registry
+from services import auth, db, registry
 from services.cli.common import CliConfig
 from services.config import DatabaseConfig, StorageConfig
 from services.db.migrate import migrate
@@ -78,6 +78,9 @@ class Stack:
         self.commands: dict[str, tuple[list[str], Path, dict[str, str] | None]] = {}
         """How each daemon was started: ``respawn`` starts it again the same way."""
         self.firmware: VirtualFirmware | None = None
+        self.token_path = self.state_dir / "api-token"
+        self.token: str | None = None
+        """The local API token (upload + control), made by ``prepare``."""
         self._mirror: web.AppRunner | None = None
 
     # -- configuration ----------------------------------------------------------
@@ -175,6 +178,7 @@ class Stack:
         conn = await db.connect(config.database)
         try:
             await migrate(conn)
+            self.token = await local_token(conn, self.token_path)
         finally:
             await conn.close()
         client = self.minio()
@@ -241,6 +245,8 @@ class Stack:
             f"  uploads     http://{LOOPBACK}:{self.ports.trigger_web}/api/v1/firmware",
             f"  web + API   {self.api_url}/   (results pages; REST under /api/v1)",
             f"  config      {self.config_path}",
+            f"  API token   {self.token}",
+            f"              (scopes upload, control; stored in {self.token_path})",
         ]
         for name, proc in self.daemons.items():
             log_path = self.state_dir / "logs" / f"{name}.log"
@@ -248,6 +254,8 @@ class Stack:
         lines += [
             "",
             f"  export WRTCI_CONFIG={self.config_path}",
+            f"  export WRTCI_TOKEN_FILE={self.token_path}",
+            "  wrtci upload FILE --device-type TARGET/SUBTARGET[/PROFILE]   # test your firmware",
             "  wrtci events --follow          # the event log",
             f"  nats --server {self.nats.url} stream view "
             f"{self.config.nats.subjects.events_stream}",
@@ -259,6 +267,41 @@ class Stack:
             "  kci-dev results trees --origin wrtci",
         ]
         return "\n".join(lines)
+
+
+LOCAL_TOKEN_SCOPES = ["upload", "control"]
+
+
+async def local_token(conn, path: Path) -> str:
+    """The state dir's API token: the stored one while it is valid, else a new one.
+
+    The token is in ``path`` (mode 0600) for ``wrtci upload`` and the API's
+    retry / cancel; the database keeps only its digest, like any other token.
+    """
+    token = await asyncio.to_thread(_read_secret, path)
+    if token:
+        info = await auth.find_token(conn, token)
+        now = await conn.fetchval("SELECT now()")
+        if info is not None and info.state(now) == "active" and \
+                set(LOCAL_TOKEN_SCOPES) <= set(info.scopes):
+            return token
+    taken = {t.name for t in await auth.list_tokens(conn)}
+    name = next(n for n in ("local", *(f"local-{i}" for i in range(2, 10_000)))
+                if n not in taken)
+    token = await auth.create_token(conn, name, LOCAL_TOKEN_SCOPES)
+    await asyncio.to_thread(_write_secret, path, token)
+    return token
+
+
+def _read_secret(path: Path) -> str | None:
+    return path.read_text().strip() if path.exists() else None
+
+
+def _write_secret(path: Path, secret: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")
 
 
 DemoFn = Callable[[Stack], Awaitable[int]]

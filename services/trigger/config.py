@@ -1,10 +1,9 @@
 """The ``[trigger]`` section of the site configuration.
 
-Secrets (the GitHub token, API tokens) never go into a TOML file of a
-repository: the GitHub token comes from ``WRTCI_TRIGGER__GITHUB__TOKEN`` (or
-``..._FILE``); API tokens are configured as the sha256 hex digest of the token,
-per token name, e.g. ``WRTCI_TRIGGER__WEB__UPLOAD_TOKENS__ALICE=<sha256 hex>``
-or ``[trigger.web.upload_tokens] alice = "<sha256 hex>"``.
+Secrets never go into a TOML file of a repository: the GitHub token comes
+from ``WRTCI_TRIGGER__GITHUB__TOKEN`` (or ``..._FILE``). Upload and buildbot
+webhook callers use API tokens of scope ``upload``, issued with ``wrtci token
+create`` and kept (hashed) in the database, not in the configuration.
 """
 
 from __future__ import annotations
@@ -59,9 +58,6 @@ class WebConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 8071
-    upload_tokens: dict[str, str] = {}
-    """Token name (the submitter) -> sha256 hex digest of the token."""
-    buildbot_tokens: dict[str, str] = {}
     max_upload_bytes: int = 512 * MiB
     allowed_extensions: list[str] = msgspec.field(default_factory=lambda: [
         ".bin", ".img", ".img.gz", ".itb", ".trx", ".chk", ".ubi", ".tar", ".cpio.gz",

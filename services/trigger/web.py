@@ -6,13 +6,14 @@
     ``image_type`` (when the name does not say), ``sha256`` (checked); one or
     more file parts. Files stream to a spool file while their sha256 is
     computed, then go to object storage; the firmware is recorded and announced.
-    201 new, 200 already known; 400 / 401 / 413 / 415 / 422 with ``{"error": ...}``.
+    201 new, 200 already known; 400 / 401 / 403 / 413 / 415 / 422 with ``{"error": ...}``.
 
 ``POST /api/v1/buildbot`` (``Authorization: Bearer TOKEN``)
     buildbot's build-finished JSON (see ``buildbot``).
 
-Tokens are configured as sha256 digests (``WebConfig``): a leaked config
-file does not leak a token.
+Both take an API token of scope ``upload`` (``wrtci token create``, checked
+in PostgreSQL by ``services.auth``): 401 missing, unknown, expired or revoked,
+403 another scope; the token's name is the submitter.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from proto.events import FirmwareDiscoveredData
 from proto.model import Image, SourceKind
 from proto.storage import firmware_object_key
 from proto.subjects import PriorityClass
-from services.auth import Unauthorized, bearer_token_name
+from services.auth import TokenRefused, authorize
 from services.trigger import buildbot
 from services.trigger.config import WebConfig
 from services.trigger.httpcache import FetchError, NotFound
@@ -79,12 +80,14 @@ async def json_errors(request: web.Request, handler):
                                  headers={"Retry-After": "30"})
 
 
-def authenticate(request: web.Request, tokens: dict[str, str]) -> str:
-    """The name of the token the request carries; 401 otherwise."""
+async def authenticate(request: web.Request) -> str:
+    """The name of the request's token of scope ``upload``; 401 / 403 with the reason."""
     try:
-        return bearer_token_name(request.headers.get("Authorization", ""), tokens)
-    except Unauthorized as exc:
-        raise ApiError(401, str(exc)) from None
+        return await authorize(request.app[CONTEXT].pool,
+                               request.headers.get("Authorization", ""), "upload",
+                               path=request.path)
+    except TokenRefused as exc:
+        raise ApiError(exc.status, exc.reason) from None
 
 
 # -- uploads --------------------------------------------------------------------------
@@ -218,7 +221,7 @@ def upload_firmware(form: UploadForm, submitter: str) -> FirmwareDiscoveredData:
 async def handle_upload(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     config: WebConfig = ctx.config.trigger.web
-    submitter = authenticate(request, config.upload_tokens)
+    submitter = await authenticate(request)
     if (request.content_length or 0) > config.max_upload_bytes + 64 * 1024:
         raise ApiError(413, f"upload is over {config.max_upload_bytes} bytes")
     with tempfile.TemporaryDirectory(prefix="wrtci-upload-", dir=config.spool_dir) as spool:
@@ -241,7 +244,7 @@ async def handle_upload(request: web.Request) -> web.Response:
 
 async def handle_buildbot(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    authenticate(request, ctx.config.trigger.web.buildbot_tokens)
+    await authenticate(request)
     try:
         build = buildbot.decode(await request.read())
         if not build.succeeded:

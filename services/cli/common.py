@@ -8,6 +8,7 @@ import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -68,3 +69,15 @@ def parse_time(value: str, option: str = "--since") -> dt.datetime:
     except ValueError:
         raise CliError(f"{option}: {value!r} is not {TIME_HELP}") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+def env_token(explicit: str | None = None) -> str | None:
+    """The API token a command sends: ``explicit`` (``--token``), else ``WRTCI_TOKEN``,
+    else the file ``WRTCI_TOKEN_FILE``; None when none is given. (For any command that
+    calls the HTTP API, e.g. reads when ``[api] require_read_token`` is set.)"""
+    token = explicit or os.environ.get("WRTCI_TOKEN")
+    if not token and (path := os.environ.get("WRTCI_TOKEN_FILE")):
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as exc:
+            raise CliError(f"WRTCI_TOKEN_FILE: {exc}") from None
+    return token or None

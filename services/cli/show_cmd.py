@@ -22,7 +22,7 @@ import msgspec
 
 from core.config import load_config
 from services.api.config import Config as ApiConfig
-from services.cli.common import add_config_argument
+from services.cli.common import add_config_argument, env_token
 from services.cli.summary_cmd import format_summary
 from services.summary import FirmwareSummary
 
@@ -134,7 +134,9 @@ async def _stream_log(session: aiohttp.ClientSession, base: str, args) -> None:
 
 async def _show(args: argparse.Namespace) -> None:
     base = api_url(args)
-    async with aiohttp.ClientSession(timeout=TIMEOUT) as session:
+    token = env_token()  # needed where [api] require_read_token is set
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with aiohttp.ClientSession(timeout=TIMEOUT, headers=headers) as session:
         if args.show_command == "log":
             await _stream_log(session, base, args)
             return

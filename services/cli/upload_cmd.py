@@ -23,7 +23,7 @@ from urllib.parse import quote
 import aiohttp
 import msgspec
 
-from services.cli.common import CliError, add_config_argument
+from services.cli.common import CliError, add_config_argument, env_token
 
 
 class _WebSection(msgspec.Struct, kw_only=True):
@@ -76,18 +76,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_config_argument(parser)
     parser.set_defaults(func=run_upload)
 
-
-def env_token(explicit: str | None = None) -> str | None:
-    """The API token a command sends: ``explicit`` (``--token``), else ``WRTCI_TOKEN``,
-    else the file ``WRTCI_TOKEN_FILE``; None when none is given. (For any command that
-    calls the HTTP API, e.g. reads when ``[api] require_read_token`` is set.)"""
-    token = explicit or os.environ.get("WRTCI_TOKEN")
-    if not token and (path := os.environ.get("WRTCI_TOKEN_FILE")):
-        try:
-            token = Path(path).read_text().strip()
-        except OSError as exc:
-            raise CliError(f"WRTCI_TOKEN_FILE: {exc}") from None
-    return token or None
 
 
 def _token(args: argparse.Namespace) -> str:

@@ -28,7 +28,7 @@ from services.stack.servers import free_port
 from tests.factories import announce_lab
 from tests.factories_results import T0, Factory, finished, ingest_all, publish, started
 from tests.helpers import put_object
-from tests.test_results_kcidb import analyser
+from tests.results.test_results_kcidb import analyser
 from tests.token_support import add_token
 
 TOKEN = "operator-token-for-tests"

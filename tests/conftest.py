@@ -29,6 +29,9 @@ from services.db.migrate import migrate
 from services.stack.servers import NatsServer, PostgresServer, S3Server
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Fixtures every area uses: the lab's (devices, suites, firmware) and GitHub's double.
+pytest_plugins = ["tests.lab_fixtures", "tests.servers.github_fixture"]
+
 TEST_DATA = PROJECT_ROOT / "tests" / "data"
 SHARED_FIXTURES = PROJECT_ROOT.parent / "shared" / "fixtures"
 TEMPLATE_DB = "wrtci_template"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import subprocess
@@ -67,3 +68,25 @@ def kcidb_errors(document: Any) -> list[str]:
 def assert_kcidb_valid(document: Any) -> None:
     errors = kcidb_errors(document)
     assert not errors, errors
+
+
+async def eventually(predicate, what: str = "the condition", within_s: float = 30.0,
+                     every_s: float = 0.05):
+    """Until ``predicate()`` (sync or async) returns something true; returns that.
+
+    The one wait of the tests: the database and the streams have no change feed
+    a test could wait on, so it looks again every ``every_s``. On time-out it
+    fails the test, naming ``what`` it waited for.
+    """
+    async def loop():
+        while True:
+            value = predicate()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return value
+            await asyncio.sleep(every_s)
+    try:
+        return await asyncio.wait_for(loop(), within_s)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {within_s} s waiting for {what}") from None

@@ -1,4 +1,4 @@
-"""Fixtures for the lab daemon tests (loaded with ``pytest_plugins``)."""
+"""Fixtures for the lab daemon tests (registered in tests/conftest.py)."""
 
 from __future__ import annotations
 

@@ -287,16 +287,3 @@ async def device_status(nc, subjects: Subjects, lab: str = "lab1",
     [status] = msgspec.json.decode(reply.data, type=LabControlReply).devices
     return status
 
-
-async def eventually(predicate, within_s: float = 30, every_s: float = 0.1):
-    """Poll ``predicate`` (sync or async) until it returns something true; return that."""
-    async def loop():
-        while True:
-            value = predicate()
-            if asyncio.iscoroutine(value):
-                value = await value
-            if value:
-                return value
-            await asyncio.sleep(every_s)
-
-    return await asyncio.wait_for(loop(), within_s)

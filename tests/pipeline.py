@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import asyncpg
 from nats.js import JetStreamContext
@@ -38,16 +38,6 @@ WAIT = 20.0
 """Bound of every wait for something to happen (a failure, not a speed check)."""
 
 
-async def wait_until(check: Callable[[], Awaitable[bool]], what: str,
-                     limit: float = WAIT) -> None:
-    """Until ``check()`` holds: the database and streams have no change feed here."""
-    async def loop() -> None:
-        while not await check():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-    try:
-        await asyncio.wait_for(loop(), limit)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def stored_events(js: JetStreamContext, subjects: Subjects,

@@ -1,6 +1,6 @@
 """The ``github`` fixture: a local GitHub REST API for the trigger tests.
 
-Load it with ``pytest_plugins = ["tests.servers.github_fixture"]``.
+Registered for every test in tests/conftest.py.
 """
 
 from __future__ import annotations

@@ -50,6 +50,11 @@ def load_key(work_dir: str | Path) -> bytes:
     return key
 
 
+def fresh_id(kind: str, lab: str) -> str:
+    """A new id naming the lab, for an event that never repeats (heartbeats, health)."""
+    return f"{kind}:{lab[:200]}:{uuid.uuid4().hex}"
+
+
 class EventIds:
     def __init__(self, lab: str, key: bytes) -> None:
         self.lab = lab
@@ -66,8 +71,7 @@ class EventIds:
         return event_id
 
     def fresh(self, kind: str) -> str:
-        """A new id naming the lab (for events that never repeat, e.g. heartbeats)."""
-        return f"{kind}:{self.lab[:200]}:{uuid.uuid4().hex}"
+        return fresh_id(kind, self.lab)
 
     def started(self, job_id: str, attempt: int, run: int) -> str:
         return self.fixed("job.started", job_id, attempt, run)

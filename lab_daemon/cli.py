@@ -85,7 +85,7 @@ async def _run(config: Config) -> int:
     _report_labnet_problems()
     stop = asyncio.Event()
     install_signal_handlers(stop)
-    await LabDaemon(config, stop).run()
+    await LabDaemon(config, stop, problems=LABNET_PROBLEMS).run()
     return 0
 
 

@@ -15,6 +15,7 @@ from nats.js.errors import KeyNotFoundError
 from core.config import ConfigError
 from core.runtime import EventPublisher, connect_nats
 from lab_daemon.config import Config, DeviceConfig
+from lab_daemon.event_ids import fresh_id
 from lab_daemon.health import run_health_check
 from lab_daemon.places import place_guard
 from lab_daemon.suite import Suite
@@ -75,7 +76,8 @@ async def standalone_maintenance(config: Config, name: str, on: bool) -> int:
                                 device_type=device.device_type, health=record.health,
                                 state=state, consecutive_failures=record.consecutive_failures,
                                 message=f"maintenance {switch} (daemon not running)"),
-            source=f"wrtci-lab/{config.lab.name}", subject=name))
+            source=f"wrtci-lab/{config.lab.name}", subject=name,
+            id=fresh_id("device.health", config.lab.name)))
     finally:
         await nc.close()
     print(f"{name}: {state}")
@@ -112,8 +114,10 @@ async def standalone_health_check(config: Config, name: str | None) -> int:
                     lab=config.lab.name, device=device.name, device_type=device.device_type,
                     health=DeviceHealth.HEALTHY if passed else DeviceHealth.WARNING,
                     state=DeviceState.IDLE, check_passed=passed,
+                    last_passed_at=dt.datetime.now(dt.UTC) if passed else None,
                     message=f"manual check (daemon not running)\n{result.detail}"[-2000:]),
-                source=f"wrtci-lab/{config.lab.name}", subject=device.name))
+                source=f"wrtci-lab/{config.lab.name}", subject=device.name,
+                id=fresh_id("device.health", config.lab.name)))
     finally:
         await nc.close()
     return status

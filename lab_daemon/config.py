@@ -7,6 +7,7 @@ usual ``WRTCI_NATS__…`` environment overrides.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
@@ -119,7 +120,11 @@ class LabSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     fetch_timeout_s: float = 1.0
     log_chunk_bytes: int = 64 * 1024
     log_flush_s: float = 1.0
-    default_timeout_s: float = 1800.0
+    log_memory_bytes: Annotated[int, msgspec.Meta(ge=0)] = 8 * 1024 * 1024
+    """Log text a running job may hold in memory while NATS is away ..."""
+    log_spill_bytes: Annotated[int, msgspec.Meta(ge=0)] = 256 * 1024 * 1024
+    """... and then in a spill file below ``work_dir`` (``log-spill/``, unlinked at
+    once); beyond both, text is dropped and the stored log says how much."""
     devices: list[DeviceConfig] = []
     labnet: str | None = None
     """openwrt-tests' labnet.yaml: its devices of lab ``labnet_lab`` are added to
@@ -138,6 +143,10 @@ class LabSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     def envs_dir(self) -> Path:
         return Path(self.suite_envs_dir) if self.suite_envs_dir \
             else Path(self.work_dir) / "suite-envs"
+
+    @property
+    def log_spill_dir(self) -> Path:
+        return Path(self.work_dir) / "log-spill"
 
     @property
     def runs_dir(self) -> Path:

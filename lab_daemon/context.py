@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import TYPE_CHECKING
 
+from core.retry import wait_or_stop
 from lab_daemon.config import Config
 from lab_daemon.device import Device
+from lab_daemon.event_ids import EventIds
 from lab_daemon.firmware import FirmwareCache
 
 if TYPE_CHECKING:
@@ -26,7 +29,10 @@ class LabContext:
                                    self.lab.download_timeout_s)
         self.presence: Presence
         self.suite: Suite
+        self.ids: EventIds
         self._shutdown_deadline: float | None = None
+        self._grace_over: asyncio.Event | None = None
+        self._grace_timer: asyncio.Task | None = None
 
     def grace_left(self) -> float:
         """Seconds of the shutdown grace still left (infinite while not stopping)."""
@@ -36,14 +42,27 @@ class LabContext:
             self._shutdown_deadline = time.monotonic() + self.lab.shutdown_grace_s
         return self._shutdown_deadline - time.monotonic()
 
+    def grace_over(self) -> asyncio.Event:
+        """Set once the daemon is stopping and the shutdown grace has run out: what
+        must still be done at shutdown (a job's result) is retried until then."""
+        if self._grace_over is None:
+            self._grace_over = asyncio.Event()
+            self._grace_timer = asyncio.create_task(self._time_grace(self._grace_over),
+                                                    name="shutdown-grace")
+        return self._grace_over
+
+    async def _time_grace(self, over: asyncio.Event) -> None:
+        await self.stop.wait()
+        await asyncio.sleep(max(0.0, self.grace_left()))
+        over.set()
+
+    async def close(self) -> None:
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._grace_timer
+
     async def wait(self, device: Device, seconds: float) -> None:
         """Sleep up to ``seconds``; woken early by stop or by ``device.poke()``."""
         device.wakeup.clear()
-        stop = asyncio.ensure_future(self.stop.wait())
-        poke = asyncio.ensure_future(device.wakeup.wait())
-        try:
-            await asyncio.wait({stop, poke}, timeout=max(0.0, seconds),
-                               return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            poke.cancel()
+        await wait_or_stop(device.wakeup.wait(), self.stop, within_s=max(0.0, seconds))

@@ -8,7 +8,6 @@ the check, must not hold up the rest.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import msgspec
@@ -16,6 +15,7 @@ from nats.aio.msg import Msg
 
 from lab_daemon.context import LabContext
 from lab_daemon.device import Device
+from lab_daemon.swallow import logged
 from proto.control import LabAction, LabControlReply, LabControlRequest
 from proto.model import DeviceState
 
@@ -85,5 +85,5 @@ class Control:
 
     async def _reply(self, msg: Msg, reply: LabControlReply) -> None:
         if msg.reply:
-            with contextlib.suppress(Exception):
+            with logged("control reply not sent (the asker has gone?)", log):
                 await msg.respond(msgspec.json.encode(reply))

@@ -11,42 +11,50 @@ own control subject and to job cancellations, nothing else (plus job fetches).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import fcntl
 import logging
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from core.runtime import connect_nats
+from core.runtime import Daemon, connect_nats
 from lab_daemon.config import Config
 from lab_daemon.context import LabContext
 from lab_daemon.control import Control
 from lab_daemon.device import Device
+from lab_daemon.event_ids import EventIds, load_key
 from lab_daemon.health import HealthChecks
 from lab_daemon.jobs import Jobs
-from lab_daemon.labnet import DeviceQueues
+from lab_daemon.labnet import DeviceProblem, DeviceQueues
 from lab_daemon.leftovers import kill_leftover_groups
 from lab_daemon.loop import DeviceLoop
 from lab_daemon.places import place_guard
-from lab_daemon.presence import VERSION, Presence
+from lab_daemon.presence import Presence
 from lab_daemon.suite import Suite
+from lab_daemon.swallow import logged
 from lab_daemon.targets import TargetFileError, load_target_file
 from proto import events as ev
 from proto.jobqueue import JobQueue
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VERSION", "LabDaemon", "resolve_paths"]
+__all__ = ["LabDaemon", "resolve_paths"]
 
 
 class LabDaemon:
-    def __init__(self, config: Config, stop: asyncio.Event) -> None:
+    def __init__(self, config: Config, stop: asyncio.Event,
+                 problems: Sequence[DeviceProblem] = ()) -> None:
         self.config = config
         self.lab = config.lab
         self.stop = stop
+        own = {d.name for d in config.lab.devices}
+        self.problems = [p for p in problems if p.device not in own]
+        """labnet.yaml devices kept out of the pool (and not defined in lab.toml):
+        announced as unhealthy at start, with the reason."""
         self.ctx = LabContext(config, stop,
                               source=f"wrtci-lab/{self.lab.name}@{socket.gethostname()}")
         self.ctx.suite = Suite(self.lab)
@@ -57,11 +65,16 @@ class LabDaemon:
         """Set once the lab is registered (devices, lab record, lab.online)."""
 
     async def run(self) -> None:
-        work_lock = self._lock_work_dir()
-        try:
-            await self._run()
-        finally:
-            work_lock.close()
+        """The daemon's life (``core.runtime.Daemon``): what ``_start`` opens is closed
+        in reverse order once ``stop`` is set and the device loops have ended (a
+        running job gets the shutdown grace, its result a little more)."""
+        async with Daemon("lab", self.stop, grace_s=self.lab.shutdown_grace_s + 60) as daemon:
+            daemon.exits.callback(self._lock_work_dir().close)
+            daemon.exits.push_async_callback(self.ctx.close)
+            await self._start(daemon)
+            await daemon.serve()
+            log.info("stopping: no new jobs", extra={"lab": self.lab.name})
+        log.info("lab offline", extra={"lab": self.lab.name})
 
     def _lock_work_dir(self):
         """One daemon per work directory: the next one may then kill what this one left."""
@@ -84,53 +97,47 @@ class LabDaemon:
         await asyncio.gather(*(d.place.release() for d in self.devices.values()))
         await asyncio.to_thread(self.ctx.cache.remove_partial_downloads)
 
-    async def _run(self) -> None:
-        ctx, subjects = self.ctx, self.config.nats.subjects
+    async def _start(self, daemon: Daemon) -> None:
+        ctx, subjects, lab = self.ctx, self.config.nats.subjects, self.lab
+        ctx.ids = EventIds(lab.name, await asyncio.to_thread(load_key, lab.work_dir))
         # Its own reply inbox: the lab's NATS permissions let it read only that.
-        self.nc = await connect_nats(self.config.nats, ctx.source,
-                                     inbox_prefix=subjects.lab_inbox_prefix(self.lab.name))
-        ctx.presence = await Presence(
-            self.nc, subjects, lab=self.lab.name, source=ctx.source,
+        self.nc = await daemon.open(
+            f"NATS {self.config.nats.url}",
+            lambda: connect_nats(self.config.nats, ctx.source,
+                                 inbox_prefix=subjects.lab_inbox_prefix(lab.name)),
+            _drain)
+        ctx.presence = await daemon.open("the lab's KV buckets", Presence(
+            self.nc, subjects, lab=lab.name, source=ctx.source, stop=self.stop, ids=ctx.ids,
             request_timeout_s=self.config.nats.request_timeout_s,
-            heartbeat_s=self.lab.heartbeat_s).open()
+            heartbeat_s=lab.heartbeat_s).open)
         await self._load_devices()
         await self._clean_up_after_previous_run()
         js = self.nc.jetstream()
-        self.queue = JobQueue(js, subjects, ack_wait=self.lab.job_ack_wait_s)
+        self.queue = JobQueue(js, subjects, ack_wait=lab.job_ack_wait_s)
+        daemon.exits.push_async_callback(self.queue.close)
         # labnet's snapshots_only devices ask queues limited to their priorities
-        self.queues = DeviceQueues(self.queue, js, subjects, self.lab.job_ack_wait_s)
+        self.queues = DeviceQueues(self.queue, js, subjects, lab.job_ack_wait_s)
+        daemon.exits.push_async_callback(self.queues.close)
+        devices = list(self.devices.values())
+        daemon.exits.push_async_callback(ctx.presence.offline, devices)
         self.jobs = Jobs(ctx, self.nc.max_payload)
         control = Control(ctx)
-        loop = DeviceLoop(ctx, HealthChecks(ctx), self.jobs, self.queues)
-        subscriptions = [
-            await self.nc.subscribe(subjects.lab_control(self.lab.name), cb=control.on_request),
-            # Core NATS is enough: a cancel missed while disconnected still ends the
-            # job centrally (the timeout service), and our late result is ignored.
-            await self.nc.subscribe(subjects.event("job.cancelled"), cb=self._on_cancelled),
-        ]
-        devices = list(self.devices.values())
+        for subject, callback in (
+                (subjects.lab_control(lab.name), control.on_request),
+                # Core NATS is enough: a cancel missed while disconnected still ends the
+                # job centrally (the timeout service), and our late result is ignored.
+                (subjects.event("job.cancelled"), self._on_cancelled)):
+            subscription = await self.nc.subscribe(subject, cb=callback)
+            daemon.exits.push_async_callback(_unsubscribe, subscription)
+        daemon.exits.callback(control.close)
         await ctx.presence.online(devices)
+        for problem in self.problems:
+            await ctx.presence.problem_event(problem)
         self.online.set()
-        heartbeat = asyncio.create_task(ctx.presence.heartbeat(devices))
-        workers = [asyncio.create_task(loop.run(d), name=f"device-{d.name}") for d in devices]
-        try:
-            await self.stop.wait()
-            log.info("stopping: no new jobs", extra={"lab": self.lab.name})
-            for device in devices:
-                device.poke()
-            await asyncio.gather(*workers, return_exceptions=True)
-        finally:
-            heartbeat.cancel()
-            control.close()
-            for subscription in subscriptions:
-                with contextlib.suppress(Exception):
-                    await subscription.unsubscribe()
-            await ctx.presence.offline(devices)
-            await self.queue.close()
-            await self.queues.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.nc.drain(), 10)
-            log.info("lab offline", extra={"lab": self.lab.name})
+        loop = DeviceLoop(ctx, HealthChecks(ctx), self.jobs, self.queues)
+        daemon.loop("heartbeat", lambda stop: ctx.presence.heartbeat(devices, stop))
+        for device in devices:
+            daemon.loop(f"device-{device.name}", lambda stop, device=device: loop.run(device))
 
     async def _on_cancelled(self, msg: Msg) -> None:
         try:
@@ -162,6 +169,16 @@ class LabDaemon:
             self.devices[device_config.name] = Device(
                 device_config, target, self.lab.name, self.lab.health, restored,
                 place=place_guard(self.lab, device_config), problem=problem)
+
+
+async def _unsubscribe(subscription) -> None:
+    with logged("unsubscribe at exit failed", log, subject=subscription.subject):
+        await subscription.unsubscribe()
+
+
+async def _drain(nc: NATS) -> None:
+    with logged("NATS drain at exit failed", log):
+        await asyncio.wait_for(nc.drain(), 10)
 
 
 def resolve_paths(config: Config, base: Path) -> Config:

@@ -41,6 +41,10 @@ class Device:
         self.health = HealthCounter(health.warn_after, health.disable_after, checked=trusted)
         self.last_check_at: dt.datetime | None = restored.last_check_at if trusted else None
         self.last_check_passed: bool | None = True if trusted else None
+        self.last_passed_at: dt.datetime | None = (
+            (restored.last_passed_at if restored else None)
+            or (self.last_check_at if trusted else None))
+        """When the device last passed a check (kept across restarts in its record)."""
         self.message = ""
         # A device an operator took out stays out across daemon restarts.
         if restored is not None and restored.state is DeviceState.MAINTENANCE:
@@ -90,7 +94,7 @@ class Device:
             lab=self.lab, device=self.name, device_type=self.device_type,
             features=self.features, state=self.state, health=self.health.health,
             consecutive_failures=self.health.failures, last_check_at=self.last_check_at,
-            updated_at=dt.datetime.now(dt.UTC))
+            last_passed_at=self.last_passed_at, updated_at=dt.datetime.now(dt.UTC))
 
     def summary(self) -> LabDevice:
         return LabDevice(name=self.name, device_type=self.device_type,

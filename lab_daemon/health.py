@@ -24,6 +24,7 @@ from pathlib import Path
 
 import msgspec
 
+from core.retry import wait_or_stop
 from lab_daemon.config import DeviceConfig, LabSection
 from lab_daemon.context import LabContext
 from lab_daemon.device import Device
@@ -106,6 +107,15 @@ async def run_health_check(lab: LabSection, device: DeviceConfig, image: Path | 
                        suite_revision=env.revision, log_dir=str(files.run_dir))
 
 
+def where_to_read(result: CheckResult) -> str:
+    """Where the whole console log of a check is (log_url stays empty: the lab
+    cannot store objects, and the log writer takes logs of job attempts only)."""
+    if not result.log_dir:
+        return ""
+    console = PlanFiles(run_dir=Path(result.log_dir)).console_log
+    return f"\n--- whole console log (lab host, until the next check): {console}"
+
+
 class HealthChecks:
     """The daemon's side: checks with the place held, state moves, health events."""
 
@@ -138,10 +148,7 @@ class HealthChecks:
         await ctx.presence.move(device, S.CHECKING)
         check = asyncio.create_task(run_health_check(ctx.lab, device.config,
                                                      device.last_good_image, ctx.suite))
-        stop = asyncio.ensure_future(ctx.stop.wait())
-        await asyncio.wait({check, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if not check.done():
+        if not await wait_or_stop(check, ctx.stop):
             # Shutdown: the check (and the device it booted) is stopped, nothing recorded.
             check.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -154,6 +161,8 @@ class HealthChecks:
             result = CheckResult(passed=False, detail=f"health check could not run: {exc!r}")
         device.last_check_at = dt.datetime.now(dt.UTC)
         device.last_check_passed = result.passed
+        if result.passed:
+            device.last_passed_at = device.last_check_at
         device.problem = result.detail.splitlines()[0] if result.fatal else None
         device.health.record(result.passed, fatal=result.fatal)
         device.message = result.detail
@@ -169,6 +178,7 @@ class HealthChecks:
                         "consecutive_failures": device.health.failures,
                         "suite_revision": result.suite_revision,
                         "detail": result.detail.splitlines()[0] if result.detail else ""})
-        await ctx.presence.health_event(device, result.detail)
+        await ctx.presence.health_event(
+            device, result.detail + ("" if result.passed else where_to_read(result)))
         async with device.check_done:
             device.check_done.notify_all()

@@ -21,6 +21,7 @@ from typing import TypeVar
 
 import msgspec
 
+from core.retry import wait_or_stop
 from lab_daemon.config import DeviceConfig, LabSection
 from lab_daemon.firmware import ChecksumMismatch, DownloadError, FirmwareCache
 from lab_daemon.firmware_prep import PrepError, prepare_held, suite_environment
@@ -140,12 +141,7 @@ class JobExecution:
     async def _unless_cancelled(self, work: Awaitable[T]) -> T | None:
         """``work``'s result, or None once the job is cancelled (``work`` is stopped)."""
         task = asyncio.ensure_future(work)
-        cancelled = asyncio.ensure_future(self._cancelled.wait())
-        try:
-            await asyncio.wait({task, cancelled}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            cancelled.cancel()
-        if task.done():
+        if await wait_or_stop(task, self._cancelled):
             return task.result()
         task.cancel()  # run_process kills pytest's process group
         with contextlib.suppress(asyncio.CancelledError):

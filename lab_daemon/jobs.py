@@ -11,17 +11,18 @@ import contextlib
 import datetime as dt
 import logging
 import time
-import uuid
 from pathlib import Path
 
 import nats.errors
 from nats.aio.msg import Msg
 
+from core.retry import Backoff, retry_call, wait_or_stop
 from lab_daemon.context import LabContext
 from lab_daemon.device import Device
 from lab_daemon.job import INFRASTRUCTURE_ERRORS, JobExecution, fit_results
 from lab_daemon.logstream import ChunkSender
 from lab_daemon.suite_env import SuiteEnvError
+from lab_daemon.swallow import logged
 from proto import events as ev
 from proto.jobqueue import QueuedJob
 from proto.model import DeviceState, JobResult
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 CANCEL_MEMORY = 1000
 TIMINGS_KEPT = 100
+FINISH_RETRY = Backoff.exponential(1.0, 10.0)
 S = DeviceState
 
 
@@ -72,6 +74,15 @@ class Jobs:
 
     # -- running -------------------------------------------------------------------
 
+    def new_sender(self) -> ChunkSender:
+        """A job's log sender: bounded by ``[lab] log_memory_bytes`` and, spilled
+        into the work directory, ``log_spill_bytes`` while NATS is away."""
+        ctx = self.ctx
+        return ChunkSender(ctx.presence.publisher, ctx.source,
+                           memory_bytes=ctx.lab.log_memory_bytes,
+                           spill_dir=ctx.lab.log_spill_dir,
+                           spill_bytes=ctx.lab.log_spill_bytes, event_id=ctx.ids.chunk)
+
     async def run(self, device: Device, job: QueuedJob) -> None:
         """Run the job with the device's place held (released however the job ends)."""
         taken = time.monotonic()
@@ -104,7 +115,7 @@ class Jobs:
                "device": device.name}
         await ctx.presence.move(device, S.BUSY)
         device.current_job = spec.job_id
-        sender = ChunkSender(ctx.presence.publisher, ctx.source).start()
+        sender = self.new_sender().start()
         stage_changed = asyncio.Event()
         execution = JobExecution(lab=ctx.lab, device=device.config, spec=spec, run=run,
                                  cache=ctx.cache, sender=sender, python=python,
@@ -122,13 +133,13 @@ class Jobs:
                 ev.JobStartedData(job_id=spec.job_id, attempt=spec.attempt, lab=ctx.lab.name,
                                   device=device.name,
                                   deadline=_now() + dt.timedelta(seconds=spec.timeout_s)),
-                source=ctx.source, id=f"job.started:{spec.job_id}:{spec.attempt}",
+                source=ctx.source, id=ctx.ids.started(spec.job_id, spec.attempt, run),
                 subject=spec.job_id))
             log.info("job started", extra=ids)
             finished = await self._execute_or_hand_back(execution, msg, ids)
             if finished is None:
                 return
-            if await self._finish(msg, finished, ids):
+            if await self._finish(msg, finished, run, ids):
                 execution.marks["published"] = time.monotonic()
                 self.timings.append(dict(execution.marks))
             if finished.result is JobResult.PASS and execution.image is not None \
@@ -160,15 +171,10 @@ class Jobs:
         """The job's result; or None when shutdown handed the job back."""
         ctx = self.ctx
         task = asyncio.create_task(execution.execute())
-        stop = asyncio.ensure_future(ctx.stop.wait())
-        try:
-            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if not task.done():
-                log.info("shutdown: waiting up to %.0f s for the running job",
-                         ctx.grace_left(), extra=ids)
-                await asyncio.wait({task}, timeout=max(0.0, ctx.grace_left()))
-        finally:
-            stop.cancel()
+        if not await wait_or_stop(task, ctx.stop):
+            log.info("shutdown: waiting up to %.0f s for the running job",
+                     ctx.grace_left(), extra=ids)
+            await asyncio.wait({task}, timeout=max(0.0, ctx.grace_left()))
         if task.done():
             return task.result()
         task.cancel()
@@ -176,50 +182,44 @@ class Jobs:
             await task
         reason = (f"lab {ctx.lab.name} shutting down; job handed back after "
                   f"{ctx.lab.shutdown_grace_s:.0f} s grace")
-        with contextlib.suppress(Exception):
+        with logged("job.progress 'handed_back' not published", log, **ids):
             await ctx.presence.publish(ev.JobProgress.build(ev.JobProgressData(
                 job_id=execution.spec.job_id, attempt=execution.spec.attempt,
                 lab=ctx.lab.name, device=execution.device.name, stage="handed_back",
-                message=reason), source=ctx.source, subject=execution.spec.job_id),
-                attempts=1)
+                message=reason), source=ctx.source, subject=execution.spec.job_id,
+                id=ctx.ids.fresh("job.progress")), attempts=1)
         await msg.nak()
         log.warning("job handed back: %s", reason, extra=ids)
         return None
 
-    async def _finish(self, msg: Msg, data: ev.JobFinishedData, ids: dict) -> bool:
+    async def _finish(self, msg: Msg, data: ev.JobFinishedData, run: int, ids: dict) -> bool:
         """Publish job.finished until JetStream has it, then (only then) ack the job.
 
         While stopping, only within the shutdown grace: then the job is left
-        unacked and JetStream redelivers it after the ack wait. Its rerun's
-        job.finished has the same id, so a result that did get through counts once.
+        unacked and JetStream redelivers it after the ack wait. A resend has
+        the same id (JetStream drops the copy); a rerun (the next delivery) is
+        a new report, which the services ignore once the attempt is done.
         """
         ctx = self.ctx
 
         def build(data: ev.JobFinishedData) -> ev.JobFinished:
             return ev.JobFinished.build(data, source=ctx.source,
-                                        id=f"job.finished:{data.job_id}:{data.attempt}",
+                                        id=ctx.ids.finished(data.job_id, data.attempt, run),
                                         subject=data.job_id)
 
         # (headers and the subject count against the limit too: keep a margin)
         data = fit_results(data, lambda d: len(ev.encode(build(d))), self.max_payload - 4096)
-        event = build(data)
-        delay = 1.0
-        while True:
-            try:
-                await ctx.presence.publisher.publish(event)
-                break
-            except Exception as exc:  # keep the job until the result is safe
-                if ctx.grace_left() <= 0:
-                    log.error("shutdown: job.finished not persisted within the grace; "
-                              "the job is left for redelivery: %r", exc, extra=ids)
-                    return False
-                log.warning("job.finished not persisted yet, retrying: %r", exc, extra=ids)
-                await asyncio.sleep(max(0.0, min(delay, ctx.grace_left())))
-                delay = min(delay * 2, 10.0)
+        try:
+            await retry_call("NATS (job.finished)", ctx.presence.publisher.publish, build(data),
+                             stop=ctx.grace_over(), backoff=FINISH_RETRY, logger=log)
+        except Exception as exc:  # keep the job until the result is safe
+            log.error("shutdown: job.finished not persisted within the grace; "
+                      "the job is left for redelivery: %r", exc, extra=ids)
+            return False
         try:
             await msg.ack_sync(timeout=ctx.config.nats.request_timeout_s)
         except (nats.errors.Error, TimeoutError) as exc:
-            # Redelivery reruns the job; its job.finished has the same id and is deduped.
+            # Redelivery reruns the job; the services ignore its report, the attempt is done.
             log.warning("job ack not confirmed: %r", exc, extra=ids)
         log.info("job finished", extra=ids | {"result": str(data.result),
                                               "error_code": str(data.error_code or ""),
@@ -232,14 +232,18 @@ class Jobs:
         ctx = self.ctx
         interval = min(ctx.lab.progress_interval_s, ctx.lab.job_ack_wait_s / 4)
         spec = execution.spec
+        ids = {"job_id": spec.job_id, "attempt": spec.attempt, "device": device.name}
         while True:
-            with contextlib.suppress(Exception):
+            # Not acked for the ack wait, JetStream hands the job to another lab:
+            # this line is the trace of why it ran twice.
+            with logged("in-progress ack failed; JetStream may give the job to another lab",
+                        log, **ids):
                 await msg.in_progress()
-            with contextlib.suppress(Exception):
+            with logged("job.progress heartbeat not published", log, **ids):
                 await ctx.presence.publisher.publish(ev.JobProgress.build(ev.JobProgressData(
                     job_id=spec.job_id, attempt=spec.attempt, lab=ctx.lab.name,
                     device=device.name, stage=execution.stage),
-                    source=ctx.source, id=str(uuid.uuid4()), subject=spec.job_id))
+                    source=ctx.source, id=ctx.ids.fresh("job.progress"), subject=spec.job_id))
             stage_changed.clear()
-            with contextlib.suppress(TimeoutError):
+            with contextlib.suppress(TimeoutError):  # the next heartbeat is due
                 await asyncio.wait_for(stage_changed.wait(), interval)

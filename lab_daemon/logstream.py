@@ -23,6 +23,7 @@ import contextlib
 import logging
 import tempfile
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -39,6 +40,7 @@ _LENGTH = 4
 
 
 def chunk_id(job_id: str, attempt: int, run: int, stream: str, seq: int) -> str:
+    """A chunk's id without the lab's key (the lab daemon passes ``EventIds.chunk``)."""
     return f"log:{job_id}:{attempt}:{run}:{stream}:{seq}"
 
 
@@ -58,8 +60,11 @@ class ChunkSender:
     def __init__(self, publisher: EventPublisher, source: str,
                  retry_delays: tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0), *,
                  memory_bytes: int = 8 * 1024 * 1024, spill_dir: Path | None = None,
-                 spill_bytes: int = 256 * 1024 * 1024) -> None:
+                 spill_bytes: int = 256 * 1024 * 1024,
+                 event_id: Callable[[str, int, int, str, int], str] = chunk_id) -> None:
         self.publisher = publisher
+        self.event_id = event_id
+        """(job, attempt, run, stream, seq) -> the chunk's id (see ``event_ids.py``)."""
         self.source = source
         self.backoff = Backoff(steps_s=tuple(retry_delays), jitter=0.0)
         self.memory_limit = memory_bytes
@@ -88,7 +93,7 @@ class ChunkSender:
     def _event(self, data: LogChunkData) -> LogChunk:
         return LogChunk.build(
             data, source=self.source,
-            id=chunk_id(data.job_id, data.attempt, data.run, data.stream, data.seq),
+            id=self.event_id(data.job_id, data.attempt, data.run, data.stream, data.seq),
             subject=data.job_id)
 
     def _fits_memory(self, text_bytes: int) -> bool:

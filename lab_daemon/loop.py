@@ -11,6 +11,7 @@ from lab_daemon.health import HealthChecks
 from lab_daemon.jobs import Jobs
 from lab_daemon.labnet import DeviceQueues
 from lab_daemon.state import Act, next_action
+from lab_daemon.swallow import note
 from proto.model import DeviceState
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,9 @@ class DeviceLoop:
         while not self.ctx.stop.is_set():
             try:
                 await self.step(device)
-            except Exception:
-                log.exception("device loop error", extra={"device": device.name})
+            except Exception as exc:  # the device goes on after a pause; a bug is logged
+                note("device loop error", exc, log, level=logging.ERROR, trace=True,
+                     device=device.name)
                 await self.ctx.wait(device, ERROR_PAUSE_S)
 
     async def step(self, device: Device) -> None:

@@ -3,24 +3,38 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
+import importlib.metadata
 import logging
 
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError
 
+from core.retry import Backoff, retry_call, sleep_or_stop
 from core.runtime import EventPublisher
 from lab_daemon.device import Device
+from lab_daemon.event_ids import EventIds
+from lab_daemon.labnet import DeviceProblem
+from lab_daemon.swallow import logged, note
 from proto import events as ev
-from proto.model import DeviceState
+from proto.model import DeviceHealth, DeviceState
 from proto.records import DeviceRecord, LabRecord, decode_record, encode_record
 from proto.subjects import Subjects
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
+PUBLISH_RETRY = Backoff(steps_s=(1.0, 2.0), jitter=0.0)
+UNKNOWN_DEVICE_TYPE = "unknown"
+"""device_type of a labnet.yaml device whose target is not known (no usable target file)."""
+
+
+def lab_version() -> str:
+    """wrtci's version as installed (the package metadata)."""
+    try:
+        return importlib.metadata.version("wrtci")
+    except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+        return "unknown"
 
 
 def _now() -> dt.datetime:
@@ -29,13 +43,17 @@ def _now() -> dt.datetime:
 
 class Presence:
     def __init__(self, nc: NATS, subjects: Subjects, *, lab: str, source: str,
-                 request_timeout_s: float, heartbeat_s: float) -> None:
+                 request_timeout_s: float, heartbeat_s: float, stop: asyncio.Event,
+                 ids: EventIds) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.subjects = subjects
         self.lab = lab
         self.source = source
         self.heartbeat_s = heartbeat_s
+        self.stop = stop
+        self.ids = ids
+        self.version = lab_version()
         self.publisher = EventPublisher(self.js, subjects, timeout=request_timeout_s)
 
     async def open(self) -> Presence:
@@ -53,47 +71,47 @@ class Presence:
             return None
         try:
             return decode_record(entry.value, DeviceRecord)
-        except msgspec.DecodeError:
+        except msgspec.DecodeError as exc:
+            log.warning("stored record of device %s unreadable, starting afresh: %s", name, exc,
+                        extra={"device": name})
             return None
 
     async def online(self, devices: list[Device]) -> None:
         for device in devices:
             await self.save(device)
         await self.publish(ev.LabOnline.build(
-            ev.LabOnlineData(lab=self.lab, version=VERSION,
+            ev.LabOnlineData(lab=self.lab, version=self.version,
                              devices=[d.summary() for d in devices]),
-            source=self.source))
-        log.info("lab online", extra={"lab": self.lab, "devices": [d.name for d in devices]})
+            source=self.source, id=self.ids.fresh("lab.online")))
+        log.info("lab online", extra={"lab": self.lab, "devices": [d.name for d in devices],
+                                      "version": self.version})
         await self.beat(devices)
 
     async def offline(self, devices: list[Device]) -> None:
         for device in devices:
-            with contextlib.suppress(Exception):
-                await self.save(device)
-        with contextlib.suppress(Exception):
+            await self.save(device)
+        with logged("lab.offline not published", log, lab=self.lab):
             await self.publish(ev.LabOffline.build(
-                ev.LabOfflineData(lab=self.lab, reason="shutdown"), source=self.source))
+                ev.LabOfflineData(lab=self.lab, reason="shutdown"), source=self.source,
+                id=self.ids.fresh("lab.offline")))
+        with logged("lab record not deleted (it expires)", log, lab=self.lab):
             await self.labs_kv.delete(self.subjects.lab_key(self.lab))
 
-    async def heartbeat(self, devices: list[Device]) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_s)
+    async def heartbeat(self, devices: list[Device], stop: asyncio.Event) -> None:
+        while not await sleep_or_stop(stop, self.heartbeat_s):
             await self.beat(devices)
 
     async def beat(self, devices: list[Device]) -> None:
-        record = LabRecord(lab=self.lab, heartbeat_at=_now(), version=VERSION,
+        record = LabRecord(lab=self.lab, heartbeat_at=_now(), version=self.version,
                            devices=[d.summary() for d in devices])
-        try:
+        with logged("heartbeat failed (the next beat retries)", log, lab=self.lab):
             await self.labs_kv.put(self.subjects.lab_key(self.lab), encode_record(record))
-        except Exception as exc:  # NATS away: the next beat retries
-            log.warning("heartbeat failed: %r", exc, extra={"lab": self.lab})
 
     async def save(self, device: Device) -> None:
-        try:
+        with logged("device record not saved (the next change writes it again)", log,
+                    device=device.name):
             await self.devices_kv.put(self.subjects.device_key(self.lab, device.name),
                                       encode_record(device.record()))
-        except Exception as exc:  # the next change writes it again
-            log.warning("device record not saved: %r", exc, extra={"device": device.name})
 
     async def move(self, device: Device, state: DeviceState) -> None:
         previous = device.machine.move(state)
@@ -102,24 +120,34 @@ class Presence:
         await self.save(device)
 
     async def publish(self, event: ev.CloudEvent, attempts: int = 3) -> object:
-        for attempt in range(attempts):
-            try:
-                return await self.publisher.publish(event)
-            except Exception as exc:  # retried, then reported
-                if attempt == attempts - 1:
-                    raise
-                log.warning("publish failed, retrying: %r", exc, extra={"event_id": event.id})
-                await asyncio.sleep(1 + attempt)
-        return None
+        """Publish, retried a few times (not once ``stop`` is set); raises the last error."""
+        return await retry_call(f"publish {event.kind}", self.publisher.publish, event,
+                                stop=self.stop, backoff=PUBLISH_RETRY, attempts=attempts,
+                                logger=log)
 
     async def health_event(self, device: Device, message: str) -> None:
         event = ev.DeviceHealthChanged.build(ev.DeviceHealthData(
             lab=self.lab, device=device.name, device_type=device.device_type,
             health=device.health.health, state=device.state,
             consecutive_failures=device.health.failures,
-            check_passed=device.last_check_passed, message=message[-2000:]),
-            source=self.source, subject=device.name)
+            check_passed=device.last_check_passed, message=message[-2000:],
+            last_passed_at=device.last_passed_at),
+            source=self.source, subject=device.name, id=self.ids.fresh("device.health"))
+        await self._health(event, device.name)
+
+    async def problem_event(self, problem: DeviceProblem) -> None:
+        """A labnet.yaml device kept out of the pool: unhealthy, with the reason, so
+        its maintainers hear of it as of any device that left the pool."""
+        event = ev.DeviceHealthChanged.build(ev.DeviceHealthData(
+            lab=self.lab, device=problem.device,
+            device_type=UNKNOWN_DEVICE_TYPE,
+            health=DeviceHealth.UNHEALTHY, state=DeviceState.UNHEALTHY, check_passed=False,
+            message=f"out of the pool: {problem}"[-2000:]),
+            source=self.source, subject=problem.device, id=self.ids.fresh("device.health"))
+        await self._health(event, problem.device)
+
+    async def _health(self, event: ev.DeviceHealthChanged, device: str) -> None:
         try:
             await self.publish(event)
         except Exception as exc:  # the KV record still holds the state
-            log.error("device health event lost: %r", exc, extra={"device": device.name})
+            note("device health event lost", exc, log, level=logging.ERROR, device=device)

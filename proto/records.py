@@ -35,6 +35,8 @@ class DeviceRecord(msgspec.Struct, frozen=True, kw_only=True):
     consecutive_failures: Count = 0
     last_check_at: dt.datetime | None = None
     updated_at: dt.datetime
+    last_passed_at: dt.datetime | None = None
+    """When the device last passed a health check (the health issue says so)."""
 
 
 class ControlRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from core.config import LoggingConfig, NatsConfig
 from core.runtime import connect_nats
 from lab_daemon.config import HEALTH_TESTS, Config, DeviceConfig, HealthConfig, LabSection
 from lab_daemon.daemon import LabDaemon
+from lab_daemon.labnet import DeviceProblem
 from proto import events as ev
 from proto import topology
 from proto.control import DeviceStatus, LabAction, LabControlReply, LabControlRequest
@@ -137,16 +138,17 @@ def write_config(config: Config, path: Path) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def running_lab(config: Config, *, central: NatsConfig | None = None
-                      ) -> AsyncIterator[LabDaemon]:
+async def running_lab(config: Config, *, central: NatsConfig | None = None,
+                      problems: Sequence[DeviceProblem] = ()) -> AsyncIterator[LabDaemon]:
     """The lab daemon, started and stopped; ``central`` (default: the lab's own
     connection, open in these tests) first creates its job consumers, as the
-    scheduler does for announced device types."""
+    scheduler does for announced device types. ``problems``: labnet.yaml devices
+    left out (``wrtci-lab run`` passes those ``load`` found)."""
     await create_job_consumers(central or config.nats,
                                {d.device_type for d in config.lab.devices},
                                config.lab.job_ack_wait_s)
     stop = asyncio.Event()
-    daemon = LabDaemon(config, stop)
+    daemon = LabDaemon(config, stop, problems=problems)
     task = asyncio.create_task(daemon.run())
     try:
         online = asyncio.ensure_future(daemon.online.wait())

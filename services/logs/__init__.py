@@ -121,8 +121,9 @@ class LogWriter:
         key = Assembler.key(chunk)
         done = self.finished.get(key)
         if done is not None:
-            # Stored already: a late duplicate, or a rerun whose job.finished
-            # JetStream dropped as a duplicate — the stored log matches that result.
+            # Stored already: a late duplicate, or a rerun of an attempt whose
+            # result is recorded (the services keep an attempt's first report,
+            # by its state) — the stored log matches that result.
             return
         self.assembler.add(chunk)
         self.seen_at[key] = time.monotonic()

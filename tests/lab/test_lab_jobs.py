@@ -67,7 +67,8 @@ async def test_job_runs_suite_reports_results_and_stores_logs(
         }
         assert data.log_key == job_log_key(spec.job_id, 1, "console")
         assert {a.name for a in data.artifacts} == {"pytest.log", "junit.xml"}
-        assert finished.id == f"job.finished:{spec.job_id}:1"
+        # named by the lab and the run, keyed with the lab's secret (event_ids.py)
+        assert finished.id.startswith(f"job.finished:lab1:{spec.job_id}:1:1:")
         # the log writer stores the pytest output and the junit file
         pytest_key = job_log_key(spec.job_id, 1, "pytest.log")
 
@@ -84,7 +85,7 @@ async def test_job_runs_suite_reports_results_and_stores_logs(
         junit = await asyncio.wait_for(asyncio.to_thread(_object, storage_config, junit_key), 10)
         assert "test_firmware_is_the_verified_image" in junit
     started = events.of(ev.JobStarted)
-    assert [e.id for e in started] == [f"job.started:{spec.job_id}:1"]
+    assert [e.id.rsplit(":", 1)[0] for e in started] == [f"job.started:lab1:{spec.job_id}:1:1"]
     assert await _jobs_left(js, subjects) == 0  # acked
 
 

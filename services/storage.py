@@ -25,3 +25,12 @@ def minio_client(config: StorageConfig) -> Minio:
     )
     return Minio(config.endpoint, access_key=config.access_key, secret_key=config.secret_key,
                  secure=config.secure, region=config.region, http_client=http)
+
+
+def content_type(stream: str) -> str:
+    """The Content-Type a stored log or artifact is written and served with."""
+    if stream.endswith(".xml"):
+        return "application/xml"
+    if stream.endswith(".json"):
+        return "application/json"
+    return "text/plain; charset=utf-8"

@@ -15,8 +15,7 @@ from minio.error import S3Error
 
 from proto.storage import job_log_key
 from services.config import StorageConfig
-from services.logs.store import content_type
-from services.storage import is_missing, minio_client
+from services.storage import content_type, is_missing, minio_client
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,8 @@ from services.consume import MsgMeta, Reject, Retry, consume
 from services.identity import attempt_holder, count_rejection
 from services.logs.assembler import Assembler, LogKey, RunLog
 from services.logs.buffer import ChunkBuffer
-from services.logs.store import LogStore, content_type
+from services.logs.store import LogStore
+from services.storage import content_type
 
 log = logging.getLogger(__name__)
 

@@ -32,11 +32,3 @@ class LogStore:
             self.config.timeout_s)
         if not exists:
             raise RuntimeError(f"bucket {self.config.bucket} does not exist")
-
-
-def content_type(stream: str) -> str:
-    if stream.endswith(".xml"):
-        return "application/xml"
-    if stream.endswith(".json"):
-        return "application/json"
-    return "text/plain; charset=utf-8"

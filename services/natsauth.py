@@ -45,6 +45,9 @@ CENTRAL_USERS = ("scheduler", "timeout", "logs", "results", "trigger", "api", "n
 """One user per central service (``admin``: the ``wrtci`` command line)."""
 JS_API = "$JS.API"
 
+LAB_CREDS_PATH = "/etc/wrtci/lab.creds"
+"""Where a lab host keeps its seed: deploy/systemd/wrtci-lab.service reads it there."""
+
 
 class AuthError(ValueError):
     pass
@@ -268,7 +271,7 @@ def reload_server(pid_file: str | None) -> str:
 def lab_toml(entry: LabEntry, nats_url: str, prefix: str, ca_file: str | None) -> str:
     """The ``[nats]`` and ``[lab]`` part of the lab's lab.toml."""
     lines = ["[nats]", f"url = {_quote(nats_url)}", f"prefix = {_quote(prefix)}",
-             f"creds_file = {_quote(f'/etc/wrtci/{entry.name}.nk')}"]
+             f"creds_file = {_quote(LAB_CREDS_PATH)}"]
     if ca_file:
         lines.append(f"tls_ca_file = {_quote(ca_file)}")
     lines += ["", "[lab]", f"name = {_quote(entry.name)}",

@@ -16,7 +16,7 @@ import sys
 import msgspec
 
 from services.cli.common import CliConfig, add_config_argument, nats_connection
-from services.natsauth import AuthDir, AuthError, NatsAdminConfig, check_lab_name
+from services.natsauth import LAB_CREDS_PATH, AuthDir, AuthError, NatsAdminConfig, check_lab_name
 
 
 class LabAdminConfig(CliConfig, kw_only=True, forbid_unknown_fields=True):
@@ -76,7 +76,7 @@ async def _add(config: LabAdminConfig, name: str, device_types: list[str]) -> st
         out.append(f"central service users created: {', '.join(created)} "
                    f"(seeds in {auth.path / 'creds'})")
     out += [f"credentials (NKey seed, keep secret): {seed_path}",
-            "copy it to the lab host (e.g. /etc/wrtci/<lab>.nk, mode 0600), delete it here,",
+            f"copy it to the lab host as {LAB_CREDS_PATH} (mode 0600), delete it here,",
             "and put this in the lab's lab.toml:", "",
             lab_toml(entry, config.nats_admin.lab_url or config.nats.url,
                      config.nats.prefix, config.nats_admin.lab_tls_ca_file)]

@@ -12,6 +12,7 @@ from lab_daemon.config import Config
 from lab_daemon.device import Device
 from lab_daemon.event_ids import EventIds
 from lab_daemon.firmware import FirmwareCache
+from lab_daemon.logstream import ChunkSender
 
 if TYPE_CHECKING:
     from lab_daemon.presence import Presence
@@ -33,6 +34,15 @@ class LabContext:
         self._shutdown_deadline: float | None = None
         self._grace_over: asyncio.Event | None = None
         self._grace_timer: asyncio.Task | None = None
+
+    def new_sender(self) -> ChunkSender:
+        """A log sender (a job's, a health check's): bounded by ``[lab]
+        log_memory_bytes`` and, spilled into the work directory,
+        ``log_spill_bytes`` while NATS is away; chunk ids keyed by this lab."""
+        return ChunkSender(self.presence.publisher, self.source,
+                           memory_bytes=self.lab.log_memory_bytes,
+                           spill_dir=self.lab.log_spill_dir,
+                           spill_bytes=self.lab.log_spill_bytes, event_id=self.ids.chunk)
 
     def grace_left(self) -> float:
         """Seconds of the shutdown grace still left (infinite while not stopping)."""

@@ -28,6 +28,7 @@ from core.retry import wait_or_stop
 from lab_daemon.config import DeviceConfig, LabSection
 from lab_daemon.context import LabContext
 from lab_daemon.device import Device
+from lab_daemon.health_log import send_check_log
 from lab_daemon.runner import PlanFiles, run_plan
 from lab_daemon.suite import Suite
 from lab_daemon.suite_env import SuiteEnvError
@@ -108,8 +109,8 @@ async def run_health_check(lab: LabSection, device: DeviceConfig, image: Path | 
 
 
 def where_to_read(result: CheckResult) -> str:
-    """Where the whole console log of a check is (log_url stays empty: the lab
-    cannot store objects, and the log writer takes logs of job attempts only)."""
+    """Where the lab keeps the check's whole console log (until the next check);
+    ``log_url`` says where wrtci serves it (``health_log.py``)."""
     if not result.log_dir:
         return ""
     console = PlanFiles(run_dir=Path(result.log_dir)).console_log
@@ -178,7 +179,11 @@ class HealthChecks:
                         "consecutive_failures": device.health.failures,
                         "suite_revision": result.suite_revision,
                         "detail": result.detail.splitlines()[0] if result.detail else ""})
+        log_url = None
+        if not result.passed and result.log_dir:
+            log_url = await send_check_log(ctx, device.name, Path(result.log_dir))
         await ctx.presence.health_event(
-            device, result.detail + ("" if result.passed else where_to_read(result)))
+            device, result.detail + ("" if result.passed else where_to_read(result)),
+            log_url=log_url)
         async with device.check_done:
             device.check_done.notify_all()

@@ -75,13 +75,8 @@ class Jobs:
     # -- running -------------------------------------------------------------------
 
     def new_sender(self) -> ChunkSender:
-        """A job's log sender: bounded by ``[lab] log_memory_bytes`` and, spilled
-        into the work directory, ``log_spill_bytes`` while NATS is away."""
-        ctx = self.ctx
-        return ChunkSender(ctx.presence.publisher, ctx.source,
-                           memory_bytes=ctx.lab.log_memory_bytes,
-                           spill_dir=ctx.lab.log_spill_dir,
-                           spill_bytes=ctx.lab.log_spill_bytes, event_id=ctx.ids.chunk)
+        """A job's log sender (``LabContext.new_sender``)."""
+        return self.ctx.new_sender()
 
     async def run(self, device: Device, job: QueuedJob) -> None:
         """Run the job with the device's place held (released however the job ends)."""

@@ -125,13 +125,14 @@ class Presence:
                                 stop=self.stop, backoff=PUBLISH_RETRY, attempts=attempts,
                                 logger=log)
 
-    async def health_event(self, device: Device, message: str) -> None:
+    async def health_event(self, device: Device, message: str,
+                           log_url: str | None = None) -> None:
         event = ev.DeviceHealthChanged.build(ev.DeviceHealthData(
             lab=self.lab, device=device.name, device_type=device.device_type,
             health=device.health.health, state=device.state,
             consecutive_failures=device.health.failures,
             check_passed=device.last_check_passed, message=message[-2000:],
-            last_passed_at=device.last_passed_at),
+            last_passed_at=device.last_passed_at, log_url=log_url),
             source=self.source, subject=device.name, id=self.ids.fresh("device.health"))
         await self._health(event, device.name)
 

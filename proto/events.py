@@ -245,7 +245,8 @@ class DeviceHealthData(msgspec.Struct, frozen=True, kw_only=True):
     check_passed: bool | None = None
     message: Text = ""
     log_url: str | None = None
-    """Where the check's console log can be read (the notifier's health issue links it)."""
+    """The API path of the failing check's console log (``proto.storage.health_log_path``);
+    the notifier's health issue links it on wrtci's web address."""
     last_passed_at: dt.datetime | None = None
     """When the device last passed a check, if the lab knows."""
 

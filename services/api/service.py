@@ -13,7 +13,7 @@ from aiohttp import web
 
 from core.runtime import Daemon, EventPublisher, check_all, check_nats
 from services import db
-from services.api import control, dashboard_more, livelog_http, pages, rest
+from services.api import control, dashboard_more, health_logs, livelog_http, pages, rest
 from services.api.app import CONTEXT, ApiContext, errors, json_response
 from services.api.config import Config
 from services.api.logs import LogReader
@@ -33,6 +33,7 @@ def make_app(ctx: ApiContext, kcidb: KcidbSection | None = None) -> web.Applicat
                           client_max_size=64 * 1024)
     app[CONTEXT] = ctx
     app.router.add_get("/healthz", healthz)
+    health_logs.add_routes(app)
     livelog_http.add_routes(app)  # before rest: its /jobs/{id} would take .../log
     rest.add_routes(app)
     control.add_routes(app)

@@ -40,7 +40,7 @@ from core.runtime import Daemon, check_all, check_nats
 from proto.events import DecodeError, LogChunk, LogChunkData, decode
 from proto.limits import Size
 from proto.records import LogWriterRecord, encode_record
-from proto.storage import job_log_key
+from proto.storage import health_log_key, job_log_key, parse_health_log_id
 from proto.subjects import Subjects
 from proto.topology import service_consumer
 from services import db
@@ -49,6 +49,7 @@ from services.consume import MsgMeta, Reject, Retry, consume
 from services.identity import attempt_holder, count_rejection
 from services.logs.assembler import Assembler, LogKey, RunLog
 from services.logs.buffer import ChunkBuffer
+from services.logs.health import DeviceUnknown, HealthDevices
 from services.logs.store import LogStore
 from services.storage import content_type
 
@@ -113,6 +114,7 @@ class LogWriter:
         """Logs already stored (run, when): a late duplicate must not reopen them."""
         self.write_lock = asyncio.Lock()
         self.written = 0
+        self.health_devices = HealthDevices(js, subjects)
 
     async def handle(self, event, meta: MsgMeta) -> None:
         if not isinstance(event, LogChunk):
@@ -154,6 +156,13 @@ class LogWriter:
             raise self._reject(str(exc)) from exc
         if chunk.lab != lab:
             raise self._reject(f"log chunk of lab {chunk.lab!r} published by lab {lab!r}")
+        try:
+            health = parse_health_log_id(chunk.job_id)
+            if health is not None:  # a health check's log: the lab's own device only
+                await self.health_devices.authorise(chunk, lab, health[0])
+                return
+        except (ValueError, DeviceUnknown) as exc:
+            raise self._reject(str(exc)) from exc
         if self.pool is None:
             return
         key = (chunk.job_id, chunk.attempt, lab)
@@ -181,7 +190,9 @@ class LogWriter:
         return Reject(reason)
 
     async def write(self, key: LogKey, run_log: RunLog, *, final: bool = False) -> None:
-        object_key = job_log_key(key.job_id, key.attempt, key.stream)
+        health = parse_health_log_id(key.job_id) if key.lab else None
+        object_key = (health_log_key(key.lab, health[0], health[1], key.stream) if health
+                      else job_log_key(key.job_id, key.attempt, key.stream))
         truncated = run_log.truncated_bytes
         size = await self.store.put_log(object_key, run_log, content_type(key.stream),
                                         dropped_bytes=truncated)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from proto.events import LogChunkData
+from proto.storage import HEALTH_LOG_PREFIX
 from services.logs.buffer import ChunkBuffer, RunLogStorage
 
 
@@ -19,6 +20,9 @@ class LogKey(msgspec.Struct, frozen=True):
     job_id: str
     attempt: int
     stream: str
+    lab: str = ""
+    """Only for a health check's log (stored under its lab); a job's log is the
+    job attempt's whichever lab sends it."""
 
 
 class RunLog(RunLogStorage):
@@ -64,6 +68,8 @@ class Assembler:
 
     @staticmethod
     def key(chunk: LogChunkData) -> LogKey:
+        if chunk.job_id.startswith(HEALTH_LOG_PREFIX):
+            return LogKey(chunk.job_id, chunk.attempt, chunk.stream, chunk.lab)
         return LogKey(chunk.job_id, chunk.attempt, chunk.stream)
 
     def add(self, chunk: LogChunkData) -> bool:

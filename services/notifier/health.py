@@ -34,6 +34,7 @@ import msgspec
 
 from proto.events import CloudEvent, DeviceHealthChanged, DeviceHealthData
 from proto.model import DeviceHealth
+from proto.storage import HEALTH_LOG_PATH, health_log_of_path
 from proto.subjects import Subjects
 from services.consume import MsgMeta, Reject, Retry
 from services.notifier import mail
@@ -56,9 +57,23 @@ def _when(value: dt.datetime | None) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def log_link(data: DeviceHealthData, web_url: str) -> str | None:
+    """The check's console log on wrtci's web address: only a path of this lab's
+    health log of this device (``proto.storage.health_log_path``) — a lab cannot
+    make the issue link anywhere else."""
+    url = data.log_url or ""
+    if not url.startswith(HEALTH_LOG_PATH):
+        return None
+    found = health_log_of_path(url[len(HEALTH_LOG_PATH):])
+    if found is None or found[:2] != (data.lab, data.device):
+        return None
+    return web_url.rstrip("/") + url
+
+
 def failure_body(data: DeviceHealthData, last_passed: dt.datetime | None, web_url: str,
                  mentions: list[str]) -> str:
-    log_line = (f"Console log of the failing check: {data.log_url}" if data.log_url
+    link = log_link(data, web_url)
+    log_line = (f"Console log of the failing check: {link}" if link
                 else f"Lab status: {web_url.rstrip('/')}/labs")
     lines = [
         "### Healthcheck failed",

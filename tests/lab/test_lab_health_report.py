@@ -1,8 +1,8 @@
 """What the lab tells people about a device that left the pool (issue 10 item 6).
 
 A failed check's device.health event says when the device last passed and
-where its whole console log is (``log_url`` stays empty: the lab cannot
-store objects, and the log writer takes only logs of job attempts); a
+where its whole console log is: on the lab host, and at ``log_url`` once the
+log writer stored it (tests/lab/test_lab_health_log.py); a
 labnet.yaml device kept out of the pool is announced unhealthy with the
 reason, so the notifier opens its health issue. Also: the job's log sender
 is bounded by the ``[lab]`` settings and spills into the work directory.
@@ -17,6 +17,7 @@ from lab_daemon.labnet import with_labnet
 from proto import events as ev
 from proto.control import LabAction, LabControlReply, LabControlRequest
 from proto.model import DeviceHealth, DeviceState
+from proto.storage import health_log_path
 from tests.lab.test_lab_labnet import LAB, LABNET
 from tests.lab_helpers import FAKE_FIRMWARE, EventLog, lab_config, running_lab
 
@@ -43,7 +44,7 @@ async def test_a_failed_check_says_when_the_device_last_passed_and_where_its_log
     failed = events.of(ev.DeviceHealthChanged)[1].data
     assert failed.check_passed is False
     assert failed.last_passed_at == passed.data.last_passed_at  # the pass before
-    assert failed.log_url is None
+    assert failed.log_url == health_log_path("lab1", "dut1", failed.log_url.split("/")[-2])
     console = tmp_path / "work" / "runs" / "dut1" / "health-check" / "labgrid" / "console_main"
     assert failed.message.endswith(f"whole console log (lab host, until the next check): "
                                    f"{console}")

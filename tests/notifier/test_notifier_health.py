@@ -20,6 +20,7 @@ from core.config import LoggingConfig
 from core.runtime import EventPublisher
 from proto.events import DeviceHealthChanged, DeviceHealthData
 from proto.model import DeviceHealth, DeviceState
+from proto.storage import health_log_path
 from services.notifier import Config, run
 from services.notifier.config import GithubSection, HealthSection, MailSection, NotifierSection
 from services.notifier.health import issue_title
@@ -31,7 +32,10 @@ TOKEN = "ghs_healthtoken"
 LAB, DEVICE = "labgrid-wrtci", "openwrt_one"
 TITLE = issue_title(LAB, DEVICE)
 T0 = dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)
-LOG_URL = "https://ci.example.org/labs/labgrid-wrtci/openwrt_one/checks/17/console"
+LOG_URL = health_log_path(LAB, DEVICE, "20261130T080000Z-0a1b2c3d")
+"""What the lab puts in ``log_url``: the API's path of the check's console log."""
+LOG_LINK = "https://ci.example.org" + LOG_URL
+"""What the issue links: that path on wrtci's web address (``[notifier] web_url``)."""
 
 
 @pytest.fixture
@@ -124,7 +128,7 @@ async def test_one_issue_opened_never_duplicated_and_closed_on_recovery(
         await until(lambda: issue_state("open"))
     [issue] = github.issues_titled(TITLE)
     assert [label["name"] for label in issue["labels"]] == ["healthcheck"]
-    assert LOG_URL in issue["body"]
+    assert f"Console log of the failing check: {LOG_LINK}" in issue["body"]
     assert "**Last passed**: 2026-11-30 08:00 UTC" in issue["body"]  # the warning did not
     assert "@lab-owner" in issue["body"] and "waiting for login prompt" in issue["body"]
 
@@ -185,7 +189,7 @@ async def test_without_github_the_lab_owner_gets_mail_once_per_change(
     subjects_ = [m["Subject"] for m in mailbox.messages]
     assert subjects_ == [f"{TITLE}: failed", f"{TITLE}: recovered"]
     assert mailbox.envelopes == [["owner@example.org"], ["owner@example.org"]]
-    assert LOG_URL in mailbox.messages[0].get_content()
+    assert LOG_LINK in mailbox.messages[0].get_content()
 
 
 async def test_a_lab_cannot_report_another_labs_device(pool, subjects, nats_config,

@@ -261,12 +261,9 @@ class LabDevice(msgspec.Struct, frozen=True, kw_only=True):
     state: DeviceState = DeviceState.IDLE
     health: DeviceHealth = DeviceHealth.UNKNOWN
     image_type: Name | None = None
-    """The image type the device boots (``sysupgrade``, ``kernel``, ``combined``):
-    from the lab config's ``image_type`` or the target file's ``openwrt: image:``;
-    None: any (the scheduler's preference order picks). Fan-out gives the device
-    type's jobs the firmware's image of this type."""
+    """Image type the device boots (lab config / target file); None: any. Fan-out
+    picks it (services/scheduler/fanout.py); image_filesystem likewise, if named."""
     image_filesystem: Name | None = None
-    """... and its filesystem (``squashfs``, ``initramfs``), when the device says."""
 
 
 class LabOnlineData(msgspec.Struct, frozen=True, kw_only=True):

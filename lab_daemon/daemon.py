@@ -27,6 +27,7 @@ from lab_daemon.context import LabContext
 from lab_daemon.control import Control
 from lab_daemon.device import Device
 from lab_daemon.event_ids import EventIds, load_key
+from lab_daemon.firmware_prep import PrepError, device_image
 from lab_daemon.health import HealthChecks
 from lab_daemon.jobs import Jobs
 from lab_daemon.labnet import DeviceProblem, DeviceQueues
@@ -161,6 +162,14 @@ class LabDaemon:
                 log.error("device %s out of the pool: %s", device_config.name, exc,
                           extra={"device": device_config.name,
                                  "target_file": device_config.target_file})
+            wanted = None
+            try:
+                wanted = await asyncio.to_thread(device_image, device_config)
+            except PrepError as exc:  # a malformed 'openwrt:' section: as a broken file
+                problem = problem or str(exc)
+                log.error("device %s out of the pool: %s", device_config.name, exc,
+                          extra={"device": device_config.name,
+                                 "target_file": device_config.target_file})
             if target is not None and target.unverified:
                 log.warning("device %s: %s come from imports not present on this host",
                             device_config.name, ", ".join(target.unverified),
@@ -168,7 +177,8 @@ class LabDaemon:
             restored = await self.ctx.presence.restore(device_config.name)
             self.devices[device_config.name] = Device(
                 device_config, target, self.lab.name, self.lab.health, restored,
-                place=place_guard(self.lab, device_config), problem=problem)
+                place=place_guard(self.lab, device_config), problem=problem,
+                wanted_image=wanted)
 
 
 async def _unsubscribe(subscription) -> None:

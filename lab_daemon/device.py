@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from lab_daemon.config import DeviceConfig, HealthConfig
+from lab_daemon.firmware_prep import split_image
 from lab_daemon.places import PlaceGuard
 from lab_daemon.state import DeviceStateMachine, HealthCounter
 from lab_daemon.targets import TargetInfo
@@ -28,8 +29,12 @@ def _trusted(restored: DeviceRecord | None, health: HealthConfig) -> bool:
 class Device:
     def __init__(self, config: DeviceConfig, target: TargetInfo | None, lab: str,
                  health: HealthConfig, restored: DeviceRecord | None = None,
-                 place: PlaceGuard | None = None, problem: str | None = None) -> None:
+                 place: PlaceGuard | None = None, problem: str | None = None,
+                 wanted_image: str | None = None) -> None:
         self.config = config
+        self.wanted_image = wanted_image
+        """``type[:filesystem]`` the device boots (``firmware_prep.device_image``);
+        announced to the scheduler, and jobs of another type are refused."""
         self.place = place or PlaceGuard(None, device=config.name, check_s=0.0)
         self.target = target
         self.problem = problem
@@ -97,9 +102,11 @@ class Device:
             last_passed_at=self.last_passed_at, updated_at=dt.datetime.now(dt.UTC))
 
     def summary(self) -> LabDevice:
+        image_type, image_filesystem = split_image(self.wanted_image)
         return LabDevice(name=self.name, device_type=self.device_type,
                          features=self.features, state=self.state,
-                         health=self.health.health)
+                         health=self.health.health, image_type=image_type,
+                         image_filesystem=image_filesystem)
 
     def status(self) -> DeviceStatus:
         return DeviceStatus(device=self.name, state=self.state, health=self.health.health,

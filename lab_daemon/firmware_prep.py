@@ -21,8 +21,12 @@ Here the same, for one job on one device:
    there, and ``LG_IMAGE`` names the staged file.
 
 Which image type a device wants comes from its lab config (``image_type``)
-or its target file's ``openwrt:`` section; the scheduler picks the image a
-job carries, so a different type is reported in the job's log, not refused.
+or its target file's ``openwrt:`` section (:func:`device_image`); the lab
+announces it, and the scheduler picks the firmware's image of that type. A job
+whose image is still of another type (the firmware has none of that type, or
+devices of one type disagree) is refused before the download
+(:func:`image_mismatch`, an infrastructure error); a gzip image of the wanted
+type is decompressed, which is a conversion, not another type.
 Errors are :class:`PrepError`, naming the file and the cause.
 """
 
@@ -122,17 +126,54 @@ def wanted_image(device: DeviceConfig, section: OpenwrtSection | None) -> str | 
     return section.image if section is not None else None
 
 
-def image_type_note(image: Image, wanted: str | None) -> str | None:
-    """A line for the job's log when the job's image is not the type the device wants."""
-    if not wanted or not image.type:
-        return None
+def split_image(wanted: str | None) -> tuple[str | None, str | None]:
+    """``type[:filesystem]`` as (type, filesystem); (None, None) for no wish."""
+    if not wanted:
+        return None, None
     kind, _, filesystem = wanted.partition(":")
+    return kind or None, filesystem or None
+
+
+def device_image(device: DeviceConfig) -> str | None:
+    """What the device announces and judges jobs by: :func:`wanted_image` of its files.
+
+    Raises PrepError (naming the file) when the target file's ``openwrt:``
+    section is malformed; a file that cannot be read at all is the target
+    loader's to report (then only the lab config's ``image_type`` counts).
+    """
+    if device.image_type:
+        return device.image_type
+    try:
+        section = read_openwrt_section(device.target_file)
+    except PrepError:
+        if not Path(device.target_file).is_file():
+            return None
+        raise
+    return wanted_image(device, section)
+
+
+def _label(image: Image) -> str:
+    return f"{image.type}:{image.filesystem}" if image.filesystem else image.type
+
+
+def image_mismatch(image: Image, wanted: str | None) -> str | None:
+    """Why the device must not boot the job's image; None when it may.
+
+    A different type (``sysupgrade`` for a device that boots ``kernel``), or
+    a different filesystem when both the device and the image name one, is
+    another image: refused. An image without a type or filesystem is not
+    known to differ. Compression is no difference: a ``.gz`` of the wanted
+    type is decompressed for the device (:func:`prepare`).
+    """
+    kind, filesystem = split_image(wanted)
+    if not kind or not image.type:
+        return None
     if image.type == kind and (not filesystem or not image.filesystem
                                or image.filesystem == filesystem):
         return None
-    got = f"{image.type}:{image.filesystem}" if image.filesystem else image.type
-    return (f"note: the device boots {wanted} images; "
-            f"the job carries {image.name} ({got})")
+    return (f"wrong image type for this device: it boots {wanted} images "
+            f"(its lab config or target file says so), the job carries "
+            f"{image.name} ({_label(image)}); not run")
 
 
 # -- the steps (blocking: run them in a thread) -------------------------------------------
@@ -251,16 +292,9 @@ class Prepared(msgspec.Struct, frozen=True, kw_only=True):
     def lg_image(self) -> Path:
         return self.staged or self.image
 
-    def notes(self, image: Image, device: DeviceConfig) -> list[str]:
-        """Lines for the job's log: what was done, and a type the device does not want."""
+    def notes(self) -> list[str]:
+        """Lines for the job's log: what was done."""
         lines = []
-        try:
-            section = read_openwrt_section(device.target_file)
-        except PrepError:
-            section = None  # the suite reports an unreadable target file itself
-        note = image_type_note(image, wanted_image(device, section))
-        if note:
-            lines.append(note)
         if self.decompressed:
             lines.append(f"decompressed to {self.image}")
         if self.staged is not None:

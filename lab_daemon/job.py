@@ -24,7 +24,12 @@ import msgspec
 from core.retry import wait_or_stop
 from lab_daemon.config import DeviceConfig, LabSection
 from lab_daemon.firmware import ChecksumMismatch, DownloadError, FirmwareCache
-from lab_daemon.firmware_prep import PrepError, prepare_held, suite_environment
+from lab_daemon.firmware_prep import (
+    PrepError,
+    image_mismatch,
+    prepare_held,
+    suite_environment,
+)
 from lab_daemon.logstream import ChunkSender, FileTailer, LogStream
 from lab_daemon.runner import PlanFiles, PlanRun, run_plan
 from proto.events import JobFinishedData, JobSpec
@@ -91,7 +96,7 @@ def fit_results(data: JobFinishedData, size: Callable[[JobFinishedData], int],
 class JobExecution:
     def __init__(self, *, lab: LabSection, device: DeviceConfig, spec: JobSpec, run: int,
                  cache: FirmwareCache, sender: ChunkSender, python: str,
-                 suite_revision: str | None = None,
+                 suite_revision: str | None = None, wanted_image: str | None = None,
                  on_stage: Callable[[str], None] = lambda stage: None) -> None:
         self.lab = lab
         self.device = device
@@ -103,6 +108,11 @@ class JobExecution:
         """The suite's interpreter (its own environment, see suite_env.py)."""
         self.suite_revision = suite_revision
         self.on_stage = on_stage
+        self.wanted_image = wanted_image
+        """``type[:filesystem]`` the device boots; a job of another type is refused."""
+        self.device_in_doubt = True
+        """False when the job ended for a reason that is not the device's (no health
+        check follows its infrastructure error)."""
         self.marks: dict[str, float] = {}
         """Monotonic times: pytest_start, pytest_end (and the caller's own)."""
         self.stage = "queued"
@@ -162,6 +172,12 @@ class JobExecution:
                 pytest_log.write(f"wrtci-lab: job cancelled: {self.cancel_reason}\n")
                 return await self._close(started_at, tailers, pump, [], JobResult.ERROR,
                                          ErrorCode.CANCELLED, self.cancel_reason)
+            mismatch = image_mismatch(self.spec.image, self.wanted_image)
+            if mismatch is not None:  # the device would boot the wrong image: not tried
+                self.device_in_doubt = False
+                pytest_log.write(f"wrtci-lab: {mismatch}\n")
+                return await self._close(started_at, tailers, pump, [], JobResult.ERROR,
+                                         ErrorCode.INFRASTRUCTURE, mismatch)
             self._set_stage("download")
             try:
                 self.image = await self._download(pytest_log)
@@ -232,7 +248,7 @@ class JobExecution:
         if prepared.image != downloaded:
             self.cache.release(downloaded)  # the raw file (held) is what the device boots
         self.image, self.lg_image = prepared.image, prepared.lg_image
-        for line in prepared.notes(self.spec.image, self.device):
+        for line in prepared.notes():
             out.write(f"wrtci-lab: {line}\n")
 
     async def _pump(self, tailers: list[tuple[FileTailer, LogStream]]) -> None:

@@ -115,6 +115,7 @@ class Jobs:
         execution = JobExecution(lab=ctx.lab, device=device.config, spec=spec, run=run,
                                  cache=ctx.cache, sender=sender, python=python,
                                  suite_revision=suite_revision,
+                                 wanted_image=device.wanted_image,
                                  on_stage=lambda stage: stage_changed.set())
         execution.marks["taken"] = taken
         self.executions[spec.job_id] = execution
@@ -140,7 +141,7 @@ class Jobs:
             if finished.result is JobResult.PASS and execution.image is not None \
                     and not device.config.health_image and not ctx.lab.health.image:
                 self._keep_for_checks(device, execution.image)
-            if finished.error_code in INFRASTRUCTURE_ERRORS:
+            if finished.error_code in INFRASTRUCTURE_ERRORS and execution.device_in_doubt:
                 next_state = S.CHECKING
         finally:
             self.executions.pop(spec.job_id, None)

@@ -261,6 +261,10 @@ class LabDevice(msgspec.Struct, frozen=True, kw_only=True):
     features: list[Name] = []
     state: DeviceState = DeviceState.IDLE
     health: DeviceHealth = DeviceHealth.UNKNOWN
+    image_type: Name | None = None
+    """Image type the device boots (lab config / target file); None: any. Fan-out
+    picks it (services/scheduler/fanout.py); image_filesystem likewise, if named."""
+    image_filesystem: Name | None = None
 
 
 class LabOnlineData(msgspec.Struct, frozen=True, kw_only=True):

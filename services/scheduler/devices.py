@@ -7,6 +7,13 @@ into ``announced_devices``, where fan-out reads device types and features and
 where the ``job_waiting`` view sees which device types have a lab online.
 Device types stay known after their lab is gone, so their jobs wait in the
 queue instead of never being created.
+
+It also keeps, per device type, the image type its devices boot
+(``image_wishes``, from each device's ``image_type``/``image_filesystem``),
+in memory: fan-out reads it without a query. Devices that name no type do
+not count; devices of one type naming different types leave it without a
+wish (the preference order picks; logged once). A lab that leaves keeps its
+say until it comes back, like its device types.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from proto.subjects import Subjects
 from proto.tokens import TokenError, decode_key_part
 from proto.topology import LAB_HEARTBEAT_TTL
 from services.lifecycle import store
+from services.scheduler.fanout import ImageWish
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,11 @@ class DeviceRegistry:
         """Called with the device types of every lab entry (job consumers are made for them)."""
         self.on_new_device_types: Callable[[set[str]], Awaitable[object]] | None = None
         """Called with device types no lab had announced before (a late lab)."""
+        self.image_wishes: dict[str, ImageWish] = {}
+        """Device type -> the image type its devices boot (see the module's doc)."""
+        self._wishes_by_lab: dict[str, dict[str, frozenset[ImageWish]]] = {}
+        self._disagreements: dict[str, frozenset[ImageWish]] = {}
+        """Device types whose devices disagree, with what was logged last."""
 
     def online_device_types(self, now: dt.datetime | None = None) -> set[str]:
         now = now or dt.datetime.now(dt.UTC)
@@ -97,6 +110,7 @@ class DeviceRegistry:
             return
         known = lab in self.labs
         self.labs[lab] = record
+        self._note_wishes(lab, record)
         if self.on_device_types is not None:
             self.on_device_types({d.device_type for d in record.devices})
         async with self.pool.acquire() as conn:
@@ -109,3 +123,40 @@ class DeviceRegistry:
             log.info("lab online", extra={"lab": lab, "devices": len(record.devices),
                                           "device_types": sorted({d.device_type
                                                                   for d in record.devices})})
+
+    def _note_wishes(self, lab: str, record: LabRecord) -> None:
+        wishes: dict[str, set[ImageWish]] = {}
+        for device in record.devices:
+            if device.image_type:
+                wishes.setdefault(device.device_type, set()).add(
+                    ImageWish(device.image_type, device.image_filesystem or None))
+        frozen = {t: frozenset(w) for t, w in wishes.items()}
+        if self._wishes_by_lab.get(lab) == frozen:
+            return  # a heartbeat: nothing changed
+        self._wishes_by_lab[lab] = frozen
+        merged: dict[str, set[ImageWish]] = {}
+        for by_type in self._wishes_by_lab.values():
+            for device_type, named in by_type.items():
+                merged.setdefault(device_type, set()).update(named)
+        self.image_wishes = {}
+        for device_type, named in merged.items():
+            wish = agreed_wish(named)
+            if wish is not None:
+                self.image_wishes[device_type] = wish
+                self._disagreements.pop(device_type, None)
+            elif self._disagreements.get(device_type) != frozenset(named):
+                self._disagreements[device_type] = frozenset(named)
+                log.warning("devices of one type boot different image types: its jobs "
+                            "carry the image the preference order picks",
+                            extra={"device_type": device_type,
+                                   "image_types": sorted(map(str, named))})
+
+
+def agreed_wish(named: set[ImageWish]) -> ImageWish | None:
+    """The one image type the devices name (a filesystem only when they agree on
+    it, or one names it); None when they name different types."""
+    types = {w.type for w in named}
+    if len(types) != 1:
+        return None
+    filesystems = {w.filesystem for w in named if w.filesystem}
+    return ImageWish(types.pop(), filesystems.pop() if len(filesystems) == 1 else None)

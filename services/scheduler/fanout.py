@@ -3,7 +3,8 @@
 A firmware's images x the device types labs have x the plans each device
 type qualifies for. One job per device type carries all its plans, so a
 device is flashed once; the job uses the one image of the firmware that fits
-the device type best.
+the device type best: the image of the type its devices boot (they announce
+it, see ``ImageWish``), else the first in the preference order.
 """
 
 from __future__ import annotations
@@ -26,6 +27,20 @@ DEFAULT_IMAGE_PREFERENCE = [
     "combined-efi", "kernel",
 ]
 """``type[:filesystem]`` in order of preference; anything else comes after."""
+
+
+class ImageWish(msgspec.Struct, frozen=True):
+    """The image type (and filesystem) the devices of one device type boot."""
+
+    type: str
+    filesystem: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.filesystem}" if self.filesystem else self.type
+
+    def met_by(self, image: Image) -> bool:
+        return image.type == self.type and (
+            not self.filesystem or not image.filesystem or image.filesystem == self.filesystem)
 
 
 class JobDraft(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +67,20 @@ def _image_rank(image: Image, preference: Sequence[str]) -> tuple[int, str]:
         if wanted in keys:
             return index, image.name
     return len(preference), image.name
+
+
+def choose_image(images: Sequence[Image], wish: ImageWish | None,
+                 preference: Sequence[str]) -> Image:
+    """The image of the wished type (the wished filesystem first); else by preference."""
+    def rank(image: Image) -> tuple[int, str]:
+        return _image_rank(image, preference)
+
+    if wish is not None:
+        of_type = [i for i in images if i.type == wish.type]
+        if of_type:
+            exact = [i for i in of_type if wish.filesystem and i.filesystem == wish.filesystem]
+            return min(exact or of_type, key=rank)
+    return min(images, key=rank)
 
 
 def _images_by_device_type(
@@ -88,8 +117,14 @@ def plan_jobs(
     *,
     overhead_s: float,
     image_preference: Sequence[str] = DEFAULT_IMAGE_PREFERENCE,
+    image_wishes: Mapping[str, ImageWish] | None = None,
 ) -> list[JobDraft]:
-    """The jobs of ``firmware`` for ``device_types`` (device type -> features)."""
+    """The jobs of ``firmware`` for ``device_types`` (device type -> features).
+
+    ``image_wishes``: device type -> the image type its devices boot (absent
+    when they name none, or disagree); see :func:`choose_image`.
+    """
+    wishes = image_wishes or {}
     priority = int(firmware.priority_class.priority)
     drafts = []
     fits = _images_by_device_type(firmware.images, device_types)
@@ -97,7 +132,7 @@ def plan_jobs(
         device_plans = plans_for_device(plans, device_types[device_type])
         if not device_plans:
             continue
-        image = min(fits[device_type], key=lambda i: _image_rank(i, image_preference))
+        image = choose_image(fits[device_type], wishes.get(device_type), image_preference)
         drafts.append(JobDraft(
             job_id=job_id(firmware.firmware_id, image, device_type),
             device_type=device_type,

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from collections.abc import Callable, Mapping
 
 import asyncpg
 import msgspec
@@ -45,7 +46,7 @@ from services.lifecycle.dispatch import Dispatcher, minio_presigner
 from services.scheduler.consumers import JobConsumerKeeper
 from services.scheduler.control import INTAKE_CONSUMER, ControlSwitch
 from services.scheduler.devices import DeviceRegistry
-from services.scheduler.fanout import DEFAULT_IMAGE_PREFERENCE, plan_jobs
+from services.scheduler.fanout import DEFAULT_IMAGE_PREFERENCE, ImageWish, plan_jobs
 from services.scheduler.hold import keep_jobs_held
 from services.scheduler.plans import PlanSet
 
@@ -95,10 +96,25 @@ def control_consumer(subjects: Subjects):
     ])
 
 
+def _log_unmet_wishes(firmware_id: str, drafts, wishes: Mapping[str, ImageWish]) -> None:
+    """Device types whose job carries another image than their devices boot (their
+    labs refuse it): the firmware has none of that type."""
+    unmet = sorted(d.device_type for d in drafts
+                   if (wish := wishes.get(d.device_type)) and not wish.met_by(d.image))
+    if unmet:
+        log.warning("firmware has no image of the type these devices boot: their jobs "
+                    "carry the preference order's image", extra={
+                        "firmware_id": firmware_id, "count": len(unmet),
+                        "device_types": unmet[:20]})
+
+
 class Scheduler:
     def __init__(self, pool: asyncpg.Pool, dispatcher: Dispatcher, lifecycle: Lifecycle,
-                 plans: PlanSet, settings: SchedulerSettings) -> None:
+                 plans: PlanSet, settings: SchedulerSettings,
+                 image_wishes: Callable[[], Mapping[str, ImageWish]] = dict) -> None:
         self.pool = pool
+        self.image_wishes = image_wishes
+        """Device type -> the image type its devices boot (the registry's view)."""
         self.dispatcher = dispatcher
         self.lifecycle = lifecycle
         self.plans = plans
@@ -162,7 +178,9 @@ class Scheduler:
                     self.plans.for_firmware(data.source_kind, data.plans),
                     overhead_s=self.settings.job_overhead_s,
                     image_preference=self.settings.image_preference,
+                    image_wishes=(wishes := self.image_wishes()),
                 )
+                _log_unmet_wishes(firmware_id, drafts, wishes)
                 created = await store.insert_jobs(conn, firmware_id, drafts,
                                                   self.settings.max_attempts)
                 specs = [store.new_job_spec(d, firmware_id, data.version, data.revision)
@@ -246,7 +264,8 @@ class SchedulerApp(ServiceApp):
         # The job consumers follow the drain switch once it has been read.
         daemon.loop("jobs-held", lambda stop: keep_jobs_held(
             js, subjects, lambda: self.switch.record.jobs_held, stop))
-        self.scheduler = Scheduler(self.pool, dispatcher, self.lifecycle, self.plans, settings)
+        self.scheduler = Scheduler(self.pool, dispatcher, self.lifecycle, self.plans, settings,
+                                   image_wishes=lambda: self.registry.image_wishes)
         self.registry.on_new_device_types = self._late_lab
         # Labs may only bind to job consumers: every device type announced gets
         # its consumers here, in the background (and from `wrtci nats apply` /

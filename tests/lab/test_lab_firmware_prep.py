@@ -20,8 +20,9 @@ from lab_daemon.config import DeviceConfig
 from lab_daemon.firmware import FirmwareCache
 from lab_daemon.firmware_prep import (
     PrepError,
+    device_image,
     gunzip,
-    image_type_note,
+    image_mismatch,
     prepare,
     prepare_held,
     read_openwrt_section,
@@ -29,7 +30,9 @@ from lab_daemon.firmware_prep import (
     wanted_image,
 )
 from proto import events as ev
-from proto.model import ErrorCode, Image, JobResult, TestPlan, TestStatus
+from proto.model import DeviceState, ErrorCode, Image, JobResult, TestPlan, TestStatus
+from proto.records import LabRecord, decode_record
+from tests.helpers import eventually
 from tests.lab_helpers import (
     FAKE_FIRMWARE,
     REVISION,
@@ -210,10 +213,34 @@ def test_the_image_type_comes_from_the_lab_config_else_the_target_file(tmp_path)
     override = msgspec.structs.replace(device, image_type="sysupgrade")
     assert wanted_image(override, section) == "sysupgrade"
     assert read_openwrt_section(VIRTUAL_TARGET) is None  # no openwrt: section
-    sysupgrade = _image("x-sysupgrade.bin", b"", image_type="sysupgrade")
-    note = image_type_note(sysupgrade, "kernel:initramfs")
-    assert note is not None and "x-sysupgrade.bin" in note and "kernel:initramfs" in note
-    assert image_type_note(sysupgrade, "sysupgrade") is None
+    # what the lab announces: the same choice, read from the device's files
+    assert device_image(device) == "kernel:initramfs"
+    assert device_image(override) == "sysupgrade"
+    assert device_image(_device(tmp_path)) is None  # no section, no config: any type
+    plain = _write(tmp_path / "plain.yaml", b"openwrt:\n  target: ath79-generic\n")
+    assert device_image(msgspec.structs.replace(device, target_file=str(plain))) == "kernel"
+    missing = msgspec.structs.replace(device, target_file=str(tmp_path / "gone.yaml"))
+    assert device_image(missing) is None  # the target loader reports a missing file
+    bad = _write(tmp_path / "bad.yaml", b"openwrt:\n  image: kernel\n")
+    with pytest.raises(PrepError, match="'openwrt: image:' must be a mapping"):
+        device_image(msgspec.structs.replace(device, target_file=str(bad)))
+
+
+def test_an_image_of_another_type_is_refused_and_compression_is_no_difference():
+    sysupgrade = _image("x-sysupgrade.bin", b"", image_type="sysupgrade")  # squashfs
+    refused = image_mismatch(sysupgrade, "kernel:initramfs")
+    assert refused is not None
+    assert "boots kernel:initramfs" in refused and "x-sysupgrade.bin (sysupgrade:squashfs)" \
+        in refused
+    assert image_mismatch(sysupgrade, "sysupgrade:ext4") is not None  # both name one
+    assert image_mismatch(sysupgrade, "sysupgrade") is None
+    assert image_mismatch(sysupgrade, "sysupgrade:squashfs") is None
+    assert image_mismatch(sysupgrade, None) is None  # the device names no type
+    no_fs = msgspec.structs.replace(sysupgrade, filesystem=None)
+    assert image_mismatch(no_fs, "sysupgrade:squashfs") is None  # not known to differ
+    # a gzip combined image for a device booting raw combined images: decompressed, run
+    gz = _image("openwrt-x86-64-generic-squashfs-combined.img.gz", b"")
+    assert image_mismatch(gz, "combined:squashfs") is None
 
 
 def test_a_malformed_openwrt_section_is_an_error_naming_the_file(tmp_path):
@@ -255,7 +282,8 @@ async def test_a_gzip_image_reaches_the_suite_raw_and_staged(
                         name="base", tests=["tests/test_fake.py", "tests/test_env.py"],
                         keyword="verified_image or ci_variables")])
     config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    device = msgspec.structs.replace(config.lab.devices[0],
+    # the device boots this type: a .gz of it is a conversion, not another type
+    device = msgspec.structs.replace(config.lab.devices[0], image_type="initramfs",
                                      stage_dir=str(tmp_path / "tftp" / "{device}"))
     config = msgspec.structs.replace(
         config, lab=msgspec.structs.replace(config.lab, devices=[device]))
@@ -290,3 +318,37 @@ async def test_an_image_that_does_not_decompress_is_an_infrastructure_error(
     ran = [p for p in (tmp_path / "work" / "runs").rglob("junit.xml")
            if "health-check" not in p.parts]  # the device's own health checks ran, no job test
     assert not ran
+
+
+async def test_a_job_of_another_image_type_is_an_infrastructure_error_not_run(
+        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
+    events = await EventLog().start(nc, subjects)
+    config = lab_config(nats_config, tmp_path / "work", fake_suite)
+    device = msgspec.structs.replace(config.lab.devices[0], image_type="kernel:initramfs")
+    config = msgspec.structs.replace(
+        config, lab=msgspec.structs.replace(config.lab, devices=[device]))
+    spec = job_spec("wrtci:job:wrongtype", fake_firmware_url, sha256_of(FAKE_FIRMWARE),
+                    name="fw.bin", plans=[TestPlan(name="base", tests=["tests/test_fake.py"])])
+    async with running_lab(config) as lab:
+        # announced to the scheduler in the lab's registration
+        kv = await js.key_value(subjects.labs_bucket)
+        record = decode_record((await kv.get(subjects.lab_key("lab1"))).value, LabRecord)
+        assert [(d.image_type, d.image_filesystem) for d in record.devices] == [
+            ("kernel", "initramfs")]
+        dut = lab.devices["dut1"]
+        await eventually(lambda: dut.last_check_passed and dut.state is DeviceState.IDLE,
+                         "the start-up check passed")
+        checked_at = dut.last_check_at
+        await publish_job(js, subjects, spec)  # carries an "initramfs" type image
+        await events.wait_for(lambda e: e.of(ev.JobFinished))
+        await eventually(lambda: dut.current_job is None, "the job over")
+        # not the device's fault: no health check follows
+        assert not dut.check_requested and dut.state is not DeviceState.CHECKING
+        assert dut.last_check_at == checked_at
+    data_ = events.of(ev.JobFinished)[0].data
+    assert data_.result is JobResult.ERROR and data_.tests == []
+    assert data_.error_code is ErrorCode.INFRASTRUCTURE
+    assert data_.error_message == (
+        "wrong image type for this device: it boots kernel:initramfs images (its lab "
+        "config or target file says so), the job carries fw.bin (initramfs); not run")
+    assert not list((tmp_path / "work" / "cache").rglob("fw.bin*"))  # not even downloaded

@@ -164,8 +164,10 @@ async def test_labnet_devices_register_and_snapshots_only_takes_no_stable_job(
 
     def job(name: str, priority: Priority) -> ev.JobSpec:
         spec = fake_job(f"wrtci:job:{name}", fake_firmware_url, plans=plans)
+        # the router's target file names no image: openwrt-tests' default, kernel
         image = msgspec.structs.replace(spec.image, target="ath79", subtarget="generic",
-                                        profile="example_router-v1")
+                                        profile="example_router-v1", type="kernel",
+                                        filesystem="initramfs")
         return msgspec.structs.replace(spec, device_type=ROUTER, image=image,
                                        priority=int(priority))
 
@@ -174,6 +176,10 @@ async def test_labnet_devices_register_and_snapshots_only_takes_no_stable_job(
                                           "qemu_x86-64"]
         [online] = events.of(ev.LabOnline)
         assert {d.name: d.device_type for d in online.data.devices}["example_router_2"] == ROUTER
+        # each device's image type, from its target file, is announced to the scheduler
+        assert {d.name: (d.image_type, d.image_filesystem) for d in online.data.devices} == {
+            "qemu_x86-64": ("combined", "squashfs"), "example_router_1": ("kernel", None),
+            "example_router_2": ("kernel", None)}
         await publish_job(js, subjects, job("stable", Priority.STABLE))
         await publish_job(js, subjects, job("snapshot", Priority.SNAPSHOT))
         await events.wait_for(lambda e: e.of(ev.JobFinished))

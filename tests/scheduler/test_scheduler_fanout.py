@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from proto.model import PriorityClass, SourceKind
-from services.scheduler.fanout import MAX_JOB_ID, job_id, plan_jobs
+from services.scheduler.devices import agreed_wish
+from services.scheduler.fanout import MAX_JOB_ID, ImageWish, job_id, plan_jobs
 from services.scheduler.plans import PlanError, PlanSet
 from tests import factories
 
@@ -60,6 +61,50 @@ def test_one_job_per_device_type_with_the_preferred_image():
     [job] = _jobs(data, {"x86/64/generic": frozenset()})
     assert (job.image.type, job.image.filesystem) == ("combined", "squashfs")
     assert job.job_id == f"{fid}:{job.image.name}:x86/64/generic"
+
+
+X86 = "x86/64/generic"
+ARCHER = "ath79/generic/tplink_archer-c7-v2"
+
+
+def _x86_and_archer(fid: str) -> list:
+    return ([factories.image(fid, X86, t, fs) for t, fs in [
+        ("combined", "squashfs"), ("combined", "ext4"), ("sysupgrade", "squashfs"),
+        ("sysupgrade", "ext4"), ("kernel", None)]]
+            + [factories.image(fid, ARCHER, t, fs) for t, fs in [
+                ("sysupgrade", "squashfs"), ("kernel", "initramfs"), ("factory", "squashfs")]])
+
+
+def _chosen(wishes: dict[str, ImageWish]) -> dict[str, tuple[str, str | None]]:
+    data = factories.firmware([], images=_x86_and_archer("wrtci:official:snapshot:r9"))
+    jobs = plan_jobs(data, {X86: frozenset(), ARCHER: frozenset()},
+                     PLANS.for_firmware(data.source_kind, data.plans), overhead_s=100,
+                     image_wishes=wishes)
+    return {j.device_type: (j.image.type, j.image.filesystem) for j in jobs}
+
+
+def test_the_image_type_the_devices_boot_beats_the_preference_order():
+    assert _chosen({}) == {X86: ("combined", "squashfs"), ARCHER: ("sysupgrade", "squashfs")}
+    assert _chosen({X86: ImageWish("sysupgrade"), ARCHER: ImageWish("kernel")}) == {
+        X86: ("sysupgrade", "squashfs"), ARCHER: ("kernel", "initramfs")}
+    # the wished filesystem first; without one of it, the type's preferred image
+    assert _chosen({X86: ImageWish("sysupgrade", "ext4")})[X86] == ("sysupgrade", "ext4")
+    assert _chosen({X86: ImageWish("combined", "btrfs")})[X86] == ("combined", "squashfs")
+
+
+def test_a_type_the_firmware_lacks_falls_back_to_the_preference_order():
+    assert _chosen({X86: ImageWish("combined-efi"), ARCHER: ImageWish("combined")}) == {
+        X86: ("combined", "squashfs"), ARCHER: ("sysupgrade", "squashfs")}
+    assert not ImageWish("combined-efi").met_by(
+        factories.image("f", X86, "combined", "squashfs"))
+
+
+def test_devices_of_one_type_that_disagree_leave_it_to_the_preference_order():
+    assert agreed_wish({ImageWish("sysupgrade"), ImageWish("kernel")}) is None
+    assert agreed_wish({ImageWish("sysupgrade"), ImageWish("sysupgrade", "ext4")}) == \
+        ImageWish("sysupgrade", "ext4")
+    assert agreed_wish({ImageWish("combined", "ext4"), ImageWish("combined", "squashfs")}) \
+        == ImageWish("combined")
 
 
 def test_profile_image_beats_subtarget_image_and_other_targets_get_nothing():

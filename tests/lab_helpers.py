@@ -289,3 +289,13 @@ async def device_status(nc, subjects: Subjects, lab: str = "lab1",
     [status] = msgspec.json.decode(reply.data, type=LabControlReply).devices
     return status
 
+
+
+def commit_all(root: Path, message: str = "suite") -> str:
+    """``git init`` and commit everything below ``root`` (a suite checkout); the commit id."""
+    git = ["git", "-C", str(root), "-c", "user.name=lab", "-c", "user.email=lab@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", message], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()

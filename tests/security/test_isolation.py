@@ -175,7 +175,7 @@ async def test_real_lab_runs_under_generated_credentials_and_another_lab_cannot_
                     await publisher.publish(event)
                 await eventually(lambda: asyncio.sleep(0, result=all(
                     any(subject.lower() in e for e in errors) for subject in refused.values())),
-                    "every permission violation", limit=10)
+                    "every permission violation", within_s=10)
 
             def rejected(service: str, kind: str) -> int:
                 return identity.REJECTED[(service, kind)] - before.get((service, kind), 0)
@@ -183,8 +183,8 @@ async def test_real_lab_runs_under_generated_credentials_and_another_lab_cannot_
             await eventually(lambda: asyncio.sleep(0, result=rejected("timeout", "job.started") >= 1
                                                 and rejected("timeout", "job.finished") >= 1
                                                 and rejected("logs", "log.chunk") >= 1),
-                         "the services rejecting the forgeries", limit=20)
-            done = await eventually(_job(pool, state="done"), "the job done", limit=120)
+                         "the services rejecting the forgeries", within_s=20)
+            done = await eventually(_job(pool, state="done"), "the job done", within_s=120)
         finally:
             await asyncio.to_thread(_stop, proc)
 
@@ -229,8 +229,8 @@ async def test_revoke_cuts_an_online_lab_off_and_its_job_goes_to_another_lab(
                 names = await asyncio.to_thread(secured.connections)
                 return not any("lab-a" in name for name in names)
 
-            await eventually(a_gone, "lab-a's connection closed", limit=20)
-            done = await eventually(_job(pool, state="done"), "the job done by lab-b", limit=120)
+            await eventually(a_gone, "lab-a's connection closed", within_s=20)
+            done = await eventually(_job(pool, state="done"), "the job done by lab-b", within_s=120)
         finally:
             await asyncio.to_thread(_stop, proc_a)
             if proc_b is not None:

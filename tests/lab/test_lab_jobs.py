@@ -19,7 +19,7 @@ from proto import topology
 from proto.control import LabAction, LabControlReply, LabControlRequest
 from proto.model import DeviceState, ErrorCode, JobResult, TestPlan, TestStatus
 from proto.storage import job_log_key
-from tests.helpers import read_object
+from tests.helpers import eventually_succeeds, read_object
 from tests.lab_helpers import (
     FAKE_FIRMWARE,
     EventLog,
@@ -72,14 +72,8 @@ async def test_job_runs_suite_reports_results_and_stores_logs(
         # the log writer stores the pytest output and the junit file
         pytest_key = job_log_key(spec.job_id, 1, "pytest.log")
 
-        async def stored() -> str:
-            while True:
-                try:
-                    return _object(storage_config, pytest_key)
-                except Exception:
-                    await asyncio.sleep(0.2)
-
-        text = await asyncio.wait_for(stored(), 30)
+        text = await eventually_succeeds(
+            lambda: asyncio.to_thread(_object, storage_config, pytest_key), "the pytest log")
         assert "3 passed, 1 deselected" in text
         junit_key = next(a.object_key for a in data.artifacts if a.name == "junit.xml")
         junit = await asyncio.wait_for(asyncio.to_thread(_object, storage_config, junit_key), 10)

@@ -13,6 +13,7 @@ from proto import topology
 from proto.events import LogChunk, LogChunkData
 from proto.storage import job_log_key
 from services.stack.servers import NatsServer
+from tests.helpers import eventually
 from tests.lab_helpers import running_log_writer, stream_events
 
 
@@ -31,14 +32,11 @@ def _get(storage_config, key: str) -> str | None:
 
 
 async def _wait_object(storage_config, key: str, expected: str) -> str | None:
-    async def loop() -> str | None:
-        while True:
-            text = await asyncio.to_thread(_get, storage_config, key)
-            if text == expected:
-                return text
-            await asyncio.sleep(0.2)
+    async def stored() -> str | None:
+        text = await asyncio.to_thread(_get, storage_config, key)
+        return text if text == expected else None
 
-    return await asyncio.wait_for(loop(), 30)
+    return await eventually(stored, f"{key} stored as expected", every_s=0.2)
 
 
 def _chunk(seq: int, text: str, final: bool = False, run: int = 1) -> LogChunk:

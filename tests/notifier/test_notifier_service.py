@@ -21,6 +21,7 @@ from services.notifier.config import GithubSection, MailRule, MailSection, Notif
 from services.stack.servers import free_port
 from tests import factories
 from tests.factories_results import Factory, finished, ingest_all, publish
+from tests.helpers import eventually
 from tests.results.test_results_kcidb import PANIC_LOG, _put, analyser
 from tests.servers.github import GithubServer
 from tests.servers.smtp import SmtpServer
@@ -35,13 +36,6 @@ LIST = "openwrt-devel@example.org"
 
 
 # -- the servers ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpServer]:
-    server = await SmtpServer().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
@@ -78,14 +72,6 @@ async def notifiers(config: Config, replicas: int = 1) -> AsyncIterator[None]:
         await asyncio.wait_for(asyncio.gather(*tasks), 20)
 
 
-async def until(condition, limit_s: float = 20.0) -> None:
-    async with asyncio.timeout(limit_s):
-        while True:
-            if await condition():
-                return
-            await asyncio.sleep(0.05)
-
-
 async def settled(js, subjects, pool, durable: str = "notifier") -> None:
     """Every event handled for good (acked or terminated), no delivery open."""
     async def done() -> bool:
@@ -96,7 +82,7 @@ async def settled(js, subjects, pool, durable: str = "notifier") -> None:
         open_ = await pool.fetchval(
             "SELECT count(*) FROM notifications WHERE state IN ('pending', 'sending')")
         return info.num_pending == 0 and info.num_ack_pending == 0 and open_ == 0
-    await until(done)
+    await eventually(done, "every notification settled")
 
 
 # -- firmware as the other services leave it -----------------------------------------------
@@ -300,7 +286,7 @@ async def test_mail_is_sent_once_when_the_smtp_server_comes_back(
             async def refused() -> bool:
                 return bool(await pool.fetchval(
                     "SELECT last_error FROM notifications WHERE state = 'pending'"))
-            await until(refused)
+            await eventually(refused, "the mail server's refusal recorded")
             await down.start()
             await settled(js, subjects, pool)
     finally:
@@ -395,7 +381,7 @@ async def test_report_waits_for_the_results_analysis(
             except NotFoundError:
                 return False
             return info.num_redelivered > 0
-        await until(waited)
+        await eventually(waited, "the event put off and redelivered")
         assert smtp.mailbox.messages == []
         await analyser(pool, storage_config).run_due(100)
         await settled(js, subjects, pool)

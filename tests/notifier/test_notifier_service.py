@@ -151,6 +151,15 @@ async def pr_firmware(pool, number: int = 42) -> tuple[str, str]:
     return data.firmware_id, job
 
 
+async def done_pr_firmware(js, subjects, pool, storage_config, tests: dict[str, str],
+                           number: int = 42) -> tuple[str, str]:
+    """A pull request firmware whose one job ended with ``tests``, analysed and done."""
+    firmware, job = await pr_firmware(pool, number)
+    await results(js, subjects, pool, storage_config, {job: tests})
+    await mark_done(pool, firmware)
+    return firmware, job
+
+
 # -- tests -----------------------------------------------------------------------------------
 
 
@@ -194,9 +203,8 @@ async def test_pull_request_gets_one_status_one_comment_and_its_submitter_a_mail
         js, subjects, pool, nats_config, database_config, storage_config, smtp, github):
     github.add_pull(42, HEAD, ["ci-test-requested"])
     github.add_comment(42, "Looks good to me")
-    firmware, job = await pr_firmware(pool)
-    await results(js, subjects, pool, storage_config, {job: {"base.test_shell": "PASS"}})
-    await mark_done(pool, firmware)
+    firmware, _job = await done_pr_firmware(js, subjects, pool, storage_config,
+                                            {"base.test_shell": "PASS"})
     config = notifier_config(nats_config, database_config, storage_config, smtp_port=smtp.port,
                              github=github)
     async with notifiers(config):
@@ -220,9 +228,8 @@ async def test_pull_request_gets_one_status_one_comment_and_its_submitter_a_mail
 async def test_same_done_event_twice_and_two_replicas_report_once(
         js, subjects, pool, nats_config, database_config, storage_config, smtp, github):
     github.add_pull(7, HEAD, [])
-    firmware, job = await pr_firmware(pool, 7)
-    await results(js, subjects, pool, storage_config, {job: {"base.test_shell": "FAIL"}})
-    await mark_done(pool, firmware)
+    firmware, _job = await done_pr_firmware(js, subjects, pool, storage_config,
+                                            {"base.test_shell": "FAIL"}, 7)
     config = notifier_config(nats_config, database_config, storage_config, smtp_port=smtp.port,
                              github=github)
     # Two copies in the stream (a redelivery that NATS did not dedupe), two replicas.
@@ -242,9 +249,8 @@ async def test_same_done_event_twice_and_two_replicas_report_once(
 async def test_second_round_edits_the_comment_and_mails_again(
         js, subjects, pool, nats_config, database_config, storage_config, smtp, github):
     github.add_pull(42, HEAD, [])
-    firmware, job = await pr_firmware(pool)
-    await results(js, subjects, pool, storage_config, {job: {"base.test_wifi": "PASS"}})
-    await mark_done(pool, firmware)
+    firmware, job = await done_pr_firmware(js, subjects, pool, storage_config,
+                                           {"base.test_wifi": "PASS"})
     config = notifier_config(nats_config, database_config, storage_config, smtp_port=smtp.port,
                              github=github)
     async with notifiers(config):
@@ -301,9 +307,8 @@ async def test_github_server_error_is_retried_into_one_status(
     github.add_pull(42, HEAD, [])
     github.fail("status", 500, times=2)
     github.fail("comments", 502, times=1)
-    firmware, job = await pr_firmware(pool)
-    await results(js, subjects, pool, storage_config, {job: {"base.test_shell": "PASS"}})
-    await mark_done(pool, firmware)
+    firmware, _job = await done_pr_firmware(js, subjects, pool, storage_config,
+                                            {"base.test_shell": "PASS"})
     config = notifier_config(nats_config, database_config, storage_config, smtp_port=None,
                              github=github)
     async with notifiers(config):
@@ -319,9 +324,8 @@ async def test_github_server_error_is_retried_into_one_status(
 async def test_github_client_error_fails_at_once_and_the_rest_is_delivered(
         js, subjects, pool, nats_config, database_config, storage_config, smtp, github):
     # No such pull request on GitHub: listing its comments answers 404.
-    firmware, job = await pr_firmware(pool, 404)
-    await results(js, subjects, pool, storage_config, {job: {"base.test_shell": "PASS"}})
-    await mark_done(pool, firmware)
+    firmware, _job = await done_pr_firmware(js, subjects, pool, storage_config,
+                                            {"base.test_shell": "PASS"}, 404)
     config = notifier_config(nats_config, database_config, storage_config, smtp_port=smtp.port,
                              github=github)
     async with notifiers(config):
@@ -393,9 +397,8 @@ async def test_a_claim_left_by_a_crashed_replica_is_taken_over_after_its_lease(
         js, subjects, pool, nats_config, database_config, storage_config, smtp, github):
     """A replica died between claiming (maybe sending) and marking: sent again, once."""
     github.add_pull(42, HEAD, [])
-    firmware, job = await pr_firmware(pool)
-    await results(js, subjects, pool, storage_config, {job: {"base.test_shell": "PASS"}})
-    await mark_done(pool, firmware)
+    firmware, _job = await done_pr_firmware(js, subjects, pool, storage_config,
+                                            {"base.test_shell": "PASS"})
     # Its comment went out before the crash; its claims are still held for a moment.
     github.add_comment(42, f"<!-- wrtci:{firmware} -->\nold", login="wrtci[bot]")
     for channel in ("mail", "github_status", "github_comment"):

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
+from nats.js import JetStreamContext
 
+from core.config import NatsConfig
 from core.retry import Backoff, retry_call
+from core.runtime import connect_nats
+from proto import topology
 from services.config import StorageConfig
+from services.stack.servers import NatsServer
 from services.storage import minio_client
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -111,3 +117,22 @@ async def eventually_succeeds(call: Callable[[], Awaitable[T]], what: str,
                                 backoff=Backoff(steps_s=(every_s,), jitter=0))
     finally:
         timer.cancel()
+
+
+@contextlib.asynccontextmanager
+async def private_nats(root: Path, prefix: str
+                       ) -> AsyncIterator[tuple[NatsServer, NatsConfig, JetStreamContext]]:
+    """A NATS server of the test's own (to stop and start), its topology applied,
+    and a JetStream client of it that reconnects."""
+    server = NatsServer(root / prefix / "store").start()
+    config = NatsConfig(url=server.url, prefix=prefix)
+    try:
+        nc = await connect_nats(config, "test-sender")
+        try:
+            js = nc.jetstream()
+            await topology.apply(js, config.subjects)
+            yield server, config, js
+        finally:
+            await nc.close()
+    finally:
+        server.stop()

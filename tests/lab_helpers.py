@@ -291,7 +291,6 @@ async def device_status(nc, subjects: Subjects, lab: str = "lab1",
     return status
 
 
-
 def log_sender(js, subjects: Subjects, job_id: str = "j", *, chunk_chars: int,
                **sender: Any) -> tuple[ChunkSender, LogStream]:
     """The lab's log sender (started; quick NATS timeout) and a stream of one job's log
@@ -299,3 +298,22 @@ def log_sender(js, subjects: Subjects, job_id: str = "j", *, chunk_chars: int,
     started = ChunkSender(EventPublisher(js, subjects, timeout=1.0), "test", **sender).start()
     return started, LogStream(started, job_id=job_id, attempt=1, run=1, lab="lab1",
                               device="dut1", chunk_chars=chunk_chars)
+
+
+async def run_one_job(js, subjects: Subjects, events: EventLog, config: Config,
+                      spec: ev.JobSpec) -> ev.JobFinishedData:
+    """A lab with ``config`` runs ``spec`` until it finishes; what its job.finished says."""
+    async with running_lab(config):
+        await publish_job(js, subjects, spec)
+        await events.wait_for(lambda e: e.of(ev.JobFinished))
+    return events.of(ev.JobFinished)[0].data
+
+
+def commit_all(root: Path, message: str = "suite") -> str:
+    """``git init`` and commit everything below ``root`` (a suite checkout); the commit id."""
+    git = ["git", "-C", str(root), "-c", "user.name=lab", "-c", "user.email=lab@example.org"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", message], check=True)
+    return subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()

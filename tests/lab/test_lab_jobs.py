@@ -30,6 +30,7 @@ from tests.lab_helpers import (
     lab_config,
     lab_subprocess,
     publish_job,
+    run_one_job,
     running_lab,
     running_log_writer,
     sha256_of,
@@ -92,10 +93,7 @@ async def test_plan_paths_missing_from_the_suite_are_reported_as_miss(
     spec = fake_job("wrtci:job:miss", fake_firmware_url,
                     plans=plans)
     config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    async with running_lab(config):
-        await publish_job(js, subjects, spec)
-        await events.wait_for(lambda e: e.of(ev.JobFinished))
-    data = events.of(ev.JobFinished)[0].data
+    data = await run_one_job(js, subjects, events, config, spec)
     statuses = {t.path: t.status for t in data.tests}
     assert statuses["base.test_ssh"] is TestStatus.MISS
     assert statuses["system.test_lan"] is TestStatus.MISS
@@ -114,10 +112,7 @@ async def test_wrong_sha256_is_an_error_and_runs_no_test(
     spec = job_spec("wrtci:job:badsum", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py"])])
     config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    async with running_lab(config):
-        await publish_job(js, subjects, spec)
-        await events.wait_for(lambda e: e.of(ev.JobFinished))
-    data = events.of(ev.JobFinished)[0].data
+    data = await run_one_job(js, subjects, events, config, spec)
     assert data.result is JobResult.ERROR
     assert data.error_code is ErrorCode.CHECKSUM_MISMATCH
     assert data.tests == []
@@ -134,10 +129,7 @@ async def test_hanging_suite_is_killed_at_the_plan_timeout(
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_hang"],
                                     timeout_s=3)])
     config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    async with running_lab(config):
-        await publish_job(js, subjects, spec)
-        await events.wait_for(lambda e: e.of(ev.JobFinished))
-    data = events.of(ev.JobFinished)[0].data
+    data = await run_one_job(js, subjects, events, config, spec)
     assert data.result is JobResult.ERROR and data.error_code is ErrorCode.TIMEOUT
     # the whole process group is gone: no pytest of this suite is left running
     leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, str(fake_suite))]
@@ -336,10 +328,7 @@ async def test_results_too_big_for_one_message_are_trimmed_not_retried_for_ever(
     spec = fake_job("wrtci:job:big", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_big.py"])])
     config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    async with running_lab(config):
-        await publish_job(js, subjects, spec)
-        await events.wait_for(lambda e: e.of(ev.JobFinished))
-    data = events.of(ev.JobFinished)[0].data
+    data = await run_one_job(js, subjects, events, config, spec)
     assert data.result is JobResult.FAIL
     assert len(data.tests) == 400 and {t.status for t in data.tests} == {TestStatus.FAIL}
     assert all(len(t.message or "") <= 1000 for t in data.tests)

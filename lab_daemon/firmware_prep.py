@@ -42,10 +42,10 @@ import zlib
 from pathlib import Path
 
 import msgspec
-import yaml
 
 from lab_daemon.config import DeviceConfig
 from lab_daemon.firmware import FirmwareCache
+from lab_daemon.targets import read_target_yaml
 from proto.model import Image
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -81,13 +81,6 @@ class OpenwrtSection(msgspec.Struct, frozen=True, kw_only=True):
         return f"{kind}:{self.image_filesystem}" if self.image_filesystem else kind
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML with labgrid's ``!template`` tag, kept as its raw text."""
-
-
-_Loader.add_constructor("!template", lambda loader, node: loader.construct_scalar(node))
-
-
 def read_openwrt_section(path: str | Path) -> OpenwrtSection | None:
     """The target file's ``openwrt:`` section; None when the file has none.
 
@@ -95,12 +88,7 @@ def read_openwrt_section(path: str | Path) -> OpenwrtSection | None:
     is malformed.
     """
     path = Path(path)
-    try:
-        data = yaml.load(path.read_text(), Loader=_Loader)  # SafeLoader subclass
-    except OSError as exc:
-        raise PrepError(f"{path}: cannot read target file: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise PrepError(f"{path}: not valid YAML: {exc}") from exc
+    data = read_target_yaml(path, PrepError)
     section = data.get("openwrt") if isinstance(data, dict) else None
     if section is None:
         return None

@@ -79,14 +79,20 @@ def _known_classes() -> tuple[set[str], set[str]]:
     return set(target_factory.drivers), set(target_factory.resources)
 
 
+def read_target_yaml(path: Path, error: type[Exception] = TargetFileError) -> Any:
+    """A target file's YAML (``!template`` kept as text); ``error`` names the file
+    when it cannot be read or is not YAML."""
+    try:
+        return yaml.load(path.read_text(), Loader=_Loader)  # SafeLoader subclass
+    except OSError as exc:
+        raise error(f"{path}: cannot read target file: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise error(f"{path}: not valid YAML: {exc}") from exc
+
+
 def load_target_file(path: str | Path, target: str = "main") -> TargetInfo:
     path = Path(path)
-    try:
-        data = yaml.load(path.read_text(), Loader=_Loader)  # SafeLoader subclass
-    except OSError as exc:
-        raise TargetFileError(f"{path}: cannot read target file: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise TargetFileError(f"{path}: not valid YAML: {exc}") from exc
+    data = read_target_yaml(path)
     if not isinstance(data, dict):
         raise TargetFileError(f"{path}: not a labgrid target file (top level is not a mapping)")
     targets = data.get("targets")

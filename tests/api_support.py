@@ -27,7 +27,7 @@ from services.config import DatabaseConfig, StorageConfig
 from services.stack.servers import free_port
 from tests.factories import announce_lab
 from tests.factories_results import T0, Factory, finished, ingest_all, publish, started
-from tests.helpers import put_object
+from tests.helpers import eventually, put_object
 from tests.results.test_results_kcidb import analyser
 from tests.token_support import add_token
 
@@ -71,16 +71,16 @@ async def serving(nats_config: NatsConfig, database_config: DatabaseConfig,
     task = asyncio.create_task(run(config, stop))
     base = f"http://127.0.0.1:{port}"
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        async def healthy() -> bool:
+            if task.done():
+                task.result()
+            with contextlib.suppress(aiohttp.ClientConnectionError):
+                async with session.get(base + "/healthz") as resp:
+                    return resp.status == 200
+            return False
+
         try:
-            async with asyncio.timeout(20):
-                while True:
-                    if task.done():
-                        task.result()
-                    with contextlib.suppress(aiohttp.ClientConnectionError):
-                        async with session.get(base + "/healthz") as resp:
-                            if resp.status == 200:
-                                break
-                    await asyncio.sleep(0.05)
+            await eventually(healthy, "the API server healthy", within_s=20)
             yield Api(session, base)
         finally:
             stop.set()

@@ -23,6 +23,7 @@ from proto.routing import event_subject
 from proto.subjects import Subjects
 from services.batch_consume import consume_batches
 from services.results.service import consumer_config, ingest_handler
+from tests.helpers import eventually
 
 T0 = dt.datetime(2026, 11, 25, 10, 0, 0, tzinfo=dt.UTC)
 SHA = "f5c77659a33bd43cba105cf2f75e56d054fa9e0b9a73dc9f2a5bcb0e126ff7d5"
@@ -128,18 +129,17 @@ async def ingest_all(js: JetStreamContext, subjects: Subjects, pool: asyncpg.Poo
     task = asyncio.create_task(consume_batches(
         js, subjects.events_stream, config, ingest_handler(pool, subjects), stop,
         batch=batch, fetch_timeout=0.2))
+    async def drained() -> bool:
+        if task.done():
+            task.result()
+        try:
+            info = await js.consumer_info(subjects.events_stream, config.durable_name)
+        except NotFoundError:  # the loop has not created it yet
+            return False
+        return info.num_pending == 0 and info.num_ack_pending == 0
+
     try:
-        async with asyncio.timeout(limit_s):
-            while True:
-                await asyncio.sleep(0.05)
-                if task.done():
-                    task.result()
-                try:
-                    info = await js.consumer_info(subjects.events_stream, config.durable_name)
-                except NotFoundError:  # the loop has not created it yet
-                    continue
-                if info.num_pending == 0 and info.num_ack_pending == 0:
-                    break
+        await eventually(drained, "the ingestion consumer drained", within_s=limit_s)
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

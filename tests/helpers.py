@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
+from nats.js import JetStreamContext
 
+from core.config import NatsConfig
+from core.retry import Backoff, retry_call
+from core.runtime import connect_nats
+from proto import topology
 from services.config import StorageConfig
+from services.stack.servers import NatsServer
 from services.storage import minio_client
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+T = TypeVar("T")
 
 
 def run_cli(*args: str, timeout: float = 60, env: dict[str, str] | None = None,
@@ -90,3 +100,39 @@ async def eventually(predicate, what: str = "the condition", within_s: float = 3
         return await asyncio.wait_for(loop(), within_s)
     except TimeoutError:
         raise AssertionError(f"timed out after {within_s} s waiting for {what}") from None
+
+
+async def eventually_succeeds(call: Callable[[], Awaitable[T]], what: str,
+                              within_s: float = 30.0, every_s: float = 0.2) -> T:
+    """``await call()`` until it does not raise; returns its value.
+
+    For a dependency that comes up or back (a NATS cluster electing, an object
+    not written yet): core.retry's own retries, every ``every_s``; after
+    ``within_s`` the last error is raised.
+    """
+    stop = asyncio.Event()
+    timer = asyncio.get_running_loop().call_later(within_s, stop.set)
+    try:
+        return await retry_call(what, call, stop=stop,
+                                backoff=Backoff(steps_s=(every_s,), jitter=0))
+    finally:
+        timer.cancel()
+
+
+@contextlib.asynccontextmanager
+async def private_nats(root: Path, prefix: str
+                       ) -> AsyncIterator[tuple[NatsServer, NatsConfig, JetStreamContext]]:
+    """A NATS server of the test's own (to stop and start), its topology applied,
+    and a JetStream client of it that reconnects."""
+    server = NatsServer(root / prefix / "store").start()
+    config = NatsConfig(url=server.url, prefix=prefix)
+    try:
+        nc = await connect_nats(config, "test-sender")
+        try:
+            js = nc.jetstream()
+            await topology.apply(js, config.subjects)
+            yield server, config, js
+        finally:
+            await nc.close()
+    finally:
+        server.stop()

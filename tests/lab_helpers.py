@@ -20,10 +20,11 @@ import msgspec
 import tomli_w
 
 from core.config import LoggingConfig, NatsConfig
-from core.runtime import connect_nats
+from core.runtime import EventPublisher, connect_nats
 from lab_daemon.config import HEALTH_TESTS, Config, DeviceConfig, HealthConfig, LabSection
 from lab_daemon.daemon import LabDaemon
 from lab_daemon.labnet import DeviceProblem
+from lab_daemon.logstream import ChunkSender, LogStream
 from proto import events as ev
 from proto import topology
 from proto.control import DeviceStatus, LabAction, LabControlReply, LabControlRequest
@@ -289,6 +290,23 @@ async def device_status(nc, subjects: Subjects, lab: str = "lab1",
     [status] = msgspec.json.decode(reply.data, type=LabControlReply).devices
     return status
 
+
+def log_sender(js, subjects: Subjects, job_id: str = "j", *, chunk_chars: int,
+               **sender: Any) -> tuple[ChunkSender, LogStream]:
+    """The lab's log sender (started; quick NATS timeout) and a stream of one job's log
+    through it (lab1/dut1, attempt 1, run 1); ``sender``: ChunkSender's options."""
+    started = ChunkSender(EventPublisher(js, subjects, timeout=1.0), "test", **sender).start()
+    return started, LogStream(started, job_id=job_id, attempt=1, run=1, lab="lab1",
+                              device="dut1", chunk_chars=chunk_chars)
+
+
+async def run_one_job(js, subjects: Subjects, events: EventLog, config: Config,
+                      spec: ev.JobSpec) -> ev.JobFinishedData:
+    """A lab with ``config`` runs ``spec`` until it finishes; what its job.finished says."""
+    async with running_lab(config):
+        await publish_job(js, subjects, spec)
+        await events.wait_for(lambda e: e.of(ev.JobFinished))
+    return events.of(ev.JobFinished)[0].data
 
 
 def commit_all(root: Path, message: str = "suite") -> str:

@@ -28,6 +28,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
@@ -256,15 +257,22 @@ async def tree_list(request: web.Request) -> web.Response:
     return json_response(items)
 
 
-async def _tree_results(request: web.Request) -> tuple[data.Tree, _View]:
+async def _requested_tree(request: web.Request,
+                          conn: asyncpg.Connection) -> tuple[data.Tree, Exporter]:
+    """The tree (and origin) a ``/tree/{commit}/...`` request names, or 404."""
     params = _params(request, _TREE_PARAMS)
     exporter = _origin(request, params.get("origin"))
     commit = request.match_info["commit"]
+    tree = await data.find_tree(conn, commit, exporter.stored(commit),
+                                params.get("git_url"), params.get("git_branch"))
+    if tree is None:
+        raise ApiError(404, "No results available for this tree/branch/commit")
+    return tree, exporter
+
+
+async def _tree_results(request: web.Request) -> tuple[data.Tree, _View]:
     async with context(request).db() as conn:
-        tree = await data.find_tree(conn, commit, exporter.stored(commit),
-                                    params.get("git_url"), params.get("git_branch"))
-        if tree is None:
-            raise ApiError(404, "No results available for this tree/branch/commit")
+        tree, exporter = await _requested_tree(request, conn)
         results = await data.results(conn, exporter, [tree.id])
     return tree, _View(_filter_arch(request, results))
 
@@ -299,14 +307,8 @@ def _lower(status_counts: dict[str, int]) -> dict[str, int]:
 
 
 async def tree_commits(request: web.Request) -> web.Response:
-    params = _params(request, _TREE_PARAMS)
-    exporter = _origin(request, params.get("origin"))
-    commit = request.match_info["commit"]
     async with context(request).db() as conn:
-        tree = await data.find_tree(conn, commit, exporter.stored(commit),
-                                    params.get("git_url"), params.get("git_branch"))
-        if tree is None:
-            raise ApiError(404, "No results available for this tree/branch/commit")
+        tree, exporter = await _requested_tree(request, conn)
         history = []
         for item in await data.branch_history(conn, tree):
             view = _View(await data.results(conn, exporter, [item.id]))

@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from services.api import dashboard_data as data
-from services.api.app import ApiError, context, json_response
+from services.api.app import ApiError, context, int_param, json_response
 from services.api.dashboard import _origin, counts
 from services.api.widgets import firmware_href
 from services.kcidb import model as m
@@ -39,19 +39,6 @@ MAX_AGE_LIMIT = 720
 
 Key = tuple[str, str, str, str]
 """(platform, config, "architecture/compiler", path)"""
-
-
-def _int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise ApiError(400, f"{name} must be between {low} and {high}")
-    return value
 
 
 def _patterns(values: list[str]) -> re.Pattern[str]:
@@ -118,9 +105,9 @@ async def tree_report(request: web.Request) -> web.Response:
     git_url, branch = request.query.get("git_url"), request.query.get("git_branch")
     if not git_url or not branch:
         raise ApiError(400, "git_url and git_branch are required")
-    group_size = _int(request, "group_size", 3, 2, 100)
-    max_age = _int(request, "max_age_in_hours", 24, 1, MAX_AGE_LIMIT)
-    min_age = _int(request, "min_age_in_hours", 0, 0, MAX_AGE_LIMIT)
+    group_size = int_param(request, "group_size", 3, 2, 100)
+    max_age = int_param(request, "max_age_in_hours", 24, 1, MAX_AGE_LIMIT)
+    min_age = int_param(request, "min_age_in_hours", 0, 0, MAX_AGE_LIMIT)
     if min_age >= max_age:
         raise ApiError(400, "min_age_in_hours must be less than max_age_in_hours")
     paths = _patterns(request.query.getall("path", []))

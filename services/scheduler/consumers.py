@@ -17,12 +17,13 @@ from collections.abc import Iterable
 
 from nats.js import JetStreamContext
 
+from core.retry import Backoff, retry_call, wait_or_stop
 from proto.subjects import Subjects
 from proto.topology import JOB_ACK_WAIT, ensure_job_consumers
 
 log = logging.getLogger(__name__)
 
-RETRY_S = (1.0, 5.0, 15.0, 60.0)
+RETRY = Backoff(steps_s=(1.0, 5.0, 15.0, 60.0))
 
 
 class JobConsumerKeeper:
@@ -48,31 +49,25 @@ class JobConsumerKeeper:
             self._changed.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        failures = 0
         while not stop.is_set():
             if not self._wanted:
                 self.idle.set()
                 self._changed.clear()
-                waits = [asyncio.create_task(self._changed.wait()),
-                         asyncio.create_task(stop.wait())]
-                try:
-                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    for task in waits:
-                        task.cancel()
+                await wait_or_stop(self._changed.wait(), stop)
                 continue
-            batch, self._wanted = self._wanted, set()
-            try:
-                await self._create(batch)
-                failures = 0
-            except Exception as exc:  # NATS away or JetStream busy: keep them, try later
-                self._wanted |= batch - self.ready
-                delay = RETRY_S[min(failures, len(RETRY_S) - 1)]
-                failures += 1
-                log.warning("job consumers not created yet (%s); again in %.0f s", exc, delay,
-                            extra={"device_types": len(self._wanted)})
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+            # NATS away or JetStream busy: what failed is wanted again, with
+            # what was asked for meanwhile, after a backoff.
+            with contextlib.suppress(Exception):  # only once stop is set (retried till then)
+                await retry_call("job consumers", self._create_wanted, stop=stop,
+                                 backoff=RETRY, logger=log)
+
+    async def _create_wanted(self) -> None:
+        batch, self._wanted = self._wanted, set()
+        try:
+            await self._create(batch)
+        except Exception:
+            self._wanted |= batch - self.ready
+            raise
 
     async def _create(self, device_types: set[str]) -> None:
         slots = asyncio.Semaphore(self.concurrency)

@@ -13,11 +13,11 @@ import datetime as dt
 import logging
 
 import msgspec
-import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
-from nats.js.kv import KV_DEL, KV_PURGE
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from core.kv import follow_watch
 from proto.records import ControlRecord, decode_record, encode_record
 from proto.subjects import Subjects
 
@@ -85,23 +85,14 @@ class ControlSwitch:
 
     async def run(self, stop: asyncio.Event) -> None:
         kv = await self.js.key_value(self.subjects.control_bucket)
-        watcher = await kv.watch(KEY)
+        await follow_watch(await kv.watch(KEY), stop, self._apply, self.ready)
+
+    async def _apply(self, entry: KeyValue.Entry) -> None:
+        if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+            self._set(ControlRecord())
+            return
         try:
-            while not stop.is_set():
-                try:
-                    entry = await watcher.updates(timeout=1.0)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    continue
-                if entry is None:
-                    self.ready.set()
-                    continue
-                if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
-                    self._set(ControlRecord())
-                    continue
-                try:
-                    self._set(decode_record(entry.value, ControlRecord))
-                except msgspec.DecodeError as exc:
-                    log.error("control entry ignored: %s", exc)
-                self.ready.set()
-        finally:
-            await watcher.stop()
+            self._set(decode_record(entry.value, ControlRecord))
+        except msgspec.DecodeError as exc:
+            log.error("control entry ignored: %s", exc)
+        self.ready.set()

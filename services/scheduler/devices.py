@@ -25,10 +25,10 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 import msgspec
-import nats.errors
 from nats.js import JetStreamContext
-from nats.js.kv import KV_DEL, KV_PURGE
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from core.kv import follow_watch
 from proto.records import LabRecord, decode_record
 from proto.subjects import Subjects
 from proto.tokens import TokenError, decode_key_part
@@ -73,21 +73,9 @@ class DeviceRegistry:
 
     async def run(self, stop: asyncio.Event) -> None:
         kv = await self.js.key_value(self.subjects.labs_bucket)
-        watcher = await kv.watchall()
-        try:
-            while not stop.is_set():
-                try:
-                    entry = await watcher.updates(timeout=1.0)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    continue
-                if entry is None:  # the end of what was there before the watch
-                    self.ready.set()
-                    continue
-                await self._apply(entry)
-        finally:
-            await watcher.stop()
+        await follow_watch(await kv.watchall(), stop, self._apply, self.ready)
 
-    async def _apply(self, entry) -> None:
+    async def _apply(self, entry: KeyValue.Entry) -> None:
         try:
             lab = decode_key_part(entry.key)
         except TokenError:

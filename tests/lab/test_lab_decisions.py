@@ -3,7 +3,6 @@ dependency declaration (``suite_env``): pure, no servers."""
 
 from __future__ import annotations
 
-import subprocess
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from lab_daemon.suite_env import (
     suite_revision,
 )
 from proto.model import DeviceState
+from tests.lab_helpers import commit_all
 
 S = DeviceState
 NOW = 1000.0
@@ -172,10 +172,5 @@ def test_a_dependency_that_fails_to_install_names_the_file_and_cause(tmp_path):
 def test_the_revision_is_the_checkouts_git_head(tmp_path):
     suite = _suite(tmp_path, {"requirements.txt": "pytest\n"})
     assert suite_revision(suite) is None
-    git = ["git", "-C", str(suite), "-c", "user.name=t", "-c", "user.email=t@t"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-qm", "x"], check=True)
-    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
+    head = commit_all(suite)
     assert suite_revision(suite) == head and len(head) == 40

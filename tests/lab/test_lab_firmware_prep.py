@@ -41,6 +41,7 @@ from tests.lab_helpers import (
     job_spec,
     lab_config,
     publish_job,
+    run_one_job,
     running_lab,
     sha256_of,
 )
@@ -287,10 +288,7 @@ async def test_a_gzip_image_reaches_the_suite_raw_and_staged(
                                      stage_dir=str(tmp_path / "tftp" / "{device}"))
     config = msgspec.structs.replace(
         config, lab=msgspec.structs.replace(config.lab, devices=[device]))
-    async with running_lab(config):
-        await publish_job(js, subjects, spec)
-        await events.wait_for(lambda e: e.of(ev.JobFinished))
-    data_ = events.of(ev.JobFinished)[0].data
+    data_ = await run_one_job(js, subjects, events, config, spec)
     assert data_.result is JobResult.PASS, data_
     assert {t.path: t.status for t in data_.tests} == {
         "base.test_fake.test_firmware_is_the_verified_image": TestStatus.PASS,
@@ -308,10 +306,7 @@ async def test_an_image_that_does_not_decompress_is_an_infrastructure_error(
                     name="broken.img.gz",
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py"])])
     config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    async with running_lab(config):
-        await publish_job(js, subjects, spec)
-        await events.wait_for(lambda e: e.of(ev.JobFinished))
-    data_ = events.of(ev.JobFinished)[0].data
+    data_ = await run_one_job(js, subjects, events, config, spec)
     assert data_.result is JobResult.ERROR and data_.tests == []
     assert data_.error_code is ErrorCode.INFRASTRUCTURE
     assert "broken.img.gz: cannot decompress: the gzip stream ends early" in data_.error_message

@@ -19,7 +19,7 @@ from proto import topology
 from proto.control import LabAction, LabControlReply, LabControlRequest
 from proto.model import DeviceState, ErrorCode, JobResult, TestPlan, TestStatus
 from proto.storage import job_log_key
-from tests.helpers import read_object
+from tests.helpers import eventually_succeeds, read_object
 from tests.lab_helpers import (
     FAKE_FIRMWARE,
     EventLog,
@@ -30,6 +30,7 @@ from tests.lab_helpers import (
     lab_config,
     lab_subprocess,
     publish_job,
+    run_one_job,
     running_lab,
     running_log_writer,
     sha256_of,
@@ -72,14 +73,8 @@ async def test_job_runs_suite_reports_results_and_stores_logs(
         # the log writer stores the pytest output and the junit file
         pytest_key = job_log_key(spec.job_id, 1, "pytest.log")
 
-        async def stored() -> str:
-            while True:
-                try:
-                    return _object(storage_config, pytest_key)
-                except Exception:
-                    await asyncio.sleep(0.2)
-
-        text = await asyncio.wait_for(stored(), 30)
+        text = await eventually_succeeds(
+            lambda: asyncio.to_thread(_object, storage_config, pytest_key), "the pytest log")
         assert "3 passed, 1 deselected" in text
         junit_key = next(a.object_key for a in data.artifacts if a.name == "junit.xml")
         junit = await asyncio.wait_for(asyncio.to_thread(_object, storage_config, junit_key), 10)
@@ -98,10 +93,7 @@ async def test_plan_paths_missing_from_the_suite_are_reported_as_miss(
     spec = fake_job("wrtci:job:miss", fake_firmware_url,
                     plans=plans)
     config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    async with running_lab(config):
-        await publish_job(js, subjects, spec)
-        await events.wait_for(lambda e: e.of(ev.JobFinished))
-    data = events.of(ev.JobFinished)[0].data
+    data = await run_one_job(js, subjects, events, config, spec)
     statuses = {t.path: t.status for t in data.tests}
     assert statuses["base.test_ssh"] is TestStatus.MISS
     assert statuses["system.test_lan"] is TestStatus.MISS
@@ -120,10 +112,7 @@ async def test_wrong_sha256_is_an_error_and_runs_no_test(
     spec = job_spec("wrtci:job:badsum", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py"])])
     config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    async with running_lab(config):
-        await publish_job(js, subjects, spec)
-        await events.wait_for(lambda e: e.of(ev.JobFinished))
-    data = events.of(ev.JobFinished)[0].data
+    data = await run_one_job(js, subjects, events, config, spec)
     assert data.result is JobResult.ERROR
     assert data.error_code is ErrorCode.CHECKSUM_MISMATCH
     assert data.tests == []
@@ -140,10 +129,7 @@ async def test_hanging_suite_is_killed_at_the_plan_timeout(
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_hang"],
                                     timeout_s=3)])
     config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    async with running_lab(config):
-        await publish_job(js, subjects, spec)
-        await events.wait_for(lambda e: e.of(ev.JobFinished))
-    data = events.of(ev.JobFinished)[0].data
+    data = await run_one_job(js, subjects, events, config, spec)
     assert data.result is JobResult.ERROR and data.error_code is ErrorCode.TIMEOUT
     # the whole process group is gone: no pytest of this suite is left running
     leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, str(fake_suite))]
@@ -342,10 +328,7 @@ async def test_results_too_big_for_one_message_are_trimmed_not_retried_for_ever(
     spec = fake_job("wrtci:job:big", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_big.py"])])
     config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    async with running_lab(config):
-        await publish_job(js, subjects, spec)
-        await events.wait_for(lambda e: e.of(ev.JobFinished))
-    data = events.of(ev.JobFinished)[0].data
+    data = await run_one_job(js, subjects, events, config, spec)
     assert data.result is JobResult.FAIL
     assert len(data.tests) == 400 and {t.status for t in data.tests} == {TestStatus.FAIL}
     assert all(len(t.message or "") <= 1000 for t in data.tests)

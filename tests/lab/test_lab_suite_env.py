@@ -13,7 +13,6 @@ result with the suite's revision.
 from __future__ import annotations
 
 import importlib.util
-import subprocess
 import textwrap
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from tests.factories_results import Factory, ingest_all
 from tests.lab_helpers import (
     VIRTUAL_TARGET,
     EventLog,
+    commit_all,
     job_spec,
     lab_config,
     publish_job,
@@ -142,13 +142,7 @@ def write_suite(root: Path) -> tuple[Path, str]:
     for name, text in files.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_text(textwrap.dedent(text))
-    git = ["git", "-C", str(root), "-c", "user.name=lab", "-c", "user.email=lab@example.org"]
-    subprocess.run([*git, "init", "-q"], check=True)
-    subprocess.run([*git, "add", "."], check=True)
-    subprocess.run([*git, "commit", "-qm", "suite"], check=True)
-    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    return root, head
+    return root, commit_all(root)
 
 
 @pytest.mark.slow

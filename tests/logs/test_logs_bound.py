@@ -9,27 +9,22 @@ so in its text and its object metadata, and `wrtci logs status` shows it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 from minio import Minio
 
-from core.config import NatsConfig
-from core.runtime import EventPublisher, connect_nats
-from lab_daemon.logstream import ChunkSender, LogStream
-from proto import topology
+from core.runtime import EventPublisher
 from proto.events import LogChunk, LogChunkData
 from proto.storage import job_log_key
 from services.cli.logs_cmd import writer_records
 from services.cli.main import main as wrtci
 from services.config import StorageConfig
 from services.logs.buffer import DROPPED_HEADER, SpillDir
-from services.stack.servers import NatsServer, S3Server
-from tests.helpers import eventually
-from tests.lab_helpers import running_log_writer, stream_events
+from services.stack.servers import S3Server
+from tests.helpers import eventually, private_nats
+from tests.lab_helpers import log_sender, running_log_writer, stream_events
 
 LINE = "{i:04d} [ok] Päivää ✓ 🚀 {pad}\n"
 
@@ -188,46 +183,26 @@ async def test_s3_away_logs_wait_on_disk_and_are_stored_when_it_is_back(
     assert identical == len(logs) and len(objects) == len(logs) and dropped == 0
 
 
-@contextlib.asynccontextmanager
-async def private_nats(root: Path, prefix: str) -> AsyncIterator[tuple[NatsServer, NatsConfig]]:
-    server = NatsServer(root / "nats" / "store").start()
-    config = NatsConfig(url=server.url, prefix=prefix)
-    try:
-        nc = await connect_nats(config, "test-setup")
-        await topology.apply(nc.jetstream(), config.subjects)
-        await nc.close()
-        yield server, config
-    finally:
-        server.stop()
-
-
 async def test_lab_sender_spills_while_nats_is_away_and_loses_or_doubles_nothing(
         traversable_tmp: Path) -> None:
-    async with private_nats(traversable_tmp, "spill") as (server, config):
-        nc = await connect_nats(config, "test-sender")
-        try:
-            js = nc.jetstream()
-            sender = ChunkSender(EventPublisher(js, config.subjects, timeout=1.0), "test",
-                                 retry_delays=(0.1, 0.2), memory_bytes=16 * 1024,
-                                 spill_dir=traversable_tmp / "lab-spill",
-                                 spill_bytes=4 * 1024 * 1024).start()
-            stream = LogStream(sender, job_id="j", attempt=1, run=1, lab="lab1",
-                               device="dut1", chunk_chars=1024)
-            parts = texts(200)
-            server.stop()
-            peak = (0, 0)
-            for part in parts:
-                stream.write(part)
-                peak = max(peak, sender.buffered)
-            stream.finish()
-            memory, on_disk = sender.buffered
-            server.start()
-            assert await sender.drain(within_s=60)
-            await sender.close()
-            chunks = await stream_events(js, config.subjects.logs_stream,
-                                         config.subjects.log_chunk("lab1", "j"))
-        finally:
-            await nc.close()
+    async with private_nats(traversable_tmp, "spill") as (server, config, js):
+        sender, stream = log_sender(js, config.subjects, chunk_chars=1024,
+                                    retry_delays=(0.1, 0.2), memory_bytes=16 * 1024,
+                                    spill_dir=traversable_tmp / "lab-spill",
+                                    spill_bytes=4 * 1024 * 1024)
+        parts = texts(200)
+        server.stop()
+        peak = (0, 0)
+        for part in parts:
+            stream.write(part)
+            peak = max(peak, sender.buffered)
+        stream.finish()
+        memory, on_disk = sender.buffered
+        server.start()
+        assert await sender.drain(within_s=60)
+        await sender.close()
+        chunks = await stream_events(js, config.subjects.logs_stream,
+                                     config.subjects.log_chunk("lab1", "j"))
     seqs = [c.data.seq for c in chunks]
     report("lab sender, NATS away", chunks=len(seqs), lost=len(set(range(stream.seq)) - set(seqs)),
            doubled=len(seqs) - len(set(seqs)), dropped_bytes=stream.dropped_bytes,
@@ -240,31 +215,24 @@ async def test_lab_sender_spills_while_nats_is_away_and_loses_or_doubles_nothing
 
 async def test_lab_sender_beyond_its_bound_drops_counts_and_the_stored_log_says_so(
         traversable_tmp: Path, storage_config) -> None:
-    async with private_nats(traversable_tmp, "dropping") as (server, config):
-        nc = await connect_nats(config, "test-sender")
-        try:
-            js = nc.jetstream()
-            sender = ChunkSender(EventPublisher(js, config.subjects, timeout=1.0), "test",
-                                 retry_delays=(0.1, 0.2), memory_bytes=16 * 1024,
-                                 spill_dir=traversable_tmp / "lab-spill",
-                                 spill_bytes=32 * 1024).start()
-            stream = LogStream(sender, job_id="jd", attempt=1, run=1, lab="lab1",
-                               device="dut1", chunk_chars=1024)
-            parts = texts(100)
-            async with running_log_writer(config, storage_config):
-                server.stop()
-                for part in parts:
-                    stream.write(part)
-                stream.write("the end\n")
-                stream.finish()
-                server.start()
-                assert await sender.drain(within_s=60)
-                body, meta = await stored(storage_config, job_log_key("jd", 1))
-            await sender.close()
-            chunks = await stream_events(js, config.subjects.logs_stream,
-                                         config.subjects.log_chunk("lab1", "jd"))
-        finally:
-            await nc.close()
+    async with private_nats(traversable_tmp, "dropping") as (server, config, js):
+        sender, stream = log_sender(js, config.subjects, "jd", chunk_chars=1024,
+                                    retry_delays=(0.1, 0.2), memory_bytes=16 * 1024,
+                                    spill_dir=traversable_tmp / "lab-spill",
+                                    spill_bytes=32 * 1024)
+        parts = texts(100)
+        async with running_log_writer(config, storage_config):
+            server.stop()
+            for part in parts:
+                stream.write(part)
+            stream.write("the end\n")
+            stream.finish()
+            server.start()
+            assert await sender.drain(within_s=60)
+            body, meta = await stored(storage_config, job_log_key("jd", 1))
+        await sender.close()
+        chunks = await stream_events(js, config.subjects.logs_stream,
+                                     config.subjects.log_chunk("lab1", "jd"))
     seqs = [c.data.seq for c in chunks]
     sent = "".join(parts) + "the end\n"
     text = body.decode()

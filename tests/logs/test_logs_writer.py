@@ -6,14 +6,11 @@ import asyncio
 
 from minio import Minio
 
-from core.config import NatsConfig
-from core.runtime import EventPublisher, connect_nats
-from lab_daemon.logstream import ChunkSender, LogStream
-from proto import topology
+from core.runtime import EventPublisher
 from proto.events import LogChunk, LogChunkData
 from proto.storage import job_log_key
-from services.stack.servers import NatsServer
-from tests.lab_helpers import running_log_writer, stream_events
+from tests.helpers import eventually, private_nats
+from tests.lab_helpers import log_sender, running_log_writer, stream_events
 
 
 def _get(storage_config, key: str) -> str | None:
@@ -31,14 +28,11 @@ def _get(storage_config, key: str) -> str | None:
 
 
 async def _wait_object(storage_config, key: str, expected: str) -> str | None:
-    async def loop() -> str | None:
-        while True:
-            text = await asyncio.to_thread(_get, storage_config, key)
-            if text == expected:
-                return text
-            await asyncio.sleep(0.2)
+    async def stored() -> str | None:
+        text = await asyncio.to_thread(_get, storage_config, key)
+        return text if text == expected else None
 
-    return await asyncio.wait_for(loop(), 30)
+    return await eventually(stored, f"{key} stored as expected", every_s=0.2)
 
 
 def _chunk(seq: int, text: str, final: bool = False, run: int = 1) -> LogChunk:
@@ -78,17 +72,9 @@ async def test_final_chunk_after_a_restart_rebuilds_from_the_stream(
 
 async def test_sender_buffers_while_nats_is_down_and_loses_or_doubles_nothing(
         server_root, storage_config):
-    server = NatsServer(server_root / "nats-restart" / "store").start()
-    config = NatsConfig(url=server.url, prefix="restart")
-    subjects = config.subjects
-    nc = await connect_nats(config, "test-sender")
-    try:
-        js = nc.jetstream()
-        await topology.apply(js, subjects)
-        sender = ChunkSender(EventPublisher(js, subjects, timeout=1.0), "test",
-                             retry_delays=(0.1, 0.2)).start()
-        stream = LogStream(sender, job_id="j", attempt=1, run=1, lab="lab1", device="dut1",
-                           chunk_chars=4)
+    async with private_nats(server_root, "restart") as (server, config, js):
+        subjects = config.subjects
+        sender, stream = log_sender(js, subjects, chunk_chars=4, retry_delays=(0.1, 0.2))
         stream.write("0123")
         assert await sender.drain(within_s=10)
         server.stop()
@@ -101,9 +87,6 @@ async def test_sender_buffers_while_nats_is_down_and_loses_or_doubles_nothing(
         assert await sender.drain(within_s=30)
         await sender.close()
         chunks = await stream_events(js, subjects.logs_stream, subjects.log_chunk("lab1", "j"))
-    finally:
-        await nc.close()
-        server.stop()
     assert [c.data.seq for c in chunks] == [0, 1, 2]
     assert "".join(c.data.text for c in chunks) == "0123456789"
     assert chunks[-1].data.final
@@ -112,17 +95,9 @@ async def test_sender_buffers_while_nats_is_down_and_loses_or_doubles_nothing(
 async def test_closing_the_sender_sends_what_nats_did_not_take_yet(server_root):
     # NATS was away at the end of a job: the final chunks still wait for it
     # when the job is over; closing the sender must not drop them.
-    server = NatsServer(server_root / "nats-close" / "store").start()
-    config = NatsConfig(url=server.url, prefix="closing")
-    subjects = config.subjects
-    nc = await connect_nats(config, "test-sender")
-    try:
-        js = nc.jetstream()
-        await topology.apply(js, subjects)
-        sender = ChunkSender(EventPublisher(js, subjects, timeout=1.0), "test",
-                             retry_delays=(0.1, 0.5)).start()
-        stream = LogStream(sender, job_id="j", attempt=1, run=1, lab="lab1", device="dut1",
-                           chunk_chars=4)
+    async with private_nats(server_root, "closing") as (server, config, js):
+        subjects = config.subjects
+        sender, stream = log_sender(js, subjects, chunk_chars=4, retry_delays=(0.1, 0.5))
         server.stop()
         stream.write("0123")
         stream.finish()
@@ -131,8 +106,5 @@ async def test_closing_the_sender_sends_what_nats_did_not_take_yet(server_root):
         server.start()
         await sender.close(within_s=30)
         chunks = await stream_events(js, subjects.logs_stream, subjects.log_chunk("lab1", "j"))
-    finally:
-        await nc.close()
-        server.stop()
     assert [(c.data.seq, c.data.text, c.data.final) for c in chunks] == [
         (0, "0123", False), (1, "", True)]

@@ -24,8 +24,8 @@ from proto.storage import health_log_path
 from services.notifier import Config, run
 from services.notifier.config import GithubSection, HealthSection, MailSection, NotifierSection
 from services.notifier.health import issue_title
+from tests.helpers import eventually
 from tests.servers.github import GithubServer
-from tests.servers.smtp import SmtpServer
 
 REPO = "openwrt/openwrt-tests"
 TOKEN = "ghs_healthtoken"
@@ -41,13 +41,6 @@ LOG_LINK = "https://ci.example.org" + LOG_URL
 @pytest.fixture
 async def github() -> AsyncIterator[GithubServer]:
     server = await GithubServer(REPO, token=TOKEN).start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpServer]:
-    server = await SmtpServer().start()
     yield server
     await server.stop()
 
@@ -76,8 +69,9 @@ async def notifiers(config: Config, js, replicas: int = 1) -> AsyncIterator[None
     subjects = config.nats.subjects
     try:
         # the consumer starts at "now": publish only once it exists
-        await until(lambda: _consumer_exists(js, subjects.events_stream,
-                                             config.notifier.health.durable))
+        await eventually(lambda: _consumer_exists(js, subjects.events_stream,
+                                                  config.notifier.health.durable),
+                         "the health consumer")
         yield
     finally:
         stop.set()
@@ -90,14 +84,6 @@ async def _consumer_exists(js, stream: str, durable: str) -> bool:
         return True
     except NotFoundError:
         return False
-
-
-async def until(condition, limit_s: float = 20.0) -> None:
-    async with asyncio.timeout(limit_s):
-        while True:
-            if await condition():
-                return
-            await asyncio.sleep(0.05)
 
 
 async def _health(js, subjects, health: DeviceHealth, minutes: int, *, passed: bool,
@@ -125,7 +111,7 @@ async def test_one_issue_opened_never_duplicated_and_closed_on_recovery(
         await _health(js, subjects, DeviceHealth.WARNING, 60, passed=False, failures=3)
         await _health(js, subjects, DeviceHealth.UNHEALTHY, 120, passed=False, failures=5,
                       log_url=LOG_URL)
-        await until(lambda: issue_state("open"))
+        await eventually(lambda: issue_state("open"), "the health issue open")
     [issue] = github.issues_titled(TITLE)
     assert [label["name"] for label in issue["labels"]] == ["healthcheck"]
     assert f"Console log of the failing check: {LOG_LINK}" in issue["body"]
@@ -138,7 +124,7 @@ async def test_one_issue_opened_never_duplicated_and_closed_on_recovery(
             await _health(js, subjects, DeviceHealth.UNHEALTHY, minutes, passed=False,
                           failures=6)
         await _health(js, subjects, DeviceHealth.HEALTHY, 300, passed=True)
-        await until(lambda: issue_state("closed"))
+        await eventually(lambda: issue_state("closed"), "the health issue closed")
         await _health(js, subjects, DeviceHealth.UNHEALTHY, 200, passed=False)  # older
         await asyncio.sleep(1.0)
     [issue] = github.issues_titled(TITLE)
@@ -151,7 +137,7 @@ async def test_one_issue_opened_never_duplicated_and_closed_on_recovery(
     await pool.execute("DELETE FROM health_issues")
     async with notifiers(config, js):
         await _health(js, subjects, DeviceHealth.UNHEALTHY, 400, passed=False, failures=5)
-        await until(lambda: issue_state("open"))
+        await eventually(lambda: issue_state("open"), "the health issue open")
     assert len(github.issues_titled(TITLE)) == 1
     assert github.requests["create_issue"] == 1
     row = await pool.fetchrow("SELECT state, issue_number FROM health_issues")
@@ -165,7 +151,8 @@ async def test_replicas_racing_over_one_device_open_one_issue(
         await asyncio.gather(*(
             _health(js, subjects, DeviceHealth.UNHEALTHY, minutes, passed=False, failures=5)
             for minutes in range(10)))
-        await until(lambda: _handled(pool, T0 + dt.timedelta(minutes=9)))
+        await eventually(lambda: _handled(pool, T0 + dt.timedelta(minutes=9)),
+                         "the 9-minute report handled")
     assert len(github.issues_titled(TITLE)) == 1
     assert github.requests["create_issue"] == 1
 
@@ -183,9 +170,11 @@ async def test_without_github_the_lab_owner_gets_mail_once_per_change(
         await _health(js, subjects, DeviceHealth.UNHEALTHY, 0, passed=False, failures=5,
                       log_url=LOG_URL)
         await _health(js, subjects, DeviceHealth.UNHEALTHY, 60, passed=False, failures=6)
-        await until(lambda: _handled(pool, T0 + dt.timedelta(minutes=60)))
+        await eventually(lambda: _handled(pool, T0 + dt.timedelta(minutes=60)),
+                         "the 60-minute report handled")
         await _health(js, subjects, DeviceHealth.HEALTHY, 120, passed=True)
-        await until(lambda: _handled(pool, T0 + dt.timedelta(minutes=120)))
+        await eventually(lambda: _handled(pool, T0 + dt.timedelta(minutes=120)),
+                         "the 120-minute report handled")
     subjects_ = [m["Subject"] for m in mailbox.messages]
     assert subjects_ == [f"{TITLE}: failed", f"{TITLE}: recovered"]
     assert mailbox.envelopes == [["owner@example.org"], ["owner@example.org"]]

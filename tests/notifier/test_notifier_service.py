@@ -21,6 +21,7 @@ from services.notifier.config import GithubSection, MailRule, MailSection, Notif
 from services.stack.servers import free_port
 from tests import factories
 from tests.factories_results import Factory, finished, ingest_all, publish
+from tests.helpers import eventually
 from tests.results.test_results_kcidb import PANIC_LOG, _put, analyser
 from tests.servers.github import GithubServer
 from tests.servers.smtp import SmtpServer
@@ -35,13 +36,6 @@ LIST = "openwrt-devel@example.org"
 
 
 # -- the servers ----------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def smtp() -> AsyncIterator[SmtpServer]:
-    server = await SmtpServer().start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture
@@ -78,14 +72,6 @@ async def notifiers(config: Config, replicas: int = 1) -> AsyncIterator[None]:
         await asyncio.wait_for(asyncio.gather(*tasks), 20)
 
 
-async def until(condition, limit_s: float = 20.0) -> None:
-    async with asyncio.timeout(limit_s):
-        while True:
-            if await condition():
-                return
-            await asyncio.sleep(0.05)
-
-
 async def settled(js, subjects, pool, durable: str = "notifier") -> None:
     """Every event handled for good (acked or terminated), no delivery open."""
     async def done() -> bool:
@@ -96,7 +82,7 @@ async def settled(js, subjects, pool, durable: str = "notifier") -> None:
         open_ = await pool.fetchval(
             "SELECT count(*) FROM notifications WHERE state IN ('pending', 'sending')")
         return info.num_pending == 0 and info.num_ack_pending == 0 and open_ == 0
-    await until(done)
+    await eventually(done, "every notification settled")
 
 
 # -- firmware as the other services leave it -----------------------------------------------
@@ -165,6 +151,15 @@ async def pr_firmware(pool, number: int = 42) -> tuple[str, str]:
     return data.firmware_id, job
 
 
+async def done_pr_firmware(js, subjects, pool, storage_config, tests: dict[str, str],
+                           number: int = 42) -> tuple[str, str]:
+    """A pull request firmware whose one job ended with ``tests``, analysed and done."""
+    firmware, job = await pr_firmware(pool, number)
+    await results(js, subjects, pool, storage_config, {job: tests})
+    await mark_done(pool, firmware)
+    return firmware, job
+
+
 # -- tests -----------------------------------------------------------------------------------
 
 
@@ -208,9 +203,8 @@ async def test_pull_request_gets_one_status_one_comment_and_its_submitter_a_mail
         js, subjects, pool, nats_config, database_config, storage_config, smtp, github):
     github.add_pull(42, HEAD, ["ci-test-requested"])
     github.add_comment(42, "Looks good to me")
-    firmware, job = await pr_firmware(pool)
-    await results(js, subjects, pool, storage_config, {job: {"base.test_shell": "PASS"}})
-    await mark_done(pool, firmware)
+    firmware, _job = await done_pr_firmware(js, subjects, pool, storage_config,
+                                            {"base.test_shell": "PASS"})
     config = notifier_config(nats_config, database_config, storage_config, smtp_port=smtp.port,
                              github=github)
     async with notifiers(config):
@@ -234,9 +228,8 @@ async def test_pull_request_gets_one_status_one_comment_and_its_submitter_a_mail
 async def test_same_done_event_twice_and_two_replicas_report_once(
         js, subjects, pool, nats_config, database_config, storage_config, smtp, github):
     github.add_pull(7, HEAD, [])
-    firmware, job = await pr_firmware(pool, 7)
-    await results(js, subjects, pool, storage_config, {job: {"base.test_shell": "FAIL"}})
-    await mark_done(pool, firmware)
+    firmware, _job = await done_pr_firmware(js, subjects, pool, storage_config,
+                                            {"base.test_shell": "FAIL"}, 7)
     config = notifier_config(nats_config, database_config, storage_config, smtp_port=smtp.port,
                              github=github)
     # Two copies in the stream (a redelivery that NATS did not dedupe), two replicas.
@@ -256,9 +249,8 @@ async def test_same_done_event_twice_and_two_replicas_report_once(
 async def test_second_round_edits_the_comment_and_mails_again(
         js, subjects, pool, nats_config, database_config, storage_config, smtp, github):
     github.add_pull(42, HEAD, [])
-    firmware, job = await pr_firmware(pool)
-    await results(js, subjects, pool, storage_config, {job: {"base.test_wifi": "PASS"}})
-    await mark_done(pool, firmware)
+    firmware, job = await done_pr_firmware(js, subjects, pool, storage_config,
+                                           {"base.test_wifi": "PASS"})
     config = notifier_config(nats_config, database_config, storage_config, smtp_port=smtp.port,
                              github=github)
     async with notifiers(config):
@@ -300,7 +292,7 @@ async def test_mail_is_sent_once_when_the_smtp_server_comes_back(
             async def refused() -> bool:
                 return bool(await pool.fetchval(
                     "SELECT last_error FROM notifications WHERE state = 'pending'"))
-            await until(refused)
+            await eventually(refused, "the mail server's refusal recorded")
             await down.start()
             await settled(js, subjects, pool)
     finally:
@@ -315,9 +307,8 @@ async def test_github_server_error_is_retried_into_one_status(
     github.add_pull(42, HEAD, [])
     github.fail("status", 500, times=2)
     github.fail("comments", 502, times=1)
-    firmware, job = await pr_firmware(pool)
-    await results(js, subjects, pool, storage_config, {job: {"base.test_shell": "PASS"}})
-    await mark_done(pool, firmware)
+    firmware, _job = await done_pr_firmware(js, subjects, pool, storage_config,
+                                            {"base.test_shell": "PASS"})
     config = notifier_config(nats_config, database_config, storage_config, smtp_port=None,
                              github=github)
     async with notifiers(config):
@@ -333,9 +324,8 @@ async def test_github_server_error_is_retried_into_one_status(
 async def test_github_client_error_fails_at_once_and_the_rest_is_delivered(
         js, subjects, pool, nats_config, database_config, storage_config, smtp, github):
     # No such pull request on GitHub: listing its comments answers 404.
-    firmware, job = await pr_firmware(pool, 404)
-    await results(js, subjects, pool, storage_config, {job: {"base.test_shell": "PASS"}})
-    await mark_done(pool, firmware)
+    firmware, _job = await done_pr_firmware(js, subjects, pool, storage_config,
+                                            {"base.test_shell": "PASS"}, 404)
     config = notifier_config(nats_config, database_config, storage_config, smtp_port=smtp.port,
                              github=github)
     async with notifiers(config):
@@ -395,7 +385,7 @@ async def test_report_waits_for_the_results_analysis(
             except NotFoundError:
                 return False
             return info.num_redelivered > 0
-        await until(waited)
+        await eventually(waited, "the event put off and redelivered")
         assert smtp.mailbox.messages == []
         await analyser(pool, storage_config).run_due(100)
         await settled(js, subjects, pool)
@@ -407,9 +397,8 @@ async def test_a_claim_left_by_a_crashed_replica_is_taken_over_after_its_lease(
         js, subjects, pool, nats_config, database_config, storage_config, smtp, github):
     """A replica died between claiming (maybe sending) and marking: sent again, once."""
     github.add_pull(42, HEAD, [])
-    firmware, job = await pr_firmware(pool)
-    await results(js, subjects, pool, storage_config, {job: {"base.test_shell": "PASS"}})
-    await mark_done(pool, firmware)
+    firmware, _job = await done_pr_firmware(js, subjects, pool, storage_config,
+                                            {"base.test_shell": "PASS"})
     # Its comment went out before the crash; its claims are still held for a moment.
     github.add_comment(42, f"<!-- wrtci:{firmware} -->\nold", login="wrtci[bot]")
     for channel in ("mail", "github_status", "github_comment"):

@@ -9,6 +9,7 @@ from proto.storage import job_log_key
 from services.results import Config, check, run
 from services.results.config import ResultsSection
 from tests.factories_results import Factory, finished, publish, started
+from tests.helpers import eventually
 from tests.results.test_results_kcidb import PANIC_LOG, _put
 
 
@@ -26,11 +27,9 @@ async def test_daemon_ingests_and_analyses(js, subjects, pool, nats_config, data
     try:
         await publish(js, subjects, started(job), finished(
             job, {"base.test_boot": "FAIL"}, log_key=job_log_key(job, 1)))
-        async with asyncio.timeout(20):
-            while True:  # the incident is the last thing the daemon writes
-                if await pool.fetchval("SELECT count(*) FROM incidents"):
-                    break
-                await asyncio.sleep(0.1)
+        # the incident is the last thing the daemon writes
+        await eventually(lambda: pool.fetchval("SELECT count(*) FROM incidents"),
+                         "an incident", within_s=20, every_s=0.1)
     finally:
         stop.set()
         await asyncio.wait_for(daemon, 15)

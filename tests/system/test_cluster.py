@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from proto.subjects import Priority, Subjects
 from services.scheduler.service import SchedulerSettings
 from services.stack.servers import LOOPBACK, find_executable, free_port
 from tests import factories
+from tests.helpers import eventually, eventually_succeeds
 from tests.pipeline import FakeLab, firmware_jobs, firmware_state, running
 
 DEVICE_TYPES = ["x86/64/generic", "ath79/generic/tplink_archer-c7-v2"]
@@ -74,29 +74,16 @@ class Node:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):
+async def cluster(tmp_path: Path):
     ports = [free_port() for _ in range(3)]
     nodes = [Node(tmp_path, i, ports) for i in range(3)]
     for node in nodes:
         node.start()
-    deadline = time.monotonic() + 30
-    while not all(n.healthy() for n in nodes):
-        assert time.monotonic() < deadline, "cluster did not come up"
-        time.sleep(0.2)
+    await eventually(lambda: all(n.healthy() for n in nodes), "the cluster to come up",
+                     within_s=30, every_s=0.2)
     yield nodes
     for node in nodes:
         node.kill()
-
-
-async def _until(what, within_s: float):
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            return await what()
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.5)
 
 
 def _event(job_id: str, device_type: str, priority: Priority) -> ev.JobCreated:
@@ -115,10 +102,11 @@ async def test_jobs_survive_a_killed_node_none_lost_none_doubled(cluster):
     central = await nats.connect(servers=urls, max_reconnect_attempts=-1)
     js = central.jetstream(timeout=10)
     # The meta leader is elected a moment after the nodes answer.
-    await _until(lambda: topology.apply(js, subjects, replicas=3), 30)
+    await eventually_succeeds(lambda: topology.apply(js, subjects, replicas=3),
+                              "the R3 topology", 30, every_s=0.5)
     # A short ack wait: a job whose lab lost its node comes back within the test.
-    await _until(lambda: topology.ensure_job_consumers(js, subjects, DEVICE_TYPES,
-                                                       ack_wait=5), 30)
+    await eventually_succeeds(lambda: topology.ensure_job_consumers(
+        js, subjects, DEVICE_TYPES, ack_wait=5), "the job consumers", 30, every_s=0.5)
     info = await js.stream_info(subjects.jobs_stream)
     assert info.config.num_replicas == 3 and len(info.cluster.replicas or []) == 2
 
@@ -142,12 +130,12 @@ async def test_jobs_survive_a_killed_node_none_lost_none_doubled(cluster):
     try:
         for i in range(JOBS):
             event = _event(f"job-{i}", DEVICE_TYPES[i % 2], list(Priority)[i % len(Priority)])
-            await _until(lambda e=event: js.publish(
+            await eventually_succeeds(lambda e=event: js.publish(
                 subjects.job(e.data.priority, e.data.device_type), ev.encode(e),
-                headers={"Nats-Msg-Id": e.id}), 30)
+                headers={"Nats-Msg-Id": e.id}), "a job published", 30, every_s=0.5)
             if i == JOBS // 3:
                 cluster[1].kill()  # lab A's node, mid-run
-        await _until(lambda: _all_taken(taken), 60)
+        await eventually(lambda: len(set(taken)) >= JOBS, f"all {JOBS} jobs taken", 60)
     finally:
         stop.set()
         for task in devices:
@@ -163,11 +151,6 @@ async def test_jobs_survive_a_killed_node_none_lost_none_doubled(cluster):
     await central.close()
 
 
-async def _all_taken(taken: list[str]) -> None:
-    if len(set(taken)) < JOBS:
-        raise AssertionError(f"{len(set(taken))} of {JOBS} taken")
-
-
 SERVICE_TYPES = [f"t{i}/s/dev-{i}" for i in range(6)]
 
 
@@ -180,9 +163,13 @@ async def test_services_on_the_cluster_two_replicas_one_killed_mid_run(
     subjects = Subjects("clsvc")
     central = await nats.connect(servers=[n.url for n in cluster], max_reconnect_attempts=-1)
     js = central.jetstream(timeout=10)
-    await _until(lambda: topology.apply(js, subjects, replicas=3), 30)
-    await factories.announce_lab(js, subjects, "lab-a",
-                                 [(f"d{i}", t, []) for i, t in enumerate(SERVICE_TYPES)])
+    await eventually_succeeds(lambda: topology.apply(js, subjects, replicas=3),
+                              "the R3 topology", 30, every_s=0.5)
+    # Both labs announce their devices: a lab's start is accepted only for device
+    # types it has (services/identity.py).
+    for lab in ("lab-a", "lab-b"):
+        await factories.announce_lab(js, subjects, lab,
+                                     [(f"d{i}", t, []) for i, t in enumerate(SERVICE_TYPES)])
     settings = SchedulerSettings(holdoff_s=0.3)
     replica_1, replica_2 = contextlib.AsyncExitStack(), contextlib.AsyncExitStack()
     labs = []
@@ -215,10 +202,11 @@ async def test_services_on_the_cluster_two_replicas_one_killed_mid_run(
                         done.append(job.spec.job_id)
 
         loops = [asyncio.create_task(lab_loop(lab)) for _, lab in labs]
-        await _until(lambda: _at_least(done, 2), 60)
+        await eventually(lambda: len(done) >= 2, "two jobs done", 60)
         cluster[1].kill()  # lab A's node
         await replica_1.aclose()  # one scheduler and one timeout service gone
-        await _until(lambda: _firmware_done(pool, data.firmware_id), 120)
+        await eventually(lambda: _firmware_done(pool, data.firmware_id), "the firmware done",
+                         120)
         for task in loops:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)
@@ -239,12 +227,5 @@ async def test_services_on_the_cluster_two_replicas_one_killed_mid_run(
     await central.close()
 
 
-async def _at_least(done: list[str], count: int) -> None:
-    if len(done) < count:
-        raise AssertionError(f"{len(done)} jobs done")
-
-
-async def _firmware_done(pool, firmware_id: str) -> None:
-    state = await firmware_state(pool, firmware_id)
-    if state != "done":
-        raise AssertionError(f"firmware {state}")
+async def _firmware_done(pool, firmware_id: str) -> bool:
+    return await firmware_state(pool, firmware_id) == "done"

@@ -37,13 +37,6 @@ SNAPSHOT_ID = "wrtci:official:snapshot:SNAPSHOT:r28695-22d1e6cd26"
 
 
 @pytest.fixture
-async def downloads(fixtures_dir) -> AsyncIterator[DownloadsServer]:
-    server = await DownloadsServer(fixtures_dir / "openwrt-downloads").start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
 async def generated() -> AsyncIterator[DownloadsServer]:
     server = await DownloadsServer().start()
     yield server

@@ -19,7 +19,6 @@ from services.trigger.config import OfficialConfig, WebConfig
 from services.trigger.images import classify, guess_profile
 from services.trigger.service import Config, run
 from tests.helpers import read_object, run_cli
-from tests.servers.downloads import DownloadsServer
 from tests.servers.trigger_harness import (
     build_count,
     checkouts,
@@ -31,13 +30,6 @@ from tests.token_support import add_token
 TOKEN = "upload-token-for-tests"
 BUILDBOT_TOKEN = "buildbot-token-for-tests"
 VIRTUAL_FIRMWARE = "openwrt-24.10.0-x86-64-generic-initramfs-rootfs.cpio.gz"
-
-
-@pytest.fixture
-async def downloads(fixtures_dir) -> AsyncIterator[DownloadsServer]:
-    server = await DownloadsServer(fixtures_dir / "openwrt-downloads").start()
-    yield server
-    await server.stop()
 
 
 @pytest.fixture

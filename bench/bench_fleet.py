@@ -40,12 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nats
 
-from proto import events as ev
-from proto import topology
-from proto.jobqueue import JobQueue
-from proto.model import Image, TestPlan
-from proto.subjects import Priority, Subjects
-from services.stack.servers import NatsServer
+from wrtci.proto import events as ev
+from wrtci.proto import topology
+from wrtci.proto.jobqueue import JobQueue
+from wrtci.proto.model import Image, TestPlan
+from wrtci.proto.subjects import Priority, Subjects
+from wrtci.services.stack.servers import NatsServer
 
 DEVICE_TYPES = 200
 PREFIX = "fleet"

@@ -27,15 +27,15 @@ from minio import Minio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.config import NatsConfig  # noqa: E402
-from core.runtime import EventPublisher, connect_nats  # noqa: E402
-from lab_daemon.logstream import ChunkSender, LogStream  # noqa: E402
-from proto import topology  # noqa: E402
-from proto.events import decode  # noqa: E402
-from proto.storage import job_log_key  # noqa: E402
-from services import logs as logs_service  # noqa: E402
-from services.config import StorageConfig  # noqa: E402
-from services.stack.servers import NatsServer, S3Server  # noqa: E402
+from wrtci.core.config import NatsConfig  # noqa: E402
+from wrtci.core.runtime import EventPublisher, connect_nats  # noqa: E402
+from wrtci.lab_daemon.logstream import ChunkSender, LogStream  # noqa: E402
+from wrtci.proto import topology  # noqa: E402
+from wrtci.proto.events import decode  # noqa: E402
+from wrtci.proto.storage import job_log_key  # noqa: E402
+from wrtci.services import logs as logs_service  # noqa: E402
+from wrtci.services.config import StorageConfig  # noqa: E402
+from wrtci.services.stack.servers import NatsServer, S3Server  # noqa: E402
 
 
 async def throughput(nats: NatsConfig, storage: StorageConfig, megabytes: int,
@@ -139,7 +139,7 @@ target = "x86"
 subtarget = "64"
 profile = "generic"
 """)
-    proc = subprocess.Popen([sys.executable, "-m", "lab_daemon.cli", "run", "--config",
+    proc = subprocess.Popen([sys.executable, "-m", "wrtci.lab_daemon.cli", "run", "--config",
                              str(config)], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:

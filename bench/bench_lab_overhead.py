@@ -27,16 +27,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.config import LoggingConfig, NatsConfig  # noqa: E402
-from core.runtime import connect_nats  # noqa: E402
-from lab_daemon.config import Config, DeviceConfig, HealthConfig, LabSection  # noqa: E402
-from lab_daemon.daemon import LabDaemon  # noqa: E402
-from lab_daemon.firmware import FirmwareCache  # noqa: E402
-from proto import events as ev  # noqa: E402
-from proto import topology  # noqa: E402
-from proto.model import Image, TestPlan  # noqa: E402
-from proto.subjects import Priority, Subjects  # noqa: E402
-from services.stack.servers import NatsServer  # noqa: E402
+from wrtci.core.config import LoggingConfig, NatsConfig  # noqa: E402
+from wrtci.core.runtime import connect_nats  # noqa: E402
+from wrtci.lab_daemon.config import Config, DeviceConfig, HealthConfig, LabSection  # noqa: E402
+from wrtci.lab_daemon.daemon import LabDaemon  # noqa: E402
+from wrtci.lab_daemon.firmware import FirmwareCache  # noqa: E402
+from wrtci.proto import events as ev  # noqa: E402
+from wrtci.proto import topology  # noqa: E402
+from wrtci.proto.model import Image, TestPlan  # noqa: E402
+from wrtci.proto.subjects import Priority, Subjects  # noqa: E402
+from wrtci.services.stack.servers import NatsServer  # noqa: E402
 
 FIRMWARE = b"bench-firmware"
 TARGET = ROOT / "deploy" / "virtual-lab" / "qemu-x86-64-virtual.yaml"

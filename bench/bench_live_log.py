@@ -34,14 +34,14 @@ from minio import Minio
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.config import NatsConfig  # noqa: E402
-from core.runtime import EventPublisher, connect_nats  # noqa: E402
-from lab_daemon.logstream import ChunkSender, FileTailer, LogStream  # noqa: E402
-from proto import topology  # noqa: E402
-from services import api, db  # noqa: E402
-from services.config import DatabaseConfig, StorageConfig  # noqa: E402
-from services.db.migrate import migrate  # noqa: E402
-from services.stack.servers import NatsServer, PostgresServer, S3Server, free_port  # noqa: E402
+from wrtci.core.config import NatsConfig  # noqa: E402
+from wrtci.core.runtime import EventPublisher, connect_nats  # noqa: E402
+from wrtci.lab_daemon.logstream import ChunkSender, FileTailer, LogStream  # noqa: E402
+from wrtci.proto import topology  # noqa: E402
+from wrtci.services import api, db  # noqa: E402
+from wrtci.services.config import DatabaseConfig, StorageConfig  # noqa: E402
+from wrtci.services.db.migrate import migrate  # noqa: E402
+from wrtci.services.stack.servers import NatsServer, PostgresServer, S3Server, free_port  # noqa: E402
 
 JOB = "wrtci:official:snapshot:SNAPSHOT:r1-bench:x86/64/generic:img:x86/64/generic:1"
 FIRMWARE = "wrtci:official:snapshot:SNAPSHOT:r1-bench"

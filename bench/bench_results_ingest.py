@@ -28,19 +28,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncpg
 
-from core.config import NatsConfig
-from core.runtime import EventPublisher, connect_nats
-from proto import events as ev
-from proto import topology
-from proto.model import JobResult, TestResult, TestStatus
-from proto.subjects import Subjects
-from services import db
-from services.batch_consume import consume_batches
-from services.config import DatabaseConfig
-from services.db.migrate import migrate
-from services.results.service import consumer_config
-from services.results.store import ingest_batch
-from services.stack.servers import NatsServer, PostgresServer
+from wrtci.core.config import NatsConfig
+from wrtci.core.runtime import EventPublisher, connect_nats
+from wrtci.proto import events as ev
+from wrtci.proto import topology
+from wrtci.proto.model import JobResult, TestResult, TestStatus
+from wrtci.proto.subjects import Subjects
+from wrtci.services import db
+from wrtci.services.batch_consume import consume_batches
+from wrtci.services.config import DatabaseConfig
+from wrtci.services.db.migrate import migrate
+from wrtci.services.results.service import consumer_config
+from wrtci.services.results.store import ingest_batch
+from wrtci.services.stack.servers import NatsServer, PostgresServer
 
 DEVICE_TYPE = "x86/64/generic"
 SHA = "0" * 64

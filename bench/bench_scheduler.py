@@ -28,18 +28,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncpg
 
-from core.config import LoggingConfig, NatsConfig
-from core.runtime import EventPublisher, connect_nats
-from proto import topology
-from proto.events import FirmwareDiscovered
-from proto.model import PriorityClass
-from services import db
-from services.config import DatabaseConfig
-from services.db.migrate import migrate
-from services.firmware_store import record_firmware
-from services.scheduler.service import Config, SchedulerApp, SchedulerSettings
-from services.stack.servers import NatsServer, PostgresServer
 from tests import factories
+from wrtci.core.config import LoggingConfig, NatsConfig
+from wrtci.core.runtime import EventPublisher, connect_nats
+from wrtci.proto import topology
+from wrtci.proto.events import FirmwareDiscovered
+from wrtci.proto.model import PriorityClass
+from wrtci.services import db
+from wrtci.services.config import DatabaseConfig
+from wrtci.services.db.migrate import migrate
+from wrtci.services.firmware_store import record_firmware
+from wrtci.services.scheduler.service import Config, SchedulerApp, SchedulerSettings
+from wrtci.services.stack.servers import NatsServer, PostgresServer
 
 FEATURES = [["online", "opkg"], ["wifi"], ["wan_port", "online", "apk"], ["hwsim"], []]
 

@@ -24,16 +24,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncpg
 
-from core.config import NatsConfig
-from core.runtime import connect_nats
-from proto import topology
-from services import db
-from services.config import DatabaseConfig, StorageConfig
-from services.db.migrate import migrate
-from services.stack.servers import NatsServer, PostgresServer
-from services.trigger.config import OfficialConfig, TriggerConfig, WebConfig
-from services.trigger.service import Config, open_context
 from tests.servers.downloads import DownloadsServer, generate_mirror
+from wrtci.core.config import NatsConfig
+from wrtci.core.runtime import connect_nats
+from wrtci.proto import topology
+from wrtci.services import db
+from wrtci.services.config import DatabaseConfig, StorageConfig
+from wrtci.services.db.migrate import migrate
+from wrtci.services.stack.servers import NatsServer, PostgresServer
+from wrtci.services.trigger.config import OfficialConfig, TriggerConfig, WebConfig
+from wrtci.services.trigger.service import Config, open_context
 
 
 async def bench(targets: int, profiles: int, root: Path) -> None:

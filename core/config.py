@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from proto.subjects import Subjects
+from wrtci.proto.subjects import Subjects
 
 C = TypeVar("C", bound=msgspec.Struct)
 

@@ -18,11 +18,11 @@ import msgspec
 import nats
 from nats.aio.client import Client as NATS
 
-from core.config import ConfigError, LoggingConfig, NatsConfig, load_config
-from core.retry import DEFAULT_BACKOFF, Backoff, retry_call, supervise
-from proto.events import CloudEvent, encode
-from proto.routing import event_subject
-from proto.subjects import Subjects
+from wrtci.core.config import ConfigError, LoggingConfig, NatsConfig, load_config
+from wrtci.core.retry import DEFAULT_BACKOFF, Backoff, retry_call, supervise
+from wrtci.proto.events import CloudEvent, encode
+from wrtci.proto.routing import event_subject
+from wrtci.proto.subjects import Subjects
 
 log = logging.getLogger(__name__)
 

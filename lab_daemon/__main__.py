@@ -1,5 +1,5 @@
 import sys
 
-from lab_daemon.cli import main
+from wrtci.lab_daemon.cli import main
 
 sys.exit(main())

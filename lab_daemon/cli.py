@@ -26,23 +26,23 @@ from pathlib import Path
 import msgspec
 import nats.errors
 
-from core.config import ConfigError, load_config
-from core.runtime import (
+from wrtci.core.config import ConfigError, load_config
+from wrtci.core.runtime import (
     check_nats,
     connect_nats,
     install_signal_handlers,
     setup_logging,
 )
-from lab_daemon.cli_direct import (
+from wrtci.lab_daemon.cli_direct import (
     standalone_health_check,
     standalone_maintenance,
     suite_sync,
 )
-from lab_daemon.config import Config
-from lab_daemon.daemon import LabDaemon, resolve_paths
-from lab_daemon.labnet import DeviceProblem, LabnetError, with_labnet
-from lab_daemon.targets import TargetFileError, load_target_file
-from proto.control import LabAction, LabControlReply, LabControlRequest
+from wrtci.lab_daemon.config import Config
+from wrtci.lab_daemon.daemon import LabDaemon, resolve_paths
+from wrtci.lab_daemon.labnet import DeviceProblem, LabnetError, with_labnet
+from wrtci.lab_daemon.targets import TargetFileError, load_target_file
+from wrtci.proto.control import LabAction, LabControlReply, LabControlRequest
 
 CONFIG_ENV = "WRTCI_LAB_CONFIG"
 
@@ -75,7 +75,7 @@ LABNET_PROBLEMS: list[DeviceProblem] = []
 def _report_labnet_problems() -> list[str]:
     for problem in LABNET_PROBLEMS:
         # One bad device must not take the others down: it stays out, with its reason.
-        logging.getLogger("lab_daemon.labnet").error(
+        logging.getLogger("wrtci.lab_daemon.labnet").error(
             "device %s disabled: %s", problem.device, problem,
             extra={"device": problem.device, "labnet": problem.file})
     return [str(p) for p in LABNET_PROBLEMS]

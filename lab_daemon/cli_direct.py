@@ -12,18 +12,18 @@ from pathlib import Path
 import msgspec
 from nats.js.errors import KeyNotFoundError
 
-from core.config import ConfigError
-from core.runtime import EventPublisher, connect_nats
-from lab_daemon.config import Config, DeviceConfig
-from lab_daemon.event_ids import fresh_id
-from lab_daemon.health import run_health_check
-from lab_daemon.places import place_guard
-from lab_daemon.suite import Suite
-from lab_daemon.suite_env import SuiteEnvError
-from lab_daemon.targets import TargetFileError, load_target_file
-from proto import events as ev
-from proto.model import DeviceHealth, DeviceState
-from proto.records import DeviceRecord, decode_record, encode_record
+from wrtci.core.config import ConfigError
+from wrtci.core.runtime import EventPublisher, connect_nats
+from wrtci.lab_daemon.config import Config, DeviceConfig
+from wrtci.lab_daemon.event_ids import fresh_id
+from wrtci.lab_daemon.health import run_health_check
+from wrtci.lab_daemon.places import place_guard
+from wrtci.lab_daemon.suite import Suite
+from wrtci.lab_daemon.suite_env import SuiteEnvError
+from wrtci.lab_daemon.targets import TargetFileError, load_target_file
+from wrtci.proto import events as ev
+from wrtci.proto.model import DeviceHealth, DeviceState
+from wrtci.proto.records import DeviceRecord, decode_record, encode_record
 
 
 async def suite_sync(config: Config) -> int:

@@ -11,9 +11,9 @@ from typing import Annotated
 
 import msgspec
 
-from core.config import LoggingConfig, NatsConfig
-from proto.subjects import PriorityClass
-from proto.topology import JOB_ACK_WAIT
+from wrtci.core.config import LoggingConfig, NatsConfig
+from wrtci.proto.subjects import PriorityClass
+from wrtci.proto.topology import JOB_ACK_WAIT
 
 DAY = 24 * 3600.0
 

@@ -7,16 +7,16 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
-from core.retry import wait_or_stop
-from lab_daemon.config import Config
-from lab_daemon.device import Device
-from lab_daemon.event_ids import EventIds
-from lab_daemon.firmware import FirmwareCache
-from lab_daemon.logstream import ChunkSender
+from wrtci.core.retry import wait_or_stop
+from wrtci.lab_daemon.config import Config
+from wrtci.lab_daemon.device import Device
+from wrtci.lab_daemon.event_ids import EventIds
+from wrtci.lab_daemon.firmware import FirmwareCache
+from wrtci.lab_daemon.logstream import ChunkSender
 
 if TYPE_CHECKING:
-    from lab_daemon.presence import Presence
-    from lab_daemon.suite import Suite
+    from wrtci.lab_daemon.presence import Presence
+    from wrtci.lab_daemon.suite import Suite
 
 
 class LabContext:

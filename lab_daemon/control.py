@@ -13,11 +13,11 @@ import logging
 import msgspec
 from nats.aio.msg import Msg
 
-from lab_daemon.context import LabContext
-from lab_daemon.device import Device
-from lab_daemon.swallow import logged
-from proto.control import LabAction, LabControlReply, LabControlRequest
-from proto.model import DeviceState
+from wrtci.lab_daemon.context import LabContext
+from wrtci.lab_daemon.device import Device
+from wrtci.lab_daemon.swallow import logged
+from wrtci.proto.control import LabAction, LabControlReply, LabControlRequest
+from wrtci.proto.model import DeviceState
 
 log = logging.getLogger(__name__)
 

@@ -21,25 +21,25 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from core.runtime import Daemon, connect_nats
-from lab_daemon.config import Config
-from lab_daemon.context import LabContext
-from lab_daemon.control import Control
-from lab_daemon.device import Device
-from lab_daemon.event_ids import EventIds, load_key
-from lab_daemon.firmware_prep import PrepError, device_image
-from lab_daemon.health import HealthChecks
-from lab_daemon.jobs import Jobs
-from lab_daemon.labnet import DeviceProblem, DeviceQueues
-from lab_daemon.leftovers import kill_leftover_groups
-from lab_daemon.loop import DeviceLoop
-from lab_daemon.places import place_guard
-from lab_daemon.presence import Presence
-from lab_daemon.suite import Suite
-from lab_daemon.swallow import logged
-from lab_daemon.targets import TargetFileError, load_target_file
-from proto import events as ev
-from proto.jobqueue import JobQueue
+from wrtci.core.runtime import Daemon, connect_nats
+from wrtci.lab_daemon.config import Config
+from wrtci.lab_daemon.context import LabContext
+from wrtci.lab_daemon.control import Control
+from wrtci.lab_daemon.device import Device
+from wrtci.lab_daemon.event_ids import EventIds, load_key
+from wrtci.lab_daemon.firmware_prep import PrepError, device_image
+from wrtci.lab_daemon.health import HealthChecks
+from wrtci.lab_daemon.jobs import Jobs
+from wrtci.lab_daemon.labnet import DeviceProblem, DeviceQueues
+from wrtci.lab_daemon.leftovers import kill_leftover_groups
+from wrtci.lab_daemon.loop import DeviceLoop
+from wrtci.lab_daemon.places import place_guard
+from wrtci.lab_daemon.presence import Presence
+from wrtci.lab_daemon.suite import Suite
+from wrtci.lab_daemon.swallow import logged
+from wrtci.lab_daemon.targets import TargetFileError, load_target_file
+from wrtci.proto import events as ev
+from wrtci.proto.jobqueue import JobQueue
 
 log = logging.getLogger(__name__)
 

@@ -7,15 +7,15 @@ import datetime as dt
 import time
 from pathlib import Path
 
-from lab_daemon.config import DeviceConfig, HealthConfig
-from lab_daemon.firmware_prep import split_image
-from lab_daemon.places import PlaceGuard
-from lab_daemon.state import DeviceStateMachine, HealthCounter
-from lab_daemon.targets import TargetInfo
-from proto.control import DeviceStatus
-from proto.events import LabDevice
-from proto.model import DeviceHealth, DeviceState
-from proto.records import DeviceRecord
+from wrtci.lab_daemon.config import DeviceConfig, HealthConfig
+from wrtci.lab_daemon.firmware_prep import split_image
+from wrtci.lab_daemon.places import PlaceGuard
+from wrtci.lab_daemon.state import DeviceStateMachine, HealthCounter
+from wrtci.lab_daemon.targets import TargetInfo
+from wrtci.proto.control import DeviceStatus
+from wrtci.proto.events import LabDevice
+from wrtci.proto.model import DeviceHealth, DeviceState
+from wrtci.proto.records import DeviceRecord
 
 
 def _trusted(restored: DeviceRecord | None, health: HealthConfig) -> bool:

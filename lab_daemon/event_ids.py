@@ -24,7 +24,7 @@ import secrets
 import uuid
 from pathlib import Path
 
-from proto.limits import NAME_MAX
+from wrtci.proto.limits import NAME_MAX
 
 KEY_FILE = "event-ids.key"
 TAG_CHARS = 16

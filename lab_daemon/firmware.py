@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiohttp
 
-from core.retry import Backoff, retry_call
+from wrtci.core.retry import Backoff, retry_call
 
 log = logging.getLogger(__name__)
 

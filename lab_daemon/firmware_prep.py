@@ -43,10 +43,10 @@ from pathlib import Path
 
 import msgspec
 
-from lab_daemon.config import DeviceConfig
-from lab_daemon.firmware import FirmwareCache
-from lab_daemon.targets import read_target_yaml
-from proto.model import Image
+from wrtci.lab_daemon.config import DeviceConfig
+from wrtci.lab_daemon.firmware import FirmwareCache
+from wrtci.lab_daemon.targets import read_target_yaml
+from wrtci.proto.model import Image
 
 GZIP_MAGIC = b"\x1f\x8b"
 BLOCK = 1024 * 1024

@@ -24,16 +24,16 @@ from pathlib import Path
 
 import msgspec
 
-from core.retry import wait_or_stop
-from lab_daemon.config import DeviceConfig, LabSection
-from lab_daemon.context import LabContext
-from lab_daemon.device import Device
-from lab_daemon.health_log import send_check_log
-from lab_daemon.runner import PlanFiles, run_plan
-from lab_daemon.suite import Suite
-from lab_daemon.suite_env import SuiteEnvError
-from lab_daemon.targets import TargetFileError, load_target_file
-from proto.model import DeviceState, ErrorCode, TestPlan, TestStatus
+from wrtci.core.retry import wait_or_stop
+from wrtci.lab_daemon.config import DeviceConfig, LabSection
+from wrtci.lab_daemon.context import LabContext
+from wrtci.lab_daemon.device import Device
+from wrtci.lab_daemon.health_log import send_check_log
+from wrtci.lab_daemon.runner import PlanFiles, run_plan
+from wrtci.lab_daemon.suite import Suite
+from wrtci.lab_daemon.suite_env import SuiteEnvError
+from wrtci.lab_daemon.targets import TargetFileError, load_target_file
+from wrtci.proto.model import DeviceState, ErrorCode, TestPlan, TestStatus
 
 log = logging.getLogger(__name__)
 S = DeviceState

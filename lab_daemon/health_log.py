@@ -16,10 +16,10 @@ import logging
 import secrets
 from pathlib import Path
 
-from lab_daemon.context import LabContext
-from lab_daemon.logstream import FileTailer, LogStream
-from lab_daemon.runner import PlanFiles
-from proto.storage import health_log_id, health_log_path
+from wrtci.lab_daemon.context import LabContext
+from wrtci.lab_daemon.logstream import FileTailer, LogStream
+from wrtci.lab_daemon.runner import PlanFiles
+from wrtci.proto.storage import health_log_id, health_log_path
 
 log = logging.getLogger(__name__)
 

@@ -21,20 +21,20 @@ from typing import TypeVar
 
 import msgspec
 
-from core.retry import wait_or_stop
-from lab_daemon.config import DeviceConfig, LabSection
-from lab_daemon.firmware import ChecksumMismatch, DownloadError, FirmwareCache
-from lab_daemon.firmware_prep import (
+from wrtci.core.retry import wait_or_stop
+from wrtci.lab_daemon.config import DeviceConfig, LabSection
+from wrtci.lab_daemon.firmware import ChecksumMismatch, DownloadError, FirmwareCache
+from wrtci.lab_daemon.firmware_prep import (
     PrepError,
     image_mismatch,
     prepare_held,
     suite_environment,
 )
-from lab_daemon.logstream import ChunkSender, FileTailer, LogStream
-from lab_daemon.runner import PlanFiles, PlanRun, run_plan
-from proto.events import JobFinishedData, JobSpec
-from proto.model import Artifact, ErrorCode, JobResult, TestStatus
-from proto.storage import job_log_key
+from wrtci.lab_daemon.logstream import ChunkSender, FileTailer, LogStream
+from wrtci.lab_daemon.runner import PlanFiles, PlanRun, run_plan
+from wrtci.proto.events import JobFinishedData, JobSpec
+from wrtci.proto.model import Artifact, ErrorCode, JobResult, TestStatus
+from wrtci.proto.storage import job_log_key
 
 log = logging.getLogger(__name__)
 

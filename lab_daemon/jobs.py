@@ -16,16 +16,16 @@ from pathlib import Path
 import nats.errors
 from nats.aio.msg import Msg
 
-from core.retry import Backoff, retry_call, wait_or_stop
-from lab_daemon.context import LabContext
-from lab_daemon.device import Device
-from lab_daemon.job import INFRASTRUCTURE_ERRORS, JobExecution, fit_results
-from lab_daemon.logstream import ChunkSender
-from lab_daemon.suite_env import SuiteEnvError
-from lab_daemon.swallow import logged
-from proto import events as ev
-from proto.jobqueue import QueuedJob
-from proto.model import DeviceState, JobResult
+from wrtci.core.retry import Backoff, retry_call, wait_or_stop
+from wrtci.lab_daemon.context import LabContext
+from wrtci.lab_daemon.device import Device
+from wrtci.lab_daemon.job import INFRASTRUCTURE_ERRORS, JobExecution, fit_results
+from wrtci.lab_daemon.logstream import ChunkSender
+from wrtci.lab_daemon.suite_env import SuiteEnvError
+from wrtci.lab_daemon.swallow import logged
+from wrtci.proto import events as ev
+from wrtci.proto.jobqueue import QueuedJob
+from wrtci.proto.model import DeviceState, JobResult
 
 log = logging.getLogger(__name__)
 

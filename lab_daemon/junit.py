@@ -5,8 +5,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from lab_daemon.outcome import JunitReport
-from proto.model import TestResult, TestStatus
+from wrtci.lab_daemon.outcome import JunitReport
+from wrtci.proto.model import TestResult, TestStatus
 
 _EXCERPT = 4000
 

@@ -41,10 +41,10 @@ import msgspec
 import yaml
 from nats.js import JetStreamContext
 
-from lab_daemon.config import Config, DeviceConfig
-from lab_daemon.firmware_prep import PrepError, read_openwrt_section
-from proto.jobqueue import JobQueue
-from proto.subjects import Priority, PriorityClass, Subjects
+from wrtci.lab_daemon.config import Config, DeviceConfig
+from wrtci.lab_daemon.firmware_prep import PrepError, read_openwrt_section
+from wrtci.proto.jobqueue import JobQueue
+from wrtci.proto.subjects import Priority, PriorityClass, Subjects
 
 SNAPSHOTS_ONLY = [PriorityClass.SNAPSHOT]
 

@@ -27,9 +27,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from core.retry import Backoff, retry_call
-from core.runtime import EventPublisher
-from proto.events import LogChunk, LogChunkData, decode_as, encode
+from wrtci.core.retry import Backoff, retry_call
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto.events import LogChunk, LogChunkData, decode_as, encode
 
 log = logging.getLogger(__name__)
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import time
 
-from lab_daemon.context import LabContext
-from lab_daemon.device import Device
-from lab_daemon.health import HealthChecks
-from lab_daemon.jobs import Jobs
-from lab_daemon.labnet import DeviceQueues
-from lab_daemon.state import Act, next_action
-from lab_daemon.swallow import note
-from proto.model import DeviceState
+from wrtci.lab_daemon.context import LabContext
+from wrtci.lab_daemon.device import Device
+from wrtci.lab_daemon.health import HealthChecks
+from wrtci.lab_daemon.jobs import Jobs
+from wrtci.lab_daemon.labnet import DeviceQueues
+from wrtci.lab_daemon.state import Act, next_action
+from wrtci.lab_daemon.swallow import note
+from wrtci.proto.model import DeviceState
 
 log = logging.getLogger(__name__)
 S = DeviceState

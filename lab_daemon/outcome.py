@@ -21,7 +21,7 @@ import re
 
 import msgspec
 
-from proto.model import ErrorCode, TestResult, TestStatus
+from wrtci.proto.model import ErrorCode, TestResult, TestStatus
 
 # pytest's exit codes
 EXIT_OK, EXIT_TESTS_FAILED, EXIT_INTERRUPTED, EXIT_INTERNAL, EXIT_USAGE, EXIT_NO_TESTS = range(6)

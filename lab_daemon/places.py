@@ -37,7 +37,7 @@ from pathlib import Path
 
 import msgspec
 
-from lab_daemon.config import DeviceConfig, LabSection
+from wrtci.lab_daemon.config import DeviceConfig, LabSection
 
 log = logging.getLogger(__name__)
 

@@ -11,16 +11,16 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.js.errors import KeyNotFoundError
 
-from core.retry import Backoff, retry_call, sleep_or_stop
-from core.runtime import EventPublisher
-from lab_daemon.device import Device
-from lab_daemon.event_ids import EventIds
-from lab_daemon.labnet import DeviceProblem
-from lab_daemon.swallow import logged, note
-from proto import events as ev
-from proto.model import DeviceHealth, DeviceState
-from proto.records import DeviceRecord, LabRecord, decode_record, encode_record
-from proto.subjects import Subjects
+from wrtci.core.retry import Backoff, retry_call, sleep_or_stop
+from wrtci.core.runtime import EventPublisher
+from wrtci.lab_daemon.device import Device
+from wrtci.lab_daemon.event_ids import EventIds
+from wrtci.lab_daemon.labnet import DeviceProblem
+from wrtci.lab_daemon.swallow import logged, note
+from wrtci.proto import events as ev
+from wrtci.proto.model import DeviceHealth, DeviceState
+from wrtci.proto.records import DeviceRecord, LabRecord, decode_record, encode_record
+from wrtci.proto.subjects import Subjects
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import msgspec
 
-from lab_daemon.leftovers import forget_group, record_group
+from wrtci.lab_daemon.leftovers import forget_group, record_group
 
 _PR_SET_PDEATHSIG = 1
 

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import msgspec
 
-from lab_daemon.config import DeviceConfig, LabSection
-from lab_daemon.junit import read_junit
-from lab_daemon.outcome import PytestRun, read_outcome
-from lab_daemon.places import lab_identity
-from lab_daemon.process import run_process
-from proto.model import ErrorCode, TestPlan, TestResult, TestStatus
+from wrtci.lab_daemon.config import DeviceConfig, LabSection
+from wrtci.lab_daemon.junit import read_junit
+from wrtci.lab_daemon.outcome import PytestRun, read_outcome
+from wrtci.lab_daemon.places import lab_identity
+from wrtci.lab_daemon.process import run_process
+from wrtci.proto.model import ErrorCode, TestPlan, TestResult, TestStatus
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -23,7 +23,7 @@ from typing import Protocol
 
 import msgspec
 
-from proto.model import DeviceHealth, DeviceState
+from wrtci.proto.model import DeviceHealth, DeviceState
 
 S = DeviceState
 

@@ -15,8 +15,8 @@ import logging
 import time
 from pathlib import Path
 
-from lab_daemon.config import LabSection
-from lab_daemon.suite_env import SuiteEnv, SuiteEnvError, build_env, suite_revision
+from wrtci.lab_daemon.config import LabSection
+from wrtci.lab_daemon.suite_env import SuiteEnv, SuiteEnvError, build_env, suite_revision
 
 log = logging.getLogger(__name__)
 

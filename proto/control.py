@@ -10,7 +10,7 @@ import enum
 
 import msgspec
 
-from proto.model import DeviceHealth, DeviceState
+from wrtci.proto.model import DeviceHealth, DeviceState
 
 
 class LabAction(enum.StrEnum):

@@ -15,8 +15,8 @@ from typing import Self, TypeVar
 
 import msgspec
 
-from proto.limits import Attempt, Count, Int32, Name, Seconds, Size, Text
-from proto.model import (
+from wrtci.proto.limits import Attempt, Count, Int32, Name, Seconds, Size, Text
+from wrtci.proto.model import (
     Artifact,
     DeviceHealth,
     DeviceState,

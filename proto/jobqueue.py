@@ -46,9 +46,9 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from proto.events import DecodeError, JobCreated, JobSpec, decode_as
-from proto.subjects import PRIORITIES_HIGH_FIRST, Priority, Subjects
-from proto.topology import JOB_ACK_WAIT
+from wrtci.proto.events import DecodeError, JobCreated, JobSpec, decode_as
+from wrtci.proto.subjects import PRIORITIES_HIGH_FIRST, Priority, Subjects
+from wrtci.proto.topology import JOB_ACK_WAIT
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import enum
 
 import msgspec
 
-from proto.limits import Count, Name, Seconds, Size, Text
-from proto.subjects import PriorityClass
+from wrtci.proto.limits import Count, Name, Seconds, Size, Text
+from wrtci.proto.subjects import PriorityClass
 
 __all__ = [
     "Artifact",

@@ -7,9 +7,9 @@ from typing import TypeVar
 
 import msgspec
 
-from proto.events import LabDevice
-from proto.limits import Count, Name, Size, Text
-from proto.model import DeviceHealth, DeviceState
+from wrtci.proto.events import LabDevice
+from wrtci.proto.limits import Count, Name, Size, Text
+from wrtci.proto.model import DeviceHealth, DeviceState
 
 R = TypeVar("R")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from proto.events import LAB_EVENT_TYPES, CloudEvent, LogChunk
-from proto.subjects import Subjects
+from wrtci.proto.events import LAB_EVENT_TYPES, CloudEvent, LogChunk
+from wrtci.proto.subjects import Subjects
 
 
 def event_subject(subjects: Subjects, event: CloudEvent) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 import string
 
-from proto.limits import NAME_MAX
-from proto.tokens import Escaping, TokenError
+from wrtci.proto.limits import NAME_MAX
+from wrtci.proto.tokens import Escaping, TokenError
 
 _SAFE_RE = re.compile(r"[^A-Za-z0-9._-]+")
 

@@ -21,7 +21,7 @@ import enum
 import hashlib
 import re
 
-from proto.tokens import decode_key_part, decode_token, encode_key_part, encode_token
+from wrtci.proto.tokens import decode_key_part, decode_token, encode_key_part, encode_token
 
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 

@@ -25,7 +25,7 @@ from nats.js.api import (
 )
 from nats.js.errors import NotFoundError
 
-from proto.subjects import Priority, Subjects
+from wrtci.proto.subjects import Priority, Subjects
 
 DAY = 24 * 3600.0
 

@@ -31,8 +31,8 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
-from proto.events import CloudEvent, DecodeError, decode
-from services.consume import (
+from wrtci.proto.events import CloudEvent, DecodeError, decode
+from wrtci.services.consume import (
     Disposition,
     MsgMeta,
     Reject,

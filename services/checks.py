@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.config import DatabaseConfig
+from wrtci.services.config import DatabaseConfig
 
 
 async def check_database(config: DatabaseConfig, probe_sql: str) -> None:

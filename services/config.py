@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from core.config import LoggingConfig, NatsConfig
+from wrtci.core.config import LoggingConfig, NatsConfig
 
 
 class DatabaseConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -23,9 +23,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
-from core.retry import is_outage
-from proto.events import CloudEvent, DecodeError, decode
-from proto.topology import SERVICE_BACKOFF, ensure_consumer
+from wrtci.core.retry import is_outage
+from wrtci.proto.events import CloudEvent, DecodeError, decode
+from wrtci.proto.topology import SERVICE_BACKOFF, ensure_consumer
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from proto.events import FirmwareDiscoveredData
-from proto.model import Image, PriorityClass, PullRequest, SourceKind
+from wrtci.proto.events import FirmwareDiscoveredData
+from wrtci.proto.model import Image, PriorityClass, PullRequest, SourceKind
 
 ORIGIN = "wrtci"
 """The namespace of stored ids (``wrtci:...``), fixed: ids are keys across tables and

@@ -28,7 +28,7 @@ import logging
 import asyncpg
 import msgspec
 
-from proto.topology import JOB_ACK_WAIT
+from wrtci.proto.topology import JOB_ACK_WAIT
 
 log = logging.getLogger(__name__)
 

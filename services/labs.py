@@ -13,8 +13,8 @@ import logging
 
 import asyncpg
 
-from proto.model import ErrorCode
-from services.lifecycle import Lifecycle
+from wrtci.proto.model import ErrorCode
+from wrtci.services.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
 

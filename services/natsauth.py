@@ -36,8 +36,8 @@ from pathlib import Path
 import msgspec
 import nkeys
 
-from proto.subjects import Priority, Subjects
-from proto.tokens import encode_key_part
+from wrtci.proto.subjects import Priority, Subjects
+from wrtci.proto.tokens import encode_key_part
 
 LAB_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 CENTRAL_USERS = ("scheduler", "timeout", "logs", "results", "trigger", "api", "notifier",

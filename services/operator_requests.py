@@ -9,8 +9,8 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from core.runtime import EventPublisher
-from proto.events import (
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto.events import (
     CloudEvent,
     FirmwareCancelRequested,
     FirmwareRequestData,

@@ -14,8 +14,8 @@ import logging
 
 import asyncpg
 
-from core.runtime import EventPublisher
-from proto.events import CloudEvent, encode
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto.events import CloudEvent, encode
 
 log = logging.getLogger(__name__)
 

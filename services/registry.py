@@ -10,13 +10,13 @@ import importlib
 from types import ModuleType
 
 SERVICES: dict[str, str] = {
-    "trigger": "services.trigger.service",
-    "scheduler": "services.scheduler.service",
-    "timeout": "services.timeout.service",
-    "logs": "services.logs",
-    "results": "services.results",
-    "api": "services.api",
-    "notifier": "services.notifier",
+    "trigger": "wrtci.services.trigger.service",
+    "scheduler": "wrtci.services.scheduler.service",
+    "timeout": "wrtci.services.timeout.service",
+    "logs": "wrtci.services.logs",
+    "results": "wrtci.services.results",
+    "api": "wrtci.services.api",
+    "notifier": "wrtci.services.notifier",
 }
 
 

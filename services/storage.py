@@ -6,7 +6,7 @@ import urllib3
 from minio import Minio
 from minio.error import S3Error
 
-from services.config import StorageConfig
+from wrtci.services.config import StorageConfig
 
 MISSING_OBJECT_CODES = frozenset({"NoSuchKey", "NoSuchObject", "ResourceNotFound", "NoSuchBucket"})
 """S3 error codes that mean "no such object" (MinIO and moto say it in several ways)."""

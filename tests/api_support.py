@@ -16,20 +16,20 @@ from collections.abc import AsyncIterator
 import aiohttp
 import msgspec
 
-from core.config import NatsConfig
-from proto import events as ev
-from proto.model import DeviceHealth, DeviceState, ErrorCode, JobResult
-from proto.storage import job_log_key
-from services.api import Config, run
-from services.api.config import ApiSection
-from services.auth import TokenError
-from services.config import DatabaseConfig, StorageConfig
-from services.stack.servers import free_port
 from tests.factories import announce_lab
 from tests.factories_results import T0, Factory, finished, ingest_all, publish, started
 from tests.helpers import eventually, put_object
 from tests.results.test_results_kcidb import analyser
 from tests.token_support import add_token
+from wrtci.core.config import NatsConfig
+from wrtci.proto import events as ev
+from wrtci.proto.model import DeviceHealth, DeviceState, ErrorCode, JobResult
+from wrtci.proto.storage import job_log_key
+from wrtci.services.api import Config, run
+from wrtci.services.api.config import ApiSection
+from wrtci.services.auth import TokenError
+from wrtci.services.config import DatabaseConfig, StorageConfig
+from wrtci.services.stack.servers import free_port
 
 TOKEN = "operator-token-for-tests"
 HOSTILE = "base.test_<script>alert('x')</script>&"

@@ -19,14 +19,14 @@ import asyncpg
 import pytest
 from minio import Minio
 
-from core.config import NatsConfig
-from core.runtime import connect_nats
-from proto import topology
-from proto.subjects import Subjects
-from services import db
-from services.config import DatabaseConfig, StorageConfig
-from services.db.migrate import migrate
-from services.stack.servers import NatsServer, PostgresServer, S3Server
+from wrtci.core.config import NatsConfig
+from wrtci.core.runtime import connect_nats
+from wrtci.proto import topology
+from wrtci.proto.subjects import Subjects
+from wrtci.services import db
+from wrtci.services.config import DatabaseConfig, StorageConfig
+from wrtci.services.db.migrate import migrate
+from wrtci.services.stack.servers import NatsServer, PostgresServer, S3Server
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Fixtures every area uses: the lab's (devices, suites, firmware) and GitHub's double.
@@ -185,8 +185,8 @@ def storage_config(s3_server: S3Server) -> StorageConfig:
 def site_config_file(tmp_path: Path, nats_config: NatsConfig, storage_config: StorageConfig,
                      database_config: DatabaseConfig) -> Path:
     """A site TOML file for the CLI pointing at this test's servers."""
-    from core.config import dump_config
-    from services.cli.common import CliConfig
+    from wrtci.core.config import dump_config
+    from wrtci.services.cli.common import CliConfig
 
     path = tmp_path / "wrtci.toml"
     path.write_bytes(dump_config(CliConfig(nats=nats_config, database=database_config,

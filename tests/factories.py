@@ -8,12 +8,12 @@ import hashlib
 import asyncpg
 from nats.js import JetStreamContext
 
-from core.runtime import EventPublisher
-from proto.events import FirmwareDiscovered, FirmwareDiscoveredData, LabDevice
-from proto.model import DeviceHealth, Image, PriorityClass, SourceKind
-from proto.records import LabRecord, encode_record
-from proto.subjects import Subjects
-from services.firmware_store import record_firmware
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto.events import FirmwareDiscovered, FirmwareDiscoveredData, LabDevice
+from wrtci.proto.model import DeviceHealth, Image, PriorityClass, SourceKind
+from wrtci.proto.records import LabRecord, encode_record
+from wrtci.proto.subjects import Subjects
+from wrtci.services.firmware_store import record_firmware
 
 CHANNEL_OF = {
     PriorityClass.PR: "pr", PriorityClass.CUSTOM: "custom", PriorityClass.SNAPSHOT: "snapshot",

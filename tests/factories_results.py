@@ -15,15 +15,15 @@ import asyncpg
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from core.runtime import EventPublisher
-from proto import events as ev
-from proto.events import encode
-from proto.model import JobResult, TestResult, TestStatus
-from proto.routing import event_subject
-from proto.subjects import Subjects
-from services.batch_consume import consume_batches
-from services.results.service import consumer_config, ingest_handler
 from tests.helpers import eventually
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto import events as ev
+from wrtci.proto.events import encode
+from wrtci.proto.model import JobResult, TestResult, TestStatus
+from wrtci.proto.routing import event_subject
+from wrtci.proto.subjects import Subjects
+from wrtci.services.batch_consume import consume_batches
+from wrtci.services.results.service import consumer_config, ingest_handler
 
 T0 = dt.datetime(2026, 11, 25, 10, 0, 0, tzinfo=dt.UTC)
 SHA = "f5c77659a33bd43cba105cf2f75e56d054fa9e0b9a73dc9f2a5bcb0e126ff7d5"

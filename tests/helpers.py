@@ -15,13 +15,13 @@ from typing import Any, TypeVar
 import msgspec
 from nats.js import JetStreamContext
 
-from core.config import NatsConfig
-from core.retry import Backoff, retry_call
-from core.runtime import connect_nats
-from proto import topology
-from services.config import StorageConfig
-from services.stack.servers import NatsServer
-from services.storage import minio_client
+from wrtci.core.config import NatsConfig
+from wrtci.core.retry import Backoff, retry_call
+from wrtci.core.runtime import connect_nats
+from wrtci.proto import topology
+from wrtci.services.config import StorageConfig
+from wrtci.services.stack.servers import NatsServer
+from wrtci.services.storage import minio_client
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,7 +35,7 @@ def run_cli(*args: str, timeout: float = 60, env: dict[str, str] | None = None,
     full_env.pop("WRTCI_CONFIG", None)
     full_env.update(env or {})
     result = subprocess.run(
-        [sys.executable, "-m", "services.cli.main", *args],
+        [sys.executable, "-m", "wrtci.services.cli.main", *args],
         capture_output=True, text=True, timeout=timeout, env=full_env, cwd=PROJECT_ROOT,
     )
     if check and result.returncode != 0:

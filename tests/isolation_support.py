@@ -12,14 +12,14 @@ from pathlib import Path
 
 import msgspec
 
-from core.config import NatsConfig, dump_config
-from core.runtime import connect_nats
-from proto.model import Image
-from services.cli.lab_cmd import LabAdminConfig
-from services.natsauth import AuthDir, NatsAdminConfig
-from services.stack.servers import NatsServer
 from tests import factories
 from tests.lab_helpers import FAKE_FIRMWARE, sha256_of
+from wrtci.core.config import NatsConfig, dump_config
+from wrtci.core.runtime import connect_nats
+from wrtci.proto.model import Image
+from wrtci.services.cli.lab_cmd import LabAdminConfig
+from wrtci.services.natsauth import AuthDir, NatsAdminConfig
+from wrtci.services.stack.servers import NatsServer
 
 WRTCI = str(Path(sys.executable).parent / "wrtci")
 PLANS = '[[plans]]\nname = "base"\ntests = ["tests/test_fake.py"]\nkeyword = "not hang"\n' \

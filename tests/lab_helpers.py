@@ -19,21 +19,21 @@ from typing import Any
 import msgspec
 import tomli_w
 
-from core.config import LoggingConfig, NatsConfig
-from core.runtime import EventPublisher, connect_nats
-from lab_daemon.config import HEALTH_TESTS, Config, DeviceConfig, HealthConfig, LabSection
-from lab_daemon.daemon import LabDaemon
-from lab_daemon.labnet import DeviceProblem
-from lab_daemon.logstream import ChunkSender, LogStream
-from proto import events as ev
-from proto import topology
-from proto.control import DeviceStatus, LabAction, LabControlReply, LabControlRequest
-from proto.events import decode
-from proto.model import Image, TestPlan
-from proto.subjects import Priority, Subjects
-from proto.topology import JOB_ACK_WAIT, ensure_job_consumers
-from services import logs as logs_service
-from services.config import StorageConfig
+from wrtci.core.config import LoggingConfig, NatsConfig
+from wrtci.core.runtime import EventPublisher, connect_nats
+from wrtci.lab_daemon.config import HEALTH_TESTS, Config, DeviceConfig, HealthConfig, LabSection
+from wrtci.lab_daemon.daemon import LabDaemon
+from wrtci.lab_daemon.labnet import DeviceProblem
+from wrtci.lab_daemon.logstream import ChunkSender, LogStream
+from wrtci.proto import events as ev
+from wrtci.proto import topology
+from wrtci.proto.control import DeviceStatus, LabAction, LabControlReply, LabControlRequest
+from wrtci.proto.events import decode
+from wrtci.proto.model import Image, TestPlan
+from wrtci.proto.subjects import Priority, Subjects
+from wrtci.proto.topology import JOB_ACK_WAIT, ensure_job_consumers
+from wrtci.services import logs as logs_service
+from wrtci.services.config import StorageConfig
 
 PROJECT = Path(__file__).resolve().parent.parent
 VIRTUAL_LAB = PROJECT / "deploy" / "virtual-lab"
@@ -274,7 +274,7 @@ def lab_subprocess(config_path: Path, log_path: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(PROJECT))
     with open(log_path, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "lab_daemon.cli", "run", "--config", str(config_path)],
+            [sys.executable, "-m", "wrtci.lab_daemon.cli", "run", "--config", str(config_path)],
             cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 

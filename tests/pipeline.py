@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 import asyncpg
 from nats.js import JetStreamContext
 
-from core.config import LoggingConfig, NatsConfig
-from core.retry import Backoff
-from core.runtime import EventPublisher
-from proto import topology
-from proto.events import (
+from wrtci.core.config import LoggingConfig, NatsConfig
+from wrtci.core.retry import Backoff
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto import topology
+from wrtci.proto.events import (
     CloudEvent,
     DecodeError,
     JobFinished,
@@ -24,15 +24,15 @@ from proto.events import (
     JobStartedData,
     decode,
 )
-from proto.jobqueue import JobQueue, QueuedJob
-from proto.model import ErrorCode, JobResult
-from proto.subjects import Subjects
-from proto.topology import JOB_ACK_WAIT
-from services.config import DatabaseConfig, StorageConfig
-from services.scheduler import service as scheduler_service
-from services.scheduler.service import SchedulerApp, SchedulerSettings
-from services.timeout import service as timeout_service
-from services.timeout.service import TimeoutApp, TimeoutSettings
+from wrtci.proto.jobqueue import JobQueue, QueuedJob
+from wrtci.proto.model import ErrorCode, JobResult
+from wrtci.proto.subjects import Subjects
+from wrtci.proto.topology import JOB_ACK_WAIT
+from wrtci.services.config import DatabaseConfig, StorageConfig
+from wrtci.services.scheduler import service as scheduler_service
+from wrtci.services.scheduler.service import SchedulerApp, SchedulerSettings
+from wrtci.services.timeout import service as timeout_service
+from wrtci.services.timeout.service import TimeoutApp, TimeoutSettings
 
 WAIT = 20.0
 """Bound of every wait for something to happen (a failure, not a speed check)."""

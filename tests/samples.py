@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from proto import events as ev
-from proto.model import (
+from wrtci.proto import events as ev
+from wrtci.proto.model import (
     Artifact,
     DeviceHealth,
     DeviceState,

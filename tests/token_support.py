@@ -11,9 +11,9 @@ import datetime as dt
 
 import asyncpg
 
-from services import db
-from services.auth import insert_token, token_digest
-from services.config import DatabaseConfig
+from wrtci.services import db
+from wrtci.services.auth import insert_token, token_digest
+from wrtci.services.config import DatabaseConfig
 
 
 async def add_token(target: asyncpg.Pool | DatabaseConfig, name: str, secret: str,

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from services.api.config import Config
-from services.api.service import check, run
+from wrtci.services.api.config import Config
+from wrtci.services.api.service import check, run
 
 __all__ = ["Config", "check", "run"]

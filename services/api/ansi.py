@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import re
 
-from services.api.html import Markup
+from wrtci.services.api.html import Markup
 
 # CSI (ESC [ ... final byte), OSC (ESC ] ... BEL or ESC \), other two-byte escapes.
 _ESCAPE = re.compile(r"\x1b\[([0-9;?]*)([@-~])|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b[@-_]?")

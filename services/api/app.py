@@ -14,12 +14,12 @@ import nats.errors
 from aiohttp import web
 from nats.js import JetStreamContext
 
-from core.runtime import EventPublisher
-from proto.subjects import Subjects
-from services.api.config import ApiSection
-from services.api.layout import error_page
-from services.api.logs import LogReader
-from services.api.queries import Page
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto.subjects import Subjects
+from wrtci.services.api.config import ApiSection
+from wrtci.services.api.layout import error_page
+from wrtci.services.api.logs import LogReader
+from wrtci.services.api.queries import Page
 
 log = logging.getLogger(__name__)
 

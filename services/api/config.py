@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import msgspec
 
-from services.config import ServiceConfig
-from services.kcidb.config import KcidbSection
+from wrtci.services.config import ServiceConfig
+from wrtci.services.kcidb.config import KcidbSection
 
 
 class ApiSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

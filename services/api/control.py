@@ -15,10 +15,10 @@ import logging
 import msgspec
 from aiohttp import web
 
-from services.api import queries
-from services.api.app import ApiError, context, json_response
-from services.auth import TokenRefused, authorize
-from services.operator_requests import publish_request
+from wrtci.services.api import queries
+from wrtci.services.api.app import ApiError, context, json_response
+from wrtci.services.auth import TokenRefused, authorize
+from wrtci.services.operator_requests import publish_request
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,10 @@ import asyncpg
 import msgspec
 from aiohttp import web
 
-from services.api import dashboard_data as data
-from services.api.app import ApiError, context, json_response
-from services.kcidb import model as m
-from services.kcidb.export import Exporter
+from wrtci.services.api import dashboard_data as data
+from wrtci.services.api.app import ApiError, context, json_response
+from wrtci.services.kcidb import model as m
+from wrtci.services.kcidb.export import Exporter
 
 EXPORTER: web.AppKey[Exporter] = web.AppKey("kcidb_exporter", Exporter)
 STATUSES = ("PASS", "ERROR", "FAIL", "SKIP", "MISS", "DONE", "NULL")

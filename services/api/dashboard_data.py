@@ -25,8 +25,8 @@ import re
 import asyncpg
 import msgspec
 
-from services.kcidb import export as kcidb
-from services.kcidb import model as m
+from wrtci.services.kcidb import export as kcidb
+from wrtci.services.kcidb import model as m
 
 _HEX_RE = re.compile(r"^[0-9a-f]{4,40}$")
 _REVISION_HASH_RE = re.compile(r"^r\d+-([0-9a-f]{4,40})$")

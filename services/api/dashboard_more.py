@@ -12,9 +12,9 @@ from urllib.parse import unquote_plus
 import msgspec
 from aiohttp import web
 
-from services.api import dashboard_data as data
-from services.api.app import ApiError, context, json_response
-from services.api.dashboard import (
+from wrtci.services.api import dashboard_data as data
+from wrtci.services.api.app import ApiError, context, json_response
+from wrtci.services.api.dashboard import (
     EXPORTER,
     MAX_BODY,
     _origin,
@@ -30,8 +30,8 @@ from services.api.dashboard import (
     tree_summary,
     tree_tests,
 )
-from services.api.dashboard_report import tree_report
-from services.kcidb.export import Exporter
+from wrtci.services.api.dashboard_report import tree_report
+from wrtci.services.kcidb.export import Exporter
 
 PREFIX = "/dashboard/api"
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proto.storage import HEALTH_LOG_PATH, health_log_of_path
-from services.api.app import ApiError, context, known_params
+from wrtci.proto.storage import HEALTH_LOG_PATH, health_log_of_path
+from wrtci.services.api.app import ApiError, context, known_params
 
 
 async def get_health_log(request: web.Request) -> web.StreamResponse:

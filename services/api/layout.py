@@ -10,7 +10,7 @@ from importlib import resources
 
 from aiohttp import web
 
-from services.api.html import Markup, element, render
+from wrtci.services.api.html import Markup, element, render
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em; color: #222; max-width: 100%; }
@@ -84,6 +84,6 @@ _SCRIPT = None
 async def script(request: web.Request) -> web.Response:
     global _SCRIPT
     if _SCRIPT is None:
-        _SCRIPT = resources.files("services.api").joinpath("static/wrtci.js").read_bytes()
+        _SCRIPT = resources.files("wrtci.services.api").joinpath("static/wrtci.js").read_bytes()
     return web.Response(body=_SCRIPT, content_type="text/javascript",
                         headers={"Cache-Control": "max-age=300", **HEADERS})

@@ -11,7 +11,7 @@ import datetime as dt
 import asyncpg
 import msgspec
 
-from services.api.queries import _JOB_SELECT, JobItem, Page, as_structs
+from wrtci.services.api.queries import _JOB_SELECT, JobItem, Page, as_structs
 
 
 class JobFilter(msgspec.Struct, kw_only=True):

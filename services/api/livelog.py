@@ -30,8 +30,8 @@ import msgspec
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from proto.events import DecodeError, JobProgress, LogChunk, LogChunkData, decode
-from services.api.app import (
+from wrtci.proto.events import DecodeError, JobProgress, LogChunk, LogChunkData, decode
+from wrtci.services.api.app import (
     ApiContext,
     ApiError,
 )

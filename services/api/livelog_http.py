@@ -13,8 +13,8 @@ import time
 import msgspec
 from aiohttp import web
 
-from services.api.app import ApiContext, ApiError, context, known_params, path_int
-from services.api.livelog import (
+from wrtci.services.api.app import ApiContext, ApiError, context, known_params, path_int
+from wrtci.services.api.livelog import (
     DB_CHECK_S,
     KEEPALIVE_S,
     MAX_VIEWERS,
@@ -27,7 +27,7 @@ from services.api.livelog import (
     read_live,
     stage_of,
 )
-from services.api.logs import STREAM_NAME, log_key
+from wrtci.services.api.logs import STREAM_NAME, log_key
 
 _json = msgspec.json.Encoder()
 

@@ -13,9 +13,9 @@ import re
 from aiohttp import web
 from minio.error import S3Error
 
-from proto.storage import job_log_key
-from services.config import StorageConfig
-from services.storage import content_type, is_missing, minio_client
+from wrtci.proto.storage import job_log_key
+from wrtci.services.config import StorageConfig
+from wrtci.services.storage import content_type, is_missing, minio_client
 
 log = logging.getLogger(__name__)
 

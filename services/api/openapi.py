@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from proto.model import (
+from wrtci.proto.model import (
     DeviceHealth,
     DeviceState,
     FirmwareState,
@@ -61,8 +61,8 @@ def _id(name: str, description: str) -> dict[str, Any]:
 
 def _endpoints() -> list[tuple[str, str, list[dict[str, Any]], Any, bool]]:
     """(path, summary, parameters, response type, paginated)."""
-    from services.api import list_queries, queries
-    from services.api.rest import FirmwareDetail, LabDetail  # rest imports this module
+    from wrtci.services.api import list_queries, queries
+    from wrtci.services.api.rest import FirmwareDetail, LabDetail  # rest imports this module
     return [
         ("/api/v1/firmware", "Firmware, newest first, with where its jobs are",
          [_text("channel", "snapshot, stable, a release branch"),

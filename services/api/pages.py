@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from proto.model import SourceKind
-from services.api import pages_fleet, pages_job, pages_results
-from services.api import web_queries as wq
-from services.api.app import (
+from wrtci.proto.model import SourceKind
+from wrtci.services.api import pages_fleet, pages_job, pages_results
+from wrtci.services.api import web_queries as wq
+from wrtci.services.api.app import (
     ApiError,
     choice_param,
     context,
@@ -23,9 +23,9 @@ from services.api.app import (
     page_param,
     text_param,
 )
-from services.api.html import Markup, counts, element, join, link, render, table
-from services.api.layout import SCRIPT_PATH, page, script
-from services.api.widgets import (
+from wrtci.services.api.html import Markup, counts, element, join, link, render, table
+from wrtci.services.api.layout import SCRIPT_PATH, page, script
+from wrtci.services.api.widgets import (
     device_type_href,
     filter_form,
     firmware_link,
@@ -38,7 +38,7 @@ from services.api.widgets import (
     text_input,
     where,
 )
-from services.summary import firmware_summary
+from wrtci.services.summary import firmware_summary
 
 SOURCES = frozenset(s.value for s in SourceKind)
 VERDICT_CHOICES = [(v, wq.VERDICT_LABELS[v]) for v in wq.VERDICTS]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncpg
 from aiohttp import web
 
-from services.api import queries
-from services.api import web_queries as wq
-from services.api.app import ApiError, context, known_params
-from services.api.html import Markup, element, join, link, path_part, render, table
-from services.api.layout import page
-from services.api.rest import labs_with_heartbeats
-from services.api.widgets import (
+from wrtci.services.api import queries
+from wrtci.services.api import web_queries as wq
+from wrtci.services.api.app import ApiError, context, known_params
+from wrtci.services.api.html import Markup, element, join, link, path_part, render, table
+from wrtci.services.api.layout import page
+from wrtci.services.api.rest import labs_with_heartbeats
+from wrtci.services.api.widgets import (
     device_href,
     device_type_href,
     firmware_link,

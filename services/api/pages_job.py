@@ -10,16 +10,16 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from proto.storage import job_log_key
-from services.api import queries
-from services.api import web_queries as wq
-from services.api.ansi import log_lines
-from services.api.app import ApiContext, ApiError, context, known_params, path_int
-from services.api.html import Markup, element, join, link, path_part, render, table
-from services.api.layout import page
-from services.api.livelog import read_live
-from services.api.logs import log_key
-from services.api.widgets import (
+from wrtci.proto.storage import job_log_key
+from wrtci.services.api import queries
+from wrtci.services.api import web_queries as wq
+from wrtci.services.api.ansi import log_lines
+from wrtci.services.api.app import ApiContext, ApiError, context, known_params, path_int
+from wrtci.services.api.html import Markup, element, join, link, path_part, render, table
+from wrtci.services.api.layout import page
+from wrtci.services.api.livelog import read_live
+from wrtci.services.api.logs import log_key
+from wrtci.services.api.widgets import (
     device_type_href,
     firmware_link,
     job_verdict,

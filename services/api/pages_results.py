@@ -6,9 +6,9 @@ import re
 
 from aiohttp import web
 
-from services.api import queries
-from services.api import web_queries as wq
-from services.api.app import (
+from wrtci.services.api import queries
+from wrtci.services.api import web_queries as wq
+from wrtci.services.api.app import (
     ApiError,
     bool_param,
     context,
@@ -17,9 +17,9 @@ from services.api.app import (
     path_int,
     text_param,
 )
-from services.api.html import element, join, link, path_part, table
-from services.api.layout import page
-from services.api.widgets import (
+from wrtci.services.api.html import element, join, link, path_part, table
+from wrtci.services.api.layout import page
+from wrtci.services.api.widgets import (
     device_type_href,
     filter_form,
     firmware_link,

@@ -28,7 +28,7 @@ import nats.errors
 from aiohttp import web
 from nats.js.errors import BucketNotFoundError, NoKeysError, NotFoundError
 
-from proto.model import (
+from wrtci.proto.model import (
     DeviceHealth,
     DeviceState,
     FirmwareState,
@@ -37,10 +37,10 @@ from proto.model import (
     SourceKind,
     TestStatus,
 )
-from proto.records import LabRecord, decode_record
-from proto.topology import LAB_HEARTBEAT_TTL
-from services.api import list_queries, openapi, queries
-from services.api.app import (
+from wrtci.proto.records import LabRecord, decode_record
+from wrtci.proto.topology import LAB_HEARTBEAT_TTL
+from wrtci.services.api import list_queries, openapi, queries
+from wrtci.services.api.app import (
     ApiContext,
     ApiError,
     bool_param,
@@ -52,7 +52,7 @@ from services.api.app import (
     paginated,
     text_param,
 )
-from services.summary import FirmwareSummary, firmware_summary
+from wrtci.services.summary import FirmwareSummary, firmware_summary
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,14 @@ import logging
 
 from aiohttp import web
 
-from core.runtime import Daemon, EventPublisher, check_all, check_nats
-from services import db
-from services.api import control, dashboard_more, health_logs, livelog_http, pages, rest
-from services.api.app import CONTEXT, ApiContext, errors, json_response
-from services.api.config import Config
-from services.api.logs import LogReader
-from services.checks import check_database
-from services.kcidb.config import KcidbSection
+from wrtci.core.runtime import Daemon, EventPublisher, check_all, check_nats
+from wrtci.services import db
+from wrtci.services.api import control, dashboard_more, health_logs, livelog_http, pages, rest
+from wrtci.services.api.app import CONTEXT, ApiContext, errors, json_response
+from wrtci.services.api.config import Config
+from wrtci.services.api.logs import LogReader
+from wrtci.services.checks import check_database
+from wrtci.services.kcidb.config import KcidbSection
 
 log = logging.getLogger(__name__)
 

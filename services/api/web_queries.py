@@ -14,7 +14,7 @@ import datetime as dt
 import asyncpg
 import msgspec
 
-from services.api.queries import Page, as_structs
+from wrtci.services.api.queries import Page, as_structs
 
 VERDICTS = ("pass", "fail", "regression", "error", "cancelled", "running", "none")
 VERDICT_LABELS = {"pass": "pass", "fail": "fail", "regression": "regressions",

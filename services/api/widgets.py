@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.api.html import Markup, element, escape, join, link, path_part, query
-from services.api.web_queries import VERDICT_LABELS, FirmwareRow, JobRow, firmware_label
+from wrtci.services.api.html import Markup, element, escape, join, link, path_part, query
+from wrtci.services.api.web_queries import VERDICT_LABELS, FirmwareRow, JobRow, firmware_label
 
 
 def firmware_href(firmware_id: str) -> str:

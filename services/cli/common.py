@@ -13,9 +13,9 @@ from pathlib import Path
 import msgspec
 from nats.aio.client import Client as NATS
 
-from core.config import LoggingConfig, NatsConfig, load_config
-from core.runtime import connect_nats
-from services.config import ServiceConfig
+from wrtci.core.config import LoggingConfig, NatsConfig, load_config
+from wrtci.core.runtime import connect_nats
+from wrtci.services.config import ServiceConfig
 
 CONFIG_ENV = "WRTCI_CONFIG"
 

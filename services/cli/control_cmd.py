@@ -16,10 +16,10 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 
-from proto.subjects import Subjects
-from services import db
-from services.cli.common import CliConfig, add_config_argument, cli_config, nats_connection
-from services.scheduler.control import INTAKE_CONSUMER, read_control, write_control
+from wrtci.proto.subjects import Subjects
+from wrtci.services import db
+from wrtci.services.cli.common import CliConfig, add_config_argument, cli_config, nats_connection
+from wrtci.services.scheduler.control import INTAKE_CONSUMER, read_control, write_control
 
 
 class PipelineStatus(msgspec.Struct, kw_only=True):

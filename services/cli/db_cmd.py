@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from services import db
-from services.cli.common import add_config_argument, cli_config
-from services.db.migrate import current_version, migrate
+from wrtci.services import db
+from wrtci.services.cli.common import add_config_argument, cli_config
+from wrtci.services.db.migrate import current_version, migrate
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

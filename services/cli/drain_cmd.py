@@ -17,10 +17,10 @@ import time
 
 from nats.js import JetStreamContext
 
-from services import db
-from services.cli.common import CliConfig, add_config_argument, cli_config, nats_connection
-from services.scheduler.control import write_control
-from services.scheduler.hold import JobsInFlight, hold_jobs, release_jobs
+from wrtci.services import db
+from wrtci.services.cli.common import CliConfig, add_config_argument, cli_config, nats_connection
+from wrtci.services.scheduler.control import write_control
+from wrtci.services.scheduler.hold import JobsInFlight, hold_jobs, release_jobs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -14,7 +14,7 @@ import msgspec
 import nats.errors
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from proto.events import (
+from wrtci.proto.events import (
     CloudEvent,
     DecodeError,
     DeviceHealthChanged,
@@ -27,8 +27,8 @@ from proto.events import (
     decode,
     object_ids,
 )
-from services import db
-from services.cli.common import (
+from wrtci.services import db
+from wrtci.services.cli.common import (
     TIME_HELP,
     CliConfig,
     add_config_argument,

@@ -11,10 +11,10 @@ import argparse
 import asyncio
 import getpass
 
-from core.runtime import EventPublisher
-from services import db
-from services.cli.common import CliError, add_config_argument, cli_config, nats_connection
-from services.operator_requests import NOUNS, publish_request
+from wrtci.core.runtime import EventPublisher
+from wrtci.services import db
+from wrtci.services.cli.common import CliError, add_config_argument, cli_config, nats_connection
+from wrtci.services.operator_requests import NOUNS, publish_request
 
 SOURCE = "wrtci/cli"
 _TABLES = {"job": "jobs", "firmware": "checkouts"}

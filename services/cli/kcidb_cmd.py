@@ -11,21 +11,21 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
-from core.config import load_config
-from services import db
-from services.api.config import ApiSection
-from services.cli.common import (
+from wrtci.core.config import load_config
+from wrtci.services import db
+from wrtci.services.api.config import ApiSection
+from wrtci.services.cli.common import (
     TIME_HELP,
     CliConfig,
     CliError,
     add_config_argument,
     parse_time,
 )
-from services.kcidb import export as kcidb
-from services.kcidb import model as kcidb_model
-from services.kcidb.config import KcidbSection
-from services.results.config import Config as ResultsConfig
-from services.results.forwarder import Forwarder, KcidbClient
+from wrtci.services.kcidb import export as kcidb
+from wrtci.services.kcidb import model as kcidb_model
+from wrtci.services.kcidb.config import KcidbSection
+from wrtci.services.results.config import Config as ResultsConfig
+from wrtci.services.results.forwarder import Forwarder, KcidbClient
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

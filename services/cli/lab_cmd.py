@@ -15,8 +15,14 @@ import sys
 
 import msgspec
 
-from services.cli.common import CliConfig, add_config_argument, nats_connection
-from services.natsauth import LAB_CREDS_PATH, AuthDir, AuthError, NatsAdminConfig, check_lab_name
+from wrtci.services.cli.common import CliConfig, add_config_argument, nats_connection
+from wrtci.services.natsauth import (
+    LAB_CREDS_PATH,
+    AuthDir,
+    AuthError,
+    NatsAdminConfig,
+    check_lab_name,
+)
 
 
 class LabAdminConfig(CliConfig, kw_only=True, forbid_unknown_fields=True):
@@ -40,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace) -> LabAdminConfig:
-    from core.config import load_config
+    from wrtci.core.config import load_config
 
     config = load_config(LabAdminConfig, args.config)
     if args.auth_dir:
@@ -53,10 +59,10 @@ def _auth(config: LabAdminConfig) -> AuthDir:
 
 
 async def _add(config: LabAdminConfig, name: str, device_types: list[str]) -> str:
-    from proto import topology
-    from services import db
-    from services.labs import register_lab
-    from services.natsauth import lab_toml, reload_server
+    from wrtci.proto import topology
+    from wrtci.services import db
+    from wrtci.services.labs import register_lab
+    from wrtci.services.natsauth import lab_toml, reload_server
 
     auth = _auth(config)
     created = auth.ensure_central_users()
@@ -108,11 +114,11 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 async def _revoke(config: LabAdminConfig, name: str) -> list[str]:
-    from services import db
-    from services.labs import requeue_held_jobs, revoke_lab
-    from services.lifecycle import Lifecycle
-    from services.lifecycle.dispatch import Dispatcher, minio_presigner
-    from services.natsauth import reload_server
+    from wrtci.services import db
+    from wrtci.services.labs import requeue_held_jobs, revoke_lab
+    from wrtci.services.lifecycle import Lifecycle
+    from wrtci.services.lifecycle.dispatch import Dispatcher, minio_presigner
+    from wrtci.services.natsauth import reload_server
 
     _auth(config).revoke_lab(name)
     out = [f"lab {name} revoked", reload_server(config.nats_admin.pid_file)]

@@ -15,8 +15,8 @@ import datetime as dt
 import msgspec
 from nats.js.errors import NoKeysError
 
-from proto.records import LogWriterRecord, decode_record
-from services.cli.common import add_config_argument, cli_config, nats_connection
+from wrtci.proto.records import LogWriterRecord, decode_record
+from wrtci.services.cli.common import add_config_argument, cli_config, nats_connection
 
 KEY_PREFIX = "logs-writer."
 """As services.logs.STATUS_KEY_PREFIX (the CLI imports no service package)."""

@@ -8,8 +8,8 @@ import sys
 
 import nats.errors
 
-from core.config import ConfigError
-from services.cli.common import CliError
+from wrtci.core.config import ConfigError
+from wrtci.services.cli.common import CliError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "nats": ("nats_cmd", "JetStream topology"),
@@ -54,7 +54,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     chosen = _chosen(argv) if argv is not None else None
     modules = {m for name, (m, _) in COMMANDS.items() if argv is None or name == chosen}
     for module in sorted(modules):  # first: a module may add several commands
-        importlib.import_module(f"services.cli.{module}").add_parser(sub)
+        importlib.import_module(f"wrtci.services.cli.{module}").add_parser(sub)
     for name, (_, help_text) in COMMANDS.items():
         if name not in sub.choices:
             sub.add_parser(name, help=help_text)

@@ -9,9 +9,9 @@ import contextlib
 import msgspec
 from nats.js.errors import KeyNotFoundError, NoKeysError
 
-from proto import topology
-from proto.records import LabRecord, decode_record
-from services.cli.common import add_config_argument, cli_config, nats_connection
+from wrtci.proto import topology
+from wrtci.proto.records import LabRecord, decode_record
+from wrtci.services.cli.common import add_config_argument, cli_config, nats_connection
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

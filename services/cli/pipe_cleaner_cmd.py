@@ -14,7 +14,7 @@ import hashlib
 import sys
 from pathlib import Path
 
-from services.cli.common import add_config_argument, cli_config
+from wrtci.services.cli.common import add_config_argument, cli_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,8 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def smoke_firmware(args: argparse.Namespace):
-    from services.stack import virtual_lab
-    from services.stack.pipe_cleaner import SmokeFirmware
+    from wrtci.services.stack import virtual_lab
+    from wrtci.services.stack.pipe_cleaner import SmokeFirmware
 
     if args.firmware is not None:
         return SmokeFirmware(image=args.firmware, version=virtual_lab.VERSION,
@@ -43,7 +43,7 @@ def smoke_firmware(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from services.stack.pipe_cleaner import run_pipe_cleaner
+    from wrtci.services.stack.pipe_cleaner import run_pipe_cleaner
 
     config = cli_config(args)
     smoke = smoke_firmware(args)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from core.runtime import daemon_main
-from services import registry
+from wrtci.core.runtime import daemon_main
+from wrtci.services import registry
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -20,11 +20,11 @@ from urllib.parse import quote
 import aiohttp
 import msgspec
 
-from core.config import load_config
-from services.api.config import Config as ApiConfig
-from services.cli.common import add_config_argument, env_token
-from services.cli.summary_cmd import format_summary
-from services.summary import FirmwareSummary
+from wrtci.core.config import load_config
+from wrtci.services.api.config import Config as ApiConfig
+from wrtci.services.cli.common import add_config_argument, env_token
+from wrtci.services.cli.summary_cmd import format_summary
+from wrtci.services.summary import FirmwareSummary
 
 TIMEOUT = aiohttp.ClientTimeout(total=None, connect=10, sock_read=60)
 

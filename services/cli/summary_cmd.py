@@ -8,9 +8,9 @@ import sys
 
 import msgspec
 
-from services import db
-from services.cli.common import add_config_argument, cli_config
-from services.summary import FirmwareSummary, firmware_summary
+from wrtci.services import db
+from wrtci.services.cli.common import add_config_argument, cli_config
+from wrtci.services.summary import FirmwareSummary, firmware_summary
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -13,8 +13,8 @@ import datetime as dt
 import re
 import sys
 
-from services.auth import SCOPES, TokenError, TokenInfo, check_name, check_scopes
-from services.cli.common import CliError, add_config_argument, cli_config
+from wrtci.services.auth import SCOPES, TokenError, TokenInfo, check_name, check_scopes
+from wrtci.services.cli.common import CliError, add_config_argument, cli_config
 
 _EXPIRES_RE = re.compile(r"^(\d+)([hdw])$")
 _UNIT = {"h": dt.timedelta(hours=1), "d": dt.timedelta(days=1), "w": dt.timedelta(weeks=1)}
@@ -53,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 async def _with_conn(args: argparse.Namespace, work):
-    from services import db
+    from wrtci.services import db
 
     conn = await db.connect(cli_config(args).database)
     try:
@@ -63,7 +63,7 @@ async def _with_conn(args: argparse.Namespace, work):
 
 
 def run_create(args: argparse.Namespace) -> int:
-    from services.auth import create_token
+    from wrtci.services.auth import create_token
 
     try:
         check_name(args.name)
@@ -88,7 +88,7 @@ def _when(value: dt.datetime | None, never: str = "-") -> str:
 def run_list(args: argparse.Namespace) -> int:
     import msgspec
 
-    from services.auth import list_tokens
+    from wrtci.services.auth import list_tokens
 
     tokens: list[TokenInfo] = asyncio.run(_with_conn(args, list_tokens))
     now = dt.datetime.now(dt.UTC)
@@ -109,7 +109,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_revoke(args: argparse.Namespace) -> int:
-    from services.auth import revoke_token
+    from wrtci.services.auth import revoke_token
 
     info = asyncio.run(_with_conn(args, lambda conn: revoke_token(conn, args.name)))
     if info is None:

@@ -8,9 +8,9 @@ import sys
 
 import msgspec
 
-from core.config import load_config
-from core.runtime import setup_logging
-from services.cli.common import add_config_argument
+from wrtci.core.config import load_config
+from wrtci.core.runtime import setup_logging
+from wrtci.services.cli.common import add_config_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace):
-    from services.trigger.service import Config
+    from wrtci.services.trigger.service import Config
 
     config = load_config(Config, args.config)
     setup_logging(config.logging, "trigger")
@@ -46,7 +46,7 @@ def scan_exit_code(report) -> int:
 
 
 def scan_once(args: argparse.Namespace) -> int:
-    from services.trigger.service import open_context
+    from wrtci.services.trigger.service import open_context
 
     config = _config(args)
 
@@ -60,8 +60,8 @@ def scan_once(args: argparse.Namespace) -> int:
 
 
 def poll_github_once(args: argparse.Namespace) -> int:
-    from services.trigger.github import PullRequestSource
-    from services.trigger.service import open_context
+    from wrtci.services.trigger.github import PullRequestSource
+    from wrtci.services.trigger.service import open_context
 
     config = _config(args)
 

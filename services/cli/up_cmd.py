@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    from services.stack.demo import run_demo
-    from services.stack.up import run_stack
+    from wrtci.services.stack.demo import run_demo
+    from wrtci.services.stack.up import run_stack
 
     return asyncio.run(run_stack(args.state_dir, run_demo if args.demo else None, args.once))

@@ -23,7 +23,7 @@ from urllib.parse import quote
 import aiohttp
 import msgspec
 
-from services.cli.common import CliError, add_config_argument, env_token
+from wrtci.services.cli.common import CliError, add_config_argument, env_token
 
 
 class _WebSection(msgspec.Struct, kw_only=True):
@@ -87,7 +87,7 @@ def _token(args: argparse.Namespace) -> str:
 
 
 def _urls(args: argparse.Namespace) -> tuple[str, str]:
-    from core.config import load_config
+    from wrtci.core.config import load_config
 
     site = load_config(UploadSite, args.config)
     url = args.url or os.environ.get("WRTCI_UPLOAD_URL") or \

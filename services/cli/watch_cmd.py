@@ -23,10 +23,10 @@ import msgspec
 import nats.errors
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from proto.events import DecodeError, decode
-from services import db
-from services.cli.common import add_config_argument, cli_config, nats_connection
-from services.cli.events_cmd import EventFilter, format_line
+from wrtci.proto.events import DecodeError, decode
+from wrtci.services import db
+from wrtci.services.cli.common import add_config_argument, cli_config, nats_connection
+from wrtci.services.cli.events_cmd import EventFilter, format_line
 
 
 class Verdict(enum.IntEnum):

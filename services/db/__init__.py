@@ -8,8 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from core.runtime import Daemon
-from services.config import DatabaseConfig
+from wrtci.core.runtime import Daemon
+from wrtci.services.config import DatabaseConfig
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

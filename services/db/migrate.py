@@ -36,7 +36,7 @@ class MigrationError(RuntimeError):
 
 def available_migrations() -> list[Migration]:
     found = []
-    for entry in resources.files("services.db").joinpath("migrations").iterdir():
+    for entry in resources.files("wrtci.services.db").joinpath("migrations").iterdir():
         match = _NAME_RE.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), match[2], entry.read_text()))

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import msgspec
 
-from services.kcidb.export import KCIDB_MINOR, Exporter
+from wrtci.services.kcidb.export import KCIDB_MINOR, Exporter
 
 
 class KcidbSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

@@ -28,8 +28,8 @@ from urllib.parse import quote
 import asyncpg
 import msgspec
 
-from services.firmware_store import ORIGIN as STORE_NAMESPACE
-from services.kcidb import model as m
+from wrtci.services.firmware_store import ORIGIN as STORE_NAMESPACE
+from wrtci.services.kcidb import model as m
 
 KCIDB_MAJOR = 5
 KCIDB_MINOR = 3

@@ -5,7 +5,7 @@ the pure decisions, ``dispatch`` publishes jobs, ``store`` is the SQL. No
 service package imports another: both daemons import this one.
 """
 
-from services.lifecycle.machine import Lifecycle
-from services.lifecycle.rules import INFRA_RETRY, Transition, decide_firmware, state_event_id
+from wrtci.services.lifecycle.machine import Lifecycle
+from wrtci.services.lifecycle.rules import INFRA_RETRY, Transition, decide_firmware, state_event_id
 
 __all__ = ["INFRA_RETRY", "Lifecycle", "Transition", "decide_firmware", "state_event_id"]

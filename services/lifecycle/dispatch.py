@@ -12,12 +12,12 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import APIError
 
-from core.runtime import EventPublisher
-from proto.events import JobCreated, JobSpec, encode
-from proto.routing import event_subject
-from proto.subjects import Subjects
-from services.config import StorageConfig
-from services.storage import minio_client
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto.events import JobCreated, JobSpec, encode
+from wrtci.proto.routing import event_subject
+from wrtci.proto.subjects import Subjects
+from wrtci.services.config import StorageConfig
+from wrtci.services.storage import minio_client
 
 log = logging.getLogger(__name__)
 

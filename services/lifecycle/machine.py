@@ -24,9 +24,9 @@ from collections.abc import Callable
 
 import asyncpg
 
-from core.retry import Backoff
-from core.runtime import EventPublisher
-from proto.events import (
+from wrtci.core.retry import Backoff
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto.events import (
     FirmwareStateChanged,
     FirmwareStateData,
     JobCancelled,
@@ -34,13 +34,13 @@ from proto.events import (
     JobFinished,
     JobFinishedData,
 )
-from proto.limits import storable_text
-from proto.model import ErrorCode, FirmwareState, JobResult
-from proto.subjects import Subjects
-from services.lifecycle import store
-from services.lifecycle.dispatch import Dispatcher
-from services.lifecycle.rules import INFRA_RETRY, Transition, decide_firmware, state_event_id
-from services.outbox import Outbox, stage_event
+from wrtci.proto.limits import storable_text
+from wrtci.proto.model import ErrorCode, FirmwareState, JobResult
+from wrtci.proto.subjects import Subjects
+from wrtci.services.lifecycle import store
+from wrtci.services.lifecycle.dispatch import Dispatcher
+from wrtci.services.lifecycle.rules import INFRA_RETRY, Transition, decide_firmware, state_event_id
+from wrtci.services.outbox import Outbox, stage_event
 
 log = logging.getLogger(__name__)
 

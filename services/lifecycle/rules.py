@@ -6,8 +6,8 @@ import datetime as dt
 
 import msgspec
 
-from core.retry import Backoff
-from proto.model import FirmwareState
+from wrtci.core.retry import Backoff
+from wrtci.proto.model import FirmwareState
 
 INFRA_RETRY = Backoff(steps_s=(60.0, 300.0, 900.0))
 """Default delays before the 2nd, 3rd, 4th attempt after an infrastructure error."""

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 import asyncpg
 import msgspec
 
-from proto.events import JobSpec
-from proto.model import Image, TestPlan
-from proto.records import LabRecord
-from services.scheduler.fanout import JobDraft
+from wrtci.proto.events import JobSpec
+from wrtci.proto.model import Image, TestPlan
+from wrtci.proto.records import LabRecord
+from wrtci.services.scheduler.fanout import JobDraft
 
 # -- announced devices ---------------------------------------------------------------
 

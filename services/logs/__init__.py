@@ -35,23 +35,23 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
-from core.retry import sleep_or_stop
-from core.runtime import Daemon, check_all, check_nats
-from proto.events import DecodeError, LogChunk, LogChunkData, decode
-from proto.limits import Size
-from proto.records import LogWriterRecord, encode_record
-from proto.storage import health_log_key, job_log_key, parse_health_log_id
-from proto.subjects import Subjects
-from proto.topology import service_consumer
-from services import db
-from services.config import ServiceConfig
-from services.consume import MsgMeta, Reject, Retry, consume
-from services.identity import attempt_holder, count_rejection
-from services.logs.assembler import Assembler, LogKey, RunLog
-from services.logs.buffer import ChunkBuffer
-from services.logs.health import DeviceUnknown, HealthDevices
-from services.logs.store import LogStore
-from services.storage import content_type
+from wrtci.core.retry import sleep_or_stop
+from wrtci.core.runtime import Daemon, check_all, check_nats
+from wrtci.proto.events import DecodeError, LogChunk, LogChunkData, decode
+from wrtci.proto.limits import Size
+from wrtci.proto.records import LogWriterRecord, encode_record
+from wrtci.proto.storage import health_log_key, job_log_key, parse_health_log_id
+from wrtci.proto.subjects import Subjects
+from wrtci.proto.topology import service_consumer
+from wrtci.services import db
+from wrtci.services.config import ServiceConfig
+from wrtci.services.consume import MsgMeta, Reject, Retry, consume
+from wrtci.services.identity import attempt_holder, count_rejection
+from wrtci.services.logs.assembler import Assembler, LogKey, RunLog
+from wrtci.services.logs.buffer import ChunkBuffer
+from wrtci.services.logs.health import DeviceUnknown, HealthDevices
+from wrtci.services.logs.store import LogStore
+from wrtci.services.storage import content_type
 
 log = logging.getLogger(__name__)
 

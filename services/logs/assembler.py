@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import msgspec
 
-from proto.events import LogChunkData
-from proto.storage import HEALTH_LOG_PREFIX
-from services.logs.buffer import ChunkBuffer, RunLogStorage
+from wrtci.proto.events import LogChunkData
+from wrtci.proto.storage import HEALTH_LOG_PREFIX
+from wrtci.services.logs.buffer import ChunkBuffer, RunLogStorage
 
 
 class LogKey(msgspec.Struct, frozen=True):

@@ -16,9 +16,9 @@ import nats.errors
 from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 
-from proto.events import LogChunkData
-from proto.subjects import Subjects
-from services.consume import Retry
+from wrtci.proto.events import LogChunkData
+from wrtci.proto.subjects import Subjects
+from wrtci.services.consume import Retry
 
 KNOWN_CACHE_S = 30.0
 """A device once found in the sender's registry is not looked up again this long."""

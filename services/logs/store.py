@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from services.config import StorageConfig
-from services.logs.buffer import DROPPED_HEADER, RunLogStorage
-from services.storage import minio_client
+from wrtci.services.config import StorageConfig
+from wrtci.services.logs.buffer import DROPPED_HEADER, RunLogStorage
+from wrtci.services.storage import minio_client
 
 
 class LogStore:

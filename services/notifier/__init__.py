@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from services.notifier.config import Config
-from services.notifier.service import check, run
+from wrtci.services.notifier.config import Config
+from wrtci.services.notifier.service import check, run
 
 __all__ = ["Config", "check", "run"]

@@ -32,7 +32,7 @@ import enum
 
 import msgspec
 
-from services.config import ServiceConfig
+from wrtci.services.config import ServiceConfig
 
 
 class Tls(enum.StrEnum):

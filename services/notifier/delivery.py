@@ -18,9 +18,9 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import msgspec
 
-from services.notifier import store
-from services.notifier.config import NotifierSection
-from services.notifier.store import Busy, Claimed, Delivery, Finished
+from wrtci.services.notifier import store
+from wrtci.services.notifier.config import NotifierSection
+from wrtci.services.notifier.store import Busy, Claimed, Delivery, Finished
 
 log = logging.getLogger(__name__)
 

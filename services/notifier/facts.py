@@ -13,8 +13,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from proto.model import PullRequest
-from services.summary import FirmwareSummary, firmware_summary
+from wrtci.proto.model import PullRequest
+from wrtci.services.summary import FirmwareSummary, firmware_summary
 
 
 class IncidentLines(msgspec.Struct, frozen=True, kw_only=True):

@@ -21,10 +21,10 @@ from typing import Any
 import aiohttp
 import msgspec
 
-from proto.model import PullRequest
-from services.github import GithubClient, GithubError, GithubHttpError, RateLimited
-from services.notifier.config import GithubSection
-from services.notifier.delivery import PermanentFailure, TemporaryFailure
+from wrtci.proto.model import PullRequest
+from wrtci.services.github import GithubClient, GithubError, GithubHttpError, RateLimited
+from wrtci.services.notifier.config import GithubSection
+from wrtci.services.notifier.delivery import PermanentFailure, TemporaryFailure
 
 MAX_COMMENT_PAGES = 30
 

@@ -32,15 +32,15 @@ import aiohttp
 import asyncpg
 import msgspec
 
-from proto.events import CloudEvent, DeviceHealthChanged, DeviceHealthData
-from proto.model import DeviceHealth
-from proto.storage import HEALTH_LOG_PATH, health_log_of_path
-from proto.subjects import Subjects
-from services.consume import MsgMeta, Reject, Retry
-from services.notifier import mail
-from services.notifier.config import NotifierSection
-from services.notifier.delivery import PermanentFailure, TemporaryFailure
-from services.notifier.github import call, client_for
+from wrtci.proto.events import CloudEvent, DeviceHealthChanged, DeviceHealthData
+from wrtci.proto.model import DeviceHealth
+from wrtci.proto.storage import HEALTH_LOG_PATH, health_log_of_path
+from wrtci.proto.subjects import Subjects
+from wrtci.services.consume import MsgMeta, Reject, Retry
+from wrtci.services.notifier import mail
+from wrtci.services.notifier.config import NotifierSection
+from wrtci.services.notifier.delivery import PermanentFailure, TemporaryFailure
+from wrtci.services.notifier.github import call, client_for
 
 log = logging.getLogger(__name__)
 

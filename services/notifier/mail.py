@@ -16,9 +16,9 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate
 
-from services.notifier.config import MailSection, Tls
-from services.notifier.delivery import PermanentFailure, TemporaryFailure
-from services.notifier.facts import FirmwareFacts
+from wrtci.services.notifier.config import MailSection, Tls
+from wrtci.services.notifier.delivery import PermanentFailure, TemporaryFailure
+from wrtci.services.notifier.facts import FirmwareFacts
 
 
 def recipients(facts: FirmwareFacts, section: MailSection) -> list[str]:

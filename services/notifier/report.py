@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from services.notifier.facts import FirmwareFacts
+from wrtci.services.notifier.facts import FirmwareFacts
 
 MARKER_PREFIX = "<!-- wrtci:"
 FAILED_TEST_STATUSES = ("FAIL",)

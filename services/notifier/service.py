@@ -27,21 +27,21 @@ import aiohttp
 import asyncpg
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from core.runtime import Daemon, check_all, check_nats
-from proto.events import CloudEvent, FirmwareStateChanged
-from proto.model import FirmwareState
-from proto.subjects import Subjects
-from proto.topology import service_consumer
-from services import db
-from services.checks import check_database
-from services.consume import MsgMeta, Reject, Retry, consume
-from services.notifier import mail, report
-from services.notifier.config import Config, NotifierSection
-from services.notifier.delivery import DeliveryState, Outcome, deliver
-from services.notifier.facts import FirmwareFacts, checkout_state, load_facts, results_pending
-from services.notifier.github import GithubReporter
-from services.notifier.health import HealthIssues, HealthNotifier
-from services.notifier.store import Channel, Delivery
+from wrtci.core.runtime import Daemon, check_all, check_nats
+from wrtci.proto.events import CloudEvent, FirmwareStateChanged
+from wrtci.proto.model import FirmwareState
+from wrtci.proto.subjects import Subjects
+from wrtci.proto.topology import service_consumer
+from wrtci.services import db
+from wrtci.services.checks import check_database
+from wrtci.services.consume import MsgMeta, Reject, Retry, consume
+from wrtci.services.notifier import mail, report
+from wrtci.services.notifier.config import Config, NotifierSection
+from wrtci.services.notifier.delivery import DeliveryState, Outcome, deliver
+from wrtci.services.notifier.facts import FirmwareFacts, checkout_state, load_facts, results_pending
+from wrtci.services.notifier.github import GithubReporter
+from wrtci.services.notifier.health import HealthIssues, HealthNotifier
+from wrtci.services.notifier.store import Channel, Delivery
 
 log = logging.getLogger(__name__)
 

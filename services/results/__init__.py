@@ -11,6 +11,6 @@
 
 from __future__ import annotations
 
-from services.results.service import Config, check, run
+from wrtci.services.results.service import Config, check, run
 
 __all__ = ["Config", "check", "run"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import msgspec
 
-from services.config import ServiceConfig
-from services.kcidb.config import KcidbSection
+from wrtci.services.config import ServiceConfig
+from wrtci.services.kcidb.config import KcidbSection
 
 DEFAULT_SIGNATURES = Path(__file__).with_name("signatures.toml")
 

@@ -24,10 +24,10 @@ import aiohttp
 import asyncpg
 import msgspec
 
-from core.retry import Backoff, sleep_or_stop
-from services.kcidb import export as kcidb
-from services.kcidb.config import KcidbSection
-from services.kcidb.model import Document
+from wrtci.core.retry import Backoff, sleep_or_stop
+from wrtci.services.kcidb import export as kcidb
+from wrtci.services.kcidb.config import KcidbSection
+from wrtci.services.kcidb.model import Document
 
 log = logging.getLogger(__name__)
 

@@ -30,12 +30,12 @@ from collections.abc import Iterable
 
 import msgspec
 
-from proto import events as ev
-from proto.model import JobResult
-from proto.subjects import Subjects
-from services.batch_consume import Delivery, Verdict
-from services.consume import Reject
-from services.identity import count_rejection
+from wrtci.proto import events as ev
+from wrtci.proto.model import JobResult
+from wrtci.proto.subjects import Subjects
+from wrtci.services.batch_consume import Delivery, Verdict
+from wrtci.services.consume import Reject
+from wrtci.services.identity import count_rejection
 
 EXCERPT_MAX = 16384
 ANALYSED_RESULTS = (JobResult.FAIL, JobResult.ERROR)

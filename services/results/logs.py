@@ -8,9 +8,9 @@ import asyncpg
 from minio import Minio
 from minio.error import S3Error
 
-from services.firmware_store import ORIGIN
-from services.results.signatures import SignatureMatch
-from services.storage import is_missing
+from wrtci.services.firmware_store import ORIGIN
+from wrtci.services.results.signatures import SignatureMatch
+from wrtci.services.storage import is_missing
 
 
 class LogTailReader:

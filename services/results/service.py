@@ -10,20 +10,20 @@ import aiohttp
 import asyncpg
 from nats.js.api import ConsumerConfig
 
-from core.config import ConfigError
-from core.runtime import Daemon, check_all, check_nats
-from proto.subjects import Subjects
-from proto.topology import service_consumer
-from services import db
-from services.batch_consume import Delivery, Verdict, consume_batches
-from services.checks import check_database
-from services.results.config import Config
-from services.results.forwarder import Forwarder, KcidbClient
-from services.results.logs import LogTailReader
-from services.results.signatures import SignatureSet
-from services.results.store import ingest_batch
-from services.results.work import Analyser
-from services.storage import minio_client
+from wrtci.core.config import ConfigError
+from wrtci.core.runtime import Daemon, check_all, check_nats
+from wrtci.proto.subjects import Subjects
+from wrtci.proto.topology import service_consumer
+from wrtci.services import db
+from wrtci.services.batch_consume import Delivery, Verdict, consume_batches
+from wrtci.services.checks import check_database
+from wrtci.services.results.config import Config
+from wrtci.services.results.forwarder import Forwarder, KcidbClient
+from wrtci.services.results.logs import LogTailReader
+from wrtci.services.results.signatures import SignatureSet
+from wrtci.services.results.store import ingest_batch
+from wrtci.services.results.work import Analyser
+from wrtci.services.storage import minio_client
 
 __all__ = ["Config", "check", "consumer_config", "run"]
 

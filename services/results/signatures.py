@@ -8,7 +8,7 @@ from pathlib import Path
 
 import msgspec
 
-from services.results.config import DEFAULT_SIGNATURES
+from wrtci.services.results.config import DEFAULT_SIGNATURES
 
 MAX_LINES_PER_MATCH = 20
 MAX_LINE_LENGTH = 1000

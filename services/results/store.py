@@ -12,10 +12,10 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from proto.subjects import Subjects
-from services.batch_consume import Delivery, Verdict
-from services.firmware_store import ORIGIN
-from services.results.ingest import Attempt, BatchPlan, job_keys
+from wrtci.proto.subjects import Subjects
+from wrtci.services.batch_consume import Delivery, Verdict
+from wrtci.services.firmware_store import ORIGIN
+from wrtci.services.results.ingest import Attempt, BatchPlan, job_keys
 
 TEST_COLUMNS = (
     "id", "build_id", "origin", "path", "status", "duration", "log_excerpt", "comment",

@@ -14,11 +14,11 @@ import logging
 
 import asyncpg
 
-from core.retry import sleep_or_stop
-from services.results.config import ResultsSection
-from services.results.history import analyse_attempt
-from services.results.logs import LogTailReader, record_matches
-from services.results.signatures import SignatureSet
+from wrtci.core.retry import sleep_or_stop
+from wrtci.services.results.config import ResultsSection
+from wrtci.services.results.history import analyse_attempt
+from wrtci.services.results.logs import LogTailReader, record_matches
+from wrtci.services.results.signatures import SignatureSet
 
 log = logging.getLogger(__name__)
 

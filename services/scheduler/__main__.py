@@ -1,6 +1,6 @@
 import sys
 
-from core.runtime import daemon_main
-from services.scheduler.service import Config, check, run
+from wrtci.core.runtime import daemon_main
+from wrtci.services.scheduler.service import Config, check, run
 
 sys.exit(daemon_main("scheduler", Config, run, check))

@@ -17,9 +17,9 @@ from collections.abc import Iterable
 
 from nats.js import JetStreamContext
 
-from core.retry import Backoff, retry_call, wait_or_stop
-from proto.subjects import Subjects
-from proto.topology import JOB_ACK_WAIT, ensure_job_consumers
+from wrtci.core.retry import Backoff, retry_call, wait_or_stop
+from wrtci.proto.subjects import Subjects
+from wrtci.proto.topology import JOB_ACK_WAIT, ensure_job_consumers
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from core.kv import follow_watch
-from proto.records import ControlRecord, decode_record, encode_record
-from proto.subjects import Subjects
+from wrtci.core.kv import follow_watch
+from wrtci.proto.records import ControlRecord, decode_record, encode_record
+from wrtci.proto.subjects import Subjects
 
 log = logging.getLogger(__name__)
 

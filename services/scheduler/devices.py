@@ -28,13 +28,13 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from core.kv import follow_watch
-from proto.records import LabRecord, decode_record
-from proto.subjects import Subjects
-from proto.tokens import TokenError, decode_key_part
-from proto.topology import LAB_HEARTBEAT_TTL
-from services.lifecycle import store
-from services.scheduler.fanout import ImageWish
+from wrtci.core.kv import follow_watch
+from wrtci.proto.records import LabRecord, decode_record
+from wrtci.proto.subjects import Subjects
+from wrtci.proto.tokens import TokenError, decode_key_part
+from wrtci.proto.topology import LAB_HEARTBEAT_TTL
+from wrtci.services.lifecycle import store
+from wrtci.services.scheduler.fanout import ImageWish
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
-from proto.events import FirmwareDiscoveredData
-from proto.model import Image, TestPlan
-from services.scheduler.plans import PlanConfig, plans_for_device
+from wrtci.proto.events import FirmwareDiscoveredData
+from wrtci.proto.model import Image, TestPlan
+from wrtci.services.scheduler.plans import PlanConfig, plans_for_device
 
 MAX_JOB_ID = 200
 """Longer ids are shortened with a digest (they end up in subjects' headers and URLs)."""

@@ -23,8 +23,8 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 
-from core.retry import sleep_or_stop
-from proto.subjects import Subjects
+from wrtci.core.retry import sleep_or_stop
+from wrtci.proto.subjects import Subjects
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from proto.model import SourceKind, TestPlan
+from wrtci.proto.model import SourceKind, TestPlan
 
 DEFAULT_PLANS = "plans.toml"
 

@@ -23,9 +23,9 @@ import asyncpg
 import msgspec
 from nats.js import JetStreamContext
 
-from core.retry import retry_call, wait_or_stop
-from core.runtime import Daemon, ServiceApp, Stopped, check_all, check_nats, run_app
-from proto.events import (
+from wrtci.core.retry import retry_call, wait_or_stop
+from wrtci.core.runtime import Daemon, ServiceApp, Stopped, check_all, check_nats, run_app
+from wrtci.proto.events import (
     CloudEvent,
     FirmwareCancelRequested,
     FirmwareDiscovered,
@@ -34,21 +34,21 @@ from proto.events import (
     JobCancelRequested,
     JobRetryRequested,
 )
-from proto.subjects import Subjects
-from proto.topology import JOB_ACK_WAIT, ensure_consumer, service_consumer
-from services import db
-from services.checks import check_database
-from services.config import ServiceConfig
-from services.consume import MsgMeta, consume
-from services.firmware_store import load_open_firmware, record_firmware
-from services.lifecycle import Lifecycle, store
-from services.lifecycle.dispatch import Dispatcher, minio_presigner
-from services.scheduler.consumers import JobConsumerKeeper
-from services.scheduler.control import INTAKE_CONSUMER, ControlSwitch
-from services.scheduler.devices import DeviceRegistry
-from services.scheduler.fanout import DEFAULT_IMAGE_PREFERENCE, ImageWish, plan_jobs
-from services.scheduler.hold import keep_jobs_held
-from services.scheduler.plans import PlanSet
+from wrtci.proto.subjects import Subjects
+from wrtci.proto.topology import JOB_ACK_WAIT, ensure_consumer, service_consumer
+from wrtci.services import db
+from wrtci.services.checks import check_database
+from wrtci.services.config import ServiceConfig
+from wrtci.services.consume import MsgMeta, consume
+from wrtci.services.firmware_store import load_open_firmware, record_firmware
+from wrtci.services.lifecycle import Lifecycle, store
+from wrtci.services.lifecycle.dispatch import Dispatcher, minio_presigner
+from wrtci.services.scheduler.consumers import JobConsumerKeeper
+from wrtci.services.scheduler.control import INTAKE_CONSUMER, ControlSwitch
+from wrtci.services.scheduler.devices import DeviceRegistry
+from wrtci.services.scheduler.fanout import DEFAULT_IMAGE_PREFERENCE, ImageWish, plan_jobs
+from wrtci.services.scheduler.hold import keep_jobs_held
+from wrtci.services.scheduler.plans import PlanSet
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import datetime as dt
 import nats.errors
 from nats.js.api import DeliverPolicy
 
-from core.runtime import connect_nats
-from proto.events import (
+from wrtci.core.runtime import connect_nats
+from wrtci.proto.events import (
     CloudEvent,
     DecodeError,
     FirmwareStateChanged,
@@ -26,13 +26,13 @@ from proto.events import (
     decode,
     object_ids,
 )
-from proto.model import FirmwareState, JobResult
-from services import db
-from services.cli.events_cmd import format_line
-from services.cli.summary_cmd import format_summary
-from services.stack import mirror
-from services.stack.up import Stack
-from services.summary import firmware_summary
+from wrtci.proto.model import FirmwareState, JobResult
+from wrtci.services import db
+from wrtci.services.cli.events_cmd import format_line
+from wrtci.services.cli.summary_cmd import format_summary
+from wrtci.services.stack import mirror
+from wrtci.services.stack.up import Stack
+from wrtci.services.summary import firmware_summary
 
 DEMO_TIMEOUT_S = 20 * 60.0
 RESULTS_SETTLE_S = 60.0

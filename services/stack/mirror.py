@@ -20,8 +20,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from services.stack.servers import LOOPBACK
-from services.stack.virtual_lab import VirtualFirmware
+from wrtci.services.stack.servers import LOOPBACK
+from wrtci.services.stack.virtual_lab import VirtualFirmware
 
 DEMO_SOURCE_DATE_EPOCH = 1738600000
 

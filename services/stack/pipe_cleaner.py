@@ -20,17 +20,17 @@ from typing import TextIO
 import asyncpg
 import msgspec
 
-from core.runtime import EventPublisher, connect_nats
-from proto.events import FirmwareDiscoveredData
-from proto.model import Image, SourceKind
-from proto.storage import firmware_object_key
-from proto.subjects import PriorityClass
-from services import db
-from services.cli.common import CliConfig
-from services.scheduler.control import read_control
-from services.storage import minio_client
-from services.trigger.images import discovered_event_id, image_id
-from services.trigger.record import record_and_announce
+from wrtci.core.runtime import EventPublisher, connect_nats
+from wrtci.proto.events import FirmwareDiscoveredData
+from wrtci.proto.model import Image, SourceKind
+from wrtci.proto.storage import firmware_object_key
+from wrtci.proto.subjects import PriorityClass
+from wrtci.services import db
+from wrtci.services.cli.common import CliConfig
+from wrtci.services.scheduler.control import read_control
+from wrtci.services.storage import minio_client
+from wrtci.services.trigger.images import discovered_event_id, image_id
+from wrtci.services.trigger.record import record_and_announce
 
 SUBMITTER = "pipe-cleaner"
 

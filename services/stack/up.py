@@ -26,17 +26,17 @@ import tomli_w
 from aiohttp import web
 from minio import Minio
 
-from core.config import NatsConfig, dump_config
-from core.retry import Backoff, sleep_or_stop
-from core.runtime import connect_nats
-from proto import topology
-from services import auth, db, registry
-from services.cli.common import CliConfig
-from services.config import DatabaseConfig, StorageConfig
-from services.db.migrate import migrate
-from services.stack import mirror, s3_snapshot, virtual_lab
-from services.stack.servers import LOOPBACK, NatsServer, PostgresServer, S3Server, free_port
-from services.stack.virtual_lab import VirtualFirmware
+from wrtci.core.config import NatsConfig, dump_config
+from wrtci.core.retry import Backoff, sleep_or_stop
+from wrtci.core.runtime import connect_nats
+from wrtci.proto import topology
+from wrtci.services import auth, db, registry
+from wrtci.services.cli.common import CliConfig
+from wrtci.services.config import DatabaseConfig, StorageConfig
+from wrtci.services.db.migrate import migrate
+from wrtci.services.stack import mirror, s3_snapshot, virtual_lab
+from wrtci.services.stack.servers import LOOPBACK, NatsServer, PostgresServer, S3Server, free_port
+from wrtci.services.stack.virtual_lab import VirtualFirmware
 
 log = logging.getLogger(__name__)
 
@@ -194,13 +194,14 @@ class Stack:
         logs = self.state_dir / "logs"
         logs.mkdir(exist_ok=True)
         for name in registry.SERVICES:
-            argv = [sys.executable, "-m", "services.cli.main", "run", name,
+            argv = [sys.executable, "-m", "wrtci.services.cli.main", "run", name,
                     "--config", str(self.config_path)]
             self._spawn(name, argv, logs / f"{name}.log")
         if self.firmware is not None:
             lab_config = virtual_lab.write_lab_config(self.state_dir, self.config.nats,
                                                       self.firmware)
-            argv = [sys.executable, "-m", "lab_daemon.cli", "run", "--config", str(lab_config)]
+            argv = [sys.executable, "-m", "wrtci.lab_daemon.cli",
+                    "run", "--config", str(lab_config)]
             self._spawn("lab", argv, logs / "lab.log")
 
     def _spawn(self, name: str, argv: list[str], log_path: Path,

@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 import tomli_w
 
-from core.config import NatsConfig
+from wrtci.core.config import NatsConfig
 
 log = logging.getLogger(__name__)
 

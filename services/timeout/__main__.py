@@ -1,6 +1,6 @@
 import sys
 
-from core.runtime import daemon_main
-from services.timeout.service import Config, check, run
+from wrtci.core.runtime import daemon_main
+from wrtci.services.timeout.service import Config, check, run
 
 sys.exit(daemon_main("timeout", Config, run, check))

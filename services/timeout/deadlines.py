@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from core.retry import wait_or_stop
-from services.lifecycle import Lifecycle
+from wrtci.core.retry import wait_or_stop
+from wrtci.services.lifecycle import Lifecycle
 
 log = logging.getLogger(__name__)
 

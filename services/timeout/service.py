@@ -19,25 +19,25 @@ import logging
 
 import msgspec
 
-from core.retry import Backoff
-from core.runtime import Daemon, ServiceApp, check_all, check_nats, run_app
-from proto.events import (
+from wrtci.core.retry import Backoff
+from wrtci.core.runtime import Daemon, ServiceApp, check_all, check_nats, run_app
+from wrtci.proto.events import (
     CloudEvent,
     FirmwareStateChanged,
     JobFinished,
     JobProgress,
     JobStarted,
 )
-from proto.subjects import Subjects
-from proto.topology import service_consumer
-from services import db
-from services.checks import check_database
-from services.config import ServiceConfig
-from services.consume import MsgMeta, Reject, Retry, consume
-from services.identity import TAKEOVER_AFTER_S, attempt_holder, count_rejection, may_start
-from services.lifecycle import INFRA_RETRY, Lifecycle
-from services.lifecycle.dispatch import Dispatcher, minio_presigner
-from services.timeout.deadlines import DeadlineLoop
+from wrtci.proto.subjects import Subjects
+from wrtci.proto.topology import service_consumer
+from wrtci.services import db
+from wrtci.services.checks import check_database
+from wrtci.services.config import ServiceConfig
+from wrtci.services.consume import MsgMeta, Reject, Retry, consume
+from wrtci.services.identity import TAKEOVER_AFTER_S, attempt_holder, count_rejection, may_start
+from wrtci.services.lifecycle import INFRA_RETRY, Lifecycle
+from wrtci.services.lifecycle.dispatch import Dispatcher, minio_presigner
+from wrtci.services.timeout.deadlines import DeadlineLoop
 
 log = logging.getLogger(__name__)
 

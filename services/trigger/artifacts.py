@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from services.trigger.images import SAFE_FILE_NAME
+from wrtci.services.trigger.images import SAFE_FILE_NAME
 
 CHUNK = 1024 * 1024
 MAX_PROFILES_JSON = 16 * 1024 * 1024

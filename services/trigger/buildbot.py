@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from services.trigger.official import TARGET_RE, Release, VersionsIndex
+from wrtci.services.trigger.official import TARGET_RE, Release, VersionsIndex
 
 SUCCESS_RESULTS = (0, 1)
 """SUCCESS and WARNINGS: the images were built and uploaded."""

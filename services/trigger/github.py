@@ -30,14 +30,14 @@ from pathlib import Path
 
 import msgspec
 
-from proto.events import FirmwareDiscoveredData
-from proto.model import Image, PullRequest, SourceKind
-from proto.storage import firmware_object_key
-from proto.subjects import PriorityClass
-from services.github import GithubClient, GithubError, RateLimited, ResponseTooLarge
-from services.trigger.artifacts import ArtifactRejected, Unpacked, UnpackLimits, unpack
-from services.trigger.config import GithubConfig
-from services.trigger.images import (
+from wrtci.proto.events import FirmwareDiscoveredData
+from wrtci.proto.model import Image, PullRequest, SourceKind
+from wrtci.proto.storage import firmware_object_key
+from wrtci.proto.subjects import PriorityClass
+from wrtci.services.github import GithubClient, GithubError, RateLimited, ResponseTooLarge
+from wrtci.services.trigger.artifacts import ArtifactRejected, Unpacked, UnpackLimits, unpack
+from wrtci.services.trigger.config import GithubConfig
+from wrtci.services.trigger.images import (
     PROFILE_RE,
     classify,
     discovered_event_id,
@@ -45,9 +45,9 @@ from services.trigger.images import (
     image_id,
     pr_firmware_id,
 )
-from services.trigger.official import TARGET_RE, ProfilesIndex
-from services.trigger.pr_cancel import PrNow, open_pr_firmware, to_cancel
-from services.trigger.record import (
+from wrtci.services.trigger.official import TARGET_RE, ProfilesIndex
+from wrtci.services.trigger.pr_cancel import PrNow, open_pr_firmware, to_cancel
+from wrtci.services.trigger.record import (
     INFRASTRUCTURE_ERRORS,
     is_announced,
     publish_once,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from services.firmware_store import ORIGIN
+from wrtci.services.firmware_store import ORIGIN
 
 SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+,=-]*$")
 """An image file name: no directory part, nothing a shell or a URL would read."""

@@ -42,20 +42,20 @@ import re
 import asyncpg
 import msgspec
 
-from core.runtime import EventPublisher
-from proto.events import FirmwareDiscoveredData
-from proto.model import Image, SourceKind
-from proto.subjects import PriorityClass
-from services.trigger.config import OfficialConfig
-from services.trigger.httpcache import ConditionalFetcher, FetchError, NotFound
-from services.trigger.images import (
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto.events import FirmwareDiscoveredData
+from wrtci.proto.model import Image, SourceKind
+from wrtci.proto.subjects import PriorityClass
+from wrtci.services.trigger.config import OfficialConfig
+from wrtci.services.trigger.httpcache import ConditionalFetcher, FetchError, NotFound
+from wrtci.services.trigger.images import (
     PROFILE_RE,
     SAFE_FILE_NAME,
     discovered_event_id,
     image_id,
     official_firmware_id,
 )
-from services.trigger.record import (
+from wrtci.services.trigger.record import (
     INFRASTRUCTURE_ERRORS,
     Outcome,
     is_announced,

@@ -23,7 +23,7 @@ import enum
 import asyncpg
 import msgspec
 
-from proto.events import FirmwareCancelRequested, FirmwareRequestData
+from wrtci.proto.events import FirmwareCancelRequested, FirmwareRequestData
 
 REQUESTED_BY = "wrtci/trigger"
 EVENT_SOURCE = "/wrtci/trigger/github_pr"

@@ -27,9 +27,9 @@ import msgspec
 import nats.errors
 import urllib3.exceptions
 
-from core.runtime import EventPublisher
-from proto.events import CloudEvent, FirmwareDiscovered, FirmwareDiscoveredData
-from services.firmware_store import record_firmware
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto.events import CloudEvent, FirmwareDiscovered, FirmwareDiscoveredData
+from wrtci.services.firmware_store import record_firmware
 
 log = logging.getLogger(__name__)
 

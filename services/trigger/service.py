@@ -18,15 +18,15 @@ import aiohttp
 import asyncpg
 import msgspec
 
-from core.retry import sleep_or_stop
-from core.runtime import Daemon, EventPublisher, check_all, check_nats
-from services import db
-from services.checks import check_database
-from services.config import ServiceConfig
-from services.trigger.config import TriggerConfig
-from services.trigger.httpcache import ConditionalFetcher
-from services.trigger.official import OfficialScanner
-from services.trigger.storage import ObjectStore
+from wrtci.core.retry import sleep_or_stop
+from wrtci.core.runtime import Daemon, EventPublisher, check_all, check_nats
+from wrtci.services import db
+from wrtci.services.checks import check_database
+from wrtci.services.config import ServiceConfig
+from wrtci.services.trigger.config import TriggerConfig
+from wrtci.services.trigger.httpcache import ConditionalFetcher
+from wrtci.services.trigger.official import OfficialScanner
+from wrtci.services.trigger.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +100,12 @@ async def run(config: Config, stop: asyncio.Event) -> None:
             daemon.loop("official", every("official", trigger.official.interval_s,
                                           scanner.scan_once))
         if trigger.github.enabled:
-            from services.trigger.github import PullRequestSource
+            from wrtci.services.trigger.github import PullRequestSource
 
             prs = PullRequestSource(trigger.github, ctx)
             daemon.loop("github", every("github", trigger.github.interval_s, prs.poll_once))
         if trigger.web.enabled:
-            from services.trigger.web import start_web
+            from wrtci.services.trigger.web import start_web
 
             runner = await start_web(ctx)
             daemon.exits.push_async_callback(runner.cleanup)

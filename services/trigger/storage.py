@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from services.config import StorageConfig
-from services.storage import minio_client
+from wrtci.services.config import StorageConfig
+from wrtci.services.storage import minio_client
 
 
 class ObjectStore:

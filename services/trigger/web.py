@@ -27,15 +27,15 @@ from pathlib import Path
 import msgspec
 from aiohttp import BodyPartReader, web
 
-from proto.events import FirmwareDiscoveredData
-from proto.model import Image, SourceKind
-from proto.storage import firmware_object_key
-from proto.subjects import PriorityClass
-from services.auth import TokenRefused, authorize
-from services.trigger import buildbot
-from services.trigger.config import WebConfig
-from services.trigger.httpcache import FetchError, NotFound
-from services.trigger.images import (
+from wrtci.proto.events import FirmwareDiscoveredData
+from wrtci.proto.model import Image, SourceKind
+from wrtci.proto.storage import firmware_object_key
+from wrtci.proto.subjects import PriorityClass
+from wrtci.services.auth import TokenRefused, authorize
+from wrtci.services.trigger import buildbot
+from wrtci.services.trigger.config import WebConfig
+from wrtci.services.trigger.httpcache import FetchError, NotFound
+from wrtci.services.trigger.images import (
     PROFILE_RE,
     SAFE_FILE_NAME,
     classify,
@@ -44,9 +44,9 @@ from services.trigger.images import (
     official_firmware_id,
     upload_firmware_id,
 )
-from services.trigger.official import BadDocument, ProfilesIndex, VersionsIndex
-from services.trigger.official import decode as decode_document
-from services.trigger.record import INFRASTRUCTURE_ERRORS, record_and_announce
+from wrtci.services.trigger.official import BadDocument, ProfilesIndex, VersionsIndex
+from wrtci.services.trigger.official import decode as decode_document
+from wrtci.services.trigger.record import INFRASTRUCTURE_ERRORS, record_and_announce
 
 log = logging.getLogger(__name__)
 

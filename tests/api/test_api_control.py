@@ -8,17 +8,17 @@ from urllib.parse import quote
 
 import pytest
 
-from proto.events import (
+from tests.api_support import TOKEN, serving
+from tests.factories_results import Factory
+from tests.pipeline import stored_events
+from tests.token_support import add_token
+from wrtci.proto.events import (
     FirmwareCancelRequested,
     FirmwareRetryRequested,
     JobCancelRequested,
     JobRetryRequested,
 )
-from services.auth import revoke_token
-from tests.api_support import TOKEN, serving
-from tests.factories_results import Factory
-from tests.pipeline import stored_events
-from tests.token_support import add_token
+from wrtci.services.auth import revoke_token
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ async def test_expired_revoked_and_other_scope_tokens_are_refused_with_the_reaso
     async with pool.acquire() as conn:
         await revoke_token(conn, "gone")
 
-    with caplog.at_level(logging.WARNING, logger="services.auth"):
+    with caplog.at_level(logging.WARNING, logger="wrtci.services.auth"):
         expired = await api.post(path, token="old-secret")
         revoked = await api.post(path, token="gone-secret")
         upload = await api.post(path, token="dev-secret")

@@ -6,8 +6,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from services.api import openapi
 from tests.api_support import scenario, serving
+from wrtci.services.api import openapi
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ from urllib.parse import quote
 import msgspec
 import pytest
 
-from core.runtime import EventPublisher
-from proto import events as ev
-from services.api.livelog import Ordered, Position
 from tests.api_support import serving
 from tests.factories_results import Factory, ingest_all, publish, started
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto import events as ev
+from wrtci.services.api.livelog import Ordered, Position
 
 
 @pytest.fixture

@@ -10,12 +10,12 @@ from urllib.parse import quote
 import msgspec
 import pytest
 
-from proto.model import PriorityClass, PullRequest, SourceKind
-from proto.topology import LAB_HEARTBEAT_TTL
-from services.api.html import Markup, element, escape, render
 from tests.api_support import HOSTILE, scenario, serving
 from tests.factories import announce_lab, firmware, insert_firmware
 from tests.factories_results import Factory
+from wrtci.proto.model import PriorityClass, PullRequest, SourceKind
+from wrtci.proto.topology import LAB_HEARTBEAT_TTL
+from wrtci.services.api.html import Markup, element, escape, render
 
 
 @pytest.fixture

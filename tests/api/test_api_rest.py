@@ -8,10 +8,10 @@ from urllib.parse import quote
 
 import pytest
 
-from proto.storage import job_log_key
 from tests.api_support import HOSTILE, scenario, serving
 from tests.factories_results import Factory
 from tests.helpers import eventually, put_object
+from wrtci.proto.storage import job_log_key
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ async def test_client_leaving_mid_log_is_logged_and_the_api_keeps_serving(
     big = b"U-Boot 2024.01 console line\n" * 400_000  # ~11 MB, many chunks
     put_object(storage_config, job_log_key(s.bad_job, 2, "console"), big)
     url = f"{api.base}/api/v1/jobs/{seg(s.bad_job)}/attempts/2/log"
-    with caplog.at_level(logging.WARNING, logger="services.api.logs"):
+    with caplog.at_level(logging.WARNING, logger="wrtci.services.api.logs"):
         async with api.session.get(url) as resp:
             assert resp.status == 200
             first = await resp.content.read(65536)

@@ -10,10 +10,10 @@ import logging
 
 import pytest
 
-from services.auth import revoke_token
 from tests.api_support import serving
 from tests.helpers import run_cli
 from tests.token_support import add_token
+from wrtci.services.auth import revoke_token
 
 
 async def wrtci(*args: str, config, env: dict[str, str] | None = None):
@@ -111,7 +111,7 @@ async def test_reads_need_a_token_when_the_setting_says_so(js, nats_config, data
                 return resp.status, (json.loads(body) if resp.content_type ==
                                      "application/json" else body.decode())
 
-        with caplog.at_level(logging.WARNING, logger="services.auth"):
+        with caplog.at_level(logging.WARNING, logger="wrtci.services.auth"):
             assert await get("/api/v1/firmware", None) == (401, {"error": "missing bearer token"})
             assert await get("/api/v1/firmware", "guess") == (401, {"error": "invalid token"})
             status, body = await get("/api/v1/firmware", "gone-secret")

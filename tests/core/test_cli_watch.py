@@ -9,13 +9,13 @@ import sys
 
 import pytest
 
-from proto.model import ErrorCode, JobResult
-from services.cli.common import CliError, parse_time
-from services.cli.watch_cmd import JobOutcome, Verdict, firmware_outcome
 from tests.api_support import _finish_job, scenario
 from tests.core.test_events_cli import _publish_samples
 from tests.factories_results import Factory, finished, publish, started
 from tests.helpers import PROJECT_ROOT, run_cli
+from wrtci.proto.model import ErrorCode, JobResult
+from wrtci.services.cli.common import CliError, parse_time
+from wrtci.services.cli.watch_cmd import JobOutcome, Verdict, firmware_outcome
 
 
 def test_parse_time_durations_and_iso():
@@ -69,7 +69,7 @@ async def test_watch_follows_a_job_live(js, subjects, pool, site_config_file):
     factory = Factory(pool)
     job = await factory.job(await factory.firmware())
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", "watch", job, "-c", str(site_config_file),
+        sys.executable, "-m", "wrtci.services.cli.main", "watch", job, "-c", str(site_config_file),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=PROJECT_ROOT,
         env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)))
     try:

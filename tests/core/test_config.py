@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from core.config import ConfigError, NatsConfig, dump_config, load_config
-from services.cli.common import CliConfig
+from wrtci.core.config import ConfigError, NatsConfig, dump_config, load_config
+from wrtci.services.cli.common import CliConfig
 
 
 def test_toml_then_environment(tmp_path) -> None:

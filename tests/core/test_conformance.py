@@ -10,8 +10,13 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from lab_daemon.targets import load_target_file
-from services.trigger.official import ProfilesIndex, Release, VersionsIndex, firmware_from_profiles
+from wrtci.lab_daemon.targets import load_target_file
+from wrtci.services.trigger.official import (
+    ProfilesIndex,
+    Release,
+    VersionsIndex,
+    firmware_from_profiles,
+)
 
 
 def test_every_shared_target_file_loads(shared_fixtures_dir) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from core.runtime import EventPublisher
-from proto import events as ev
-from proto.topology import service_consumer
-from services.consume import Reject, Retry, consume
 from tests.samples import sample_events
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto import events as ev
+from wrtci.proto.topology import service_consumer
+from wrtci.services.consume import Reject, Retry, consume
 
 
 def _config(subjects, name="svc"):
@@ -38,7 +38,7 @@ async def test_malformed_message_is_terminated_and_next_one_processed(js, subjec
         seen.append(event)
         done.set()
 
-    with caplog.at_level(logging.ERROR, logger="services.consume"):
+    with caplog.at_level(logging.ERROR, logger="wrtci.services.consume"):
         await _run_until(js, subjects, handler, done)
 
     assert seen == [cancel]
@@ -66,7 +66,7 @@ async def test_retry_redelivers_and_reject_terminates(js, subjects, caplog):
             raise Retry("not yet", delay=0.1)
         done.set()
 
-    with caplog.at_level(logging.WARNING, logger="services.consume"):
+    with caplog.at_level(logging.WARNING, logger="wrtci.services.consume"):
         await _run_until(js, subjects, handler, done)
     assert deliveries == {"a": 2, "b": 1}
     assert any("rejected" in r.getMessage() for r in caplog.records)

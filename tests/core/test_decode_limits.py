@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nats.js.errors import NotFoundError
 
-from core.runtime import EventPublisher
-from proto.events import (
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto.events import (
     DecodeError,
     DeviceHealthChanged,
     DeviceHealthData,
@@ -21,12 +21,12 @@ from proto.events import (
     decode,
     encode,
 )
-from proto.limits import INT32_MAX, NAME_MAX, storable_text
-from proto.model import DeviceHealth, DeviceState
-from proto.subjects import Subjects
-from proto.tokens import TokenError, decode_token, encode_token
-from services.batch_consume import consume_batches
-from services.results.service import consumer_config, ingest_handler
+from wrtci.proto.limits import INT32_MAX, NAME_MAX, storable_text
+from wrtci.proto.model import DeviceHealth, DeviceState
+from wrtci.proto.subjects import Subjects
+from wrtci.proto.tokens import TokenError, decode_token, encode_token
+from wrtci.services.batch_consume import consume_batches
+from wrtci.services.results.service import consumer_config, ingest_handler
 
 
 def health(consecutive_failures: int = 0, lab: str = "lab-a",

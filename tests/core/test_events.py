@@ -7,11 +7,11 @@ import json
 import msgspec
 import pytest
 
-from core.runtime import EventPublisher
-from proto import events as ev
-from proto.routing import event_subject
-from proto.topology import service_consumer
 from tests.samples import sample_events
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto import events as ev
+from wrtci.proto.routing import event_subject
+from wrtci.proto.topology import service_consumer
 
 
 def test_samples_cover_every_event_type() -> None:

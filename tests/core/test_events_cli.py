@@ -8,10 +8,10 @@ import json
 import os
 import sys
 
-from core.runtime import EventPublisher
-from proto import events as ev
 from tests.helpers import PROJECT_ROOT, eventually, run_cli
 from tests.samples import sample_events
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto import events as ev
 
 
 async def _publish_samples(js, subjects) -> list[ev.CloudEvent]:
@@ -54,7 +54,7 @@ async def test_filters(js, subjects, site_config_file) -> None:
 
 async def test_follow_shows_new_events_live(js, subjects, site_config_file) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", "events", "--follow", "--new", "--json",
+        sys.executable, "-m", "wrtci.services.cli.main", "events", "--follow", "--new", "--json",
         "--config", str(site_config_file),
         stdout=asyncio.subprocess.PIPE, cwd=PROJECT_ROOT,
         env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from nats.js.errors import NoStreamResponseError
 
-from core.runtime import EventPublisher
-from proto import events as ev
-from services.outbox import Outbox, stage_event
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto import events as ev
+from wrtci.services.outbox import Outbox, stage_event
 
 
 def _event(job: str) -> ev.JobCancelled:

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from core.config import NatsConfig, dump_config, load_config
-from services import registry
-from services.cli.common import CliConfig
 from tests.helpers import PROJECT_ROOT, run_cli
+from wrtci.core.config import NatsConfig, dump_config, load_config
+from wrtci.services import registry
+from wrtci.services.cli.common import CliConfig
 
 SERVICE_NAMES = sorted(registry.SERVICES)
 
@@ -40,7 +40,8 @@ def test_check_fails_when_nats_is_unreachable(name, tmp_path, site_config_file) 
 @pytest.mark.parametrize("name", SERVICE_NAMES)
 async def test_sigterm_stops_the_service_cleanly(name, site_config_file, js) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", "run", name, "--config", str(site_config_file),
+        sys.executable, "-m", "wrtci.services.cli.main",
+        "run", name, "--config", str(site_config_file),
         stderr=asyncio.subprocess.PIPE, cwd=PROJECT_ROOT,
         env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
     )

@@ -8,11 +8,11 @@ import asyncpg
 import pytest
 from nats.js.api import RetentionPolicy
 
-from core.config import dump_config
-from proto import topology
-from services.cli.common import CliConfig
-from services.db.migrate import available_migrations
 from tests.helpers import run_cli
+from wrtci.core.config import dump_config
+from wrtci.proto import topology
+from wrtci.services.cli.common import CliConfig
+from wrtci.services.db.migrate import available_migrations
 
 
 @pytest.fixture

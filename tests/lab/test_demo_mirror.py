@@ -14,10 +14,10 @@ from pathlib import Path
 import aiohttp
 import msgspec
 
-from lab_daemon.firmware_prep import gunzip, is_gzip, raw_name
-from services.stack.mirror import serve_mirror, write_release
-from services.stack.virtual_lab import REVISION, VERSION, VirtualFirmware, image_name
-from services.trigger.official import ProfilesIndex, Release, firmware_from_profiles
+from wrtci.lab_daemon.firmware_prep import gunzip, is_gzip, raw_name
+from wrtci.services.stack.mirror import serve_mirror, write_release
+from wrtci.services.stack.virtual_lab import REVISION, VERSION, VirtualFirmware, image_name
+from wrtci.services.trigger.official import ProfilesIndex, Release, firmware_from_profiles
 
 
 def _raw_image(directory: Path) -> Path:

@@ -6,12 +6,12 @@ import asyncio
 
 import msgspec
 
-from proto import events as ev
-from proto.jobqueue import JobQueue
-from proto.model import TestPlan
-from proto.subjects import Priority
-from proto.topology import ensure_job_consumers
 from tests.lab_helpers import DEVICE_TYPE, job_spec
+from wrtci.proto import events as ev
+from wrtci.proto.jobqueue import JobQueue
+from wrtci.proto.model import TestPlan
+from wrtci.proto.subjects import Priority
+from wrtci.proto.topology import ensure_job_consumers
 
 PLANS = [TestPlan(name="base", tests=["tests/test_base.py"])]
 NEVER = 1e-6

@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from lab_daemon.config import HealthConfig
-from proto import events as ev
-from proto.model import DeviceHealth, DeviceState
-from proto.records import DeviceRecord, LabRecord, decode_record
 from tests.helpers import PROJECT_ROOT, eventually
 from tests.lab_helpers import EventLog, lab_config, running_lab, write_config
+from wrtci.lab_daemon.config import HealthConfig
+from wrtci.proto import events as ev
+from wrtci.proto.model import DeviceHealth, DeviceState
+from wrtci.proto.records import DeviceRecord, LabRecord, decode_record
 
 
 async def wrtci_lab(*args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lab_daemon.cli", *args, cwd=PROJECT_ROOT,
+        sys.executable, "-m", "wrtci.lab_daemon.cli", *args, cwd=PROJECT_ROOT,
         env={"PYTHONPATH": str(PROJECT_ROOT), "PATH": "/usr/bin:/bin"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output, _ = await asyncio.wait_for(proc.communicate(), 60)
@@ -83,7 +83,7 @@ async def test_broken_target_file_is_named_and_other_devices_keep_working(
     code, out = await wrtci_lab("check", "--config", str(path))
     assert code == 1
     assert f"{broken}: unknown labgrid driver or resource: NoSuchDriver" in out
-    from lab_daemon.cli import load
+    from wrtci.lab_daemon.cli import load
 
     async with running_lab(load(str(path))) as daemon:
         # the broken device is out of the pool with the reason; dut1 passes its check

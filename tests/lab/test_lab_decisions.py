@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from lab_daemon.state import Act, HealthCounter, next_action
-from lab_daemon.suite_env import (
+from tests.lab_helpers import commit_all
+from wrtci.lab_daemon.state import Act, HealthCounter, next_action
+from wrtci.lab_daemon.suite_env import (
     SuiteEnvError,
     build_env,
     poetry_constraint,
     read_declaration,
     suite_revision,
 )
-from proto.model import DeviceState
-from tests.lab_helpers import commit_all
+from wrtci.proto.model import DeviceState
 
 S = DeviceState
 NOW = 1000.0

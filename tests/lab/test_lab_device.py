@@ -14,11 +14,6 @@ import sys
 import pytest
 from minio import Minio
 
-from lab_daemon.config import HealthConfig
-from proto import events as ev
-from proto.model import DeviceHealth, DeviceState, JobResult, TestPlan, TestStatus
-from proto.records import DeviceRecord, decode_record
-from proto.storage import job_log_key
 from tests.helpers import PROJECT_ROOT
 from tests.lab_helpers import (
     REVISION,
@@ -32,6 +27,11 @@ from tests.lab_helpers import (
     running_log_writer,
     write_config,
 )
+from wrtci.lab_daemon.config import HealthConfig
+from wrtci.proto import events as ev
+from wrtci.proto.model import DeviceHealth, DeviceState, JobResult, TestPlan, TestStatus
+from wrtci.proto.records import DeviceRecord, decode_record
+from wrtci.proto.storage import job_log_key
 
 
 def _minio(storage_config) -> Minio:
@@ -144,7 +144,7 @@ async def test_failed_health_checks_take_the_device_out_and_a_pass_brings_it_bac
         shutil.copy(virtual_firmware.image, health_image)
         proc = await asyncio.create_subprocess_exec(
             "/usr/bin/env", f"PYTHONPATH={PROJECT_ROOT}", sys.executable,
-            "-m", "lab_daemon.cli", "health-check", "dut1", "--config", str(config_path),
+            "-m", "wrtci.lab_daemon.cli", "health-check", "dut1", "--config", str(config_path),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=PROJECT_ROOT)
         output, _ = await asyncio.wait_for(proc.communicate(), 200)
         assert proc.returncode == 0, output.decode()

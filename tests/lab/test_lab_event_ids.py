@@ -13,11 +13,6 @@ import asyncio
 import signal
 import stat
 
-from core.runtime import EventPublisher
-from lab_daemon.event_ids import KEY_FILE, EventIds, load_key
-from proto import events as ev
-from proto.limits import NAME_MAX
-from proto.model import JobResult, TestPlan
 from tests.lab_helpers import (
     EventLog,
     create_job_consumers,
@@ -29,6 +24,11 @@ from tests.lab_helpers import (
     stream_events,
     write_config,
 )
+from wrtci.core.runtime import EventPublisher
+from wrtci.lab_daemon.event_ids import KEY_FILE, EventIds, load_key
+from wrtci.proto import events as ev
+from wrtci.proto.limits import NAME_MAX
+from wrtci.proto.model import JobResult, TestPlan
 
 
 def test_ids_are_the_same_for_the_same_labs_retries_and_differ_otherwise(tmp_path):

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
-from core.retry import Backoff
-from lab_daemon.firmware import ChecksumMismatch, DownloadError, FirmwareCache
 from tests.lab_helpers import sha256_of
+from wrtci.core.retry import Backoff
+from wrtci.lab_daemon.firmware import ChecksumMismatch, DownloadError, FirmwareCache
 
 
 def _serve(www, name: str, data: bytes) -> str:

@@ -16,22 +16,6 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from lab_daemon.config import DeviceConfig
-from lab_daemon.firmware import FirmwareCache
-from lab_daemon.firmware_prep import (
-    PrepError,
-    device_image,
-    gunzip,
-    image_mismatch,
-    prepare,
-    prepare_held,
-    read_openwrt_section,
-    suite_environment,
-    wanted_image,
-)
-from proto import events as ev
-from proto.model import DeviceState, ErrorCode, Image, JobResult, TestPlan, TestStatus
-from proto.records import LabRecord, decode_record
 from tests.helpers import eventually
 from tests.lab_helpers import (
     FAKE_FIRMWARE,
@@ -45,6 +29,22 @@ from tests.lab_helpers import (
     running_lab,
     sha256_of,
 )
+from wrtci.lab_daemon.config import DeviceConfig
+from wrtci.lab_daemon.firmware import FirmwareCache
+from wrtci.lab_daemon.firmware_prep import (
+    PrepError,
+    device_image,
+    gunzip,
+    image_mismatch,
+    prepare,
+    prepare_held,
+    read_openwrt_section,
+    suite_environment,
+    wanted_image,
+)
+from wrtci.proto import events as ev
+from wrtci.proto.model import DeviceState, ErrorCode, Image, JobResult, TestPlan, TestStatus
+from wrtci.proto.records import LabRecord, decode_record
 
 RAW = os.urandom(200_000) + b"\0" * 300_000  # a disk image: some data, many zeros
 METADATA = b"\x00\x00FWx0" + b'{"metadata_version": "1.1", "supported_devices": []}'

@@ -13,18 +13,18 @@ import asyncio
 
 import aiohttp
 
-from lab_daemon.config import HealthConfig
-from proto import events as ev
-from proto.events import LogChunk, LogChunkData
-from proto.model import DeviceHealth, DeviceState
-from proto.storage import HEALTH_LOG_PATH, health_log_id, health_log_key, health_log_path
-from services.identity import REJECTED
-from services.notifier.health import issue_title, log_link
 from tests.api_support import serving
 from tests.helpers import eventually
 from tests.lab_helpers import EventLog, lab_config, running_lab, running_log_writer
 from tests.logs.test_logs_writer import _get, _wait_object
 from tests.notifier.test_notifier_health import _config, github, notifiers  # noqa: F401
+from wrtci.lab_daemon.config import HealthConfig
+from wrtci.proto import events as ev
+from wrtci.proto.events import LogChunk, LogChunkData
+from wrtci.proto.model import DeviceHealth, DeviceState
+from wrtci.proto.storage import HEALTH_LOG_PATH, health_log_id, health_log_key, health_log_path
+from wrtci.services.identity import REJECTED
+from wrtci.services.notifier.health import issue_title, log_link
 
 CONSOLE_LINE = "U-Boot 2024.10 ... Timeout while waiting for login prompt"
 FAILING_CHECK = f'''

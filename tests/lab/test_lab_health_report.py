@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import msgspec
 
-from lab_daemon.config import HealthConfig
-from lab_daemon.labnet import with_labnet
-from proto import events as ev
-from proto.control import LabAction, LabControlReply, LabControlRequest
-from proto.model import DeviceHealth, DeviceState
-from proto.storage import health_log_path
 from tests.lab.test_lab_labnet import LAB, LABNET
 from tests.lab_helpers import FAKE_FIRMWARE, EventLog, lab_config, running_lab
+from wrtci.lab_daemon.config import HealthConfig
+from wrtci.lab_daemon.labnet import with_labnet
+from wrtci.proto import events as ev
+from wrtci.proto.control import LabAction, LabControlReply, LabControlRequest
+from wrtci.proto.model import DeviceHealth, DeviceState
+from wrtci.proto.storage import health_log_path
 
 
 async def test_a_failed_check_says_when_the_device_last_passed_and_where_its_log_is(

@@ -13,9 +13,9 @@ import sys
 
 import pytest
 
-from lab_daemon.cli import build_parser
 from tests.helpers import PROJECT_ROOT
 from tests.lab_helpers import lab_config, write_config
+from wrtci.lab_daemon.cli import build_parser
 
 
 def _run(argv: list[str], timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:

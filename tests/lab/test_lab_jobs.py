@@ -12,13 +12,6 @@ import signal
 
 import msgspec
 
-from core.runtime import EventPublisher
-from lab_daemon.cli import load
-from proto import events as ev
-from proto import topology
-from proto.control import LabAction, LabControlReply, LabControlRequest
-from proto.model import DeviceState, ErrorCode, JobResult, TestPlan, TestStatus
-from proto.storage import job_log_key
 from tests.helpers import eventually_succeeds, read_object
 from tests.lab_helpers import (
     FAKE_FIRMWARE,
@@ -37,6 +30,13 @@ from tests.lab_helpers import (
     stream_events,
     write_config,
 )
+from wrtci.core.runtime import EventPublisher
+from wrtci.lab_daemon.cli import load
+from wrtci.proto import events as ev
+from wrtci.proto import topology
+from wrtci.proto.control import LabAction, LabControlReply, LabControlRequest
+from wrtci.proto.model import DeviceState, ErrorCode, JobResult, TestPlan, TestStatus
+from wrtci.proto.storage import job_log_key
 
 
 def _object(storage_config, key: str) -> str:

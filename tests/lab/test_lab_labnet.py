@@ -16,12 +16,6 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from lab_daemon.cli import load
-from lab_daemon.config import DeviceConfig
-from lab_daemon.labnet import LabnetError, load_labnet, with_labnet
-from proto import events as ev
-from proto.model import JobResult, TestPlan
-from proto.subjects import Priority, PriorityClass
 from tests.lab_helpers import (
     PROJECT,
     EventLog,
@@ -31,6 +25,12 @@ from tests.lab_helpers import (
     running_lab,
     write_config,
 )
+from wrtci.lab_daemon.cli import load
+from wrtci.lab_daemon.config import DeviceConfig
+from wrtci.lab_daemon.labnet import LabnetError, load_labnet, with_labnet
+from wrtci.proto import events as ev
+from wrtci.proto.model import JobResult, TestPlan
+from wrtci.proto.subjects import Priority, PriorityClass
 
 LABNET = PROJECT / "tests" / "data" / "labnet" / "labnet.yaml"
 LAB = "labgrid-wrtci"
@@ -125,7 +125,7 @@ def test_lab_toml_keeps_its_own_definition_of_a_labnet_device(nats_config, tmp_p
 
 async def _wrtci_lab(*args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lab_daemon.cli", *args, cwd=PROJECT,
+        sys.executable, "-m", "wrtci.lab_daemon.cli", *args, cwd=PROJECT,
         env={"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
     output, _ = await asyncio.wait_for(proc.communicate(), 60)

@@ -17,15 +17,6 @@ import sys
 import msgspec
 import pytest
 
-from lab_daemon.leftovers import (
-    GroupRecord,
-    group_members,
-    is_recorded_group,
-    kill_leftover_groups,
-    record_group,
-)
-from proto import events as ev
-from proto.model import JobResult, TestPlan
 from tests.helpers import eventually
 from tests.lab_helpers import (
     LAB_PLACE_USER,
@@ -39,6 +30,15 @@ from tests.lab_helpers import (
     stream_events,
     write_config,
 )
+from wrtci.lab_daemon.leftovers import (
+    GroupRecord,
+    group_members,
+    is_recorded_group,
+    kill_leftover_groups,
+    record_group,
+)
+from wrtci.proto import events as ev
+from wrtci.proto.model import JobResult, TestPlan
 
 # Like labgrid starting QEMU: a process in pytest's group that PR_SET_PDEATHSIG
 # (which reaches pytest only) does not stop.

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from lab_daemon.config import DeviceConfig, LabSection
-from lab_daemon.outcome import JunitReport, PytestRun, read_outcome
-from lab_daemon.runner import PlanFiles, PlanRun, run_plan
-from proto.model import ErrorCode, TestPlan, TestResult, TestStatus
 from tests.lab_helpers import VIRTUAL_TARGET
+from wrtci.lab_daemon.config import DeviceConfig, LabSection
+from wrtci.lab_daemon.outcome import JunitReport, PytestRun, read_outcome
+from wrtci.lab_daemon.runner import PlanFiles, PlanRun, run_plan
+from wrtci.proto.model import ErrorCode, TestPlan, TestResult, TestStatus
 
 FIRMWARE_OPTION = '''
 def pytest_addoption(parser):

@@ -8,13 +8,6 @@ without counting against its health.
 
 from __future__ import annotations
 
-from core.runtime import EventPublisher
-from lab_daemon.config import HealthConfig
-from lab_daemon.places import parse_holder
-from proto import events as ev
-from proto.model import DeviceHealth, DeviceState, ErrorCode, JobResult, TestPlan, TestStatus
-from proto.subjects import Priority
-from proto.topology import ensure_consumer, job_consumer
 from tests.helpers import eventually
 from tests.lab.test_lab_cli import wrtci_lab
 from tests.lab_helpers import (
@@ -28,6 +21,13 @@ from tests.lab_helpers import (
     running_lab,
     write_config,
 )
+from wrtci.core.runtime import EventPublisher
+from wrtci.lab_daemon.config import HealthConfig
+from wrtci.lab_daemon.places import parse_holder
+from wrtci.proto import events as ev
+from wrtci.proto.model import DeviceHealth, DeviceState, ErrorCode, JobResult, TestPlan, TestStatus
+from wrtci.proto.subjects import Priority
+from wrtci.proto.topology import ensure_consumer, job_consumer
 
 # Run by the lab as part of the suite: asks the coordinator who holds the place.
 PLACE_TEST = '''

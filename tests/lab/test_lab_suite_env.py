@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pytest
 
-from proto import events as ev
-from proto.model import DeviceHealth, JobResult, TestPlan, TestStatus
 from tests.factories_results import Factory, ingest_all
 from tests.lab_helpers import (
     VIRTUAL_TARGET,
@@ -30,6 +28,8 @@ from tests.lab_helpers import (
     publish_job,
     running_lab,
 )
+from wrtci.proto import events as ev
+from wrtci.proto.model import DeviceHealth, JobResult, TestPlan, TestStatus
 
 PYPROJECT = '''
 [tool.poetry]

@@ -8,12 +8,12 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from lab_daemon.junit import parse_junit
-from lab_daemon.state import DeviceStateMachine, HealthCounter, InvalidTransition
-from lab_daemon.targets import TargetFileError, load_target_file
-from proto.events import LogChunkData
-from proto.model import DeviceHealth, DeviceState, TestStatus
-from services.logs.assembler import Assembler, LogKey
+from wrtci.lab_daemon.junit import parse_junit
+from wrtci.lab_daemon.state import DeviceStateMachine, HealthCounter, InvalidTransition
+from wrtci.lab_daemon.targets import TargetFileError, load_target_file
+from wrtci.proto.events import LogChunkData
+from wrtci.proto.model import DeviceHealth, DeviceState, TestStatus
+from wrtci.services.logs.assembler import Assembler, LogKey
 
 PROJECT = Path(__file__).resolve().parents[2]
 VIRTUAL_TARGET = PROJECT / "deploy" / "virtual-lab" / "qemu-x86-64-virtual.yaml"
@@ -145,7 +145,7 @@ def test_assembler_keeps_runs_apart():
 
 
 def test_example_lab_config_loads_and_resolves_paths():
-    from lab_daemon.cli import load
+    from wrtci.lab_daemon.cli import load
 
     config = load(str(PROJECT / "deploy" / "lab.example.toml"))
     virtual = config.lab.devices[1]
@@ -155,9 +155,9 @@ def test_example_lab_config_loads_and_resolves_paths():
 
 
 def test_results_are_fitted_to_one_message_or_replaced_by_an_error():
-    from lab_daemon.job import fit_results
-    from proto.events import JobFinishedData
-    from proto.model import ErrorCode, JobResult, TestResult
+    from wrtci.lab_daemon.job import fit_results
+    from wrtci.proto.events import JobFinishedData
+    from wrtci.proto.model import ErrorCode, JobResult, TestResult
 
     tests = [TestResult(path=f"base.test_x.test_{n}", status=TestStatus.FAIL,
                         message="m" * 5000, log_excerpt="e" * 4000) for n in range(10)]
@@ -180,7 +180,7 @@ def test_results_are_fitted_to_one_message_or_replaced_by_an_error():
 
 @pytest.mark.parametrize("name", ["../../../tmp/owned", "/etc", "..", "a/../../b", ""])
 def test_a_plan_name_from_a_job_stays_in_the_run_directory(tmp_path, name):
-    from lab_daemon.runner import PlanFiles
+    from wrtci.lab_daemon.runner import PlanFiles
 
     files = PlanFiles(run_dir=tmp_path / "run")
     plan_dir = files.plan_dir(name).resolve()
@@ -190,9 +190,9 @@ def test_a_plan_name_from_a_job_stays_in_the_run_directory(tmp_path, name):
 def test_a_swallowed_error_is_logged_once_per_window_with_the_count_between(caplog):
     import logging
 
-    from lab_daemon import swallow
+    from wrtci.lab_daemon import swallow
 
-    logger = logging.getLogger("lab_daemon.test_swallow")
+    logger = logging.getLogger("wrtci.lab_daemon.test_swallow")
     for _ in range(3):
         with swallow.logged("heartbeat failed", logger, device="dut1"):
             raise OSError("NATS away")

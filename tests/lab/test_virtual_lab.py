@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab_daemon.targets import load_target_file
 from tests.lab_helpers import REVISION, VERSION, VIRTUAL_LAB, VIRTUAL_SUITE, VIRTUAL_SUITE_TARGET
+from wrtci.lab_daemon.targets import load_target_file
 
 SECTOR = 512
 

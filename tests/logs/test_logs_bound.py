@@ -15,16 +15,16 @@ from pathlib import Path
 
 from minio import Minio
 
-from core.runtime import EventPublisher
-from proto.events import LogChunk, LogChunkData
-from proto.storage import job_log_key
-from services.cli.logs_cmd import writer_records
-from services.cli.main import main as wrtci
-from services.config import StorageConfig
-from services.logs.buffer import DROPPED_HEADER, SpillDir
-from services.stack.servers import S3Server
 from tests.helpers import eventually, private_nats
 from tests.lab_helpers import log_sender, running_log_writer, stream_events
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto.events import LogChunk, LogChunkData
+from wrtci.proto.storage import job_log_key
+from wrtci.services.cli.logs_cmd import writer_records
+from wrtci.services.cli.main import main as wrtci
+from wrtci.services.config import StorageConfig
+from wrtci.services.logs.buffer import DROPPED_HEADER, SpillDir
+from wrtci.services.stack.servers import S3Server
 
 LINE = "{i:04d} [ok] Päivää ✓ 🚀 {pad}\n"
 

@@ -6,11 +6,11 @@ import asyncio
 
 from minio import Minio
 
-from core.runtime import EventPublisher
-from proto.events import LogChunk, LogChunkData
-from proto.storage import job_log_key
 from tests.helpers import eventually, private_nats
 from tests.lab_helpers import log_sender, running_log_writer, stream_events
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto.events import LogChunk, LogChunkData
+from wrtci.proto.storage import job_log_key
 
 
 def _get(storage_config, key: str) -> str | None:

@@ -16,16 +16,21 @@ from collections.abc import AsyncIterator
 import pytest
 from nats.js.errors import NotFoundError
 
-from core.config import LoggingConfig
-from core.runtime import EventPublisher
-from proto.events import DeviceHealthChanged, DeviceHealthData
-from proto.model import DeviceHealth, DeviceState
-from proto.storage import health_log_path
-from services.notifier import Config, run
-from services.notifier.config import GithubSection, HealthSection, MailSection, NotifierSection
-from services.notifier.health import issue_title
 from tests.helpers import eventually
 from tests.servers.github import GithubServer
+from wrtci.core.config import LoggingConfig
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto.events import DeviceHealthChanged, DeviceHealthData
+from wrtci.proto.model import DeviceHealth, DeviceState
+from wrtci.proto.storage import health_log_path
+from wrtci.services.notifier import Config, run
+from wrtci.services.notifier.config import (
+    GithubSection,
+    HealthSection,
+    MailSection,
+    NotifierSection,
+)
+from wrtci.services.notifier.health import issue_title
 
 REPO = "openwrt/openwrt-tests"
 TOKEN = "ghs_healthtoken"
@@ -183,8 +188,8 @@ async def test_without_github_the_lab_owner_gets_mail_once_per_change(
 
 async def test_a_lab_cannot_report_another_labs_device(pool, subjects, nats_config,
                                                        database_config, storage_config):
-    from services.consume import MsgMeta, Reject
-    from services.notifier.health import HealthNotifier
+    from wrtci.services.consume import MsgMeta, Reject
+    from wrtci.services.notifier.health import HealthNotifier
 
     config = _config(nats_config, database_config, storage_config, github=None, smtp_port=25)
     notifier = HealthNotifier(pool, config.notifier, None, subjects)

@@ -9,23 +9,23 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from core.config import load_config
-from proto.events import FirmwareStateChanged, FirmwareStateData
-from proto.model import FirmwareState, PullRequest
-from services.lifecycle import state_event_id
-from services.notifier import Config, mail, report
-from services.notifier.config import MailRule, MailSection, NotifierSection
-from services.notifier.delivery import PermanentFailure, TemporaryFailure
-from services.notifier.facts import FirmwareFacts, IncidentLines
-from services.notifier.service import event_round
-from services.stack.servers import free_port
-from services.summary import (
+from tests.servers.smtp import Mailbox
+from wrtci.core.config import load_config
+from wrtci.proto.events import FirmwareStateChanged, FirmwareStateData
+from wrtci.proto.model import FirmwareState, PullRequest
+from wrtci.services.lifecycle import state_event_id
+from wrtci.services.notifier import Config, mail, report
+from wrtci.services.notifier.config import MailRule, MailSection, NotifierSection
+from wrtci.services.notifier.delivery import PermanentFailure, TemporaryFailure
+from wrtci.services.notifier.facts import FirmwareFacts, IncidentLines
+from wrtci.services.notifier.service import event_round
+from wrtci.services.stack.servers import free_port
+from wrtci.services.summary import (
     DeviceTypeSummary,
     FirmwareSummary,
     IncidentInfo,
     RegressionInfo,
 )
-from tests.servers.smtp import Mailbox
 
 FW = "wrtci:official:stable:24.10.0:r28427-6df0e3d02a"
 PREVIOUS = "wrtci:official:stable:24.10.0:r28400-0123456789"

@@ -11,20 +11,20 @@ import msgspec
 import pytest
 from nats.js.errors import NotFoundError
 
-from core.config import LoggingConfig
-from proto.events import FirmwareStateChanged, FirmwareStateData
-from proto.model import FirmwareState, PriorityClass, PullRequest, SourceKind
-from proto.storage import job_log_key
-from services.lifecycle import state_event_id
-from services.notifier import Config, run
-from services.notifier.config import GithubSection, MailRule, MailSection, NotifierSection
-from services.stack.servers import free_port
 from tests import factories
 from tests.factories_results import Factory, finished, ingest_all, publish
 from tests.helpers import eventually
 from tests.results.test_results_kcidb import PANIC_LOG, _put, analyser
 from tests.servers.github import GithubServer
 from tests.servers.smtp import SmtpServer
+from wrtci.core.config import LoggingConfig
+from wrtci.proto.events import FirmwareStateChanged, FirmwareStateData
+from wrtci.proto.model import FirmwareState, PriorityClass, PullRequest, SourceKind
+from wrtci.proto.storage import job_log_key
+from wrtci.services.lifecycle import state_event_id
+from wrtci.services.notifier import Config, run
+from wrtci.services.notifier.config import GithubSection, MailRule, MailSection, NotifierSection
+from wrtci.services.stack.servers import free_port
 
 REPO = "openwrt/openwrt"
 TOKEN = "ghs_notifiertoken"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from core.runtime import EventPublisher
-from proto import events as ev
-from proto.topology import service_consumer
-from services.batch_consume import consume_batches
-from services.consume import Reject, Retry
+from wrtci.core.runtime import EventPublisher
+from wrtci.proto import events as ev
+from wrtci.proto.topology import service_consumer
+from wrtci.services.batch_consume import consume_batches
+from wrtci.services.consume import Reject, Retry
 
 
 def _request(job: str) -> ev.JobRetryRequested:
@@ -54,7 +54,7 @@ async def test_batch_gets_all_messages_and_each_verdict_is_applied(js, subjects,
             done.set()
         return verdicts
 
-    with caplog.at_level(logging.WARNING, logger="services.batch_consume"):
+    with caplog.at_level(logging.WARNING, logger="wrtci.services.batch_consume"):
         await _run(js, subjects, handler, done, "batch1")
     assert calls[0] == ["ok-1", "bad", "later", "ok-2"]  # the malformed one never reaches it
     assert calls[-1] == ["later"]

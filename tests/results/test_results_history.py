@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 
-from services.results.history import FirmwareRuns, episodes, flakiness, verdict
 from tests.factories_results import Factory, finished, ingest_all, publish
 from tests.helpers import run_cli
 from tests.results.test_results_kcidb import analyser
+from wrtci.services.results.history import FirmwareRuns, episodes, flakiness, verdict
 
 
 def _history(*statuses: str | tuple[str, ...]) -> list[FirmwareRuns]:

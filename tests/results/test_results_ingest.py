@@ -7,8 +7,6 @@ import logging
 
 import msgspec
 
-from proto import events as ev
-from proto.model import DeviceHealth, DeviceState, ErrorCode, JobResult
 from tests.factories_results import (
     T0,
     Factory,
@@ -17,6 +15,8 @@ from tests.factories_results import (
     publish,
     started,
 )
+from wrtci.proto import events as ev
+from wrtci.proto.model import DeviceHealth, DeviceState, ErrorCode, JobResult
 
 
 async def _attempt(pool, job_id, attempt=1):
@@ -73,7 +73,7 @@ async def test_result_from_another_lab_is_rejected(js, subjects, pool, caplog):
     await publish(js, subjects, forged)
     await publish(js, subjects, spoofed, subject=subjects.lab_event("lab-c", "job.finished"))
     await publish(js, subjects, unknown)
-    with caplog.at_level(logging.ERROR, logger="services.batch_consume"):
+    with caplog.at_level(logging.ERROR, logger="wrtci.services.batch_consume"):
         await ingest_all(js, subjects, pool)
 
     attempt = await _attempt(pool, job)
@@ -98,7 +98,7 @@ async def test_started_for_unknown_attempt_is_rejected_and_late_started_is_ignor
     await publish(js, subjects, started(job, attempt=2))  # the scheduler made no attempt 2
     await publish(js, subjects, finished(job, {"t.a": "PASS"}))
     await publish(js, subjects, started(job, lab="lab-b"))  # another lab, after the fact
-    with caplog.at_level(logging.ERROR, logger="services.batch_consume"):
+    with caplog.at_level(logging.ERROR, logger="wrtci.services.batch_consume"):
         await ingest_all(js, subjects, pool)
     assert sum("rejected" in r.getMessage() for r in caplog.records) == 2
     attempt = await _attempt(pool, job)
@@ -192,7 +192,7 @@ async def test_hostile_event_does_not_take_its_batch_down(js, subjects, pool, ca
         console, data=msgspec.structs.replace(console.data, tests=[noisy_test]))
     huge = finished(good, {"t.a": "PASS"}, attempt=2**31, event_id="huge")
     await publish(js, subjects, huge, console, finished(good, {"t.a": "PASS"}))
-    with caplog.at_level(logging.ERROR, logger="services.batch_consume"):
+    with caplog.at_level(logging.ERROR, logger="wrtci.services.batch_consume"):
         await ingest_all(js, subjects, pool)
 
     assert (await _attempt(pool, good))["result"] == "pass"

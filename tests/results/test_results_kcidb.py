@@ -10,18 +10,18 @@ import aiohttp
 import msgspec
 import pytest
 
-from proto.model import ErrorCode, JobResult
-from proto.storage import job_log_key
-from services.kcidb.config import KcidbSection
-from services.results.config import ResultsSection
-from services.results.forwarder import Forwarder, KcidbClient
-from services.results.logs import LogTailReader
-from services.results.signatures import SignatureSet
-from services.results.work import Analyser
-from services.storage import minio_client
 from tests.factories_results import Factory, finished, ingest_all, publish, started
 from tests.helpers import assert_kcidb_valid, put_object, run_cli
 from tests.servers.kcidb import KcidbServer, make_token
+from wrtci.proto.model import ErrorCode, JobResult
+from wrtci.proto.storage import job_log_key
+from wrtci.services.kcidb.config import KcidbSection
+from wrtci.services.results.config import ResultsSection
+from wrtci.services.results.forwarder import Forwarder, KcidbClient
+from wrtci.services.results.logs import LogTailReader
+from wrtci.services.results.signatures import SignatureSet
+from wrtci.services.results.work import Analyser
+from wrtci.services.storage import minio_client
 
 PANIC_LOG = """\
 [    0.000000] Linux version 6.6.63 (builder@buildhost)

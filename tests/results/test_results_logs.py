@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from proto.model import ErrorCode, JobResult
-from proto.storage import job_log_key
-from services.results.signatures import Signature, SignatureError, SignatureSet
 from tests.factories_results import Factory, finished, ingest_all, publish, started
 from tests.results.test_results_kcidb import PANIC_LOG, _put, analyser
+from wrtci.proto.model import ErrorCode, JobResult
+from wrtci.proto.storage import job_log_key
+from wrtci.services.results.signatures import Signature, SignatureError, SignatureSet
 
 SIGNATURES = SignatureSet.load()
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from core.config import LoggingConfig
-from proto.storage import job_log_key
-from services.results import Config, check, run
-from services.results.config import ResultsSection
 from tests.factories_results import Factory, finished, publish, started
 from tests.helpers import eventually
 from tests.results.test_results_kcidb import PANIC_LOG, _put
+from wrtci.core.config import LoggingConfig
+from wrtci.proto.storage import job_log_key
+from wrtci.services.results import Config, check, run
+from wrtci.services.results.config import ResultsSection
 
 
 async def test_daemon_ingests_and_analyses(js, subjects, pool, nats_config, database_config,

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from proto.model import JobResult
-from services.scheduler.service import SchedulerSettings
 from tests import factories
 from tests.helpers import PROJECT_ROOT, eventually, run_cli
 from tests.pipeline import WAIT, FakeLab, firmware_jobs, running
+from wrtci.proto.model import JobResult
+from wrtci.services.scheduler.service import SchedulerSettings
 
 X86 = "x86/64/generic"
 ATH = "ath79/generic/tplink_archer-c7-v2"
@@ -49,7 +49,7 @@ async def test_drain_wait_lets_the_running_job_finish_and_starts_no_new_one(
             return any(r["device_type"] == ATH for r in await firmware_jobs(pool, data.firmware_id))
         await eventually(queued_for_ath, "the ath79 job queued")
         drain = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli.main", "drain", "--wait",
+            sys.executable, "-m", "wrtci.services.cli.main", "drain", "--wait",
             "--config", str(site_config_file), "--timeout", str(WAIT), "--interval", "0.2",
             cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         first_line = await asyncio.wait_for(drain.stdout.readline(), WAIT)

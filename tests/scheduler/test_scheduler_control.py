@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from proto.model import JobResult
-from services.scheduler.service import SchedulerSettings
 from tests import factories
 from tests.helpers import PROJECT_ROOT, eventually, run_cli
 from tests.pipeline import (
@@ -18,6 +16,8 @@ from tests.pipeline import (
     running,
     stored_events,
 )
+from wrtci.proto.model import JobResult
+from wrtci.services.scheduler.service import SchedulerSettings
 
 X86 = "x86/64/generic"
 FAST = SchedulerSettings(holdoff_s=0.2)
@@ -52,7 +52,7 @@ async def test_pause_drain_resume(js, subjects, nats_config, database_config, st
 
         # drain: pauses, then waits for the running job.
         drain = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli.main", "scheduler", "drain",
+            sys.executable, "-m", "wrtci.services.cli.main", "scheduler", "drain",
             "--config", str(site_config_file), "--timeout", str(WAIT),
             cwd=PROJECT_ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from proto.model import PriorityClass, SourceKind
-from services.scheduler.devices import agreed_wish
-from services.scheduler.fanout import MAX_JOB_ID, ImageWish, job_id, plan_jobs
-from services.scheduler.plans import PlanError, PlanSet
 from tests import factories
+from wrtci.proto.model import PriorityClass, SourceKind
+from wrtci.services.scheduler.devices import agreed_wish
+from wrtci.services.scheduler.fanout import MAX_JOB_ID, ImageWish, job_id, plan_jobs
+from wrtci.services.scheduler.plans import PlanError, PlanSet
 
 PLANS = PlanSet.load()
 

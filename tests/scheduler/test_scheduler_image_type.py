@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 
-from lab_daemon.config import DeviceConfig, HealthConfig
-from lab_daemon.device import Device
-from lab_daemon.event_ids import EventIds
-from lab_daemon.firmware_prep import device_image
-from lab_daemon.presence import Presence
-from proto.events import JobCreated, decode_as
-from proto.subjects import Priority
-from services.scheduler.fanout import plan_jobs
-from services.scheduler.plans import PlanSet
 from tests import factories
 from tests.helpers import eventually
 from tests.pipeline import firmware_jobs, firmware_state, running
+from wrtci.lab_daemon.config import DeviceConfig, HealthConfig
+from wrtci.lab_daemon.device import Device
+from wrtci.lab_daemon.event_ids import EventIds
+from wrtci.lab_daemon.firmware_prep import device_image
+from wrtci.lab_daemon.presence import Presence
+from wrtci.proto.events import JobCreated, decode_as
+from wrtci.proto.subjects import Priority
+from wrtci.services.scheduler.fanout import plan_jobs
+from wrtci.services.scheduler.plans import PlanSet
 
 X86 = "x86/64/generic"
 MT = "mediatek/filogic/openwrt_one"

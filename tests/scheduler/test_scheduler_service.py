@@ -8,12 +8,6 @@ import datetime as dt
 import aiohttp
 from minio import Minio
 
-from proto.events import JobCreated, decode_as
-from proto.model import PriorityClass, SourceKind
-from proto.subjects import Priority
-from services.lifecycle import store
-from services.scheduler.fanout import plan_jobs
-from services.scheduler.plans import PlanSet
 from tests import factories
 from tests.helpers import eventually
 from tests.pipeline import (
@@ -23,6 +17,12 @@ from tests.pipeline import (
     running,
     stored_events,
 )
+from wrtci.proto.events import JobCreated, decode_as
+from wrtci.proto.model import PriorityClass, SourceKind
+from wrtci.proto.subjects import Priority
+from wrtci.services.lifecycle import store
+from wrtci.services.scheduler.fanout import plan_jobs
+from wrtci.services.scheduler.plans import PlanSet
 
 LAB_A = [
     ("x86-1", "x86/64/generic", ["online", "opkg", "rootfs", "wan_port"]),

@@ -5,14 +5,6 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from proto.events import JobStarted, JobStartedData
-from proto.model import ErrorCode, JobResult
-from services.consume import MsgMeta, Reject
-from services.lifecycle import Lifecycle
-from services.lifecycle.dispatch import Dispatcher
-from services.scheduler.service import SchedulerSettings
-from services.timeout.deadlines import DeadlineLoop
-from services.timeout.service import LifecycleHandler, TimeoutSettings
 from tests import factories
 from tests.helpers import eventually
 from tests.pipeline import (
@@ -24,6 +16,14 @@ from tests.pipeline import (
     running,
     stored_events,
 )
+from wrtci.proto.events import JobStarted, JobStartedData
+from wrtci.proto.model import ErrorCode, JobResult
+from wrtci.services.consume import MsgMeta, Reject
+from wrtci.services.lifecycle import Lifecycle
+from wrtci.services.lifecycle.dispatch import Dispatcher
+from wrtci.services.scheduler.service import SchedulerSettings
+from wrtci.services.timeout.deadlines import DeadlineLoop
+from wrtci.services.timeout.service import LifecycleHandler, TimeoutSettings
 
 X86 = "x86/64/generic"
 FAST = SchedulerSettings(holdoff_s=0.3)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from proto.model import FirmwareState
-from services.lifecycle import Transition, decide_firmware
+from wrtci.proto.model import FirmwareState
+from wrtci.services.lifecycle import Transition, decide_firmware
 
 NOW = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 PAST = NOW - dt.timedelta(minutes=1)

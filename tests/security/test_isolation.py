@@ -14,13 +14,6 @@ import sys
 
 import pytest
 
-from core.runtime import EventPublisher, connect_nats
-from proto import events as ev
-from proto.model import JobResult
-from proto.storage import job_log_key
-from proto.subjects import Priority
-from services import identity
-from services.scheduler.service import SchedulerSettings
 from tests import factories
 from tests.helpers import eventually, read_object
 from tests.isolation_support import (
@@ -33,6 +26,13 @@ from tests.isolation_support import (
 )
 from tests.lab_helpers import lab_config, lab_subprocess, running_log_writer, write_config
 from tests.pipeline import running
+from wrtci.core.runtime import EventPublisher, connect_nats
+from wrtci.proto import events as ev
+from wrtci.proto.model import JobResult
+from wrtci.proto.storage import job_log_key
+from wrtci.proto.subjects import Priority
+from wrtci.services import identity
+from wrtci.services.scheduler.service import SchedulerSettings
 
 X86 = "x86/64/generic"
 OTHER = "ath79/generic/other"
@@ -83,7 +83,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def _lab_cli(command: str, config_path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lab_daemon.cli", command, "--config",
+    return subprocess.run([sys.executable, "-m", "wrtci.lab_daemon.cli", command, "--config",
                            str(config_path)], capture_output=True, text=True, timeout=60)
 
 

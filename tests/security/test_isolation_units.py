@@ -16,13 +16,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from core.config import NatsConfig, load_config
-from core.runtime import connect_nats
-from lab_daemon.config import Config as LabConfig
-from proto.subjects import Subjects
-from services.cli.common import CliConfig
-from services.natsauth import AuthDir, AuthError, lab_permissions
-from services.stack.servers import NatsServer
+from wrtci.core.config import NatsConfig, load_config
+from wrtci.core.runtime import connect_nats
+from wrtci.lab_daemon.config import Config as LabConfig
+from wrtci.proto.subjects import Subjects
+from wrtci.services.cli.common import CliConfig
+from wrtci.services.natsauth import AuthDir, AuthError, lab_permissions
+from wrtci.services.stack.servers import NatsServer
 
 PROJECT = Path(__file__).resolve().parents[2]
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from proto.subjects import Priority, PriorityClass, Subjects
-from proto.tokens import (
+from wrtci.proto.subjects import Priority, PriorityClass, Subjects
+from wrtci.proto.tokens import (
     TokenError,
     decode_key_part,
     decode_token,

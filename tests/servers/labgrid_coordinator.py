@@ -13,8 +13,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from lab_daemon.places import parse_holder
-from services.stack.servers import ServerError, find_executable, free_port
+from wrtci.lab_daemon.places import parse_holder
+from wrtci.services.stack.servers import ServerError, find_executable, free_port
 
 LOOPBACK = "127.0.0.1"
 

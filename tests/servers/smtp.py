@@ -8,7 +8,7 @@ import email.policy
 
 from aiosmtpd.controller import Controller
 
-from services.stack.servers import free_port
+from wrtci.services.stack.servers import free_port
 
 
 class Mailbox:

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import asyncpg
 
-from core.config import NatsConfig
-from proto import events as ev
-from services.config import DatabaseConfig, StorageConfig
-from services.trigger.config import GithubConfig, OfficialConfig, TriggerConfig, WebConfig
-from services.trigger.service import Config
 from tests.servers.github import make_zip
+from wrtci.core.config import NatsConfig
+from wrtci.proto import events as ev
+from wrtci.services.config import DatabaseConfig, StorageConfig
+from wrtci.services.trigger.config import GithubConfig, OfficialConfig, TriggerConfig, WebConfig
+from wrtci.services.trigger.service import Config
 
 REPO = "openwrt/openwrt"
 LABEL = "ci-test-requested"

@@ -18,17 +18,17 @@ from pathlib import Path
 import nats
 import pytest
 
-from core.config import NatsConfig
-from proto import events as ev
-from proto import topology
-from proto.jobqueue import JobQueue
-from proto.model import Image, JobResult, TestPlan
-from proto.subjects import Priority, Subjects
-from services.scheduler.service import SchedulerSettings
-from services.stack.servers import LOOPBACK, find_executable, free_port
 from tests import factories
 from tests.helpers import eventually, eventually_succeeds
 from tests.pipeline import FakeLab, firmware_jobs, firmware_state, running
+from wrtci.core.config import NatsConfig
+from wrtci.proto import events as ev
+from wrtci.proto import topology
+from wrtci.proto.jobqueue import JobQueue
+from wrtci.proto.model import Image, JobResult, TestPlan
+from wrtci.proto.subjects import Priority, Subjects
+from wrtci.services.scheduler.service import SchedulerSettings
+from wrtci.services.stack.servers import LOOPBACK, find_executable, free_port
 
 DEVICE_TYPES = ["x86/64/generic", "ath79/generic/tplink_archer-c7-v2"]
 JOBS = 120

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from services import registry
+from wrtci.services import registry
 
 UNITS = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
 PREFIXES = ("/opt/wrtci/.venv/bin", "/opt/wrtci-lab/bin")

@@ -20,26 +20,26 @@ import asyncpg
 import pytest
 from minio import Minio
 
-from core.config import LoggingConfig, NatsConfig
-from core.retry import Backoff
-from core.runtime import connect_nats
-from proto import topology
-from proto.model import ErrorCode, JobResult
-from proto.subjects import Subjects
-from services import db
-from services.config import DatabaseConfig, StorageConfig
-from services.db.migrate import migrate
-from services.scheduler import service as scheduler_service
-from services.scheduler.service import SchedulerSettings
-from services.stack.servers import NatsServer, PostgresServer, S3Server, free_port
-from services.timeout.service import TimeoutSettings
-from services.trigger.config import OfficialConfig, WebConfig
-from services.trigger.service import run as run_trigger
 from tests import factories
 from tests.helpers import eventually
 from tests.pipeline import FakeLab, firmware_jobs, running
 from tests.servers.trigger_harness import trigger_config
 from tests.token_support import add_token
+from wrtci.core.config import LoggingConfig, NatsConfig
+from wrtci.core.retry import Backoff
+from wrtci.core.runtime import connect_nats
+from wrtci.proto import topology
+from wrtci.proto.model import ErrorCode, JobResult
+from wrtci.proto.subjects import Subjects
+from wrtci.services import db
+from wrtci.services.config import DatabaseConfig, StorageConfig
+from wrtci.services.db.migrate import migrate
+from wrtci.services.scheduler import service as scheduler_service
+from wrtci.services.scheduler.service import SchedulerSettings
+from wrtci.services.stack.servers import NatsServer, PostgresServer, S3Server, free_port
+from wrtci.services.timeout.service import TimeoutSettings
+from wrtci.services.trigger.config import OfficialConfig, WebConfig
+from wrtci.services.trigger.service import run as run_trigger
 
 X86 = "x86/64/generic"
 ATH = "ath79/generic/tplink_archer-c7-v2"

@@ -22,21 +22,21 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from core.config import LoggingConfig, load_config
-from core.runtime import EventPublisher
-from lab_daemon.logstream import ChunkSender, LogStream
-from proto import events as ev
-from proto.model import JobResult, TestResult, TestStatus
-from proto.storage import job_log_key
-from services.cli.common import CliConfig
-from services.results import Config as ResultsConfig
-from services.results import run as run_results
-from services.results.config import ResultsSection
-from services.scheduler.service import SchedulerSettings
 from tests import factories
 from tests.helpers import PROJECT_ROOT
 from tests.lab_helpers import running_log_writer
 from tests.pipeline import FakeLab, running
+from wrtci.core.config import LoggingConfig, load_config
+from wrtci.core.runtime import EventPublisher
+from wrtci.lab_daemon.logstream import ChunkSender, LogStream
+from wrtci.proto import events as ev
+from wrtci.proto.model import JobResult, TestResult, TestStatus
+from wrtci.proto.storage import job_log_key
+from wrtci.services.cli.common import CliConfig
+from wrtci.services.results import Config as ResultsConfig
+from wrtci.services.results import run as run_results
+from wrtci.services.results.config import ResultsSection
+from wrtci.services.scheduler.service import SchedulerSettings
 
 X86 = "x86/64/generic"
 FAST = SchedulerSettings(holdoff_s=0.2)
@@ -87,7 +87,7 @@ async def play_lab(js, subjects, *, status: TestStatus) -> str:
 
 async def pipe_cleaner(config: Path, firmware: Path, *extra: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", "pipe-cleaner", "--config", str(config),
+        sys.executable, "-m", "wrtci.services.cli.main", "pipe-cleaner", "--config", str(config),
         "--firmware", str(firmware), "--interval", "0.2", *extra, cwd=PROJECT_ROOT,
         env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
@@ -132,7 +132,7 @@ async def test_pipe_cleaner_refuses_a_drained_installation(
     firmware = tmp_path / "openwrt-24.10.0-x86-64-generic-initramfs-rootfs.cpio.gz"
     firmware.write_bytes(os.urandom(4096))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", "drain", "--config", str(site_config_file),
+        sys.executable, "-m", "wrtci.services.cli.main", "drain", "--config", str(site_config_file),
         cwd=PROJECT_ROOT, stdout=asyncio.subprocess.DEVNULL)
     assert await proc.wait() == 0
     code, out = await pipe_cleaner(site_config_file, firmware, "--timeout", "3")
@@ -145,7 +145,7 @@ async def test_pipe_cleaner_against_wrtci_up(traversable_tmp: Path) -> None:
     """The whole system as `wrtci up` runs it, with the QEMU virtual lab."""
     state_dir = traversable_tmp / "state"
     up = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", "up", "--state-dir", str(state_dir),
+        sys.executable, "-m", "wrtci.services.cli.main", "up", "--state-dir", str(state_dir),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=PROJECT_ROOT,
         env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)))
     seen: list[str] = []
@@ -159,7 +159,8 @@ async def test_pipe_cleaner_against_wrtci_up(traversable_tmp: Path) -> None:
         config = state_dir / "wrtci.toml"
         assert load_config(CliConfig, config, environ={})
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "services.cli.main", "pipe-cleaner", "--config", str(config),
+            sys.executable, "-m", "wrtci.services.cli.main",
+            "pipe-cleaner", "--config", str(config),
             "--timeout", "900", cwd=PROJECT_ROOT,
             env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)

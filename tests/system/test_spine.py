@@ -14,11 +14,11 @@ import asyncpg
 import pytest
 from minio import Minio
 
-from core.config import load_config
-from proto.storage import job_log_key
-from services.cli.common import CliConfig
-from services.stack.virtual_lab import DEVICE_NAME, DEVICE_TYPE, LAB_NAME, REVISION, VERSION
 from tests.helpers import PROJECT_ROOT
+from wrtci.core.config import load_config
+from wrtci.proto.storage import job_log_key
+from wrtci.services.cli.common import CliConfig
+from wrtci.services.stack.virtual_lab import DEVICE_NAME, DEVICE_TYPE, LAB_NAME, REVISION, VERSION
 
 FIRMWARE_ID = f"wrtci:official:stable:{VERSION}:{REVISION}"
 
@@ -64,7 +64,8 @@ async def _stored_rows(config: CliConfig) -> dict:
 async def test_up_demo_carries_a_release_to_stored_results(traversable_tmp: Path) -> None:
     state_dir = traversable_tmp / "state"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", "up", "--demo", "--state-dir", str(state_dir),
+        sys.executable, "-m", "wrtci.services.cli.main",
+        "up", "--demo", "--state-dir", str(state_dir),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=PROJECT_ROOT,
         env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
     )

@@ -16,11 +16,11 @@ import nats
 import pytest
 from minio import Minio
 
-from core.config import load_config
-from services.api.config import Config as ApiConfig
-from services.cli.common import CliConfig
-from services.trigger.service import Config as TriggerConfig
 from tests.helpers import PROJECT_ROOT, run_cli
+from wrtci.core.config import load_config
+from wrtci.services.api.config import Config as ApiConfig
+from wrtci.services.cli.common import CliConfig
+from wrtci.services.trigger.service import Config as TriggerConfig
 
 
 def _descendants(pid: int) -> set[int]:
@@ -56,7 +56,7 @@ def _alive(pids: set[int]) -> set[int]:
 
 def _start_up(state_dir: Path) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli.main", "up", "--state-dir", str(state_dir)],
+        [sys.executable, "-m", "wrtci.services.cli.main", "up", "--state-dir", str(state_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=PROJECT_ROOT,
         env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
     )

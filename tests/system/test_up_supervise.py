@@ -6,9 +6,9 @@ import asyncio
 import io
 import sys
 
-from core.retry import Backoff
-from services.stack.up import Stack, supervise
 from tests.helpers import eventually
+from wrtci.core.retry import Backoff
+from wrtci.services.stack.up import Stack, supervise
 
 
 async def test_a_daemon_that_exits_is_restarted_with_backoff(tmp_path) -> None:

@@ -13,13 +13,6 @@ import zipfile
 import msgspec
 import pytest
 
-from proto.model import SourceKind
-from proto.subjects import PriorityClass
-from services.github import GithubClient
-from services.trigger.artifacts import ArtifactRejected, UnpackLimits, unpack
-from services.trigger.config import GithubConfig
-from services.trigger.github import PullRequestSource
-from services.trigger.service import open_context
 from tests.helpers import read_object
 from tests.servers.github import make_zip
 from tests.servers.trigger_harness import (
@@ -34,6 +27,13 @@ from tests.servers.trigger_harness import (
     firmware_artifacts,
     trigger_config,
 )
+from wrtci.proto.model import SourceKind
+from wrtci.proto.subjects import PriorityClass
+from wrtci.services.github import GithubClient
+from wrtci.services.trigger.artifacts import ArtifactRejected, UnpackLimits, unpack
+from wrtci.services.trigger.config import GithubConfig
+from wrtci.services.trigger.github import PullRequestSource
+from wrtci.services.trigger.service import open_context
 
 SHA1 = "a" * 40
 SHA2 = "b" * 40

@@ -10,19 +10,6 @@ from collections.abc import AsyncIterator
 import msgspec
 import pytest
 
-from core.config import dump_config
-from proto.model import SourceKind
-from proto.subjects import PriorityClass
-from services.firmware_store import record_firmware
-from services.trigger.config import OfficialConfig
-from services.trigger.official import (
-    ProfilesIndex,
-    Release,
-    VersionsIndex,
-    firmware_from_profiles,
-    releases_for,
-)
-from services.trigger.service import open_context, run
 from tests.helpers import PROJECT_ROOT, run_cli
 from tests.servers.downloads import DownloadsServer, generate_mirror, profiles_json
 from tests.servers.trigger_harness import (
@@ -31,6 +18,19 @@ from tests.servers.trigger_harness import (
     discovered_events,
     trigger_config,
 )
+from wrtci.core.config import dump_config
+from wrtci.proto.model import SourceKind
+from wrtci.proto.subjects import PriorityClass
+from wrtci.services.firmware_store import record_firmware
+from wrtci.services.trigger.config import OfficialConfig
+from wrtci.services.trigger.official import (
+    ProfilesIndex,
+    Release,
+    VersionsIndex,
+    firmware_from_profiles,
+    releases_for,
+)
+from wrtci.services.trigger.service import open_context, run
 
 STABLE_ID = "wrtci:official:stable:23.05.5:r24106-10cc5fcd00"
 SNAPSHOT_ID = "wrtci:official:snapshot:SNAPSHOT:r28695-22d1e6cd26"
@@ -382,7 +382,7 @@ async def test_scan_once_command(generated, make_config, js, pool, tmp_path) -> 
     config_file = tmp_path / "wrtci.toml"
     config_file.write_bytes(dump_config(make_config(generated.url, channels=["stable"])))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", "trigger", "scan-once",
+        sys.executable, "-m", "wrtci.services.cli.main", "trigger", "scan-once",
         "--config", str(config_file), stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, cwd=PROJECT_ROOT,
         env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),

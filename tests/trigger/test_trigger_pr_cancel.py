@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import pytest
 
-from proto import events as ev
-from services.scheduler.service import SchedulerSettings
-from services.trigger.config import GithubConfig
-from services.trigger.github import PullRequestSource
-from services.trigger.pr_cancel import Cause, PrFirmware, PrNow, to_cancel
-from services.trigger.service import open_context
 from tests import factories
 from tests.helpers import eventually
 from tests.pipeline import firmware_jobs, firmware_state, running, stored_events
 from tests.servers.trigger_harness import LABEL, REPO, TOKEN, firmware_artifacts, trigger_config
+from wrtci.proto import events as ev
+from wrtci.services.scheduler.service import SchedulerSettings
+from wrtci.services.trigger.config import GithubConfig
+from wrtci.services.trigger.github import PullRequestSource
+from wrtci.services.trigger.pr_cancel import Cause, PrFirmware, PrNow, to_cancel
+from wrtci.services.trigger.service import open_context
 
 SHA1 = "a" * 40
 SHA2 = "b" * 40

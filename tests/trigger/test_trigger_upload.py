@@ -11,13 +11,6 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from proto.model import SourceKind
-from proto.subjects import PriorityClass
-from services.auth import revoke_token
-from services.stack.servers import free_port
-from services.trigger.config import OfficialConfig, WebConfig
-from services.trigger.images import classify, guess_profile
-from services.trigger.service import Config, run
 from tests.helpers import read_object, run_cli
 from tests.servers.trigger_harness import (
     build_count,
@@ -26,6 +19,13 @@ from tests.servers.trigger_harness import (
     trigger_config,
 )
 from tests.token_support import add_token
+from wrtci.proto.model import SourceKind
+from wrtci.proto.subjects import PriorityClass
+from wrtci.services.auth import revoke_token
+from wrtci.services.stack.servers import free_port
+from wrtci.services.trigger.config import OfficialConfig, WebConfig
+from wrtci.services.trigger.images import classify, guess_profile
+from wrtci.services.trigger.service import Config, run
 
 TOKEN = "upload-token-for-tests"
 BUILDBOT_TOKEN = "buildbot-token-for-tests"

@@ -154,7 +154,7 @@ async def test_jobs_survive_a_killed_node_none_lost_none_doubled(cluster):
 SERVICE_TYPES = [f"t{i}/s/dev-{i}" for i in range(6)]
 
 
-@pytest.mark.timeout(200)
+@pytest.mark.timeout(420)
 async def test_services_on_the_cluster_two_replicas_one_killed_mid_run(
         cluster, database_config, storage_config, pool):
     """Scheduler and timeout services, two replicas each on different nodes, labs on
@@ -205,8 +205,10 @@ async def test_services_on_the_cluster_two_replicas_one_killed_mid_run(
         await eventually(lambda: len(done) >= 2, "two jobs done", 60)
         cluster[1].kill()  # lab A's node
         await replica_1.aclose()  # one scheduler and one timeout service gone
+        # A consume loop whose JetStream calls hung through the leader elections can
+        # take two minutes to come back (seen on a loaded 2-core machine): allow it.
         await eventually(lambda: _firmware_done(pool, data.firmware_id), "the firmware done",
-                         120)
+                         300)
         for task in loops:
             task.cancel()
         await asyncio.gather(*loops, return_exceptions=True)

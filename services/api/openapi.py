@@ -86,6 +86,12 @@ def _endpoints() -> list[tuple[str, str, list[dict[str, Any]], Any, bool]]:
            "schema": {"type": "integer", "minimum": 1}},
           _text("stream", "console (default), junit.xml, results.json, pytest.log")],
          None, False),
+        ("/api/v1/health-logs/{lab}/{device}/{check}/{file}",
+         "The console log (or pytest.log) of a device's failing health check, as text",
+         [_id("lab", "lab name"), _id("device", "device name"),
+          _id("check", "check id (UTC time and a tag)"),
+          _id("file", "console.log or pytest.log")],
+         None, False),
         ("/api/v1/devices", "Every device of every lab",
          [_text("lab", "lab name"), _text("device_type", "target/subtarget/profile"),
           _choice("state", DeviceState, "the device's state"),
@@ -146,9 +152,24 @@ def document() -> dict[str, Any]:
             "summary": summary, "parameters": params,
             "responses": {"200": {"description": "OK", "content": content},
                           "400": error, "404": error, "503": error}}}
+    auth = {"description": "no valid token (401) or a token of another scope (403)",
+            "content": {"application/json": {"schema": ref_of[ErrorBody]}}}
+    for collection, what in (("jobs", "job"), ("firmware", "firmware")):
+        for verb in ("retry", "cancel"):
+            paths[f"/api/v1/{collection}/{{object_id}}/{verb}"] = {"post": {
+                "summary": f"{verb.capitalize()} a {what} (an API token of scope control)",
+                "security": [{"bearer": []}],
+                "parameters": [_id("object_id", f"{what} id (percent-encoded)")],
+                "responses": {"202": {"description": "requested",
+                                      "content": {"application/json": {
+                                          "schema": {"type": "object"}}}},
+                              "400": error, "401": auth, "403": auth, "404": error,
+                              "503": error}}}
     return {"openapi": "3.1.0",
             "info": {"title": "wrtci", "version": "1",
                      "description": "Results of OpenWrt firmware on lab devices. Unknown "
                                     "query parameters are refused (400). Errors are "
                                     '{"error": "..."}.'},
-            "paths": paths, "components": {"schemas": components}}
+            "paths": paths,
+            "components": {"schemas": components,
+                           "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}}}

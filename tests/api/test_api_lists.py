@@ -82,6 +82,11 @@ async def test_openapi_document_describes_the_answers(api, js, subjects, pool,
         get = doc["paths"][path]["get"]
         assert {"limit", "offset"} <= {p["name"] for p in get["parameters"]}
     schemas = doc["components"]["schemas"]
+    # the control endpoints, with the token they need and its refusals
+    retry = doc["paths"]["/api/v1/jobs/{object_id}/retry"]["post"]
+    assert retry["security"] == [{"bearer": []}] and {"401", "403"} <= set(retry["responses"])
+    assert doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert "get" in doc["paths"]["/api/v1/health-logs/{lab}/{device}/{check}/{file}"]
 
     # Every field of a real answer is a property of its schema, and the required ones are
     # there: the document is built from the same Structs the handlers encode.

@@ -45,7 +45,9 @@ async def throughput(nats: NatsConfig, storage: StorageConfig, megabytes: int,
     await topology.apply(js, nats.subjects)
     stop = asyncio.Event()
     writer = asyncio.create_task(logs_service.run(
-        logs_service.Config(nats=nats, storage=storage), stop))
+        logs_service.Config(nats=nats, storage=storage,
+                            # no job records here: the lab named in the subject is checked
+                            logs=logs_service.LogsSection(check_holder=False)), stop))
     sender = ChunkSender(EventPublisher(js, nats.subjects), "bench").start()
     stream = LogStream(sender, job_id="bench", attempt=1, run=1, lab="bench", device="dut",
                        chunk_chars=chunk)

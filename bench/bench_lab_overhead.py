@@ -74,6 +74,8 @@ async def bench(jobs: int) -> None:
             nc = await connect_nats(nats, "bench")
             js = nc.jetstream()
             await topology.apply(js, subjects)
+            # What the scheduler does for an announced device type: labs only bind.
+            await topology.ensure_job_consumers(js, subjects, [DEVICE_TYPE])
             image = root / "fw.bin"
             image.write_bytes(FIRMWARE)
             sha = hashlib.sha256(FIRMWARE).hexdigest()

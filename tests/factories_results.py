@@ -13,9 +13,8 @@ import itertools
 
 import asyncpg
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
 
-from tests.helpers import eventually
+from tests.helpers import consumer_caught_up, eventually
 from wrtci.core.runtime import EventPublisher
 from wrtci.proto import events as ev
 from wrtci.proto.events import encode
@@ -132,11 +131,7 @@ async def ingest_all(js: JetStreamContext, subjects: Subjects, pool: asyncpg.Poo
     async def drained() -> bool:
         if task.done():
             task.result()
-        try:
-            info = await js.consumer_info(subjects.events_stream, config.durable_name)
-        except NotFoundError:  # the loop has not created it yet
-            return False
-        return info.num_pending == 0 and info.num_ack_pending == 0
+        return await consumer_caught_up(js, subjects.events_stream, config.durable_name)
 
     try:
         await eventually(drained, "the ingestion consumer drained", within_s=limit_s)

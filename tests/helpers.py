@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import msgspec
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 
 from wrtci.core.config import NatsConfig
 from wrtci.core.retry import Backoff, retry_call
@@ -100,6 +101,27 @@ async def eventually(predicate, what: str = "the condition", within_s: float = 3
         return await asyncio.wait_for(loop(), within_s)
     except TimeoutError:
         raise AssertionError(f"timed out after {within_s} s waiting for {what}") from None
+
+
+async def consumer_caught_up(js: JetStreamContext, stream: str, durable: str) -> bool:
+    """Every message the consumer's filter matches, up to now, handled (acked or terminated).
+
+    The consumer's own ``num_pending`` can lag a publish that was just acknowledged (the
+    stream tells its consumers asynchronously), so it is not trusted alone: the newest
+    matching message is looked up first and must have been delivered.
+    """
+    try:
+        info = await js.consumer_info(stream, durable)
+    except NotFoundError:  # its loop has not created it yet
+        return False
+    filters = info.config.filter_subjects or [info.config.filter_subject or ">"]
+    newest = 0
+    for subject in filters:
+        with contextlib.suppress(NotFoundError):
+            newest = max(newest, (await js.get_last_msg(stream, subject)).seq or 0)
+    info = await js.consumer_info(stream, durable)
+    return (info.delivered.stream_seq >= newest and info.num_pending == 0
+            and info.num_ack_pending == 0)
 
 
 async def eventually_succeeds(call: Callable[[], Awaitable[T]], what: str,

@@ -13,7 +13,7 @@ from nats.js.errors import NotFoundError
 
 from tests import factories
 from tests.factories_results import Factory, finished, ingest_all, publish
-from tests.helpers import eventually
+from tests.helpers import consumer_caught_up, eventually
 from tests.results.test_results_kcidb import PANIC_LOG, _put, analyser
 from tests.servers.github import GithubServer
 from tests.servers.smtp import SmtpServer
@@ -75,13 +75,10 @@ async def notifiers(config: Config, replicas: int = 1) -> AsyncIterator[None]:
 async def settled(js, subjects, pool, durable: str = "notifier") -> None:
     """Every event handled for good (acked or terminated), no delivery open."""
     async def done() -> bool:
-        try:
-            info = await js.consumer_info(subjects.events_stream, durable)
-        except NotFoundError:
+        if not await consumer_caught_up(js, subjects.events_stream, durable):
             return False
-        open_ = await pool.fetchval(
-            "SELECT count(*) FROM notifications WHERE state IN ('pending', 'sending')")
-        return info.num_pending == 0 and info.num_ack_pending == 0 and open_ == 0
+        return await pool.fetchval(
+            "SELECT count(*) FROM notifications WHERE state IN ('pending', 'sending')") == 0
     await eventually(done, "every notification settled")
 
 

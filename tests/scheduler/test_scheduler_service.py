@@ -9,7 +9,7 @@ import aiohttp
 from minio import Minio
 
 from tests import factories
-from tests.helpers import eventually
+from tests.helpers import consumer_caught_up, eventually
 from tests.pipeline import (
     FakeLab,
     firmware_jobs,
@@ -133,8 +133,7 @@ async def test_duplicate_firmware_events_and_two_replicas_create_each_job_once(
 
 
 async def _intake_idle(js, subjects):
-    info = await js.consumer_info(subjects.events_stream, "scheduler-intake")
-    return info.num_pending == 0 and info.num_ack_pending == 0
+    return await consumer_caught_up(js, subjects.events_stream, "scheduler-intake")
 
 
 async def test_priorities_are_served_highest_first(js, subjects, nats_config, database_config,

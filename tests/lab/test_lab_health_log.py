@@ -17,7 +17,7 @@ from tests.api_support import serving
 from tests.helpers import eventually
 from tests.lab_helpers import EventLog, lab_config, running_lab, running_log_writer
 from tests.logs.test_logs_writer import _get, _wait_object
-from tests.notifier.test_notifier_health import _config, github, notifiers  # noqa: F401
+from tests.notifier.test_notifier_health import _config, github_repo, notifiers  # noqa: F401
 from wrtci.lab_daemon.config import HealthConfig
 from wrtci.proto import events as ev
 from wrtci.proto.events import LogChunk, LogChunkData
@@ -41,7 +41,7 @@ def test_boot_fails():
 
 
 async def test_a_failing_checks_console_log_is_stored_served_and_linked_from_the_issue(
-        nc, js, subjects, nats_config, database_config, storage_config, pool, github,  # noqa: F811
+        nc, js, subjects, nats_config, database_config, storage_config, pool, github,
         fake_suite, tmp_path):
     (fake_suite / "tests" / "test_health_fails.py").write_text(FAILING_CHECK)
     health = HealthConfig(tests=["tests/test_health_fails.py::test_boot_fails"],

@@ -18,6 +18,7 @@ from nats.js.errors import NotFoundError
 
 from tests.helpers import eventually
 from tests.servers.github import GithubServer
+from tests.servers.trigger_harness import TOKEN
 from wrtci.core.config import LoggingConfig
 from wrtci.core.runtime import EventPublisher
 from wrtci.proto.events import DeviceHealthChanged, DeviceHealthData
@@ -33,7 +34,6 @@ from wrtci.services.notifier.config import (
 from wrtci.services.notifier.health import issue_title
 
 REPO = "openwrt/openwrt-tests"
-TOKEN = "ghs_healthtoken"
 LAB, DEVICE = "labgrid-wrtci", "openwrt_one"
 TITLE = issue_title(LAB, DEVICE)
 T0 = dt.datetime(2026, 11, 30, 8, 0, tzinfo=dt.UTC)
@@ -44,10 +44,9 @@ LOG_LINK = "https://ci.example.org" + LOG_URL
 
 
 @pytest.fixture
-async def github() -> AsyncIterator[GithubServer]:
-    server = await GithubServer(REPO, token=TOKEN).start()
-    yield server
-    await server.stop()
+def github_repo() -> str:
+    """Device-health issues go to the openwrt-tests repository."""
+    return REPO
 
 
 def _config(nats_config, database_config, storage_config, *, github: GithubServer | None,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Callable
 
 import msgspec
 import pytest
@@ -17,6 +18,7 @@ from tests.helpers import consumer_caught_up, eventually
 from tests.results.test_results_kcidb import PANIC_LOG, _put, analyser
 from tests.servers.github import GithubServer
 from tests.servers.smtp import SmtpServer
+from tests.servers.trigger_harness import REPO, TOKEN
 from wrtci.core.config import LoggingConfig
 from wrtci.proto.events import FirmwareStateChanged, FirmwareStateData
 from wrtci.proto.model import FirmwareState, PriorityClass, PullRequest, SourceKind
@@ -26,8 +28,6 @@ from wrtci.services.notifier import Config, run
 from wrtci.services.notifier.config import GithubSection, MailRule, MailSection, NotifierSection
 from wrtci.services.stack.servers import free_port
 
-REPO = "openwrt/openwrt"
-TOKEN = "ghs_notifiertoken"
 WEB = "https://ci.example.org"
 X86 = "x86/64/generic"
 ATH79 = "ath79/generic/tplink_archer-c7-v2"
@@ -35,14 +35,13 @@ HEAD = "c" * 40
 LIST = "openwrt-devel@example.org"
 
 
-# -- the servers ----------------------------------------------------------------------------
+# -- the notifier ---------------------------------------------------------------------------
 
 
 @pytest.fixture
-async def github() -> AsyncIterator[GithubServer]:
-    server = await GithubServer(REPO, token=TOKEN).start()
-    yield server
-    await server.stop()
+def configure(nats_config, database_config, storage_config) -> Callable[..., Config]:
+    """The notifier's config against this test's servers: ``configure(smtp_port=...)``."""
+    return functools.partial(notifier_config, nats_config, database_config, storage_config)
 
 
 def notifier_config(nats_config, database_config, storage_config, *, smtp_port: int | None,
@@ -70,6 +69,13 @@ async def notifiers(config: Config, replicas: int = 1) -> AsyncIterator[None]:
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 20)
+
+
+async def deliver(js, subjects, pool, config: Config, firmware_id: str) -> None:
+    """One notifier reports ``firmware_id`` done, until every notification settled."""
+    async with notifiers(config):
+        await publish(js, subjects, done_event(firmware_id))
+        await settled(js, subjects, pool)
 
 
 async def settled(js, subjects, pool, durable: str = "notifier") -> None:
@@ -161,12 +167,10 @@ async def done_pr_firmware(js, subjects, pool, storage_config, tests: dict[str, 
 
 
 async def test_done_firmware_mails_one_report_with_its_regressions(
-        js, subjects, pool, nats_config, database_config, storage_config, smtp):
+        js, subjects, pool, configure, storage_config, smtp):
     firmware = await official_with_regressions(js, subjects, pool, storage_config)
-    config = notifier_config(nats_config, database_config, storage_config, smtp_port=smtp.port)
-    async with notifiers(config):
-        await publish(js, subjects, done_event(firmware))
-        await settled(js, subjects, pool)
+    config = configure(smtp_port=smtp.port)
+    await deliver(js, subjects, pool, config, firmware)
 
     (message,) = smtp.mailbox.messages
     assert message["Subject"] == "[wrtci] 24.10.0 r28427: 3 regressions on 2 device types"
@@ -197,16 +201,13 @@ async def _job(pool, firmware: str, device_type: str) -> str:
 
 
 async def test_pull_request_gets_one_status_one_comment_and_its_submitter_a_mail(
-        js, subjects, pool, nats_config, database_config, storage_config, smtp, github):
+        js, subjects, pool, configure, storage_config, smtp, github):
     github.add_pull(42, HEAD, ["ci-test-requested"])
     github.add_comment(42, "Looks good to me")
     firmware, _job = await done_pr_firmware(js, subjects, pool, storage_config,
                                             {"base.test_shell": "PASS"})
-    config = notifier_config(nats_config, database_config, storage_config, smtp_port=smtp.port,
-                             github=github)
-    async with notifiers(config):
-        await publish(js, subjects, done_event(firmware))
-        await settled(js, subjects, pool)
+    config = configure(smtp_port=smtp.port, github=github)
+    await deliver(js, subjects, pool, config, firmware)
 
     (status,) = github.statuses
     assert (status["sha"], status["state"], status["context"]) == (HEAD, "success", "wrtci")
@@ -223,12 +224,11 @@ async def test_pull_request_gets_one_status_one_comment_and_its_submitter_a_mail
 
 
 async def test_same_done_event_twice_and_two_replicas_report_once(
-        js, subjects, pool, nats_config, database_config, storage_config, smtp, github):
+        js, subjects, pool, configure, storage_config, smtp, github):
     github.add_pull(7, HEAD, [])
     firmware, _job = await done_pr_firmware(js, subjects, pool, storage_config,
                                             {"base.test_shell": "FAIL"}, 7)
-    config = notifier_config(nats_config, database_config, storage_config, smtp_port=smtp.port,
-                             github=github)
+    config = configure(smtp_port=smtp.port, github=github)
     # Two copies in the stream (a redelivery that NATS did not dedupe), two replicas.
     await publish(js, subjects, done_event(firmware), done_event(firmware), dedupe=False)
     async with notifiers(config, replicas=2):
@@ -244,12 +244,11 @@ async def test_same_done_event_twice_and_two_replicas_report_once(
 
 
 async def test_second_round_edits_the_comment_and_mails_again(
-        js, subjects, pool, nats_config, database_config, storage_config, smtp, github):
+        js, subjects, pool, configure, storage_config, smtp, github):
     github.add_pull(42, HEAD, [])
     firmware, job = await done_pr_firmware(js, subjects, pool, storage_config,
                                            {"base.test_wifi": "PASS"})
-    config = notifier_config(nats_config, database_config, storage_config, smtp_port=smtp.port,
-                             github=github)
+    config = configure(smtp_port=smtp.port, github=github)
     async with notifiers(config):
         await publish(js, subjects, done_event(firmware))
         await settled(js, subjects, pool)
@@ -277,11 +276,10 @@ async def test_second_round_edits_the_comment_and_mails_again(
 
 
 async def test_mail_is_sent_once_when_the_smtp_server_comes_back(
-        js, subjects, pool, nats_config, database_config, storage_config):
+        js, subjects, pool, configure, storage_config):
     firmware = await official_with_regressions(js, subjects, pool, storage_config)
     down = SmtpServer()  # its port, nobody listening yet
-    config = notifier_config(nats_config, database_config, storage_config,
-                             smtp_port=down.port, max_attempts=50)
+    config = configure(smtp_port=down.port, max_attempts=50)
     try:
         async with notifiers(config):
             await publish(js, subjects, done_event(firmware))
@@ -300,17 +298,14 @@ async def test_mail_is_sent_once_when_the_smtp_server_comes_back(
 
 
 async def test_github_server_error_is_retried_into_one_status(
-        js, subjects, pool, nats_config, database_config, storage_config, github):
+        js, subjects, pool, configure, storage_config, github):
     github.add_pull(42, HEAD, [])
     github.fail("status", 500, times=2)
     github.fail("comments", 502, times=1)
     firmware, _job = await done_pr_firmware(js, subjects, pool, storage_config,
                                             {"base.test_shell": "PASS"})
-    config = notifier_config(nats_config, database_config, storage_config, smtp_port=None,
-                             github=github)
-    async with notifiers(config):
-        await publish(js, subjects, done_event(firmware))
-        await settled(js, subjects, pool)
+    config = configure(smtp_port=None, github=github)
+    await deliver(js, subjects, pool, config, firmware)
     assert github.requests["status"] == 3 and len(github.statuses) == 1
     assert len(github.comments_on(42)) == 1
     rows = {r["channel"]: r for r in await pool.fetch("SELECT * FROM notifications")}
@@ -319,15 +314,12 @@ async def test_github_server_error_is_retried_into_one_status(
 
 
 async def test_github_client_error_fails_at_once_and_the_rest_is_delivered(
-        js, subjects, pool, nats_config, database_config, storage_config, smtp, github):
+        js, subjects, pool, configure, storage_config, smtp, github):
     # No such pull request on GitHub: listing its comments answers 404.
     firmware, _job = await done_pr_firmware(js, subjects, pool, storage_config,
                                             {"base.test_shell": "PASS"}, 404)
-    config = notifier_config(nats_config, database_config, storage_config, smtp_port=smtp.port,
-                             github=github)
-    async with notifiers(config):
-        await publish(js, subjects, done_event(firmware))
-        await settled(js, subjects, pool)
+    config = configure(smtp_port=smtp.port, github=github)
+    await deliver(js, subjects, pool, config, firmware)
     rows = {r["channel"]: r for r in await pool.fetch("SELECT * FROM notifications")}
     assert (rows["github_comment"]["state"], rows["github_comment"]["attempts"]) == ("failed", 1)
     assert "HTTP 404" in rows["github_comment"]["last_error"]
@@ -336,22 +328,19 @@ async def test_github_client_error_fails_at_once_and_the_rest_is_delivered(
 
 
 async def test_temporary_failures_end_as_failed_after_the_last_try(
-        js, subjects, pool, nats_config, database_config, storage_config):
+        js, subjects, pool, configure, storage_config):
     firmware = await official_with_regressions(js, subjects, pool, storage_config)
-    config = notifier_config(nats_config, database_config, storage_config,
-                             smtp_port=free_port(), max_attempts=3, retry_delays_s=[0.05])
-    async with notifiers(config):
-        await publish(js, subjects, done_event(firmware))
-        await settled(js, subjects, pool)
+    config = configure(smtp_port=free_port(), max_attempts=3, retry_delays_s=[0.05])
+    await deliver(js, subjects, pool, config, firmware)
     row = await pool.fetchrow("SELECT * FROM notifications")
     assert (row["state"], row["attempts"]) == ("failed", 3)
     assert row["last_error"].startswith("gave up after 3 tries: SMTP 127.0.0.1")
 
 
 async def test_unknown_firmware_is_rejected_and_the_next_event_handled(
-        js, subjects, pool, nats_config, database_config, storage_config, smtp):
+        js, subjects, pool, configure, storage_config, smtp):
     firmware = await official_with_regressions(js, subjects, pool, storage_config)
-    config = notifier_config(nats_config, database_config, storage_config, smtp_port=smtp.port)
+    config = configure(smtp_port=smtp.port)
     async with notifiers(config):
         await publish(js, subjects, done_event("wrtci:official:stable:no-such-firmware"),
                       done_event(firmware))
@@ -361,7 +350,7 @@ async def test_unknown_firmware_is_rejected_and_the_next_event_handled(
 
 
 async def test_report_waits_for_the_results_analysis(
-        js, subjects, pool, nats_config, database_config, storage_config, smtp):
+        js, subjects, pool, configure, storage_config, smtp):
     """Done can come before the results service has analysed the last attempt."""
     factory = Factory(pool)
     good = await factory.firmware("24.10.0", revision="r28400-aaaa", channel="stable")
@@ -372,7 +361,7 @@ async def test_report_waits_for_the_results_analysis(
     await publish(js, subjects, finished(job, {"base.test_wifi": "FAIL"}))
     await ingest_all(js, subjects, pool)  # stored, not analysed yet
     await mark_done(pool, bad)
-    config = notifier_config(nats_config, database_config, storage_config, smtp_port=smtp.port)
+    config = configure(smtp_port=smtp.port)
     async with notifiers(config):
         await publish(js, subjects, done_event(bad))
 
@@ -391,7 +380,7 @@ async def test_report_waits_for_the_results_analysis(
 
 
 async def test_a_claim_left_by_a_crashed_replica_is_taken_over_after_its_lease(
-        js, subjects, pool, nats_config, database_config, storage_config, smtp, github):
+        js, subjects, pool, configure, storage_config, smtp, github):
     """A replica died between claiming (maybe sending) and marking: sent again, once."""
     github.add_pull(42, HEAD, [])
     firmware, _job = await done_pr_firmware(js, subjects, pool, storage_config,
@@ -404,11 +393,8 @@ async def test_a_claim_left_by_a_crashed_replica_is_taken_over_after_its_lease(
                                           lease_until)
                VALUES ($1, 0, $2, 'sending', 1, now() + interval '1 second')""",
             firmware, channel)
-    config = notifier_config(nats_config, database_config, storage_config, smtp_port=smtp.port,
-                             github=github)
-    async with notifiers(config):
-        await publish(js, subjects, done_event(firmware))
-        await settled(js, subjects, pool)
+    config = configure(smtp_port=smtp.port, github=github)
+    await deliver(js, subjects, pool, config, firmware)
     assert len(smtp.mailbox.messages) == 1 and len(github.statuses) == 1
     (comment,) = github.comments_on(42)  # the crashed replica's comment, edited
     assert "### ✅ wrtci: PASS" in comment["body"]

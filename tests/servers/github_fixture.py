@@ -1,6 +1,7 @@
-"""The ``github`` fixture: a local GitHub REST API for the trigger tests.
+"""The ``github`` fixture: a local GitHub REST API for the trigger and notifier tests.
 
-Registered for every test in tests/conftest.py.
+Registered for every test in tests/conftest.py. A test module that needs another
+repository overrides the ``github_repo`` fixture.
 """
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ from tests.servers.trigger_harness import REPO, TOKEN
 
 
 @pytest.fixture
-async def github() -> AsyncIterator[GithubServer]:
-    """The local GitHub REST API for ``REPO``, accepting ``TOKEN``."""
-    server = await GithubServer(REPO, token=TOKEN).start()
+def github_repo() -> str:
+    """The repository the local GitHub API serves."""
+    return REPO
+
+
+@pytest.fixture
+async def github(github_repo: str) -> AsyncIterator[GithubServer]:
+    """The local GitHub REST API for ``github_repo``, accepting ``TOKEN``."""
+    server = await GithubServer(github_repo, token=TOKEN).start()
     yield server
     await server.stop()

@@ -25,12 +25,13 @@ POST issue/extras/
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import asyncpg
 import msgspec
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from wrtci.services.api import dashboard_data as data
 from wrtci.services.api.app import ApiError, context, json_response
@@ -287,19 +288,24 @@ async def tree_summary(request: web.Request) -> web.Response:
                           "summary": view.summary(), "filters": view.filters()})
 
 
-async def tree_builds(request: web.Request) -> web.Response:
-    _tree, view = await _tree_results(request)
-    return json_response({"builds": view.builds_list()})
+_LISTS: dict[str, Callable[[_View], list[dict[str, Any]]]] = {
+    "builds": lambda view: view.builds_list(),
+    "boots": lambda view: view.tests_list(view.r.boots),
+    "tests": lambda view: view.tests_list(view.r.tests),
+}
+"""The lists a tree or a hardware page asks for, by the last part of its path."""
 
 
-async def tree_boots(request: web.Request) -> web.Response:
-    _tree, view = await _tree_results(request)
-    return json_response({"boots": view.tests_list(view.r.boots)})
-
-
-async def tree_tests(request: web.Request) -> web.Response:
-    _tree, view = await _tree_results(request)
-    return json_response({"tests": view.tests_list(view.r.tests)})
+def list_handlers(select: Callable[[web.Request], Awaitable[tuple[Any, _View]]]
+                  ) -> list[tuple[str, Handler]]:
+    """(path tail, handler) for each of ``_LISTS``, of the results ``select`` picks
+    (a tree's, a hardware's)."""
+    def handler(kind: str) -> Handler:
+        async def answer(request: web.Request) -> web.Response:
+            _selected, view = await select(request)
+            return json_response({kind: _LISTS[kind](view)})
+        return answer
+    return [(kind, handler(kind)) for kind in _LISTS]
 
 
 def _lower(status_counts: dict[str, int]) -> dict[str, int]:

@@ -20,15 +20,14 @@ from wrtci.services.api.dashboard import (
     _origin,
     _params,
     _timestamp,
+    _tree_results,
     _View,
     counts,
     exporter_for,
-    tree_boots,
-    tree_builds,
+    list_handlers,
     tree_commits,
     tree_list,
     tree_summary,
-    tree_tests,
 )
 from wrtci.services.api.dashboard_report import tree_report
 from wrtci.services.kcidb.export import Exporter
@@ -154,21 +153,6 @@ async def hardware_summary(request: web.Request) -> web.Response:
                           "common": {"trees": [], "compatibles": [name]}})
 
 
-async def hardware_boots(request: web.Request) -> web.Response:
-    _name, view = await _hardware_view(request)
-    return json_response({"boots": view.tests_list(view.r.boots)})
-
-
-async def hardware_builds(request: web.Request) -> web.Response:
-    _name, view = await _hardware_view(request)
-    return json_response({"builds": view.builds_list()})
-
-
-async def hardware_tests(request: web.Request) -> web.Response:
-    _name, view = await _hardware_view(request)
-    return json_response({"tests": view.tests_list(view.r.tests)})
-
-
 # -- issues -----------------------------------------------------------------------------
 
 
@@ -219,8 +203,7 @@ def add_routes(app: web.Application, exporter: Exporter) -> None:
     get(f"{PREFIX}/tree/", tree_list)
     get(f"{PREFIX}/tree-report", tree_report)
     get(f"{PREFIX}/tree-report/", tree_report)
-    for tail, handler in (("summary", tree_summary), ("builds", tree_builds),
-                          ("boots", tree_boots), ("tests", tree_tests),
+    for tail, handler in (("summary", tree_summary), *list_handlers(_tree_results),
                           ("commits", tree_commits)):
         get(f"{PREFIX}/tree/{{commit}}/{tail}", handler)
     get(f"{PREFIX}/build/{{object_id:.+}}/issues", build_issues)
@@ -229,8 +212,7 @@ def add_routes(app: web.Application, exporter: Exporter) -> None:
     get(f"{PREFIX}/test/{{object_id:.+}}", one_test)
     get(f"{PREFIX}/hardware/", hardware_list)
     get(f"{PREFIX}/hardware", hardware_list)
-    for tail, handler in (("summary", hardware_summary), ("boots", hardware_boots),
-                          ("builds", hardware_builds), ("tests", hardware_tests)):
+    for tail, handler in (("summary", hardware_summary), *list_handlers(_hardware_view)):
         post(f"{PREFIX}/hardware/{{name:.+}}/{tail}", handler)
     post(f"{PREFIX}/issue/extras/", issue_extras)
     get(f"{PREFIX}/issue/", issue_list)

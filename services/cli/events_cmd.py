@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import sys
+import time
 from typing import TextIO
 
 import asyncpg
@@ -99,6 +100,22 @@ def what_happened(event: CloudEvent) -> str:
     if isinstance(event, FirmwareDiscovered):
         return f"{data.source_kind} {data.version}, {len(data.images)} images"
     return ""
+
+
+async def next_event(sub, within_s: float) -> tuple[CloudEvent, str] | None:
+    """The next message of ``sub`` that decodes as an event, with its subject; None when
+    none comes within ``within_s`` seconds (messages that do not decode are passed over)."""
+    end = time.monotonic() + within_s
+    while (left := end - time.monotonic()) > 0:
+        try:
+            msg = await sub.next_msg(timeout=left)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return None
+        try:
+            return decode(msg.data), msg.subject
+        except DecodeError:
+            continue
+    return None
 
 
 def format_line(event: CloudEvent, subject: str) -> str:

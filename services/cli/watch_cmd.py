@@ -23,10 +23,9 @@ import msgspec
 import nats.errors
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
-from wrtci.proto.events import DecodeError, decode
 from wrtci.services import db
 from wrtci.services.cli.common import add_config_argument, cli_config, nats_connection
-from wrtci.services.cli.events_cmd import EventFilter, format_line
+from wrtci.services.cli.events_cmd import EventFilter, format_line, next_event
 
 
 class Verdict(enum.IntEnum):
@@ -173,18 +172,11 @@ async def watch(args: argparse.Namespace, out: TextIO) -> Verdict:
 async def _next_event(sub, wanted: EventFilter, wait: float, out: TextIO | None) -> None:
     """Wait for one event of the watched object (shown), or until ``wait`` passes."""
     end = time.monotonic() + wait
-    while (left := end - time.monotonic()) > 0:
-        try:
-            msg = await sub.next_msg(timeout=left)
-        except (TimeoutError, nats.errors.TimeoutError):
-            return
-        try:
-            event = decode(msg.data)
-        except DecodeError:
-            continue
+    while (got := await next_event(sub, end - time.monotonic())) is not None:
+        event, subject = got
         if wanted.matches(event):
             if out is not None:
-                print(format_line(event, msg.subject), file=out, flush=True)
+                print(format_line(event, subject), file=out, flush=True)
             return
 
 

@@ -14,21 +14,18 @@ import asyncio
 import contextlib
 import datetime as dt
 
-import nats.errors
 from nats.js.api import DeliverPolicy
 
 from wrtci.core.runtime import connect_nats
 from wrtci.proto.events import (
     CloudEvent,
-    DecodeError,
     FirmwareStateChanged,
     JobCreated,
-    decode,
     object_ids,
 )
 from wrtci.proto.model import FirmwareState, JobResult
 from wrtci.services import db
-from wrtci.services.cli.events_cmd import format_line
+from wrtci.services.cli.events_cmd import format_line, next_event
 from wrtci.services.cli.summary_cmd import format_summary
 from wrtci.services.stack import mirror
 from wrtci.services.stack.up import Stack
@@ -57,17 +54,13 @@ async def follow_firmware(stack: Stack, firmware_id: str, timeout_s: float) -> s
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:
                 raise DemoFailed(f"{firmware_id} not done after {timeout_s:.0f} s")
-            try:
-                msg = await sub.next_msg(timeout=min(left, 5.0))
-            except (TimeoutError, nats.errors.TimeoutError):
+            got = await next_event(sub, min(left, 5.0))
+            if got is None:
                 continue
-            try:
-                event = decode(msg.data)
-            except DecodeError:
-                continue
+            event, subject = got
             if not _belongs(event, firmware_id, jobs):
                 continue
-            print(f"demo: {format_line(event, msg.subject)}", file=stack.out, flush=True)
+            print(f"demo: {format_line(event, subject)}", file=stack.out, flush=True)
             if isinstance(event, FirmwareStateChanged) and event.data.state is FirmwareState.DONE:
                 await sub.unsubscribe()
                 return jobs

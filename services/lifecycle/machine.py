@@ -168,20 +168,21 @@ class Lifecycle:
     # -- jobs: what labs report ------------------------------------------------------
 
     async def job_started(self, job_id: str, attempt: int, lab: str, device: str) -> bool:
-        async with self.pool.acquire() as conn:
-            changed = await store.mark_started(conn, job_id, attempt, lab, device,
-                                               self.heartbeat_timeout_s)
-        if changed:
-            self.on_timers_changed()
-        else:
+        changed = await self._mark_running(store.mark_started, job_id, attempt, lab, device)
+        if not changed:
             log.info("start of an old or finished attempt ignored",
                      extra={"job_id": job_id, "attempt": attempt, "lab": lab})
         return changed
 
     async def job_progress(self, job_id: str, attempt: int, lab: str, device: str) -> bool:
+        return await self._mark_running(store.mark_progress, job_id, attempt, lab, device)
+
+    async def _mark_running(self, mark, job_id: str, attempt: int, lab: str,
+                            device: str) -> bool:
+        """``mark`` (store.mark_started or mark_progress) the attempt alive: its heartbeat
+        deadline moves, and the timers are told."""
         async with self.pool.acquire() as conn:
-            changed = await store.mark_progress(conn, job_id, attempt, lab, device,
-                                                self.heartbeat_timeout_s)
+            changed = await mark(conn, job_id, attempt, lab, device, self.heartbeat_timeout_s)
         if changed:
             self.on_timers_changed()
         return changed

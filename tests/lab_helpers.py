@@ -124,6 +124,14 @@ def lab_config(nats_config: NatsConfig, work: Path, suite: Path, *, name: str = 
     return Config(nats=nats_config, lab=section, logging=LoggingConfig(format="text"))
 
 
+def with_device(config: Config, **changes: Any) -> Config:
+    """``config`` with its one device changed by ``changes`` (DeviceConfig fields)."""
+    [device] = config.lab.devices
+    device = msgspec.structs.replace(device, **changes)
+    return msgspec.structs.replace(config, lab=msgspec.structs.replace(config.lab,
+                                                                       devices=[device]))
+
+
 def _drop_none(value):
     if isinstance(value, dict):
         return {k: _drop_none(v) for k, v in value.items() if v is not None}
@@ -192,9 +200,12 @@ async def running_log_writer(nats_config: NatsConfig, storage_config: StorageCon
         await asyncio.wait_for(task, 30)
 
 
-def job_spec(job_id: str, url: str | None, sha256: str, *, plans: list[TestPlan],
-             revision: str | None = REVISION, name: str = "firmware.bin",
-             timeout_s: float = 600) -> ev.JobSpec:
+def job_spec(job_id: str, url: str | None, sha256: str, *, plans: list[TestPlan] | None = None,
+             tests: list[str] | None = None, revision: str | None = REVISION,
+             name: str = "firmware.bin", timeout_s: float = 600) -> ev.JobSpec:
+    """``plans``, or ``tests``: one plan, ``base``, of those paths."""
+    if plans is None:
+        plans = [TestPlan(name="base", tests=tests or [])]
     image = Image(id=f"wrtci:test:{job_id}", target="x86", subtarget="64", profile="generic",
                   name=name, type="initramfs", sha256=sha256, url=url)
     return ev.JobSpec(job_id=job_id, firmware_id="wrtci:test:fw", device_type=DEVICE_TYPE,
@@ -202,9 +213,10 @@ def job_spec(job_id: str, url: str | None, sha256: str, *, plans: list[TestPlan]
                       timeout_s=timeout_s, firmware_revision=revision)
 
 
-def fake_job(job_id: str, url: str, *, plans: list[TestPlan], **kwargs) -> ev.JobSpec:
-    """A job for the fake firmware served at ``url`` (see the fake_firmware_url fixture)."""
-    return job_spec(job_id, url, sha256_of(FAKE_FIRMWARE), plans=plans, **kwargs)
+def fake_job(job_id: str, url: str, **kwargs) -> ev.JobSpec:
+    """A job for the fake firmware served at ``url`` (see the fake_firmware_url fixture);
+    ``kwargs``: job_spec's (``plans`` or ``tests``)."""
+    return job_spec(job_id, url, sha256_of(FAKE_FIRMWARE), **kwargs)
 
 
 async def publish_job(js, subjects: Subjects, spec: ev.JobSpec, *,
@@ -214,6 +226,13 @@ async def publish_job(js, subjects: Subjects, spec: ev.JobSpec, *,
     event = ev.JobCreated.build(spec, source="test", id=f"job.created:{spec.job_id}")
     await js.publish(subjects.job(spec.priority, spec.device_type), ev.encode(event),
                      headers={"Nats-Msg-Id": event.id})
+
+
+async def cancel_job(js, subjects: Subjects, spec: ev.JobSpec, reason: str) -> None:
+    """What the scheduler announces when it cancels ``spec``'s attempt: job.cancelled."""
+    await EventPublisher(js, subjects).publish(ev.JobCancelled.build(
+        ev.JobCancelledData(job_id=spec.job_id, attempt=spec.attempt, reason=reason),
+        source="wrtci/scheduler"))
 
 
 def sha256_of(data: bytes) -> str:
@@ -276,6 +295,16 @@ def lab_subprocess(config_path: Path, log_path: Path) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-m", "wrtci.lab_daemon.cli", "run", "--config", str(config_path)],
             cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+async def wrtci_lab(*args: str) -> tuple[int, str]:
+    """``wrtci-lab ARGS`` in a subprocess: its exit code and its output."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "wrtci.lab_daemon.cli", *args, cwd=PROJECT,
+        env={"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output, _ = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode, output.decode()
 
 
 def dedent(text: str) -> str:

@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
-from tests.helpers import PROJECT_ROOT, eventually
-from tests.lab_helpers import EventLog, lab_config, running_lab, write_config
+from tests.helpers import eventually
+from tests.lab_helpers import lab_config, running_lab, write_config, wrtci_lab
 from wrtci.lab_daemon.config import HealthConfig
 from wrtci.proto import events as ev
 from wrtci.proto.model import DeviceHealth, DeviceState
 from wrtci.proto.records import DeviceRecord, LabRecord, decode_record
-
-
-async def wrtci_lab(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wrtci.lab_daemon.cli", *args, cwd=PROJECT_ROOT,
-        env={"PYTHONPATH": str(PROJECT_ROOT), "PATH": "/usr/bin:/bin"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    output, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode, output.decode()
 
 
 async def _record(js, subjects) -> DeviceRecord:
@@ -27,9 +15,8 @@ async def _record(js, subjects) -> DeviceRecord:
     return decode_record((await kv.get(subjects.device_key("lab1", "dut1"))).value, DeviceRecord)
 
 
-async def test_maintenance_through_the_running_daemon(js, nc, subjects, nats_config,
+async def test_maintenance_through_the_running_daemon(js, subjects, events, nats_config,
                                                       fake_suite, tmp_path):
-    events = await EventLog().start(nc, subjects)
     config = lab_config(nats_config, tmp_path / "work", fake_suite,
                         health_image=str(tmp_path / "missing.cpio.gz"),
                         health=HealthConfig(check_at_start=False, warn_after=1,
@@ -59,23 +46,21 @@ async def test_maintenance_through_the_running_daemon(js, nc, subjects, nats_con
 
 
 async def test_maintenance_without_a_daemon_is_kept_when_it_starts(
-        js, nc, subjects, nats_config, fake_suite, tmp_path):
-    config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    path = write_config(config, tmp_path / "lab.toml")
+        js, nc, subjects, lab1, tmp_path):
+    path = write_config(lab1, tmp_path / "lab.toml")
     code, out = await wrtci_lab("maintenance", "on", "dut1", "--config", str(path))
     assert code == 0 and "acting directly" in out, out
     assert (await _record(js, subjects)).state is DeviceState.MAINTENANCE
-    async with running_lab(config) as daemon:
+    async with running_lab(lab1) as daemon:
         assert daemon.devices["dut1"].state is DeviceState.MAINTENANCE
         assert not daemon.devices["dut1"].takes_jobs
 
 
 async def test_broken_target_file_is_named_and_other_devices_keep_working(
-        nats_config, fake_suite, tmp_path, js):
+        lab1, tmp_path, js):
     broken = tmp_path / "broken.yaml"
     broken.write_text("targets:\n  main:\n    drivers:\n      - NoSuchDriver: {}\n")
-    config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    path = write_config(config, tmp_path / "lab.toml")
+    path = write_config(lab1, tmp_path / "lab.toml")
     text = path.read_text() + (
         '\n[[lab.devices]]\nname = "dut2"\ntarget_file = "broken.yaml"\n'
         'target = "x86"\nsubtarget = "64"\nprofile = "generic"\n')

@@ -108,11 +108,10 @@ async def test_end_to_end_job_on_the_virtual_device(
 
 @pytest.mark.slow
 async def test_failed_health_checks_take_the_device_out_and_a_pass_brings_it_back(
-        js, nc, subjects, nats_config, file_server, virtual_firmware, tmp_path):
+        js, subjects, events, nats_config, file_server, virtual_firmware, tmp_path):
     health_image = tmp_path / "health.img"  # missing: every check fails
     base_url, www = file_server
     (www / "fw.img").write_bytes(virtual_firmware.image.read_bytes())
-    events = await EventLog().start(nc, subjects)
     # checks are the suite's own shell tests (test_shell, test_echo, test_uname)
     config = lab_config(
         nats_config, tmp_path / "work", VIRTUAL_SUITE, health_image=str(health_image),
@@ -138,7 +137,7 @@ async def test_failed_health_checks_take_the_device_out_and_a_pass_brings_it_bac
         # an unhealthy device takes no job: it stays queued
         spec = job_spec("wrtci:job:after-health", f"{base_url}/fw.img",
                         virtual_firmware.sha256, name="fw.img",
-                        plans=[TestPlan(name="base", tests=["tests/test_base.py::test_echo"])])
+                        tests=["tests/test_base.py::test_echo"])
         await publish_job(js, subjects, spec)
         # fix the device (the image is back) and check it by hand, through the daemon
         shutil.copy(virtual_firmware.image, health_image)

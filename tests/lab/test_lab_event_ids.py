@@ -28,7 +28,7 @@ from wrtci.core.runtime import EventPublisher
 from wrtci.lab_daemon.event_ids import KEY_FILE, EventIds, load_key
 from wrtci.proto import events as ev
 from wrtci.proto.limits import NAME_MAX
-from wrtci.proto.model import JobResult, TestPlan
+from wrtci.proto.model import JobResult
 
 
 def test_ids_are_the_same_for_the_same_labs_retries_and_differ_otherwise(tmp_path):
@@ -54,12 +54,11 @@ def test_ids_are_the_same_for_the_same_labs_retries_and_differ_otherwise(tmp_pat
 
 
 async def test_a_second_lab_taking_over_a_redelivered_job_gets_its_start_stored(
-        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
+        js, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path):
     # lab1 takes the job and is killed (no ack); after the ack wait JetStream
     # hands it to lab2 — well within the stream's 2 h dedupe window.
-    events = await EventLog().start(nc, subjects)
     spec = fake_job("wrtci:job:takeover", fake_firmware_url,
-                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_sleeps"])])
+                    tests=["tests/test_fake.py::test_sleeps"])
     first = lab_config(nats_config, tmp_path / "work1", fake_suite, name="lab1",
                        job_ack_wait_s=4, env={"FAKE_SLEEP": "30"})
     path = write_config(first, tmp_path / "lab1.toml")
@@ -89,7 +88,7 @@ async def test_a_second_lab_taking_over_a_redelivered_job_gets_its_start_stored(
 async def test_another_lab_publishing_a_labs_event_ids_first_suppresses_nothing(
         js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
     spec = fake_job("wrtci:job:forged", fake_firmware_url,
-                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_prints"])])
+                    tests=["tests/test_fake.py::test_prints"])
     config = lab_config(nats_config, tmp_path / "work", fake_suite, name="lab1")
     # "evil" knows the scheme and the job, not lab1's key: it publishes, on its
     # own subjects, every id lab1 could use — the old predictable ones and the

@@ -16,6 +16,18 @@ def _serve(www, name: str, data: bytes) -> str:
     return sha256_of(data)
 
 
+class _Images:
+    """a.bin, b.bin and c.bin of ``size`` bytes each (A, B, C) on the file server."""
+
+    def __init__(self, file_server, size: int) -> None:
+        self.base_url, www = file_server
+        self.sha = {name: _serve(www, name, name[0].upper().encode() * size)
+                    for name in ("a.bin", "b.bin", "c.bin")}
+
+    async def fetch(self, cache: FirmwareCache, name: str):
+        return await cache.fetch(f"{self.base_url}/{name}", self.sha[name], name)
+
+
 async def test_a_sha256_that_is_a_path_never_leaves_the_cache(tmp_path):
     secret = tmp_path / "etc" / "shadow"
     secret.parent.mkdir()
@@ -28,37 +40,30 @@ async def test_a_sha256_that_is_a_path_never_leaves_the_cache(tmp_path):
 
 
 async def test_an_image_a_job_holds_is_not_evicted(file_server, tmp_path):
-    base_url, www = file_server
-    sha_a = _serve(www, "a.bin", b"A" * 14)
-    sha_b = _serve(www, "b.bin", b"B" * 14)
-    sha_c = _serve(www, "c.bin", b"C" * 14)
+    images = _Images(file_server, 14)
     cache = FirmwareCache(tmp_path / "cache", max_bytes=20)
-    a = await cache.fetch(f"{base_url}/a.bin", sha_a, "a.bin")  # a running job holds it
-    b = await cache.fetch(f"{base_url}/b.bin", sha_b, "b.bin")  # over the limit now
+    a = await images.fetch(cache, "a.bin")  # a running job holds it
+    b = await images.fetch(cache, "b.bin")  # over the limit now
     assert a.read_bytes() == b"A" * 14, "evicted while the job still boots it"
     cache.release(a)
     cache.release(b)
-    c = await cache.fetch(f"{base_url}/c.bin", sha_c, "c.bin")
+    c = await images.fetch(cache, "c.bin")
     assert not a.exists() and not b.exists() and c.is_file()  # released: the limit holds
 
 
 async def test_a_cache_hit_makes_the_image_recently_used(file_server, tmp_path):
-    base_url, www = file_server
-    sha_a = _serve(www, "a.bin", b"A" * 10)
-    sha_b = _serve(www, "b.bin", b"B" * 10)
-    sha_c = _serve(www, "c.bin", b"C" * 10)
+    images = _Images(file_server, 10)
     cache = FirmwareCache(tmp_path / "cache", max_bytes=25)
-    for url, sha, name in ((f"{base_url}/a.bin", sha_a, "a.bin"),
-                           (f"{base_url}/b.bin", sha_b, "b.bin")):
-        cache.release(await cache.fetch(url, sha, name))
+    for name in ("a.bin", "b.bin"):
+        cache.release(await images.fetch(cache, name))
         await asyncio.sleep(0.01)  # distinct modification times
-    hit = cache.cached(sha_a, "a.bin")  # a job for a.bin again: from the cache
+    hit = cache.cached(images.sha["a.bin"], "a.bin")  # a job for a.bin again: from the cache
     assert hit is not None
     cache.release(hit)
     await asyncio.sleep(0.01)
-    cache.release(await cache.fetch(f"{base_url}/c.bin", sha_c, "c.bin"))
+    cache.release(await images.fetch(cache, "c.bin"))
     assert hit.is_file()
-    assert cache.cached(sha_b, "b.bin") is None  # the least recently used went
+    assert cache.cached(images.sha["b.bin"], "b.bin") is None  # the least recently used went
 
 
 async def test_downloads_a_killed_daemon_left_are_removed(file_server, tmp_path):

@@ -21,13 +21,12 @@ from tests.lab_helpers import (
     FAKE_FIRMWARE,
     REVISION,
     VIRTUAL_TARGET,
-    EventLog,
     job_spec,
-    lab_config,
     publish_job,
     run_one_job,
     running_lab,
     sha256_of,
+    with_device,
 )
 from wrtci.lab_daemon.config import DeviceConfig
 from wrtci.lab_daemon.firmware import FirmwareCache
@@ -272,22 +271,18 @@ def test_openwrt_tests_ci_variables(firmware):
 
 
 async def test_a_gzip_image_reaches_the_suite_raw_and_staged(
-        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+        js, subjects, events, lab1, fake_suite, file_server, tmp_path):
     base_url, www = file_server
     data = gzip.compress(FAKE_FIRMWARE) + METADATA
     (www / "firmware.bin.gz").write_bytes(data)
     (fake_suite / "tests" / "test_env.py").write_text(ENV_TEST)
-    events = await EventLog().start(nc, subjects)
     spec = job_spec("wrtci:job:gz", f"{base_url}/firmware.bin.gz", sha256_of(data),
                     name="firmware.bin.gz", plans=[TestPlan(
                         name="base", tests=["tests/test_fake.py", "tests/test_env.py"],
                         keyword="verified_image or ci_variables")])
-    config = lab_config(nats_config, tmp_path / "work", fake_suite)
     # the device boots this type: a .gz of it is a conversion, not another type
-    device = msgspec.structs.replace(config.lab.devices[0], image_type="initramfs",
-                                     stage_dir=str(tmp_path / "tftp" / "{device}"))
-    config = msgspec.structs.replace(
-        config, lab=msgspec.structs.replace(config.lab, devices=[device]))
+    config = with_device(lab1, image_type="initramfs",
+                         stage_dir=str(tmp_path / "tftp" / "{device}"))
     data_ = await run_one_job(js, subjects, events, config, spec)
     assert data_.result is JobResult.PASS, data_
     assert {t.path: t.status for t in data_.tests} == {
@@ -297,16 +292,14 @@ async def test_a_gzip_image_reaches_the_suite_raw_and_staged(
 
 
 async def test_an_image_that_does_not_decompress_is_an_infrastructure_error(
-        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+        js, subjects, events, lab1, file_server, tmp_path):
     base_url, www = file_server
     data = gzip.compress(RAW)[:5000]  # a truncated upload, checksummed as it is
     (www / "broken.img.gz").write_bytes(data)
-    events = await EventLog().start(nc, subjects)
     spec = job_spec("wrtci:job:badgz", f"{base_url}/broken.img.gz", sha256_of(data),
                     name="broken.img.gz",
-                    plans=[TestPlan(name="base", tests=["tests/test_fake.py"])])
-    config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    data_ = await run_one_job(js, subjects, events, config, spec)
+                    tests=["tests/test_fake.py"])
+    data_ = await run_one_job(js, subjects, events, lab1, spec)
     assert data_.result is JobResult.ERROR and data_.tests == []
     assert data_.error_code is ErrorCode.INFRASTRUCTURE
     assert "broken.img.gz: cannot decompress: the gzip stream ends early" in data_.error_message
@@ -316,14 +309,10 @@ async def test_an_image_that_does_not_decompress_is_an_infrastructure_error(
 
 
 async def test_a_job_of_another_image_type_is_an_infrastructure_error_not_run(
-        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
-    events = await EventLog().start(nc, subjects)
-    config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    device = msgspec.structs.replace(config.lab.devices[0], image_type="kernel:initramfs")
-    config = msgspec.structs.replace(
-        config, lab=msgspec.structs.replace(config.lab, devices=[device]))
+        js, subjects, events, lab1, fake_firmware_url, tmp_path):
+    config = with_device(lab1, image_type="kernel:initramfs")
     spec = job_spec("wrtci:job:wrongtype", fake_firmware_url, sha256_of(FAKE_FIRMWARE),
-                    name="fw.bin", plans=[TestPlan(name="base", tests=["tests/test_fake.py"])])
+                    name="fw.bin", tests=["tests/test_fake.py"])
     async with running_lab(config) as lab:
         # announced to the scheduler in the lab's registration
         kv = await js.key_value(subjects.labs_bucket)

@@ -15,7 +15,7 @@ import aiohttp
 
 from tests.api_support import serving
 from tests.helpers import eventually
-from tests.lab_helpers import EventLog, lab_config, running_lab, running_log_writer
+from tests.lab_helpers import lab_config, running_lab, running_log_writer
 from tests.logs.test_logs_writer import _get, _wait_object
 from tests.notifier.test_notifier_health import _config, github_repo, notifiers  # noqa: F401
 from wrtci.lab_daemon.config import HealthConfig
@@ -41,14 +41,13 @@ def test_boot_fails():
 
 
 async def test_a_failing_checks_console_log_is_stored_served_and_linked_from_the_issue(
-        nc, js, subjects, nats_config, database_config, storage_config, pool, github,
+        js, subjects, events, nats_config, database_config, storage_config, pool, github,
         fake_suite, tmp_path):
     (fake_suite / "tests" / "test_health_fails.py").write_text(FAILING_CHECK)
     health = HealthConfig(tests=["tests/test_health_fails.py::test_boot_fails"],
                           warn_after=1, disable_after=1)
     config = lab_config(nats_config, tmp_path / "work", fake_suite, health=health)
     notifier_config = _config(nats_config, database_config, storage_config, github=github)
-    events = await EventLog().start(nc, subjects)
     async with running_log_writer(nats_config, storage_config, database_config), \
             serving(nats_config, database_config, storage_config) as api, \
             notifiers(notifier_config, js), running_lab(config):

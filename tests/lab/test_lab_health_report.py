@@ -23,13 +23,12 @@ from wrtci.proto.storage import health_log_path
 
 
 async def test_a_failed_check_says_when_the_device_last_passed_and_where_its_log_is(
-        nc, subjects, nats_config, fake_suite, tmp_path):
+        nc, subjects, events, nats_config, fake_suite, tmp_path):
     image = tmp_path / "health.bin"
     image.write_bytes(FAKE_FIRMWARE)
     health = HealthConfig(tests=["tests/test_fake.py::test_firmware_is_the_verified_image"],
                           image=str(image))
     config = lab_config(nats_config, tmp_path / "work", fake_suite, health=health)
-    events = await EventLog().start(nc, subjects)
     async with running_lab(config) as daemon:
         await events.wait_for(lambda e: e.of(ev.DeviceHealthChanged))
         [passed] = events.of(ev.DeviceHealthChanged)
@@ -52,12 +51,11 @@ async def test_a_failed_check_says_when_the_device_last_passed_and_where_its_log
 
 
 async def test_labnet_devices_left_out_are_announced_unhealthy_with_the_reason(
-        nc, subjects, nats_config, fake_suite, tmp_path):
+        subjects, events, nats_config, fake_suite, tmp_path):
     config = lab_config(nats_config, tmp_path / "work", fake_suite, name=LAB)
     config, inventory = with_labnet(config, LABNET, LAB)
     assert {p.device for p in inventory.problems} >= {"lost_router", "unknown_router"}
     left_out = {p.device for p in inventory.problems}
-    events = await EventLog().start(nc, subjects)
 
     def announced(events: EventLog) -> dict[str, ev.DeviceHealthData]:
         return {e.data.device: e.data for e in events.of(ev.DeviceHealthChanged)

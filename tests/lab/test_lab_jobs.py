@@ -15,7 +15,7 @@ import msgspec
 from tests.helpers import eventually_succeeds, read_object
 from tests.lab_helpers import (
     FAKE_FIRMWARE,
-    EventLog,
+    cancel_job,
     create_job_consumers,
     device_status,
     fake_job,
@@ -30,7 +30,6 @@ from tests.lab_helpers import (
     stream_events,
     write_config,
 )
-from wrtci.core.runtime import EventPublisher
 from wrtci.lab_daemon.cli import load
 from wrtci.proto import events as ev
 from wrtci.proto import topology
@@ -49,13 +48,10 @@ async def _jobs_left(js, subjects) -> int:
 
 
 async def test_job_runs_suite_reports_results_and_stores_logs(
-        js, nc, subjects, nats_config, storage_config, fake_suite, fake_firmware_url, tmp_path):
-    events = await EventLog().start(nc, subjects)
+        js, subjects, events, lab1, nats_config, storage_config, fake_firmware_url):
     plans = [TestPlan(name="base", tests=["tests/test_fake.py"], keyword="not hang")]
-    spec = fake_job("wrtci:job:ok", fake_firmware_url,
-                    plans=plans)
-    config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    async with running_log_writer(nats_config, storage_config), running_lab(config):
+    spec = fake_job("wrtci:job:ok", fake_firmware_url, plans=plans)
+    async with running_log_writer(nats_config, storage_config), running_lab(lab1):
         await publish_job(js, subjects, spec)
         await events.wait_for(lambda e: e.of(ev.JobFinished))
         [finished] = events.of(ev.JobFinished)
@@ -85,15 +81,12 @@ async def test_job_runs_suite_reports_results_and_stores_logs(
 
 
 async def test_plan_paths_missing_from_the_suite_are_reported_as_miss(
-        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
-    events = await EventLog().start(nc, subjects)
+        js, subjects, events, lab1, fake_firmware_url, tmp_path):
     plans = [TestPlan(name="base", tests=["tests/test_fake.py", "tests/test_ssh.py"],
                       keyword="not hang"),
              TestPlan(name="system", tests=["tests/test_lan.py"])]
-    spec = fake_job("wrtci:job:miss", fake_firmware_url,
-                    plans=plans)
-    config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    data = await run_one_job(js, subjects, events, config, spec)
+    spec = fake_job("wrtci:job:miss", fake_firmware_url, plans=plans)
+    data = await run_one_job(js, subjects, events, lab1, spec)
     statuses = {t.path: t.status for t in data.tests}
     assert statuses["base.test_ssh"] is TestStatus.MISS
     assert statuses["system.test_lan"] is TestStatus.MISS
@@ -105,14 +98,12 @@ async def test_plan_paths_missing_from_the_suite_are_reported_as_miss(
 
 
 async def test_wrong_sha256_is_an_error_and_runs_no_test(
-        js, nc, subjects, nats_config, fake_suite, file_server, tmp_path):
+        js, subjects, events, lab1, file_server, tmp_path):
     base_url, www = file_server
     (www / "fw.bin").write_bytes(b"tampered")
-    events = await EventLog().start(nc, subjects)
     spec = job_spec("wrtci:job:badsum", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
-                    plans=[TestPlan(name="base", tests=["tests/test_fake.py"])])
-    config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    data = await run_one_job(js, subjects, events, config, spec)
+                    tests=["tests/test_fake.py"])
+    data = await run_one_job(js, subjects, events, lab1, spec)
     assert data.result is JobResult.ERROR
     assert data.error_code is ErrorCode.CHECKSUM_MISMATCH
     assert data.tests == []
@@ -123,13 +114,11 @@ async def test_wrong_sha256_is_an_error_and_runs_no_test(
 
 
 async def test_hanging_suite_is_killed_at_the_plan_timeout(
-        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
-    events = await EventLog().start(nc, subjects)
+        js, subjects, events, lab1, fake_suite, fake_firmware_url):
     spec = fake_job("wrtci:job:hang", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_hang"],
                                     timeout_s=3)])
-    config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    data = await run_one_job(js, subjects, events, config, spec)
+    data = await run_one_job(js, subjects, events, lab1, spec)
     assert data.result is JobResult.ERROR and data.error_code is ErrorCode.TIMEOUT
     # the whole process group is gone: no pytest of this suite is left running
     leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, str(fake_suite))]
@@ -137,19 +126,14 @@ async def test_hanging_suite_is_killed_at_the_plan_timeout(
 
 
 async def test_cancelled_running_job_is_stopped_and_reported(
-        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
-    events = await EventLog().start(nc, subjects)
+        js, subjects, events, lab1, fake_suite, fake_firmware_url):
     spec = fake_job("wrtci:job:cancel", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_hang"],
                                     timeout_s=600)])
-    config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    async with running_lab(config):
+    async with running_lab(lab1):
         await publish_job(js, subjects, spec)
         await events.wait_for(lambda e: [p for p in e.of(ev.JobProgress) if p.data.stage == "test"])
-        cancelled = ev.JobCancelled.build(
-            ev.JobCancelledData(job_id=spec.job_id, attempt=spec.attempt, reason="by alice"),
-            source="wrtci/scheduler")
-        await EventPublisher(js, subjects).publish(cancelled)
+        await cancel_job(js, subjects, spec, "by alice")
         await asyncio.wait_for(events.wait_for(lambda e: e.of(ev.JobFinished)), 60)
     data = events.of(ev.JobFinished)[0].data
     assert (data.result, data.error_code, data.error_message) == (
@@ -186,10 +170,9 @@ async def _signal_mid_job(js, subjects, events, spec, config_path, tmp_path, sig
 
 
 async def test_sigterm_hands_the_job_back_and_it_runs_again_once(
-        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
-    events = await EventLog().start(nc, subjects)
+        js, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path):
     spec = fake_job("wrtci:job:sigterm", fake_firmware_url,
-                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_sleeps"])])
+                    tests=["tests/test_fake.py::test_sleeps"])
     config = lab_config(nats_config, tmp_path / "work", fake_suite, shutdown_grace_s=0.5,
                         env={"FAKE_SLEEP": "4"})
     path = write_config(config, tmp_path / "lab.toml")
@@ -209,10 +192,8 @@ async def test_sigterm_hands_the_job_back_and_it_runs_again_once(
 
 
 async def test_killed_daemon_job_is_redelivered_after_the_ack_wait(
-        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
-    events = await EventLog().start(nc, subjects)
-    spec = fake_job("wrtci:job:kill9", fake_firmware_url,
-                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_sleeps"])])
+        js, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path):
+    spec = fake_job("wrtci:job:kill9", fake_firmware_url, tests=["tests/test_fake.py::test_sleeps"])
     config = lab_config(nats_config, tmp_path / "work", fake_suite, job_ack_wait_s=4,
                         env={"FAKE_SLEEP": "30"})
     path = write_config(config, tmp_path / "lab.toml")
@@ -231,13 +212,12 @@ async def test_killed_daemon_job_is_redelivered_after_the_ack_wait(
 
 
 async def test_result_that_cannot_be_published_at_shutdown_leaves_the_job_for_redelivery(
-        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
+        js, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path):
     # The EVENTS stream refuses job.finished (gone) and the daemon is asked to
     # stop: it tries within the shutdown grace, then exits without acking, so
     # the job runs again once results can be stored.
-    events = await EventLog().start(nc, subjects)
     spec = fake_job("wrtci:job:noevents", fake_firmware_url,
-                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_prints"])])
+                    tests=["tests/test_fake.py::test_prints"])
     quick = msgspec.structs.replace(nats_config, request_timeout_s=1.0)
     config = lab_config(quick, tmp_path / "work", fake_suite, shutdown_grace_s=2,
                         job_ack_wait_s=4)
@@ -260,17 +240,13 @@ async def test_result_that_cannot_be_published_at_shutdown_leaves_the_job_for_re
 
 
 async def test_job_cancelled_just_before_the_lab_started_it_does_not_run(
-        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
+        js, subjects, events, lab1, fake_firmware_url, tmp_path):
     # The scheduler withdraws a job from the queue and announces job.cancelled;
     # a lab that fetched the message a moment before must not run it.
-    events = await EventLog().start(nc, subjects)
     spec = fake_job("wrtci:job:early-cancel", fake_firmware_url,
-                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_prints"])])
-    config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    async with running_lab(config):
-        await EventPublisher(js, subjects).publish(ev.JobCancelled.build(
-            ev.JobCancelledData(job_id=spec.job_id, attempt=spec.attempt, reason="by bob"),
-            source="wrtci/scheduler"))
+                    tests=["tests/test_fake.py::test_prints"])
+    async with running_lab(lab1):
+        await cancel_job(js, subjects, spec, "by bob")
         await publish_job(js, subjects, spec)  # (the message the lab had already taken)
         await events.wait_for(lambda e: e.of(ev.JobFinished))
     data = events.of(ev.JobFinished)[0].data
@@ -282,10 +258,8 @@ async def test_job_cancelled_just_before_the_lab_started_it_does_not_run(
 
 
 async def test_status_answers_while_a_health_check_request_waits_for_a_running_job(
-        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
-    events = await EventLog().start(nc, subjects)
-    spec = fake_job("wrtci:job:busy", fake_firmware_url,
-                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_hang"])])
+        js, nc, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path):
+    spec = fake_job("wrtci:job:busy", fake_firmware_url, tests=["tests/test_fake.py::test_hang"])
     config = lab_config(nats_config, tmp_path / "work", fake_suite,
                         health_image=str(tmp_path / "missing.cpio.gz"))
     control = subjects.lab_control("lab1")
@@ -300,9 +274,7 @@ async def test_status_answers_while_a_health_check_request_waits_for_a_running_j
         await nc.flush()  # the daemon gets the check request first, then:
         status = await device_status(nc, subjects)  # not queued behind the check request
         assert status.state is DeviceState.BUSY
-        await EventPublisher(js, subjects).publish(ev.JobCancelled.build(
-            ev.JobCancelledData(job_id=spec.job_id, attempt=spec.attempt, reason="done"),
-            source="wrtci/scheduler"))
+        await cancel_job(js, subjects, spec, "done")
         answer = await replies.next_msg(timeout=60)
         reply = msgspec.json.decode(answer.data, type=LabControlReply)
     # the check ran once the job was over (and failed: its image is missing)
@@ -320,15 +292,12 @@ def test_fails_loudly(n):
 
 
 async def test_results_too_big_for_one_message_are_trimmed_not_retried_for_ever(
-        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
+        js, subjects, events, lab1, fake_suite, fake_firmware_url):
     # 400 failures with long tracebacks: JobFinished would be far over NATS's
     # 1 MB max payload, and publishing it can never succeed.
     (fake_suite / "tests" / "test_big.py").write_text(BIG_FAILURES)
-    events = await EventLog().start(nc, subjects)
-    spec = fake_job("wrtci:job:big", fake_firmware_url,
-                    plans=[TestPlan(name="base", tests=["tests/test_big.py"])])
-    config = lab_config(nats_config, tmp_path / "work", fake_suite)
-    data = await run_one_job(js, subjects, events, config, spec)
+    spec = fake_job("wrtci:job:big", fake_firmware_url, tests=["tests/test_big.py"])
+    data = await run_one_job(js, subjects, events, lab1, spec)
     assert data.result is JobResult.FAIL
     assert len(data.tests) == 400 and {t.status for t in data.tests} == {TestStatus.FAIL}
     assert all(len(t.message or "") <= 1000 for t in data.tests)

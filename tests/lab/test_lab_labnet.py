@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import sys
 from pathlib import Path
 
 import msgspec
@@ -18,12 +17,12 @@ import pytest
 
 from tests.lab_helpers import (
     PROJECT,
-    EventLog,
     fake_job,
     lab_config,
     publish_job,
     running_lab,
     write_config,
+    wrtci_lab,
 )
 from wrtci.lab_daemon.cli import load
 from wrtci.lab_daemon.config import DeviceConfig
@@ -123,25 +122,16 @@ def test_lab_toml_keeps_its_own_definition_of_a_labnet_device(nats_config, tmp_p
     assert merged.lab.devices[0].stage_dir == "/srv/tftp/{device}"
 
 
-async def _wrtci_lab(*args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wrtci.lab_daemon.cli", *args, cwd=PROJECT,
-        env={"PYTHONPATH": str(PROJECT), "PATH": "/usr/bin:/bin"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    output, _ = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode, output.decode()
-
-
 async def test_wrtci_lab_check_reports_the_devices_labnet_leaves_out(
         nats_config, fake_suite, tmp_path):
     config = lab_config(nats_config, tmp_path / "work", fake_suite, name=LAB)
     config = msgspec.structs.replace(config, lab=msgspec.structs.replace(config.lab, devices=[]))
     path = write_config(config, tmp_path / "lab.toml")
-    code, out = await _wrtci_lab("check", "--config", str(path), "--labnet", str(LABNET))
+    code, out = await wrtci_lab("check", "--config", str(path), "--labnet", str(LABNET))
     assert code == 1, out
     assert "device lost_router: target file" in out and "is missing" in out
     assert "device unknown_router: unknown device" in out
-    code, out = await _wrtci_lab("check", "--config", str(path), "--labnet", str(LABNET),
+    code, out = await wrtci_lab("check", "--config", str(path), "--labnet", str(LABNET),
                                  "--lab", "labgrid-nope")
     assert code == 2 and f"{LABNET}: unknown lab 'labgrid-nope'" in out
     # the same through lab.toml keys, relative to the file
@@ -154,12 +144,11 @@ async def test_wrtci_lab_check_reports_the_devices_labnet_leaves_out(
 
 
 async def test_labnet_devices_register_and_snapshots_only_takes_no_stable_job(
-        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path):
+        js, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path):
     config = lab_config(nats_config, tmp_path / "work", fake_suite, name="lab1")
     config = msgspec.structs.replace(config, lab=msgspec.structs.replace(
         config.lab, devices=[], labnet_lab=LAB))
     config, _ = with_labnet(config, LABNET, LAB)
-    events = await EventLog().start(nc, subjects)
     plans = [TestPlan(name="base", tests=["tests/test_fake.py"], keyword="verified_image")]
 
     def job(name: str, priority: Priority) -> ev.JobSpec:

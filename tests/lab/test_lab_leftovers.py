@@ -20,7 +20,6 @@ import pytest
 from tests.helpers import eventually
 from tests.lab_helpers import (
     LAB_PLACE_USER,
-    EventLog,
     create_job_consumers,
     fake_job,
     lab_config,
@@ -38,7 +37,7 @@ from wrtci.lab_daemon.leftovers import (
     record_group,
 )
 from wrtci.proto import events as ev
-from wrtci.proto.model import JobResult, TestPlan
+from wrtci.proto.model import JobResult
 
 # Like labgrid starting QEMU: a process in pytest's group that PR_SET_PDEATHSIG
 # (which reaches pytest only) does not stop.
@@ -120,13 +119,11 @@ def test_group_whose_leader_is_gone_is_still_found(tmp_path):
 
 
 async def test_sigkilled_daemon_leaves_nothing_running_and_the_job_runs_once(
-        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path,
+        js, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path,
         labgrid_coordinator, labgrid_place):
     (fake_suite / "tests" / "test_linger.py").write_text(LINGERING_TEST)
     marker = f"{fake_suite}/helper-of-the-killed-run"
-    events = await EventLog().start(nc, subjects)
-    spec = fake_job("wrtci:job:leftover", fake_firmware_url,
-                    plans=[TestPlan(name="base", tests=["tests/test_linger.py"])])
+    spec = fake_job("wrtci:job:leftover", fake_firmware_url, tests=["tests/test_linger.py"])
     common = {"place": labgrid_place, "coordinator": labgrid_coordinator.address,
               "job_ack_wait_s": 4}
     work = tmp_path / "work"

@@ -9,23 +9,22 @@ without counting against its health.
 from __future__ import annotations
 
 from tests.helpers import eventually
-from tests.lab.test_lab_cli import wrtci_lab
 from tests.lab_helpers import (
     DEVICE_TYPE,
     LAB_PLACE_USER,
-    EventLog,
+    cancel_job,
     device_status,
     fake_job,
     lab_config,
     publish_job,
     running_lab,
     write_config,
+    wrtci_lab,
 )
-from wrtci.core.runtime import EventPublisher
 from wrtci.lab_daemon.config import HealthConfig
 from wrtci.lab_daemon.places import parse_holder
 from wrtci.proto import events as ev
-from wrtci.proto.model import DeviceHealth, DeviceState, ErrorCode, JobResult, TestPlan, TestStatus
+from wrtci.proto.model import DeviceHealth, DeviceState, ErrorCode, JobResult, TestStatus
 from wrtci.proto.subjects import Priority
 from wrtci.proto.topology import ensure_consumer, job_consumer
 
@@ -55,12 +54,10 @@ def test_holder_is_read_from_labgrid_client_show():
 
 
 async def test_job_runs_with_the_place_acquired_and_releases_it(
-        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path,
+        js, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path,
         labgrid_coordinator, labgrid_place):
     (fake_suite / "tests" / "test_place.py").write_text(PLACE_TEST)
-    events = await EventLog().start(nc, subjects)
-    spec = fake_job("wrtci:job:place", fake_firmware_url,
-                    plans=[TestPlan(name="base", tests=["tests/test_place.py"])])
+    spec = fake_job("wrtci:job:place", fake_firmware_url, tests=["tests/test_place.py"])
     config = lab_config(nats_config, tmp_path / "work", fake_suite, place=labgrid_place,
                         coordinator=labgrid_coordinator.address)
     async with running_lab(config):
@@ -75,11 +72,10 @@ async def test_job_runs_with_the_place_acquired_and_releases_it(
 
 
 async def test_cancelled_job_releases_the_place(
-        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path,
+        js, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path,
         labgrid_coordinator, labgrid_place):
-    events = await EventLog().start(nc, subjects)
     spec = fake_job("wrtci:job:place-cancel", fake_firmware_url,
-                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_hang"])])
+                    tests=["tests/test_fake.py::test_hang"])
     config = lab_config(nats_config, tmp_path / "work", fake_suite, place=labgrid_place,
                         coordinator=labgrid_coordinator.address)
     async with running_lab(config):
@@ -87,21 +83,18 @@ async def test_cancelled_job_releases_the_place(
         await events.wait_for(lambda e: any(p.data.stage == "test"
                                             for p in e.of(ev.JobProgress)))
         assert labgrid_coordinator.holder(labgrid_place) == LAB_PLACE_USER
-        await EventPublisher(js, subjects).publish(ev.JobCancelled.build(
-            ev.JobCancelledData(job_id=spec.job_id, attempt=1, reason="by alice"),
-            source="wrtci/scheduler"))
+        await cancel_job(js, subjects, spec, "by alice")
         await events.wait_for(lambda e: e.of(ev.JobFinished))
         assert events.of(ev.JobFinished)[0].data.error_code is ErrorCode.CANCELLED
         await eventually(lambda: labgrid_coordinator.holder(labgrid_place) is None)
 
 
 async def test_place_held_by_a_developer_keeps_the_job_queued_until_released(
-        js, nc, subjects, nats_config, fake_suite, fake_firmware_url, tmp_path,
+        js, nc, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path,
         labgrid_coordinator, labgrid_place):
     labgrid_coordinator.client("acquire", place=labgrid_place, user="alice")
-    events = await EventLog().start(nc, subjects)
     spec = fake_job("wrtci:job:place-busy", fake_firmware_url,
-                    plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_prints"])])
+                    tests=["tests/test_fake.py::test_prints"])
     config = lab_config(nats_config, tmp_path / "work", fake_suite, place=labgrid_place,
                         coordinator=labgrid_coordinator.address, place_check_s=0.3)
     # The queue the daemon would pull from (created here so that it can be inspected).
@@ -128,10 +121,9 @@ async def test_place_held_by_a_developer_keeps_the_job_queued_until_released(
 
 
 async def test_place_held_by_a_developer_is_not_a_health_failure(
-        js, nc, subjects, nats_config, fake_suite, tmp_path, labgrid_coordinator,
+        js, nc, subjects, events, nats_config, fake_suite, tmp_path, labgrid_coordinator,
         labgrid_place):
     labgrid_coordinator.client("acquire", place=labgrid_place, user="alice")
-    events = await EventLog().start(nc, subjects)
     # The check itself must fail (no firmware to boot): what matters is when it runs.
     config = lab_config(nats_config, tmp_path / "work", fake_suite, place=labgrid_place,
                         coordinator=labgrid_coordinator.address, place_check_s=0.3,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 from nats.js import JetStreamContext
@@ -36,6 +36,9 @@ from wrtci.services.timeout.service import TimeoutApp, TimeoutSettings
 
 WAIT = 20.0
 """Bound of every wait for something to happen (a failure, not a speed check)."""
+X86 = "x86/64/generic"
+FAST = SchedulerSettings(holdoff_s=0.2)
+"""A scheduler that batches firmware events for 0.2 s only."""
 
 
 
@@ -68,6 +71,13 @@ async def firmware_jobs(pool: asyncpg.Pool, firmware_id: str) -> list[asyncpg.Re
     async with pool.acquire() as conn:
         return await conn.fetch("SELECT * FROM jobs WHERE checkout_id = $1 ORDER BY id",
                                 firmware_id)
+
+
+def firmware_in(pool: asyncpg.Pool, firmware_id: str, state: str) -> Callable[[], Awaitable[bool]]:
+    """For ``eventually``: is the firmware in ``state`` now?"""
+    async def check() -> bool:
+        return await firmware_state(pool, firmware_id) == state
+    return check
 
 
 async def firmware_state(pool: asyncpg.Pool, firmware_id: str) -> str | None:
@@ -169,6 +179,13 @@ class FakeLab:
         if ack:
             with contextlib.suppress(Exception):  # withdrawn by wrtci meanwhile
                 await job.ack()
+
+    async def run(self, device_type: str, result: JobResult = JobResult.PASS) -> QueuedJob:
+        """Take the next job for ``device_type``, start it and finish it with ``result``."""
+        job = await self.take(device_type)
+        await self.start(job)
+        await self.finish(job, result)
+        return job
 
     async def close(self) -> None:
         await self.queue.close()

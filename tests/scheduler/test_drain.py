@@ -12,13 +12,10 @@ import sys
 
 from tests import factories
 from tests.helpers import PROJECT_ROOT, eventually, run_cli
-from tests.pipeline import WAIT, FakeLab, firmware_jobs, running
+from tests.pipeline import FAST, WAIT, X86, FakeLab, firmware_jobs, running
 from wrtci.proto.model import JobResult
-from wrtci.services.scheduler.service import SchedulerSettings
 
-X86 = "x86/64/generic"
 ATH = "ath79/generic/tplink_archer-c7-v2"
-FAST = SchedulerSettings(holdoff_s=0.2)
 
 
 def report(name: str, **counts: int) -> None:

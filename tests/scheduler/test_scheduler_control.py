@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 
 from tests import factories
 from tests.helpers import PROJECT_ROOT, eventually, run_cli
 from tests.pipeline import (
+    FAST,
     WAIT,
+    X86,
     FakeLab,
+    firmware_in,
     firmware_jobs,
     firmware_state,
     job_row,
@@ -17,10 +21,6 @@ from tests.pipeline import (
     stored_events,
 )
 from wrtci.proto.model import JobResult
-from wrtci.services.scheduler.service import SchedulerSettings
-
-X86 = "x86/64/generic"
-FAST = SchedulerSettings(holdoff_s=0.2)
 
 
 async def _cli(*args: str, config) -> str:
@@ -30,6 +30,16 @@ async def _cli(*args: str, config) -> str:
 
 async def _lab(js, subjects):
     await factories.announce_lab(js, subjects, "lab-a", [("x86-1", X86, [])])
+
+
+@contextlib.asynccontextmanager
+async def _one_firmware(js, subjects, nats_config, database_config, storage_config):
+    """lab-a's one x86 device online, the services running, one x86 firmware published."""
+    await _lab(js, subjects)
+    data = factories.firmware([X86])
+    async with running(nats_config, database_config, storage_config, scheduler=FAST):
+        await factories.publish_firmware(js, subjects, data)
+        yield data
 
 
 async def _queued(js, subjects, count):
@@ -98,19 +108,14 @@ async def test_pause_keeps_firmware_events_until_resume(js, subjects, nats_confi
 
 async def test_cancel_a_queued_job_removes_it_from_the_queue(
         js, subjects, nats_config, database_config, storage_config, pool, site_config_file):
-    await _lab(js, subjects)
-    data = factories.firmware([X86])
-    async with running(nats_config, database_config, storage_config, scheduler=FAST):
-        await factories.publish_firmware(js, subjects, data)
+    async with _one_firmware(js, subjects, nats_config, database_config,
+                             storage_config) as data:
         await eventually(await _queued(js, subjects, 1), "job queued")
         [row] = await firmware_jobs(pool, data.firmware_id)
         out = await _cli("job", "cancel", row["id"], "--reason", "wrong image",
                          config=site_config_file)
         assert "requested" in out
-
-        async def firmware_done():
-            return await firmware_state(pool, data.firmware_id) == "done"
-        await eventually(firmware_done, "firmware done")
+        await eventually(firmware_in(pool, data.firmware_id, "done"), "firmware done")
 
     row = await job_row(pool, row["id"])
     assert (row["result"], row["error_code"], row["error_message"]) == (
@@ -131,10 +136,7 @@ async def test_cancel_a_firmware_stops_its_running_job(
         job = await lab.take(X86)
         await lab.start(job)
         await _cli("firmware", "cancel", data.firmware_id, config=site_config_file)
-
-        async def firmware_done():
-            return await firmware_state(pool, data.firmware_id) == "done"
-        await eventually(firmware_done, "firmware done")
+        await eventually(firmware_in(pool, data.firmware_id, "done"), "firmware done")
         # The lab hears about it (the lab daemon stops the job on job.cancelled).
         cancelled = await stored_events(js, subjects, "job.cancelled")
         assert (job.spec.job_id, 1) in [(e.data.job_id, e.data.attempt) for e in cancelled]
@@ -148,18 +150,11 @@ async def test_cancel_a_firmware_stops_its_running_job(
 
 async def test_retry_of_a_failed_job_reopens_the_done_firmware(
         js, subjects, nats_config, database_config, storage_config, pool, site_config_file):
-    await _lab(js, subjects)
-    data = factories.firmware([X86])
-    async with running(nats_config, database_config, storage_config, scheduler=FAST):
-        await factories.publish_firmware(js, subjects, data)
+    async with _one_firmware(js, subjects, nats_config, database_config,
+                             storage_config) as data:
         lab = FakeLab(js, subjects, "lab-a", "x86-1")
-        job = await lab.take(X86)
-        await lab.start(job)
-        await lab.finish(job, JobResult.FAIL)
-
-        async def state_is(state):
-            return await firmware_state(pool, data.firmware_id) == state
-        await eventually(lambda: state_is("done"), "firmware done")
+        job = await lab.run(X86, JobResult.FAIL)
+        await eventually(firmware_in(pool, data.firmware_id, "done"), "firmware done")
 
         await _cli("firmware", "retry", data.firmware_id, config=site_config_file)
         again = await lab.take(X86)
@@ -167,7 +162,7 @@ async def test_retry_of_a_failed_job_reopens_the_done_firmware(
         assert await firmware_state(pool, data.firmware_id) == "closing"
         await lab.start(again)
         await lab.finish(again, JobResult.PASS)
-        await eventually(lambda: state_is("done"), "firmware done again")
+        await eventually(firmware_in(pool, data.firmware_id, "done"), "firmware done again")
         await lab.close()
 
     row = await job_row(pool, job.spec.job_id)

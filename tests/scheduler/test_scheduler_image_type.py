@@ -12,7 +12,7 @@ import asyncio
 
 from tests import factories
 from tests.helpers import eventually
-from tests.pipeline import firmware_jobs, firmware_state, running
+from tests.pipeline import X86, firmware_in, firmware_jobs, running
 from wrtci.lab_daemon.config import DeviceConfig, HealthConfig
 from wrtci.lab_daemon.device import Device
 from wrtci.lab_daemon.event_ids import EventIds
@@ -23,7 +23,6 @@ from wrtci.proto.subjects import Priority
 from wrtci.services.scheduler.fanout import plan_jobs
 from wrtci.services.scheduler.plans import PlanSet
 
-X86 = "x86/64/generic"
 MT = "mediatek/filogic/openwrt_one"
 
 TARGET = """\
@@ -66,7 +65,7 @@ async def test_a_lab_device_wanting_sysupgrade_gets_the_sysupgrade_image(
                        with_timeout=False) as pipeline:
         await eventually(lambda: _wish_known(pipeline), "the lab's wish in the registry")
         await factories.publish_firmware(js, subjects, data)
-        await eventually(lambda: _available(pool, data.firmware_id), "firmware available")
+        await eventually(firmware_in(pool, data.firmware_id, "available"), "firmware available")
 
     rows = {r["device_type"]: r for r in await firmware_jobs(pool, data.firmware_id)}
     assert set(rows) == {X86, MT}
@@ -87,5 +86,3 @@ async def _wish_known(pipeline) -> bool:
     return wish is not None and str(wish) == "sysupgrade"
 
 
-async def _available(pool, firmware_id) -> bool:
-    return await firmware_state(pool, firmware_id) == "available"

@@ -12,8 +12,8 @@ from tests import factories
 from tests.helpers import consumer_caught_up, eventually
 from tests.pipeline import (
     FakeLab,
+    firmware_in,
     firmware_jobs,
-    firmware_state,
     running,
     stored_events,
 )
@@ -51,7 +51,7 @@ async def test_fanout_matches_plans_and_features(js, subjects, nats_config, data
     async with running(nats_config, database_config, storage_config,
                        with_timeout=False) as pipeline:
         await factories.publish_firmware(js, subjects, data)
-        await eventually(lambda: _state_is(pool, data.firmware_id, "available"),
+        await eventually(firmware_in(pool, data.firmware_id, "available"),
                          "firmware available")
         assert pipeline.scheduler.registry.online_device_types() == {
             "x86/64/generic", "ath79/generic/tplink_archer-c7-v2",
@@ -77,10 +77,6 @@ async def test_fanout_matches_plans_and_features(js, subjects, nats_config, data
         assert [p.name for p in spec.plans] == jobs[device_type]
 
 
-async def _state_is(pool, firmware_id, state):
-    return await firmware_state(pool, firmware_id) == state
-
-
 async def test_generic_pr_image_runs_on_every_profile_of_its_subtarget(
         js, subjects, nats_config, database_config, storage_config, pool):
     await _announce(js, subjects)
@@ -92,7 +88,7 @@ async def test_generic_pr_image_runs_on_every_profile_of_its_subtarget(
                               images=[generic])
     async with running(nats_config, database_config, storage_config, with_timeout=False):
         await factories.publish_firmware(js, subjects, data)
-        await eventually(lambda: _state_is(pool, data.firmware_id, "available"),
+        await eventually(firmware_in(pool, data.firmware_id, "available"),
                          "firmware available")
     rows = await firmware_jobs(pool, data.firmware_id)
     assert [(r["device_type"], r["priority"]) for r in rows] == [
@@ -113,7 +109,7 @@ async def test_duplicate_firmware_events_and_two_replicas_create_each_job_once(
             factories.publish_firmware(js, subjects, data, event_id="first"),
             factories.publish_firmware(js, subjects, data, event_id="second"),
         )
-        await eventually(lambda: _state_is(pool, data.firmware_id, "available"),
+        await eventually(firmware_in(pool, data.firmware_id, "available"),
                          "firmware available")
         await eventually(lambda: _intake_idle(js, subjects), "both events handled")
 
@@ -171,7 +167,7 @@ async def test_job_for_a_device_type_without_lab_online_waits(
     data = factories.firmware(["ramips/mt7621/r1", "x86/64/generic"])
     async with running(nats_config, database_config, storage_config, with_timeout=False):
         await factories.publish_firmware(js, subjects, data)
-        await eventually(lambda: _state_is(pool, data.firmware_id, "available"),
+        await eventually(firmware_in(pool, data.firmware_id, "available"),
                          "firmware available")
     async with pool.acquire() as conn:
         progress = await conn.fetchrow(
@@ -193,7 +189,7 @@ async def test_late_lab_gets_jobs_of_open_firmware_but_not_of_closed(
     async with running(nats_config, database_config, storage_config,
                        with_timeout=False) as pipeline:
         await factories.publish_firmware(js, subjects, open_fw)
-        await eventually(lambda: _state_is(pool, open_fw.firmware_id, "available"),
+        await eventually(firmware_in(pool, open_fw.firmware_id, "available"),
                          "firmware available")
         assert [r["device_type"] for r in await firmware_jobs(pool, open_fw.firmware_id)] == [
             "x86/64/generic"]

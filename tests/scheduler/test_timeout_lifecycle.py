@@ -9,9 +9,10 @@ from tests import factories
 from tests.helpers import eventually
 from tests.pipeline import (
     QUICK_RETRY,
+    X86,
     FakeLab,
+    firmware_in,
     firmware_jobs,
-    firmware_state,
     job_row,
     running,
     stored_events,
@@ -25,7 +26,6 @@ from wrtci.services.scheduler.service import SchedulerSettings
 from wrtci.services.timeout.deadlines import DeadlineLoop
 from wrtci.services.timeout.service import LifecycleHandler, TimeoutSettings
 
-X86 = "x86/64/generic"
 FAST = SchedulerSettings(holdoff_s=0.3)
 SHORT_ACK_WAIT = msgspec.structs.replace(FAST, job_ack_wait_s=1.0)
 """The job consumers' ack wait: a lab that stops acking loses its job in 1 s."""
@@ -34,12 +34,6 @@ SHORT_ACK_WAIT = msgspec.structs.replace(FAST, job_ack_wait_s=1.0)
 async def _lab(js, subjects):
     await factories.announce_lab(js, subjects, "lab-a", [("x86-1", X86, ["rootfs"])])
     await factories.announce_lab(js, subjects, "lab-b", [("x86-2", X86, ["rootfs"])])
-
-
-def _state(pool, firmware_id, state):
-    async def check():
-        return await firmware_state(pool, firmware_id) == state
-    return check
 
 
 def _job_done(pool, job_id):
@@ -66,7 +60,7 @@ async def test_job_runs_and_firmware_is_done_exactly_once(js, subjects, nats_con
         await eventually(is_running, "job running")
         await lab.progress(job)
         await lab.finish(job, JobResult.PASS)
-        await eventually(_state(pool, data.firmware_id, "done"), "firmware done")
+        await eventually(firmware_in(pool, data.firmware_id, "done"), "firmware done")
         # The lab reports again (a resend): nothing changes, no second done.
         await lab.finish(job, JobResult.PASS, ack=False)
         await factories.publish_firmware(js, subjects, data, event_id="again")
@@ -127,7 +121,7 @@ async def test_plan_timeout_ends_the_job_as_error_timeout(
         await lab.start(job)
         await lab.progress(job)  # alive, but never finishes
         await eventually(_job_done(pool, job.spec.job_id), "job ended by the timeout service")
-        await eventually(_state(pool, data.firmware_id, "done"), "firmware done")
+        await eventually(firmware_in(pool, data.firmware_id, "done"), "firmware done")
         await lab.close()
 
     row = await job_row(pool, job.spec.job_id)
@@ -187,7 +181,7 @@ async def test_infrastructure_errors_retry_up_to_three_attempts(
             await lab.start(job)
             await lab.finish(job, JobResult.ERROR, ErrorCode.BOOT_FAILED)
         await eventually(_job_done(pool, job.spec.job_id), "job done")
-        await eventually(_state(pool, data.firmware_id, "done"), "firmware done")
+        await eventually(firmware_in(pool, data.firmware_id, "done"), "firmware done")
         await lab.close()
 
     assert attempts == [1, 2, 3]
@@ -202,10 +196,8 @@ async def test_test_failure_is_not_retried(js, subjects, nats_config, database_c
     async with running(nats_config, database_config, storage_config, scheduler=FAST):
         await factories.publish_firmware(js, subjects, data)
         lab = FakeLab(js, subjects, "lab-a", "x86-1")
-        job = await lab.take(X86)
-        await lab.start(job)
-        await lab.finish(job, JobResult.FAIL)
-        await eventually(_state(pool, data.firmware_id, "done"), "firmware done")
+        job = await lab.run(X86, JobResult.FAIL)
+        await eventually(firmware_in(pool, data.firmware_id, "done"), "firmware done")
         await lab.close()
     row = await job_row(pool, job.spec.job_id)
     assert (row["result"], row["attempt"]) == ("fail", 1)
@@ -224,7 +216,7 @@ async def test_firmware_timeout_forces_unfinished_jobs_done(
         job = await lab.take(X86)
         await lab.start(job)  # runs, heartbeats, never ends; the ramips job is never taken
         await lab.progress(job)
-        await eventually(_state(pool, data.firmware_id, "done"), "firmware timed out")
+        await eventually(firmware_in(pool, data.firmware_id, "done"), "firmware timed out")
         await lab.close()
 
     codes = {r["device_type"]: (r["result"], r["error_code"])
@@ -258,7 +250,7 @@ async def test_timers_survive_a_restart_of_the_timeout_service(
     async with running(nats_config, database_config, storage_config, timeouts=timeouts,
                        with_scheduler=False):
         await eventually(_job_done(pool, job.spec.job_id), "job ended after restart")
-        await eventually(_state(pool, data.firmware_id, "done"), "firmware done")
+        await eventually(firmware_in(pool, data.firmware_id, "done"), "firmware done")
     await lab.close()
     row = await job_row(pool, job.spec.job_id)
     assert (row["result"], row["error_code"]) == ("error", "lab_lost")

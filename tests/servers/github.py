@@ -26,6 +26,7 @@ import zipfile
 from collections import Counter
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 LOOPBACK = "127.0.0.1"
 
@@ -319,30 +320,34 @@ class GithubServer:
         comment.update(body=(await request.json())["body"], updated_at="2026-11-26T11:00:00Z")
         return web.json_response(comment)
 
+    def _routes(self) -> list[tuple[str, str, Handler, str]]:
+        """(method, path, handler, name): the name is what ``requests`` and ``fail`` count."""
+        repo = "/repos/{owner}/{repo}"
+        issue = f"{repo}/issues/{{number:\\d+}}"
+        return [
+            ("GET", f"{repo}/pulls", self._pulls, "pulls"),
+            ("GET", f"{repo}/pulls/{{number:\\d+}}", self._pull, "pull"),
+            ("GET", f"{repo}/actions/runs", self._runs, "runs"),
+            ("GET", f"{repo}/actions/workflows/{{workflow}}/runs", self._workflow_runs,
+             "workflow_runs"),
+            ("GET", f"{repo}/actions/runs/{{run_id}}/artifacts", self._run_artifacts,
+             "artifacts"),
+            ("GET", f"{repo}/actions/artifacts/{{artifact_id}}/zip", self._artifact_zip, "zip"),
+            ("POST", f"{repo}/statuses/{{sha}}", self._create_status, "status"),
+            ("GET", f"{repo}/issues", self._list_issues, "issues"),
+            ("POST", f"{repo}/issues", self._create_issue, "create_issue"),
+            ("PATCH", issue, self._edit_issue, "edit_issue"),
+            ("GET", f"{issue}/comments", self._list_comments, "comments"),
+            ("POST", f"{issue}/comments", self._create_comment, "create_comment"),
+            ("PATCH", f"{repo}/issues/comments/{{comment_id:\\d+}}", self._edit_comment,
+             "edit_comment"),
+            ("GET", "/blob/{artifact_id}", self._blob, "blob"),
+        ]
+
     async def start(self) -> GithubServer:
         app = web.Application(middlewares=[self._api])
-        repo = "/repos/{owner}/{repo}"
-        app.router.add_get(f"{repo}/pulls", self._pulls, name="pulls")
-        app.router.add_get(f"{repo}/pulls/{{number:\\d+}}", self._pull, name="pull")
-        app.router.add_get(f"{repo}/actions/runs", self._runs, name="runs")
-        app.router.add_get(f"{repo}/actions/workflows/{{workflow}}/runs", self._workflow_runs,
-                           name="workflow_runs")
-        app.router.add_get(f"{repo}/actions/runs/{{run_id}}/artifacts", self._run_artifacts,
-                           name="artifacts")
-        app.router.add_get(f"{repo}/actions/artifacts/{{artifact_id}}/zip", self._artifact_zip,
-                           name="zip")
-        app.router.add_post(f"{repo}/statuses/{{sha}}", self._create_status, name="status")
-        app.router.add_get(f"{repo}/issues", self._list_issues, name="issues")
-        app.router.add_post(f"{repo}/issues", self._create_issue, name="create_issue")
-        app.router.add_patch(f"{repo}/issues/{{number:\\d+}}", self._edit_issue,
-                             name="edit_issue")
-        app.router.add_get(f"{repo}/issues/{{number:\\d+}}/comments", self._list_comments,
-                           name="comments")
-        app.router.add_post(f"{repo}/issues/{{number:\\d+}}/comments", self._create_comment,
-                            name="create_comment")
-        app.router.add_patch(f"{repo}/issues/comments/{{comment_id:\\d+}}", self._edit_comment,
-                             name="edit_comment")
-        app.router.add_get("/blob/{artifact_id}", self._blob, name="blob")
+        for method, path, handler, name in self._routes():
+            app.router.add_route(method, path, handler, name=name)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, LOOPBACK, 0)

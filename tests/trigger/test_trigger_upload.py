@@ -256,39 +256,34 @@ async def test_wrtci_upload_refusals_exit_1_with_the_reason(service, js, subject
     assert await discovered_events(js, subjects) == []
 
 
-async def test_oversized_streamed_upload_stops_at_the_limit(service, pool) -> None:
-    """No Content-Length (chunked): the limit is enforced while streaming."""
+async def _endless_file():
+    yield (b"--B\r\nContent-Disposition: form-data; name=\"device_type\"\r\n\r\nx86/64\r\n"
+           b"--B\r\nContent-Disposition: form-data; name=\"file\"; "
+           b"filename=\"" + VIRTUAL_FIRMWARE.encode() + b"\"\r\n\r\n")
+    for _ in range(64):
+        yield b"z" * 65536
+
+
+async def _endlessly_repeated_field():
+    for _ in range(100_000):
+        yield b"--B\r\nContent-Disposition: form-data; name=\"target\"\r\n\r\nx86\r\n"
+
+
+@pytest.mark.parametrize(("body", "status", "error"), [
+    pytest.param(_endless_file, 413, "over", id="oversized-file-stops-at-the-limit"),
+    pytest.param(_endlessly_repeated_field, 400, "sent twice",
+                 id="repeated-field-refused-at-its-second-copy"),
+])
+async def test_streamed_upload_is_refused_while_it_streams(
+        service, pool, body, status, error) -> None:
+    """No Content-Length (chunked): the limits are enforced while streaming."""
     url, _ = service
-
-    async def endless():
-        yield (b"--B\r\nContent-Disposition: form-data; name=\"device_type\"\r\n\r\nx86/64\r\n"
-               b"--B\r\nContent-Disposition: form-data; name=\"file\"; "
-               b"filename=\"" + VIRTUAL_FIRMWARE.encode() + b"\"\r\n\r\n")
-        for _ in range(64):
-            yield b"z" * 65536
-
     async with aiohttp.ClientSession() as session, session.post(
-            f"{url}/api/v1/firmware", data=endless(),
+            f"{url}/api/v1/firmware", data=body(),
             headers={"Authorization": f"Bearer {TOKEN}",
                      "Content-Type": "multipart/form-data; boundary=B"}) as resp:
-        assert resp.status == 413
-        assert "over" in (await resp.json())["error"]
-    assert await checkouts(pool) == {}
-
-
-async def test_endlessly_repeated_field_is_refused_at_its_second_copy(service, pool) -> None:
-    url, _ = service
-
-    async def repeats():
-        for _ in range(100_000):
-            yield b"--B\r\nContent-Disposition: form-data; name=\"target\"\r\n\r\nx86\r\n"
-
-    async with aiohttp.ClientSession() as session, session.post(
-            f"{url}/api/v1/firmware", data=repeats(),
-            headers={"Authorization": f"Bearer {TOKEN}",
-                     "Content-Type": "multipart/form-data; boundary=B"}) as resp:
-        assert resp.status == 400
-        assert "sent twice" in (await resp.json())["error"]
+        assert resp.status == status
+        assert error in (await resp.json())["error"]
     assert await checkouts(pool) == {}
 
 

@@ -13,7 +13,8 @@ import time
 import msgspec
 from aiohttp import web
 
-from wrtci.services.api.app import ApiContext, ApiError, context, known_params, path_int
+from wrtci.services.api import params
+from wrtci.services.api.app import ApiContext, ApiError, context, path_int
 from wrtci.services.api.livelog import (
     DB_CHECK_S,
     KEEPALIVE_S,
@@ -27,19 +28,12 @@ from wrtci.services.api.livelog import (
     read_live,
     stage_of,
 )
-from wrtci.services.api.logs import STREAM_NAME, log_key
+from wrtci.services.api.logs import log_key
 
 _json = msgspec.json.Encoder()
 
 
 # -- HTTP ---------------------------------------------------------------------------------
-
-
-def _stream_param(request: web.Request) -> str:
-    stream = request.query.get("stream", "console")
-    if not STREAM_NAME.match(stream):
-        raise ApiError(400, "stream must be a file name such as console or junit.xml")
-    return stream
 
 
 async def _attempt(request: web.Request) -> tuple[str, int, Attempt]:
@@ -54,9 +48,8 @@ async def _attempt(request: web.Request) -> tuple[str, int, Attempt]:
 
 async def get_log(request: web.Request) -> web.StreamResponse:
     """The stored log of a finished attempt; the log so far of a running one."""
-    known_params(request, "stream")
+    stream = params.LOG.parse(request)["stream"]
     ctx = context(request)
-    stream = _stream_param(request)
     job_id, attempt, row = await _attempt(request)
     if row.state == "done":
         key = log_key(job_id, attempt, stream, row.log_key)
@@ -102,11 +95,10 @@ def _event(kind: str, data: object, event_id: str | None = None) -> bytes:
 
 async def live_log(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: the log as it grows, the stage, the end."""
-    known_params(request, "stream", "after")
+    query = params.LIVE_LOG.parse(request)
     ctx = context(request)
-    stream = _stream_param(request)
-    after = Position.parse(request.headers.get("Last-Event-ID")
-                           or request.query.get("after"))
+    stream = query["stream"]
+    after = Position.parse(request.headers.get("Last-Event-ID") or query["after"])
     job_id, attempt, row = await _attempt(request)
     viewers = request.app[VIEWERS]
     if viewers.count >= viewers.limit:

@@ -6,7 +6,7 @@ import re
 
 from aiohttp import web
 
-from wrtci.services.api import queries
+from wrtci.services.api import params, queries
 from wrtci.services.api import web_queries as wq
 from wrtci.services.api.app import (
     ApiError,
@@ -61,18 +61,16 @@ async def regressions_page(request: web.Request) -> web.Response:
 
 
 async def flaky_page(request: web.Request) -> web.Response:
-    known_params(request, "device_type", "all", "limit", "offset")
+    flt = params.FLAKY.parse(request)
     ctx = context(request)
-    device_type = text_param(request, "device_type")
-    include_steady = bool_param(request, "all")
     paging = page_param(request)
     async with ctx.db() as conn:
-        items, total = await queries.list_flaky(conn, device_type, include_steady, paging)
+        items, total = await queries.list_flaky(conn, flt, paging)
         labels = await wq.firmware_labels(conn, {f.last_checkout_id for f in items
                                                  if f.last_checkout_id})
     form = filter_form("/flaky", [
-        text_input("device_type", device_type),
-        select("all", [("true", "steady ones too")], "true" if include_steady else None)])
+        text_input("device_type", flt.device_type),
+        select("all", [("true", "steady ones too")], "true" if flt.include_steady else None)])
     rows = [(element("code", f.path), link(device_type_href(f.device_type), f.device_type),
              f"{f.score:.2f}", f"{f.flips} of {f.pairs}", f.runs,
              firmware_link(f.last_checkout_id, labels) if f.last_checkout_id else "")

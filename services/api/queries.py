@@ -323,6 +323,12 @@ async def list_regressions(conn: asyncpg.Connection, where: RegressionFilter,
     return as_structs(rows, RegressionItem), total
 
 
+class FlakyFilter(msgspec.Struct, kw_only=True):
+    device_type: str | None = None
+    include_steady: bool = False
+    """Also the tests below the flakiness threshold."""
+
+
 class FlakyItem(msgspec.Struct, kw_only=True):
     device_type: str
     path: str
@@ -335,17 +341,17 @@ class FlakyItem(msgspec.Struct, kw_only=True):
     updated_at: dt.datetime
 
 
-async def list_flaky(conn: asyncpg.Connection, device_type: str | None, include_steady: bool,
+async def list_flaky(conn: asyncpg.Connection, where: FlakyFilter,
                      page: Page) -> tuple[list[FlakyItem], int]:
     condition = "($1::text IS NULL OR device_type = $1) AND ($2 OR flaky)"
-    total = await conn.fetchval(f"SELECT count(*) FROM flaky_tests WHERE {condition}",
-                                device_type, include_steady)
+    args = (where.device_type, where.include_steady)
+    total = await conn.fetchval(f"SELECT count(*) FROM flaky_tests WHERE {condition}", *args)
     rows = await conn.fetch(
         f"""SELECT device_type, path, score, flips, pairs, runs, flaky, last_checkout_id,
                    updated_at
               FROM flaky_tests WHERE {condition}
              ORDER BY score DESC, device_type, path LIMIT $3 OFFSET $4""",
-        device_type, include_steady, page.limit, page.offset)
+        *args, page.limit, page.offset)
     return as_structs(rows, FlakyItem), total
 
 

@@ -13,8 +13,9 @@ GET /api/v1/regressions?firmware=&device_type=&open=   regressions
 GET /api/v1/flaky?device_type=&all=       flaky tests
 
 Ids hold ``/`` and ``:``; clients percent-encode them as one path segment
-(either form is accepted). A query parameter an endpoint does not know is a 400
-(a typo would otherwise silently show everything).
+(either form is accepted). The query parameters are declared in ``params`` (one
+table per endpoint, which the OpenAPI document lists too); one an endpoint does
+not know is a 400 (a typo would otherwise silently show everything).
 """
 
 from __future__ import annotations
@@ -28,66 +29,32 @@ import nats.errors
 from aiohttp import web
 from nats.js.errors import BucketNotFoundError, NoKeysError, NotFoundError
 
-from wrtci.proto.model import (
-    DeviceHealth,
-    DeviceState,
-    FirmwareState,
-    JobResult,
-    JobState,
-    SourceKind,
-    TestStatus,
-)
 from wrtci.proto.records import LabRecord, decode_record
 from wrtci.proto.topology import LAB_HEARTBEAT_TTL
-from wrtci.services.api import list_queries, openapi, queries
+from wrtci.services.api import list_queries, openapi, params, queries
 from wrtci.services.api.app import (
     ApiContext,
     ApiError,
-    bool_param,
-    choice_param,
     context,
-    int_param,
     json_response,
+    known_params,
     page_param,
     paginated,
-    text_param,
 )
 from wrtci.services.summary import FirmwareSummary, firmware_summary
 
 log = logging.getLogger(__name__)
 
-FIRMWARE_STATES = frozenset(s.value for s in FirmwareState)
-SOURCE_KINDS = frozenset(s.value for s in SourceKind)
-JOB_STATES = frozenset(s.value for s in JobState)
-JOB_RESULTS = frozenset(s.value for s in JobResult)
-DEVICE_STATES = frozenset(s.value for s in DeviceState)
-DEVICE_HEALTH = frozenset(s.value for s in DeviceHealth)
-TEST_STATUSES = frozenset(s.value for s in TestStatus)
-PAGE = ("limit", "offset")
 
-
-def known(request: web.Request, *names: str) -> None:
-    """Refuse query parameters the endpoint does not know."""
-    unknown = sorted(set(request.query) - set(names))
-    if unknown:
-        expected = ", ".join(names) if names else "none"
-        raise ApiError(400, f"unknown query parameter {unknown[0]!r} (expected: {expected})")
-
-
-def firmware_filter(request: web.Request) -> queries.FirmwareFilter:
-    known(request, "channel", "state", "source", *PAGE)
-    return queries.FirmwareFilter(
-        channel=text_param(request, "channel"),
-        state=choice_param(request, "state", FIRMWARE_STATES),
-        source=choice_param(request, "source", SOURCE_KINDS))
+async def _paged(request: web.Request, lister, where) -> web.Response:
+    page = page_param(request)
+    async with context(request).db() as conn:
+        items, total = await lister(conn, where, page)
+    return json_response(paginated(request, items, total, page))
 
 
 async def list_firmware(request: web.Request) -> web.Response:
-    ctx = context(request)
-    where, page = firmware_filter(request), page_param(request)
-    async with ctx.db() as conn:
-        items, total = await queries.list_firmware(conn, where, page)
-    return json_response(paginated(request, items, total, page))
+    return await _paged(request, queries.list_firmware, params.FIRMWARE.parse(request))
 
 
 class FirmwareDetail(msgspec.Struct, kw_only=True):
@@ -107,7 +74,7 @@ async def firmware_detail(ctx: ApiContext, firmware_id: str) -> FirmwareDetail:
 
 
 async def get_firmware(request: web.Request) -> web.Response:
-    known(request)
+    known_params(request)
     return json_response(await firmware_detail(context(request),
                                                request.match_info["firmware_id"]))
 
@@ -121,7 +88,7 @@ async def job_detail(ctx: ApiContext, job_id: str) -> queries.JobDetail:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    known(request)
+    known_params(request)
     return json_response(await job_detail(context(request), request.match_info["job_id"]))
 
 
@@ -181,7 +148,7 @@ async def labs_with_heartbeats(ctx: ApiContext, lab: str | None = None) -> list[
 
 
 async def list_labs(request: web.Request) -> web.Response:
-    known(request)
+    known_params(request)
     return json_response({"items": await labs_with_heartbeats(context(request))})
 
 
@@ -200,8 +167,7 @@ async def lab_detail(ctx: ApiContext, name: str, limit: int) -> LabDetail:
 
 
 async def get_lab(request: web.Request) -> web.Response:
-    known(request, "health_limit")
-    limit = int_param(request, "health_limit", 50, 1, 1000)
+    limit = params.LAB.parse(request)["health_limit"]
     return json_response(await lab_detail(context(request), request.match_info["lab"], limit))
 
 
@@ -209,71 +175,30 @@ async def get_lab(request: web.Request) -> web.Response:
 
 
 async def list_regressions(request: web.Request) -> web.Response:
-    known(request, "firmware", "device_type", "open", *PAGE)
-    ctx = context(request)
-    where = queries.RegressionFilter(firmware=text_param(request, "firmware", 500),
-                                     device_type=text_param(request, "device_type"),
-                                     open_only=bool_param(request, "open"))
-    page = page_param(request)
-    async with ctx.db() as conn:
-        items, total = await queries.list_regressions(conn, where, page)
-    return json_response(paginated(request, items, total, page))
+    return await _paged(request, queries.list_regressions, params.REGRESSIONS.parse(request))
 
 
 async def list_flaky(request: web.Request) -> web.Response:
-    known(request, "device_type", "all", *PAGE)
-    ctx = context(request)
-    device_type = text_param(request, "device_type")
-    include_steady = bool_param(request, "all")
-    page = page_param(request)
-    async with ctx.db() as conn:
-        items, total = await queries.list_flaky(conn, device_type, include_steady, page)
-    return json_response(paginated(request, items, total, page))
+    return await _paged(request, queries.list_flaky, params.FLAKY.parse(request))
 
 
 # -- lists: jobs, devices, tests ------------------------------------------------------------
 
 
-async def _paged(request: web.Request, lister, where) -> web.Response:
-    page = page_param(request)
-    async with context(request).db() as conn:
-        items, total = await lister(conn, where, page)
-    return json_response(paginated(request, items, total, page))
-
-
 async def list_jobs(request: web.Request) -> web.Response:
-    known(request, "firmware", "device_type", "state", "result", "lab", "device", *PAGE)
-    where = list_queries.JobFilter(
-        firmware=text_param(request, "firmware", 500),
-        device_type=text_param(request, "device_type"),
-        state=choice_param(request, "state", JOB_STATES),
-        result=choice_param(request, "result", JOB_RESULTS),
-        lab=text_param(request, "lab"), device=text_param(request, "device"))
-    return await _paged(request, list_queries.list_jobs, where)
+    return await _paged(request, list_queries.list_jobs, params.JOBS.parse(request))
 
 
 async def list_devices(request: web.Request) -> web.Response:
-    known(request, "lab", "device_type", "state", "health", *PAGE)
-    where = list_queries.DeviceFilter(
-        lab=text_param(request, "lab"), device_type=text_param(request, "device_type"),
-        state=choice_param(request, "state", DEVICE_STATES),
-        health=choice_param(request, "health", DEVICE_HEALTH))
-    return await _paged(request, list_queries.list_devices, where)
+    return await _paged(request, list_queries.list_devices, params.DEVICES.parse(request))
 
 
 async def list_tests(request: web.Request) -> web.Response:
-    known(request, "firmware", "job", "device_type", "path", "status", "latest", *PAGE)
-    where = list_queries.TestFilter(
-        firmware=text_param(request, "firmware", 500), job=text_param(request, "job", 1000),
-        device_type=text_param(request, "device_type"),
-        path=text_param(request, "path", 1000),
-        status=choice_param(request, "status", TEST_STATUSES),
-        latest=bool_param(request, "latest"))
-    return await _paged(request, list_queries.list_tests, where)
+    return await _paged(request, list_queries.list_tests, params.TESTS.parse(request))
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    known(request)
+    known_params(request)
     return json_response(openapi.document())
 
 

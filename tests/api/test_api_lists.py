@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlencode
 
 import pytest
@@ -71,6 +72,31 @@ async def test_bad_queries_are_json_400s(api, path, params, message):
     status, body = await api.get(path, **params)
     assert status == 400, body
     assert message in body["error"]
+
+
+async def test_every_endpoint_takes_the_query_parameters_its_document_lists(api):
+    """The handlers parse and the document lists one table (services/api/params.py): an
+    unknown parameter's refusal names exactly the documented ones, and an enum parameter
+    refuses a value with exactly the documented values."""
+    _, doc = await api.get("/api/v1/openapi.json")
+    checked = 0
+    for template, operations in doc["paths"].items():
+        if "get" not in operations:
+            continue
+        path = re.sub(r"\{[^}]+\}", "1", template)
+        documented = [p for p in operations["get"]["parameters"] if p["in"] == "query"]
+        status, body = await api.get(path, bogus="1")
+        takes = ", ".join(p["name"] for p in documented) or "no parameters"
+        assert (status, body) == (400, {"error": f"unknown query parameter 'bogus' "
+                                                 f"(this takes {takes})"}), template
+        for param in documented:
+            if "enum" in param["schema"]:
+                status, body = await api.get(path, **{param["name"]: "bogus"})
+                values = ", ".join(param["schema"]["enum"])
+                assert (status, body) == (400, {"error": f"{param['name']} must be one of "
+                                                         f"{values}"}), template
+                checked += 1
+    assert checked == 7  # firmware state/source, job state/result, device state/health, status
 
 
 async def test_openapi_document_describes_the_answers(api, js, subjects, pool,

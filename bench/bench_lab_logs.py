@@ -13,36 +13,29 @@ prints:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from common import ROOT, options, servers, work_dir
 from minio import Minio
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from wrtci.core.config import NatsConfig  # noqa: E402
-from wrtci.core.runtime import EventPublisher, connect_nats  # noqa: E402
-from wrtci.lab_daemon.logstream import ChunkSender, LogStream  # noqa: E402
-from wrtci.proto import topology  # noqa: E402
-from wrtci.proto.events import decode  # noqa: E402
-from wrtci.proto.storage import job_log_key  # noqa: E402
-from wrtci.services import logs as logs_service  # noqa: E402
-from wrtci.services.config import StorageConfig  # noqa: E402
-from wrtci.services.stack.servers import NatsServer, S3Server  # noqa: E402
+from wrtci.core.config import NatsConfig
+from wrtci.core.runtime import EventPublisher, connect_nats
+from wrtci.lab_daemon.logstream import ChunkSender, LogStream
+from wrtci.proto.events import decode
+from wrtci.proto.storage import job_log_key
+from wrtci.services import logs as logs_service
+from wrtci.services.config import StorageConfig
 
 
 async def throughput(nats: NatsConfig, storage: StorageConfig, megabytes: int,
                      chunk: int) -> None:
     nc = await connect_nats(nats, "bench")
     js = nc.jetstream()
-    await topology.apply(js, nats.subjects)
     stop = asyncio.Event()
     writer = asyncio.create_task(logs_service.run(
         logs_service.Config(nats=nats, storage=storage,
@@ -155,26 +148,13 @@ profile = "generic"
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--mb", type=int, default=20)
-    parser.add_argument("--chunk", type=int, default=64 * 1024)
-    parser.add_argument("--lag-samples", type=int, default=200)
-    args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="wrtci-bench-"))
-    nats_server = NatsServer(root / "nats" / "store").start()
-    s3 = S3Server(root / "s3").start()
-    try:
-        nats = NatsConfig(url=nats_server.url, prefix="bench")
-        storage = StorageConfig(endpoint=s3.endpoint, access_key=s3.access_key,
-                                secret_key=s3.secret_key, bucket="bench")
-        Minio(s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key,
-              secure=False).make_bucket("bench")
-        await throughput(nats, storage, args.mb, args.chunk)
-        await live_lag(nats, args.lag_samples, 1.0)
-        await asyncio.to_thread(idle_rss, nats, root / "lab")
-    finally:
-        s3.stop()
-        nats_server.stop()
+    args = options(__doc__.splitlines()[0], mb=20, chunk=64 * 1024,
+                   lag_samples=200).parse_args()
+    with work_dir() as root:
+        async with servers(root, s3=True) as local:
+            await throughput(local.nats, local.storage, args.mb, args.chunk)
+            await live_lag(local.nats, args.lag_samples, 1.0)
+            await asyncio.to_thread(idle_rss, local.nats, root / "lab")
 
 
 if __name__ == "__main__":

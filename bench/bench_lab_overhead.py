@@ -16,27 +16,22 @@ Target: each overhead under 2 s.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import ROOT, options, servers, work_dir
 
-from wrtci.core.config import LoggingConfig, NatsConfig  # noqa: E402
-from wrtci.core.runtime import connect_nats  # noqa: E402
-from wrtci.lab_daemon.config import Config, DeviceConfig, HealthConfig, LabSection  # noqa: E402
-from wrtci.lab_daemon.daemon import LabDaemon  # noqa: E402
-from wrtci.lab_daemon.firmware import FirmwareCache  # noqa: E402
-from wrtci.proto import events as ev  # noqa: E402
-from wrtci.proto import topology  # noqa: E402
-from wrtci.proto.model import Image, TestPlan  # noqa: E402
-from wrtci.proto.subjects import Priority, Subjects  # noqa: E402
-from wrtci.services.stack.servers import NatsServer  # noqa: E402
+from wrtci.core.config import LoggingConfig, NatsConfig
+from wrtci.lab_daemon.config import Config, DeviceConfig, HealthConfig, LabSection
+from wrtci.lab_daemon.daemon import LabDaemon
+from wrtci.lab_daemon.firmware import FirmwareCache
+from wrtci.proto import events as ev
+from wrtci.proto import topology
+from wrtci.proto.model import Image, TestPlan
+from wrtci.proto.subjects import Priority
 
 FIRMWARE = b"bench-firmware"
 TARGET = ROOT / "deploy" / "virtual-lab" / "qemu-x86-64-virtual.yaml"
@@ -65,15 +60,9 @@ def _config(nats: NatsConfig, root: Path, suite: Path, image: Path) -> Config:
 
 
 async def bench(jobs: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="wrtci-bench-") as tmp:
-        root = Path(tmp)
-        server = NatsServer(root / "nats").start()
-        try:
-            nats = NatsConfig(url=server.url, prefix="bench")
-            subjects = Subjects("bench")
-            nc = await connect_nats(nats, "bench")
-            js = nc.jetstream()
-            await topology.apply(js, subjects)
+    with work_dir() as root:
+        async with servers(root) as local:
+            nats, subjects, js, nc = local.nats, local.nats.subjects, local.js, local.nc
             # What the scheduler does for an announced device type: labs only bind.
             await topology.ensure_job_consumers(js, subjects, [DEVICE_TYPE])
             image = root / "fw.bin"
@@ -109,9 +98,6 @@ async def bench(jobs: int) -> None:
                 await asyncio.wait_for(finished.get(), 120)
             stop.set()
             await asyncio.wait_for(task, 60)
-            await nc.close()
-        finally:
-            server.stop()
     _report(list(daemon.jobs.timings))
 
 
@@ -131,9 +117,7 @@ def _report(timings: list[dict[str, float]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=5)
-    asyncio.run(bench(parser.parse_args().jobs))
+    asyncio.run(bench(options(__doc__.splitlines()[0], jobs=5).parse_args().jobs))
 
 
 if __name__ == "__main__":

@@ -17,11 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
 import random
 import statistics
-import sys
-import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -29,19 +26,13 @@ from urllib.parse import quote
 import aiohttp
 import asyncpg
 import msgspec
-from minio import Minio
+from common import options, servers, work_dir
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from wrtci.core.config import NatsConfig  # noqa: E402
-from wrtci.core.runtime import EventPublisher, connect_nats  # noqa: E402
-from wrtci.lab_daemon.logstream import ChunkSender, FileTailer, LogStream  # noqa: E402
-from wrtci.proto import topology  # noqa: E402
-from wrtci.services import api, db  # noqa: E402
-from wrtci.services.config import DatabaseConfig, StorageConfig  # noqa: E402
-from wrtci.services.db.migrate import migrate  # noqa: E402
-from wrtci.services.stack.servers import NatsServer, PostgresServer, S3Server, free_port  # noqa: E402
+from wrtci.core.config import NatsConfig
+from wrtci.core.runtime import EventPublisher, connect_nats
+from wrtci.lab_daemon.logstream import ChunkSender, FileTailer, LogStream
+from wrtci.services import api, db
+from wrtci.services.stack.servers import free_port
 
 JOB = "wrtci:official:snapshot:SNAPSHOT:r1-bench:x86/64/generic:img:x86/64/generic:1"
 FIRMWARE = "wrtci:official:snapshot:SNAPSHOT:r1-bench"
@@ -115,33 +106,14 @@ async def page_side(url: str, written: dict[int, float], lags: list[float]) -> N
                 return
 
 
-async def main(args: argparse.Namespace) -> None:
-    root = Path(tempfile.mkdtemp(prefix="wrtci-bench-"))
-    os.chmod(root, 0o755)  # PostgreSQL runs as the postgres user when we are root
-    nats_server = NatsServer(root / "nats").start()
-    postgres = PostgresServer(root / "postgres", durable=False).start()
-    s3 = S3Server(root / "s3").start()
-    try:
-        admin = await asyncpg.connect(postgres.dsn())
-        await admin.execute("CREATE DATABASE bench")
-        await admin.close()
-        database = DatabaseConfig(dsn=postgres.dsn("bench"), max_pool=4)
-        conn = await db.connect(database)
-        await migrate(conn)
-        await conn.close()
-        pool = await db.create_pool(database)
+async def main(args: argparse.Namespace, root: Path) -> None:
+    async with servers(root, postgres=True, s3=True, max_pool=4) as local:
+        pool = await db.create_pool(local.database)
         await record_running_job(pool)
-        nats = NatsConfig(url=nats_server.url, prefix="bench")
-        nc = await connect_nats(nats, "bench")
-        await topology.apply(nc.jetstream(), nats.subjects)
-        storage = StorageConfig(endpoint=s3.endpoint, access_key=s3.access_key,
-                                secret_key=s3.secret_key, bucket="bench")
-        Minio(s3.endpoint, access_key=s3.access_key, secret_key=s3.secret_key,
-              secure=False).make_bucket("bench")
         port = free_port()
         stop = asyncio.Event()
         server = asyncio.create_task(api.run(api.Config(
-            nats=nats, database=database, storage=storage,
+            nats=local.nats, database=local.database, storage=local.storage,
             api=api.config.ApiSection(port=port)), stop))
         await asyncio.sleep(1.0)
         url = f"http://127.0.0.1:{port}/api/v1/jobs/{quote(JOB, safe='')}/attempts/1/log/live"
@@ -149,26 +121,20 @@ async def main(args: argparse.Namespace) -> None:
         lags: list[float] = []
         reader = asyncio.create_task(page_side(url, written, lags))
         await asyncio.sleep(0.5)
-        await lab_side(nats, root / "console.log", args.lines, args.flush, written)
+        await lab_side(local.nats, root / "console.log", args.lines, args.flush, written)
         await asyncio.wait_for(reader, 30)
         stop.set()
         await server
         await pool.close()
-        await nc.drain()
         lags.sort()
         p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
         print(f"live log lag to the page ({len(lags)} lines, lab flush {args.flush:.1f} s, "
               f"{dt.datetime.now(dt.UTC):%Y-%m-%d}): p50 {statistics.median(lags):.3f} s, "
               f"p99 {p99:.3f} s, max {lags[-1]:.3f} s — target p99 <= 2 s: "
               f"{'met' if p99 <= 2.0 else 'MISSED'}")
-    finally:
-        s3.stop()
-        postgres.stop()
-        nats_server.stop()
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lines", type=int, default=60)
-    parser.add_argument("--flush", type=float, default=1.0)
-    asyncio.run(main(parser.parse_args()))
+    arguments = options(__doc__.splitlines()[0], lines=60, flush=1.0).parse_args()
+    with work_dir() as scratch:
+        asyncio.run(main(arguments, scratch))

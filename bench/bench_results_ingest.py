@@ -15,32 +15,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import asyncpg
+from common import options, servers, work_dir
 
-from wrtci.core.config import NatsConfig
-from wrtci.core.runtime import EventPublisher, connect_nats
+from wrtci.core.runtime import EventPublisher
 from wrtci.proto import events as ev
-from wrtci.proto import topology
 from wrtci.proto.model import JobResult, TestResult, TestStatus
-from wrtci.proto.subjects import Subjects
 from wrtci.services import db
 from wrtci.services.batch_consume import consume_batches
-from wrtci.services.config import DatabaseConfig
-from wrtci.services.db.migrate import migrate
 from wrtci.services.results.service import consumer_config
 from wrtci.services.results.store import ingest_batch
-from wrtci.services.stack.servers import NatsServer, PostgresServer
 
 DEVICE_TYPE = "x86/64/generic"
 SHA = "0" * 64
@@ -82,21 +72,9 @@ def finished_event(job_id: str, tests: int, index: int) -> ev.JobFinished:
 
 
 async def run(args: argparse.Namespace, root: Path) -> None:
-    nats_server = NatsServer(root / "nats").start()
-    postgres = PostgresServer(root / "postgres", durable=False).start()
-    try:
-        admin = await asyncpg.connect(postgres.dsn())
-        await admin.execute("CREATE DATABASE bench")
-        await admin.close()
-        db_config = DatabaseConfig(dsn=postgres.dsn("bench"), max_pool=4)
-        conn = await db.connect(db_config)
-        await migrate(conn)
-        await conn.close()
-        pool = await db.create_pool(db_config)
-        subjects = Subjects("bench")
-        nc = await connect_nats(NatsConfig(url=nats_server.url, prefix="bench"), "bench")
-        js = nc.jetstream()
-        await topology.apply(js, subjects)
+    async with servers(root, postgres=True, max_pool=4) as local:
+        pool = await db.create_pool(local.database)
+        js, subjects = local.js, local.nats.subjects
         _, job_ids = await prepare_database(pool, args.jobs)
 
         lags: list[float] = []
@@ -138,7 +116,6 @@ async def run(args: argparse.Namespace, root: Path) -> None:
         await loop_task
         stored = await pool.fetchval("SELECT count(*) FROM tests")
         await pool.close()
-        await nc.close()
 
         total = args.jobs * args.tests
         elapsed = last_commit - start
@@ -153,25 +130,14 @@ async def run(args: argparse.Namespace, root: Path) -> None:
         if stored != total:
             print(f"MISMATCH: expected {total} rows", file=sys.stderr)
             sys.exit(1)
-    finally:
-        postgres.stop()
-        nats_server.stop()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--tests", type=int, default=100, help="test results per job")
-    parser.add_argument("--batch", type=int, default=500, help="messages per fetch/transaction")
-    parser.add_argument("--publishers", type=int, default=8, help="concurrent publishers")
-    args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="wrtci-bench-"))
-    os.chmod(root, 0o755)  # PostgreSQL runs as the postgres user when we are root
-    try:
+    args = options(__doc__, jobs=1000, tests=(100, "test results per job"),
+                   batch=(500, "messages per fetch/transaction"),
+                   publishers=(8, "concurrent publishers")).parse_args()
+    with work_dir() as root:
         asyncio.run(run(args, root))
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,9 @@
 
 Response schemas come from the very msgspec Structs the handlers encode
 (``msgspec.json.schema_components``), so the document cannot drift from the
-answers; the endpoint table below lists paths and their query parameters.
+answers; query parameters come from ``params``, the tables the handlers parse
+requests with, so the document cannot drift from what is accepted either. The
+endpoint table below lists paths, path parameters and response types.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ timeout, results, log writer). The lab is the one part played by the test,
 with the lab's own log streaming (lab_daemon.logstream): it takes the job,
 downloads the image from the URL the job names and checks its sha256, and
 reports a console log and tests. The full run with the QEMU virtual lab under
-`wrtci up` is the slow test at the end.
+`wrtci up --demo` is in test_spine.py.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -26,13 +25,12 @@ from tests import factories
 from tests.helpers import PROJECT_ROOT
 from tests.lab_helpers import running_log_writer
 from tests.pipeline import FakeLab, running
-from wrtci.core.config import LoggingConfig, load_config
+from wrtci.core.config import LoggingConfig
 from wrtci.core.runtime import EventPublisher
 from wrtci.lab_daemon.logstream import ChunkSender, LogStream
 from wrtci.proto import events as ev
 from wrtci.proto.model import JobResult, TestResult, TestStatus
 from wrtci.proto.storage import job_log_key
-from wrtci.services.cli.common import CliConfig
 from wrtci.services.results import Config as ResultsConfig
 from wrtci.services.results import run as run_results
 from wrtci.services.results.config import ResultsSection
@@ -137,37 +135,3 @@ async def test_pipe_cleaner_refuses_a_drained_installation(
     assert await proc.wait() == 0
     code, out = await pipe_cleaner(site_config_file, firmware, "--timeout", "3")
     assert code == 1 and "drained or paused" in out, out
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1200)
-async def test_pipe_cleaner_against_wrtci_up(traversable_tmp: Path) -> None:
-    """The whole system as `wrtci up` runs it, with the QEMU virtual lab."""
-    state_dir = traversable_tmp / "state"
-    up = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "wrtci.services.cli.main", "up", "--state-dir", str(state_dir),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=PROJECT_ROOT,
-        env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)))
-    seen: list[str] = []
-    try:
-        async def started() -> None:
-            while "Press Ctrl-C" not in (line := (await up.stdout.readline()).decode()):
-                if not line:
-                    raise AssertionError("wrtci up ended early:\n" + "".join(seen))
-                seen.append(line)
-        await asyncio.wait_for(started(), 900)
-        config = state_dir / "wrtci.toml"
-        assert load_config(CliConfig, config, environ={})
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "wrtci.services.cli.main",
-            "pipe-cleaner", "--config", str(config),
-            "--timeout", "900", cwd=PROJECT_ROOT,
-            env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        out, _ = await asyncio.wait_for(proc.communicate(), 1000)
-        assert proc.returncode == 0, out.decode()
-        assert "pipe-cleaner: PASSED" in out.decode()
-    finally:
-        if up.returncode is None:
-            up.send_signal(signal.SIGINT)
-            await asyncio.wait_for(up.communicate(), 120)

@@ -1,5 +1,6 @@
 """The whole spine, as `wrtci up --demo` runs it: mirror -> trigger -> scheduler ->
-lab daemon on the QEMU device -> log writer -> results in PostgreSQL."""
+lab daemon on the QEMU device -> log writer -> results in PostgreSQL; then
+`wrtci pipe-cleaner` against the same running installation."""
 
 from __future__ import annotations
 
@@ -124,6 +125,17 @@ async def test_up_demo_carries_a_release_to_stored_results(traversable_tmp: Path
         assert f"downloading {published.name}" in lab_log
         assert "wrtci-lab: decompressed to " in lab_log
         assert f"s3://{storage.bucket}/{attempt['log_key']}" in text
+
+        # KernelCI's production check as a command, against the same installation:
+        # `wrtci pipe-cleaner` pushes the smoke firmware through and exits 0.
+        cleaner = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "wrtci.services.cli.main",
+            "pipe-cleaner", "--config", str(state_dir / "wrtci.toml"), "--timeout", "600",
+            cwd=PROJECT_ROOT, env=dict(os.environ, PYTHONPATH=str(PROJECT_ROOT)),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        cleaned, _ = await asyncio.wait_for(cleaner.communicate(), 700)
+        assert cleaner.returncode == 0, cleaned.decode()
+        assert "pipe-cleaner: PASSED" in cleaned.decode()
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGINT)

@@ -10,6 +10,11 @@
   back (an outage is not a traceback per try).
 - :func:`supervise`: a daemon's long-running loop restarted with backoff when
   it raises (the way systemd restarts a unit), so no loop dies of an outage.
+- :data:`CALL_TIMEOUT_S` / :data:`FAILOVER_BACKOFF`: one call to a clustered
+  dependency (a JetStream API request while its stream or consumer elects a new
+  leader) is bounded in time and retried quickly, so a service is back within
+  seconds of the failover instead of waiting out a long timeout or a backoff
+  that grew during the election.
 """
 
 from __future__ import annotations
@@ -88,6 +93,11 @@ class Backoff(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 DEFAULT_BACKOFF = Backoff()
 
+CALL_TIMEOUT_S = 5.0
+"""Bound of one request to a dependency inside a loop (``retry_call(timeout_s=...)``)."""
+FAILOVER_BACKOFF = Backoff(steps_s=(0.2, 0.5, 1.0, 2.0, 3.0, 5.0))
+"""Retries through a cluster's leader election: short, and capped at a few seconds."""
+
 
 class Outage:
     """One dependency's failures: logged when they start and when they end, not per try."""
@@ -156,13 +166,17 @@ async def retry_call(what: str, fn: Callable[..., Awaitable[T]], *args: Any,
                      stop: asyncio.Event, backoff: Backoff = DEFAULT_BACKOFF,
                      on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
                      attempts: int | None = None, logger: logging.Logger = log,
-                     **kwargs: Any) -> T:
-    """``await fn(*args, **kwargs)`` with retries; logs the outage and its end once."""
+                     timeout_s: float | None = None, **kwargs: Any) -> T:
+    """``await fn(*args, **kwargs)`` with retries; logs the outage and its end once.
+
+    ``timeout_s`` bounds each try: one that takes longer is cancelled and counts
+    as failed (:class:`TimeoutError`), then retried.
+    """
     outage = Outage(what, logger)
     async for attempt in retrying(what, stop, backoff=backoff, on=on, attempts=attempts,
                                   outage=outage):
         with attempt:
-            result = await fn(*args, **kwargs)
+            result = await asyncio.wait_for(fn(*args, **kwargs), timeout_s)
     outage.recovered()
     return result  # type: ignore[possibly-undefined]
 

@@ -12,7 +12,7 @@
   the short :data:`~core.retry.FAILOVER_BACKOFF`, inside the loop, so the loop
   takes messages again within seconds of the new leader — not after the
   daemon's restart backoff, which grows with every failure during an election.
-  A consumer that keeps failing (or is gone) is looked up, or created, again.
+  A consumer that is gone is created again.
 """
 
 from __future__ import annotations
@@ -55,11 +55,23 @@ class Disposition(enum.StrEnum):
 
 
 class Retry(Exception):
-    """Handle this message again later."""
+    """Handle this message again later.
 
-    def __init__(self, reason: str, delay: float = 5.0) -> None:
+    ``grow``: ``delay`` is the first wait only; later ones follow the consumer's
+    backoff (see :func:`redelivery_delay`). For a handler that waits for
+    another service (a job's start to be recorded): that service's outage or
+    failover may last longer than ``max_deliver`` short waits, and the
+    message must not be dropped meanwhile.
+    """
+
+    def __init__(self, reason: str, delay: float = 5.0, *, grow: bool = False) -> None:
         super().__init__(reason)
         self.delay = delay
+        self.grow = grow
+
+    def wait_s(self, num_delivered: int) -> float:
+        """The redelivery delay after the ``num_delivered``-th delivery."""
+        return redelivery_delay(num_delivered, self.delay) if self.grow else self.delay
 
 
 class Reject(Exception):
@@ -118,8 +130,9 @@ async def handle_message(
         await msg.term()
         return Disposition.TERM
     except Retry as exc:
-        log.warning("handler asked to retry: %s", exc, extra=where | {"delay_s": exc.delay})
-        await msg.nak(delay=exc.delay)
+        delay = exc.wait_s(meta.num_delivered)
+        log.warning("handler asked to retry: %s", exc, extra=where | {"delay_s": delay})
+        await msg.nak(delay=delay)
         return Disposition.NAK
     except Exception as exc:
         delay = redelivery_delay(meta.num_delivered, retry_delay)
@@ -131,10 +144,6 @@ async def handle_message(
         return Disposition.NAK
     await msg.ack()
     return Disposition.ACK
-
-
-REBIND_AFTER = 5
-"""Failed fetches in a row after which the consumer is looked up (or made) again."""
 
 
 async def bind(js: JetStreamContext, stream: str, config: ConsumerConfig,
@@ -165,8 +174,9 @@ async def fetch_batches(
 
     Errors of JetStream (no leader, no responders, a request that does not
     come back) are waited out here with :data:`FAILOVER_BACKOFF`, logged once
-    per outage; after :data:`REBIND_AFTER` failures in a row, or when the
-    consumer is gone, it is bound again.
+    per outage: the pull subscription stays, and the next fetch reaches the
+    consumer's new leader without another API request. Only a consumer that
+    is gone is looked up (and made) again.
     """
     if not config.durable_name:
         raise ValueError("a pull loop needs a durable consumer")
@@ -175,7 +185,7 @@ async def fetch_batches(
         sub = await bind(js, stream, config, stop, timeout_s=call_timeout_s)
         failures = 0
         try:
-            while not stop.is_set() and failures < REBIND_AFTER:
+            while not stop.is_set():
                 try:
                     msgs = await asyncio.wait_for(sub.fetch(batch, timeout=fetch_timeout),
                                                   fetch_timeout + call_timeout_s)

@@ -10,6 +10,11 @@
   back (an outage is not a traceback per try).
 - :func:`supervise`: a daemon's long-running loop restarted with backoff when
   it raises (the way systemd restarts a unit), so no loop dies of an outage.
+- :data:`CALL_TIMEOUT_S` / :data:`FAILOVER_BACKOFF`: one call to a clustered
+  dependency (a JetStream API request while its stream or consumer elects a new
+  leader) is bounded in time and retried quickly, so a service is back within
+  seconds of the failover instead of waiting out a long timeout or a backoff
+  that grew during the election.
 """
 
 from __future__ import annotations
@@ -88,6 +93,11 @@ class Backoff(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 DEFAULT_BACKOFF = Backoff()
 
+CALL_TIMEOUT_S = 5.0
+"""Bound of one request to a dependency inside a loop (``retry_call(timeout_s=...)``)."""
+FAILOVER_BACKOFF = Backoff(steps_s=(0.2, 0.5, 1.0, 2.0, 3.0, 5.0))
+"""Retries through a cluster's leader election: short, and capped at a few seconds."""
+
 
 class Outage:
     """One dependency's failures: logged when they start and when they end, not per try."""
@@ -124,14 +134,24 @@ def is_outage(exc: BaseException | None) -> bool:
         type(exc).__module__.split(".")[0] in ("asyncpg", "nats", "urllib3", "aiohttp", "minio"))
 
 
+def is_failover(exc: BaseException | None) -> bool:
+    """An error of NATS / JetStream: a node went away or a leader is being elected.
+
+    The client reconnects and the cluster elects on its own within seconds, so
+    such a failure is retried with :data:`FAILOVER_BACKOFF`, not a backoff
+    that grows to minutes."""
+    return exc is not None and type(exc).__module__.split(".")[0] == "nats"
+
+
 def retrying(what: str, stop: asyncio.Event, *, backoff: Backoff = DEFAULT_BACKOFF,
              on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
              attempts: int | None = None, outage: Outage | None = None,
-             logger: logging.Logger = log) -> tenacity.AsyncRetrying:
+             logger: logging.Logger = log, failover: bool = False) -> tenacity.AsyncRetrying:
     """Tries of one call: ``async for attempt in retrying(...): with attempt: ...``.
 
     Gives up (raising the last error) after ``attempts`` tries, or as soon as
-    ``stop`` is set; otherwise retries forever with ``backoff``.
+    ``stop`` is set; otherwise retries forever with ``backoff`` — or with
+    :data:`FAILOVER_BACKOFF` after a NATS error if ``failover``.
     """
     outage = outage or Outage(what, logger)
 
@@ -145,9 +165,13 @@ def retrying(what: str, stop: asyncio.Event, *, backoff: Backoff = DEFAULT_BACKO
         delay = state.next_action.sleep if state.next_action else 0.0
         outage.failed(state.outcome.exception() if state.outcome else None, delay)
 
+    def wait(state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        steps = FAILOVER_BACKOFF if failover and is_failover(error) else backoff
+        return steps.delay(outage.failures + 1)
+
     return tenacity.AsyncRetrying(
-        sleep=sleep, stop=should_stop, reraise=True,
-        wait=lambda state: backoff.delay(outage.failures + 1),
+        sleep=sleep, stop=should_stop, reraise=True, wait=wait,
         retry=tenacity.retry_if_exception_type(on), before_sleep=before_sleep,
     )
 
@@ -156,13 +180,17 @@ async def retry_call(what: str, fn: Callable[..., Awaitable[T]], *args: Any,
                      stop: asyncio.Event, backoff: Backoff = DEFAULT_BACKOFF,
                      on: type[BaseException] | tuple[type[BaseException], ...] = Exception,
                      attempts: int | None = None, logger: logging.Logger = log,
-                     **kwargs: Any) -> T:
-    """``await fn(*args, **kwargs)`` with retries; logs the outage and its end once."""
+                     timeout_s: float | None = None, **kwargs: Any) -> T:
+    """``await fn(*args, **kwargs)`` with retries; logs the outage and its end once.
+
+    ``timeout_s`` bounds each try: one that takes longer is cancelled and counts
+    as failed (:class:`TimeoutError`), then retried.
+    """
     outage = Outage(what, logger)
     async for attempt in retrying(what, stop, backoff=backoff, on=on, attempts=attempts,
                                   outage=outage):
         with attempt:
-            result = await fn(*args, **kwargs)
+            result = await asyncio.wait_for(fn(*args, **kwargs), timeout_s)
     outage.recovered()
     return result  # type: ignore[possibly-undefined]
 
@@ -177,11 +205,14 @@ async def supervise(name: str, loop: Callable[[asyncio.Event], Awaitable[object]
     """Run ``loop(stop)`` until ``stop``; if it raises, run it again after a backoff.
 
     A run that lasted ``healthy_after_s`` counts as recovered: the next
-    failure starts again at the first (short) delay and is logged again.
+    failure starts again at the first (short) delay and is logged again. A
+    loop that failed of NATS (a node gone, a leader being elected) is started
+    again with :data:`FAILOVER_BACKOFF`: within seconds of the new leader.
     """
     outage = Outage(f"loop {name!r}", logger)
     try:
-        async for attempt in retrying(name, stop, backoff=backoff, outage=outage):
+        async for attempt in retrying(name, stop, backoff=backoff, outage=outage,
+                                      failover=True):
             with attempt:
                 started = time.monotonic()
                 try:

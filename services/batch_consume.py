@@ -109,9 +109,9 @@ async def handle_batch(
             await msg.term()
             counts[Disposition.TERM] += 1
         else:
-            log.warning("handler asked to retry: %s", verdict,
-                        extra=where | {"delay_s": verdict.delay})
-            await msg.nak(delay=verdict.delay)
+            delay = verdict.wait_s(delivery.meta.num_delivered)
+            log.warning("handler asked to retry: %s", verdict, extra=where | {"delay_s": delay})
+            await msg.nak(delay=delay)
             counts[Disposition.NAK] += 1
     return counts
 

@@ -6,7 +6,13 @@
 - ``term()`` for a message that can never be handled: it does not decode, or
   the handler raised :class:`Reject` — logged with subject and sequence;
 - on stop: no new fetch, the message being handled finishes, the rest of the
-  batch is handed back at once (``nak``) for another replica.
+  batch is handed back at once (``nak``) for another replica;
+- JetStream away or electing a leader (a node of the cluster died): every
+  request (consumer info / create, fetch) is bounded in time and retried with
+  the short :data:`~core.retry.FAILOVER_BACKOFF`, inside the loop, so the loop
+  takes messages again within seconds of the new leader — not after the
+  daemon's restart backoff, which grows with every failure during an election.
+  A consumer that is gone is created again.
 """
 
 from __future__ import annotations
@@ -19,11 +25,19 @@ from typing import Any
 
 import msgspec
 import nats.errors
+import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig
 
-from wrtci.core.retry import is_outage
+from wrtci.core.retry import (
+    CALL_TIMEOUT_S,
+    FAILOVER_BACKOFF,
+    Outage,
+    is_outage,
+    retry_call,
+    sleep_or_stop,
+)
 from wrtci.proto.events import CloudEvent, DecodeError, decode
 from wrtci.proto.topology import SERVICE_BACKOFF, ensure_consumer
 
@@ -41,11 +55,23 @@ class Disposition(enum.StrEnum):
 
 
 class Retry(Exception):
-    """Handle this message again later."""
+    """Handle this message again later.
 
-    def __init__(self, reason: str, delay: float = 5.0) -> None:
+    ``grow``: ``delay`` is the first wait only; later ones follow the consumer's
+    backoff (see :func:`redelivery_delay`). For a handler that waits for
+    another service (a job's start to be recorded): that service's outage or
+    failover may last longer than ``max_deliver`` short waits, and the
+    message must not be dropped meanwhile.
+    """
+
+    def __init__(self, reason: str, delay: float = 5.0, *, grow: bool = False) -> None:
         super().__init__(reason)
         self.delay = delay
+        self.grow = grow
+
+    def wait_s(self, num_delivered: int) -> float:
+        """The redelivery delay after the ``num_delivered``-th delivery."""
+        return redelivery_delay(num_delivered, self.delay) if self.grow else self.delay
 
 
 class Reject(Exception):
@@ -104,8 +130,9 @@ async def handle_message(
         await msg.term()
         return Disposition.TERM
     except Retry as exc:
-        log.warning("handler asked to retry: %s", exc, extra=where | {"delay_s": exc.delay})
-        await msg.nak(delay=exc.delay)
+        delay = exc.wait_s(meta.num_delivered)
+        log.warning("handler asked to retry: %s", exc, extra=where | {"delay_s": delay})
+        await msg.nak(delay=delay)
         return Disposition.NAK
     except Exception as exc:
         delay = redelivery_delay(meta.num_delivered, retry_delay)
@@ -119,6 +146,20 @@ async def handle_message(
     return Disposition.ACK
 
 
+async def bind(js: JetStreamContext, stream: str, config: ConsumerConfig,
+               stop: asyncio.Event, *, timeout_s: float = CALL_TIMEOUT_S) -> Any:
+    """The durable consumer (created if missing) and a pull subscription on it; each
+    request bounded by ``timeout_s`` and retried quickly until it works or ``stop``."""
+    durable = config.durable_name or ""
+
+    async def attempt() -> Any:
+        await asyncio.wait_for(ensure_consumer(js, stream, config), timeout_s)
+        return await asyncio.wait_for(js.pull_subscribe_bind(durable, stream), timeout_s)
+
+    return await retry_call(f"consumer {durable}", attempt, stop=stop,
+                            backoff=FAILOVER_BACKOFF, logger=log)
+
+
 async def fetch_batches(
     js: JetStreamContext,
     stream: str,
@@ -127,23 +168,53 @@ async def fetch_batches(
     *,
     batch: int,
     fetch_timeout: float = 1.0,
+    call_timeout_s: float = CALL_TIMEOUT_S,
 ) -> AsyncIterator[list[Msg]]:
-    """The durable consumer's messages, ``batch`` at a time, until ``stop`` is set."""
+    """The durable consumer's messages, ``batch`` at a time, until ``stop`` is set.
+
+    Errors of JetStream (no leader, no responders, a request that does not
+    come back) are waited out here with :data:`FAILOVER_BACKOFF`, logged once
+    per outage: the pull subscription stays, and the next fetch reaches the
+    consumer's new leader without another API request. Only a consumer that
+    is gone is looked up (and made) again.
+    """
     if not config.durable_name:
         raise ValueError("a pull loop needs a durable consumer")
-    await ensure_consumer(js, stream, config)
-    sub = await js.pull_subscribe_bind(config.durable_name, stream)
+    outage = Outage(f"JetStream consumer {config.durable_name}", log)
+    while not stop.is_set():
+        sub = await bind(js, stream, config, stop, timeout_s=call_timeout_s)
+        failures = 0
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await asyncio.wait_for(sub.fetch(batch, timeout=fetch_timeout),
+                                                  fetch_timeout + call_timeout_s)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    continue  # nothing to take (or no leader yet: the next fetch asks again)
+                except nats.errors.ConnectionClosedError:
+                    return
+                except nats.js.errors.NotFoundError as exc:  # the consumer is gone
+                    outage.failed(exc, 0.0)
+                    break
+                except (nats.errors.Error, OSError) as exc:
+                    failures += 1
+                    delay = FAILOVER_BACKOFF.delay(failures)
+                    outage.failed(exc, delay)
+                    if await sleep_or_stop(stop, delay):
+                        return
+                    continue
+                failures = 0
+                outage.recovered()
+                yield msgs
+        finally:
+            await _unsubscribe(sub, call_timeout_s)
+
+
+async def _unsubscribe(sub: Any, timeout_s: float) -> None:
     try:
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(batch, timeout=fetch_timeout)
-            except (TimeoutError, nats.errors.TimeoutError):
-                continue
-            except nats.errors.ConnectionClosedError:
-                break
-            yield msgs
-    finally:
-        await sub.unsubscribe()
+        await asyncio.wait_for(sub.unsubscribe(), timeout_s)
+    except Exception as exc:  # the connection may be gone; nothing more to hand back
+        log.debug("pull subscription not unsubscribed: %r", exc)
 
 
 async def consume(

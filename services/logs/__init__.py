@@ -139,7 +139,8 @@ class LogWriter:
         if not run_log.complete:
             rebuilt = await self.rebuild(meta.subject, key, chunk.run)
             if rebuilt is None or not rebuilt.complete:
-                raise Retry(f"log {key} run {chunk.run} has gaps; waiting for chunks", 2.0)
+                raise Retry(f"log {key} run {chunk.run} has gaps; waiting for chunks", 2.0,
+                            grow=True)
             run_log = rebuilt
         async with self.write_lock:
             await self.write(key, run_log, final=True)
@@ -177,7 +178,7 @@ class LogWriter:
             self.holders[key] = now
             return
         if holder.current and holder.state == "queued":
-            raise Retry(f"job {chunk.job_id} #{chunk.attempt} not started yet", 2.0)
+            raise Retry(f"job {chunk.job_id} #{chunk.attempt} not started yet", 2.0, grow=True)
         if not holder.exists:
             raise self._reject(f"log chunk for unknown job attempt {chunk.job_id} "
                                f"#{chunk.attempt} from lab {lab!r}")
@@ -189,13 +190,17 @@ class LogWriter:
         count_rejection("logs", "log.chunk")
         return Reject(reason)
 
-    async def write(self, key: LogKey, run_log: RunLog, *, final: bool = False) -> None:
+    async def write(self, key: LogKey, run_log: RunLog, *, final: bool = False) -> bool:
+        """Store the log; a partial one (``final=False``) only while no complete log is
+        stored: another replica may have stored it (this one got a chunk again)."""
         health = parse_health_log_id(key.job_id) if key.lab else None
         object_key = (health_log_key(key.lab, health[0], health[1], key.stream) if health
                       else job_log_key(key.job_id, key.attempt, key.stream))
+        if not final and await self.store.is_final(object_key):
+            return False
         truncated = run_log.truncated_bytes
         size = await self.store.put_log(object_key, run_log, content_type(key.stream),
-                                        dropped_bytes=truncated)
+                                        dropped_bytes=truncated, final=final)
         self.written += 1
         where = {"job_id": key.job_id, "attempt": key.attempt, "stream": key.stream,
                  "key": object_key, "bytes": size}
@@ -205,7 +210,8 @@ class LogWriter:
                         extra=where | {"dropped_here": run_log.dropped,
                                        "dropped_by_lab": run_log.lab_dropped})
         else:
-            log.info("log stored", extra=where)
+            log.info("log stored" if final else "partial log stored", extra=where)
+        return True
 
     async def rebuild(self, subject: str, key: LogKey, run: int) -> RunLog | None:
         """Every chunk of this log's run, read back from the LOGS stream.
@@ -243,14 +249,17 @@ class LogWriter:
             latest = self.assembler.latest(key)
             if latest is None or key.stream != "console":
                 continue
-            _, run_log = latest
+            run, run_log = latest
             if not run_log.contiguous():
                 continue
             try:
                 async with self.write_lock:
                     if key in self.finished:
                         continue
-                    await self.write(key, run_log)
+                    if not await self.write(key, run_log):  # stored complete elsewhere
+                        self.finished[key] = (run, time.monotonic())
+                        self.assembler.forget(key)
+                        self.seen_at.pop(key, None)
             except Exception as exc:  # the next round or the final chunk writes it
                 log.warning("partial log not written: %r", exc, extra={"job_id": key.job_id})
         for key, seen in list(self.seen_at.items()):

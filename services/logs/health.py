@@ -51,7 +51,7 @@ class HealthDevices:
             raise DeviceUnknown(f"health log for device {device!r}, which lab {lab!r} "
                                 "does not have") from exc
         except (nats.errors.Error, TimeoutError) as exc:
-            raise Retry(f"device registry not readable: {exc!r}", 2.0) from exc
+            raise Retry(f"device registry not readable: {exc!r}", 2.0, grow=True) from exc
         if len(self.known) > 10_000:
             self.known.clear()
         self.known[(lab, device)] = now

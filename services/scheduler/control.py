@@ -17,7 +17,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from wrtci.core.kv import follow_watch
+from wrtci.core.kv import watch_bucket
 from wrtci.proto.records import ControlRecord, decode_record, encode_record
 from wrtci.proto.subjects import Subjects
 
@@ -84,8 +84,8 @@ class ControlSwitch:
                         extra={"reason": record.reason})
 
     async def run(self, stop: asyncio.Event) -> None:
-        kv = await self.js.key_value(self.subjects.control_bucket)
-        await follow_watch(await kv.watch(KEY), stop, self._apply, self.ready)
+        await watch_bucket(self.js, self.subjects.control_bucket, stop, self._apply, self.ready,
+                           KEY)
 
     async def _apply(self, entry: KeyValue.Entry) -> None:
         if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:

@@ -28,7 +28,7 @@ import msgspec
 from nats.js import JetStreamContext
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from wrtci.core.kv import follow_watch
+from wrtci.core.kv import watch_bucket
 from wrtci.proto.records import LabRecord, decode_record
 from wrtci.proto.subjects import Subjects
 from wrtci.proto.tokens import TokenError, decode_key_part
@@ -72,8 +72,7 @@ class DeviceRegistry:
                 if record.heartbeat_at + horizon > now for device in record.devices}
 
     async def run(self, stop: asyncio.Event) -> None:
-        kv = await self.js.key_value(self.subjects.labs_bucket)
-        await follow_watch(await kv.watchall(), stop, self._apply, self.ready)
+        await watch_bucket(self.js, self.subjects.labs_bucket, stop, self._apply, self.ready)
 
     async def _apply(self, entry: KeyValue.Entry) -> None:
         try:

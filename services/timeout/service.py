@@ -114,7 +114,7 @@ class LifecycleHandler:
             holder = await attempt_holder(conn, event.data.job_id, event.data.attempt)
         if holder.current and holder.state == "queued":
             if isinstance(event, JobFinished):
-                raise Retry("finished before its job.started was handled", 2.0)
+                raise Retry("finished before its job.started was handled", 2.0, grow=True)
             return False  # a heartbeat that overtook the start: nothing to push
         if not holder.exists:
             raise self._reject(event.kind, f"unknown job attempt {event.data.job_id} "

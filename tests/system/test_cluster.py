@@ -1,89 +1,67 @@
 """A three-node JetStream cluster on loopback: R3 streams, a node killed mid-run.
 
-Bounded (a minute or two): 3 nats-server processes, the topology at 3
-replicas (``topology.apply(..., replicas=3)``, ``wrtci nats apply --replicas 3``),
-labs (real JobQueue) on different nodes taking jobs while the node of one of
-them is killed, and the same services unchanged, two replicas each, one of
-them stopped mid-run. Every job is taken and ends exactly once.
+Bounded (well under a minute each): 3 nats-server processes
+(services/stack/cluster.py), the topology at 3 replicas
+(``topology.apply(..., replicas=3)``, ``wrtci nats apply --replicas 3``).
+
+- labs (real JobQueue) on different nodes take jobs while the node of one of
+  them is killed: every job is taken once;
+- the services unchanged, as processes (``wrtci run NAME``), two replicas of
+  each that consumes events; labs on two nodes report start, console log,
+  test results and end. Mid-run one node and one replica of each service get
+  SIGKILL; the survivors (on the dead node) find another node and go on.
+  Every job ends once, on its first attempt; no job, test row, stored log or
+  mailed report is lost or doubled; the counts are printed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import os
+import signal
 import subprocess
-import urllib.request
+import sys
+import time
+import tomllib
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import nats
 import pytest
+import tomli_w
+from minio import Minio
 
 from tests import factories
-from tests.helpers import eventually, eventually_succeeds
-from tests.pipeline import FakeLab, firmware_jobs, firmware_state, running
-from wrtci.core.config import NatsConfig
+from tests.helpers import PROJECT_ROOT, eventually, eventually_succeeds
+from tests.servers.smtp import SmtpServer
+from wrtci.core.config import NatsConfig, dump_config
+from wrtci.core.runtime import EventPublisher
 from wrtci.proto import events as ev
 from wrtci.proto import topology
 from wrtci.proto.jobqueue import JobQueue
-from wrtci.proto.model import Image, JobResult, TestPlan
+from wrtci.proto.model import Image, JobResult, TestPlan, TestResult, TestStatus
+from wrtci.proto.storage import job_log_key
 from wrtci.proto.subjects import Priority, Subjects
-from wrtci.services.scheduler.service import SchedulerSettings
-from wrtci.services.stack.servers import LOOPBACK, find_executable, free_port
+from wrtci.services.cli.common import CliConfig
+from wrtci.services.config import DatabaseConfig, StorageConfig
+from wrtci.services.stack.cluster import ClusterNode, NatsCluster
+from wrtci.services.stack.servers import LOOPBACK
 
 DEVICE_TYPES = ["x86/64/generic", "ath79/generic/tplink_archer-c7-v2"]
 JOBS = 120
 
 
-class Node:
-    def __init__(self, root: Path, index: int, cluster_ports: list[int]) -> None:
-        self.index = index
-        self.port, self.monitor = free_port(), free_port()
-        self.dir = root / f"n{index}"
-        self.dir.mkdir(parents=True)
-        routes = ", ".join(f"nats-route://{LOOPBACK}:{p}" for p in cluster_ports)
-        self.config = self.dir / "node.conf"
-        self.config.write_text(
-            f"server_name: n{index}\nlisten: {LOOPBACK}:{self.port}\n"
-            f"http: {LOOPBACK}:{self.monitor}\n"
-            f'jetstream {{ store_dir: "{self.dir / "js"}" }}\n'
-            f"cluster {{ name: wrtci-test, listen: {LOOPBACK}:{cluster_ports[index]}, "
-            f"routes: [{routes}] }}\n")
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"nats://{LOOPBACK}:{self.port}"
-
-    def start(self) -> None:
-        log = open(self.dir / "server.log", "ab")  # noqa: SIM115 (the process keeps it)
-        self.proc = subprocess.Popen([find_executable("nats-server"), "-c", str(self.config)],
-                                     stdout=log, stderr=subprocess.STDOUT)
-
-    def healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"http://{LOOPBACK}:{self.monitor}/healthz",
-                                        timeout=1) as reply:
-                return reply.status == 200
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 @pytest.fixture
-async def cluster(tmp_path: Path):
-    ports = [free_port() for _ in range(3)]
-    nodes = [Node(tmp_path, i, ports) for i in range(3)]
-    for node in nodes:
-        node.start()
-    await eventually(lambda: all(n.healthy() for n in nodes), "the cluster to come up",
-                     within_s=30, every_s=0.2)
-    yield nodes
-    for node in nodes:
-        node.kill()
+def cluster(traversable_tmp: Path) -> Iterator[list[ClusterNode]]:
+    nodes = NatsCluster(traversable_tmp / "nats", 3, "wrtci-test").start()
+    try:
+        yield nodes.nodes
+    finally:
+        for node in nodes.nodes:
+            node.kill()
 
 
 def _event(job_id: str, device_type: str, priority: Priority) -> ev.JobCreated:
@@ -151,83 +129,258 @@ async def test_jobs_survive_a_killed_node_none_lost_none_doubled(cluster):
     await central.close()
 
 
+# -- the services, two replicas each, as processes ----------------------------------
+
+SERVICES = ["scheduler", "timeout", "results", "logs", "notifier"]
+"""Every service that consumes events (the trigger and the API consume none)."""
 SERVICE_TYPES = [f"t{i}/s/dev-{i}" for i in range(6)]
+TESTS = ["base/boot", "base/network", "base/opkg"]
+MAIL_TO = "ci@example.org"
+RECOVERY_S = 30.0
+"""Bound of each wait after the kills: the services are back within seconds of the
+new leaders (a generous test timeout, not a speed target)."""
 
 
-@pytest.mark.timeout(420)
-async def test_services_on_the_cluster_two_replicas_one_killed_mid_run(
-        cluster, database_config, storage_config, pool):
-    """Scheduler and timeout services, two replicas each on different nodes, labs on
-    two nodes; mid-run one node and one replica of each service go away. Every job
-    ends once, on its first attempt, and the firmware is done."""
+class Replica:
+    """One service process, started as `wrtci run NAME` is on a host."""
+
+    def __init__(self, name: str, replica: str, config: Path, log: Path) -> None:
+        self.name, self.replica, self.log = name, replica, log
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "wrtci.services.cli.main", "run", name,
+                 "--config", str(config)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                cwd=PROJECT_ROOT, start_new_session=True)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _site_config(path: Path, url: str, prefix: str, database: DatabaseConfig,
+                 storage: StorageConfig, smtp_port: int) -> Path:
+    shared = CliConfig(nats=NatsConfig(url=url, prefix=prefix), database=database,
+                       storage=storage)
+    site = tomllib.loads(dump_config(shared).decode()) | {
+        "logging": {"level": "INFO", "format": "text"},
+        "scheduler": {"holdoff_s": 0.3},
+        "notifier": {"settle_poll_s": 0.5, "retry_delays_s": [0.5],
+                     "mail": {"enabled": True, "host": LOOPBACK, "port": smtp_port,
+                              "mail_submitter": False, "rules": [{"to": [MAIL_TO]}]}},
+    }
+    path.write_text(tomli_w.dumps(site))
+    return path
+
+
+class Lab:
+    """A lab on one node: takes jobs, reports start, console log, results, end.
+
+    As the lab daemon does, it keeps a job it took: every report is sent again
+    until JetStream has it (its node may have died meanwhile), with in-progress
+    acks so the job is not handed to another lab."""
+
+    def __init__(self, nc, subjects: Subjects, name: str) -> None:
+        self.nc, self.name, self.device = nc, name, "dut-1"
+        self.queue = JobQueue(nc.jetstream(timeout=5), subjects)
+        self.events = EventPublisher(nc.jetstream(timeout=5), subjects)
+        self.runs: list[str] = []
+
+    async def run(self) -> None:
+        while True:
+            for device_type in SERVICE_TYPES:
+                with contextlib.suppress(Exception):  # its node went away: ask again
+                    job = await self.queue.next_job(device_type, wait=0.1)
+                    if job is not None:
+                        await self.job(job)
+
+    async def job(self, job) -> None:
+        spec, source = job.spec, f"lab/{self.name}"
+        self.runs.append(spec.job_id)
+        ids = {"job_id": spec.job_id, "attempt": spec.attempt, "lab": self.name,
+               "device": self.device}
+        now = dt.datetime.now(dt.UTC)
+        reports: list[ev.CloudEvent] = [ev.JobStarted.build(ev.JobStartedData(**ids),
+                                                            source=source)]
+        reports += [ev.LogChunk.build(ev.LogChunkData(**ids, seq=seq, text=text, final=seq == 2,
+                                                      run=job.num_delivered), source=source)
+                    for seq, text in enumerate(_console(spec.job_id))]
+        reports.append(ev.JobFinished.build(ev.JobFinishedData(
+            **ids, result=JobResult.PASS, log_key=job_log_key(spec.job_id, spec.attempt),
+            started_at=now, finished_at=now,
+            tests=[TestResult(path=p, status=TestStatus.PASS, duration_s=0.1) for p in TESTS]),
+            source=source, id=f"lab-finished:{spec.job_id}:{spec.attempt}"))
+        for report in reports:
+            await asyncio.sleep(0.05)  # the job takes a moment: the kills land mid-job
+            await self._until_done(job, lambda r=report: self.events.publish(r))
+        await self._until_done(job, lambda: job.msg.ack_sync(timeout=5))
+
+    async def _until_done(self, job, call) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await job.in_progress()
+            try:
+                await call()
+                return
+            except Exception:
+                await asyncio.sleep(0.2)
+
+
+async def _shut_down(loops: list[asyncio.Task], labs: list[Lab],
+                     replicas: list[Replica]) -> None:
+    for task in loops:
+        task.cancel()
+    await asyncio.gather(*loops, return_exceptions=True)
+    for lab in labs:
+        with contextlib.suppress(Exception):
+            await lab.queue.close()
+            await lab.nc.close()
+    for process in replicas:
+        process.stop()
+
+
+def _print_logs(replicas: list[Replica]) -> None:
+    """What the survivors logged beyond INFO: why the run did not finish."""
+    for replica in replicas:
+        lines = [line for line in replica.log.read_text(errors="replace").splitlines()
+                 if " INFO " not in line]
+        print(f"--- {replica.name} ({replica.replica}):", *lines[-25:], sep="\n")
+
+
+def _console(job_id: str) -> list[str]:
+    return [f"{job_id}: boot\n", f"{job_id}: tests\n", f"{job_id}: done\n"]
+
+
+async def _counts(pool, storage: StorageConfig, firmware_ids: list[str]) -> dict[str, int]:
+    jobs = await pool.fetch("SELECT id, state, result, attempt FROM jobs "
+                            "WHERE checkout_id = ANY($1::text[])", firmware_ids)
+    ids = [r["id"] for r in jobs]
+    client = Minio(storage.endpoint, access_key=storage.access_key,
+                   secret_key=storage.secret_key, secure=False)
+
+    def stored_logs() -> dict[str, bytes]:
+        found = {}
+        for job_id in ids:
+            with contextlib.suppress(Exception):
+                reply = client.get_object(storage.bucket, job_log_key(job_id, 1))
+                try:
+                    found[job_id] = reply.read()
+                finally:
+                    reply.close()
+                    reply.release_conn()
+        return found
+
+    logs = await asyncio.to_thread(stored_logs)
+    return {
+        "jobs": len(jobs),
+        "jobs_done_pass_first_attempt": sum(
+            (r["state"], r["result"], r["attempt"]) == ("done", "pass", 1) for r in jobs),
+        "attempts": await pool.fetchval(
+            "SELECT count(*) FROM job_attempts WHERE job_id = ANY($1::text[])", ids),
+        "test_rows": await pool.fetchval(
+            "SELECT count(*) FROM tests WHERE job_id = ANY($1::text[])", ids),
+        "test_rows_distinct": await pool.fetchval(
+            "SELECT count(DISTINCT (job_id, path)) FROM tests WHERE job_id = ANY($1::text[])",
+            ids),
+        "logs_stored": len(logs),
+        "logs_exact": sum(data == "".join(_console(job_id)).encode()
+                          for job_id, data in logs.items()),
+        "logs_wrong": [(job_id, data) for job_id, data in logs.items()
+                       if data != "".join(_console(job_id)).encode()],
+        "firmware_done": await pool.fetchval(
+            "SELECT count(*) FROM checkouts WHERE id = ANY($1::text[]) AND state = 'done'",
+            firmware_ids),
+    }
+
+
+@pytest.mark.timeout(240)
+async def test_services_two_replicas_each_a_node_and_a_replica_of_each_killed(
+        cluster, database_config, storage_config, pool, traversable_tmp) -> None:
+    """Two processes of every event-consuming service; labs on two nodes; mid-run
+    kill -9 of one NATS node and of one replica of each service. Every job ends
+    once on its first attempt: no job, test row, stored log or report lost or doubled."""
     subjects = Subjects("clsvc")
     central = await nats.connect(servers=[n.url for n in cluster], max_reconnect_attempts=-1)
     js = central.jetstream(timeout=10)
     await eventually_succeeds(lambda: topology.apply(js, subjects, replicas=3),
                               "the R3 topology", 30, every_s=0.5)
-    # Both labs announce their devices: a lab's start is accepted only for device
-    # types it has (services/identity.py).
     for lab in ("lab-a", "lab-b"):
         await factories.announce_lab(js, subjects, lab,
                                      [(f"d{i}", t, []) for i, t in enumerate(SERVICE_TYPES)])
-    settings = SchedulerSettings(holdoff_s=0.3)
-    replica_1, replica_2 = contextlib.AsyncExitStack(), contextlib.AsyncExitStack()
-    labs = []
+    smtp = await SmtpServer().start()
+    doomed, killed_node = cluster[1], None
+    # Replica "a" of each service on the node that is killed: it must find another
+    # node and go on. Replica "b" on node 2: that one is killed.
+    replicas: dict[str, list[Replica]] = {"a": [], "b": []}
+    labs: list[Lab] = []
+    loops: list[asyncio.Task] = []
+    firmwares = [factories.firmware(SERVICE_TYPES, tag=f"r{1001 + i}-abcde{i}") for i in range(4)]
+    ids = [f.firmware_id for f in firmwares]
+    expected = len(ids) * len(SERVICE_TYPES)
     try:
-        await replica_1.enter_async_context(running(
-            NatsConfig(url=cluster[0].url, prefix=subjects.prefix, request_timeout_s=10),
-            database_config, storage_config, scheduler=settings))
-        await replica_2.enter_async_context(running(
-            NatsConfig(url=cluster[2].url, prefix=subjects.prefix, request_timeout_s=10),
-            database_config, storage_config, scheduler=settings))
-        data = factories.firmware(SERVICE_TYPES)
-        await factories.publish_firmware(js, subjects, data)
-
-        for name, node in (("lab-a", cluster[1]), ("lab-b", cluster[2])):
+        for replica, node in (("a", doomed), ("b", cluster[2])):
+            config = _site_config(traversable_tmp / f"site-{replica}.toml", node.url,
+                                  subjects.prefix, database_config, storage_config, smtp.port)
+            replicas[replica] = [Replica(name, replica, config,
+                                         traversable_tmp / f"{name}-{replica}.log")
+                                 for name in SERVICES]
+        for name, node in (("lab-a", doomed), ("lab-b", cluster[0])):
             nc = await nats.connect(servers=[node.url], max_reconnect_attempts=-1,
                                     reconnect_time_wait=0.2)
-            labs.append((nc, FakeLab(nc.jetstream(timeout=10), subjects, name)))
-        done: list[str] = []
+            labs.append(Lab(nc, subjects, name))
+        for data in firmwares[:3]:
+            await factories.publish_firmware(js, subjects, data)
+        loops = [asyncio.create_task(lab.run()) for lab in labs]
 
-        async def lab_loop(lab: FakeLab) -> None:
-            while True:
-                for device_type in SERVICE_TYPES:
-                    with contextlib.suppress(Exception):  # its node went away: again
-                        job = await lab.queue.next_job(device_type, wait=0.1)
-                        if job is None:
-                            continue
-                        await lab.start(job)
-                        await lab.finish(job, JobResult.PASS, ack=False)
-                        await job.msg.ack_sync(timeout=10)
-                        done.append(job.spec.job_id)
+        def runs() -> int:
+            return len({job for lab in labs for job in lab.runs})
+        await eventually(lambda: runs() >= 6, "six jobs under way", 90)
+        # Mid-run: a node and one replica of each service die, as machines do.
+        doomed.kill()
+        killed_node = doomed.node_name
+        for process in replicas["b"]:
+            process.kill()
+        killed_at = time.monotonic()
+        await eventually_succeeds(lambda: factories.publish_firmware(js, subjects, firmwares[3]),
+                                  "a firmware published after the kills", RECOVERY_S, every_s=0.5)
 
-        loops = [asyncio.create_task(lab_loop(lab)) for _, lab in labs]
-        await eventually(lambda: len(done) >= 2, "two jobs done", 60)
-        cluster[1].kill()  # lab A's node
-        await replica_1.aclose()  # one scheduler and one timeout service gone
-        # A consume loop whose JetStream calls hung through the leader elections can
-        # take two minutes to come back (seen on a loaded 2-core machine): allow it.
-        await eventually(lambda: _firmware_done(pool, data.firmware_id), "the firmware done",
-                         300)
-        for task in loops:
-            task.cancel()
-        await asyncio.gather(*loops, return_exceptions=True)
+        async def all_done() -> bool:
+            counts = await _counts(pool, storage_config, ids)
+            return counts["firmware_done"] == len(ids) and counts["logs_exact"] == expected \
+                and counts["test_rows_distinct"] == expected * len(TESTS) \
+                and len(smtp.mailbox.messages) >= len(ids)
+        try:
+            await eventually(all_done, "every firmware done, every result and log stored",
+                             RECOVERY_S + 30)
+        except AssertionError:
+            print(await _counts(pool, storage_config, ids))
+            _print_logs(replicas["a"])
+            raise
+        recovered_s = time.monotonic() - killed_at
+        assert all(p.proc.poll() is None for p in replicas["a"]), "a surviving replica died"
     finally:
-        for nc, lab in labs:
-            with contextlib.suppress(Exception):
-                await lab.close()
-                await nc.close()
-        await replica_2.aclose()
-        await replica_1.aclose()
-    rows = await firmware_jobs(pool, data.firmware_id)
-    assert len(rows) == len(SERVICE_TYPES)  # none lost
-    assert all((r["state"], r["result"], r["attempt"]) == ("done", "pass", 1) for r in rows)
-    attempts = await pool.fetchval(
-        "SELECT count(*) FROM job_attempts WHERE job_id = ANY($1::text[])",
-        [r["id"] for r in rows])
-    assert attempts == len(SERVICE_TYPES)  # none doubled
+        await _shut_down(loops, labs, replicas["a"] + replicas["b"])
+        await smtp.stop()
+    counts = await _counts(pool, storage_config, ids)
+    reports = Counter(m["Subject"] for m in smtp.mailbox.messages)
+    counts |= {"expected_jobs": expected, "lab_runs": sum(len(lab.runs) for lab in labs),
+               "reports_mailed": len(smtp.mailbox.messages)}
+    print(f"\n[cluster: node {killed_node} and one replica of {', '.join(SERVICES)} "
+          f"killed] everything done {recovered_s:.1f} s after the kills; "
+          + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    assert counts["jobs"] == expected  # none lost
+    assert counts["jobs_done_pass_first_attempt"] == expected
+    assert counts["attempts"] == expected  # none doubled
+    assert counts["test_rows"] == counts["test_rows_distinct"] == expected * len(TESTS)
+    assert counts["logs_stored"] == counts["logs_exact"] == expected
+    assert len(reports) == len(ids) and set(reports.values()) == {1}, reports
     await central.close()
-
-
-async def _firmware_done(pool, firmware_id: str) -> bool:
-    return await firmware_state(pool, firmware_id) == "done"

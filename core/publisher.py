@@ -19,7 +19,7 @@ the publishing party has:
 - a lab uses the key of its host (``lab_daemon/event_ids.py``), kept in its
   work directory, so its retries after a restart still dedupe.
 
-The subject is part of the hash, so an ``Nats-Msg-Id`` a lab sees (on a job
+The subject is part of the hash, so a ``Nats-Msg-Id`` a lab sees (on a job
 delivery or a ``job.cancelled`` event) is of no use on any other subject: the
 scheduler's ``job.created`` goes to JOBS and then to EVENTS under two
 different ``Nats-Msg-Id``s. The CloudEvent id itself — what consumers, the

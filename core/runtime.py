@@ -19,10 +19,8 @@ import nats
 from nats.aio.client import Client as NATS
 
 from wrtci.core.config import ConfigError, LoggingConfig, NatsConfig, load_config
+from wrtci.core.publisher import EventPublisher as EventPublisher  # its home until now
 from wrtci.core.retry import DEFAULT_BACKOFF, Backoff, retry_call, supervise
-from wrtci.proto.events import CloudEvent, encode
-from wrtci.proto.routing import event_subject
-from wrtci.proto.subjects import Subjects
 
 log = logging.getLogger(__name__)
 
@@ -142,23 +140,6 @@ async def connect_nats(config: NatsConfig, name: str, **options: Any) -> NATS:
     kwargs.setdefault("error_cb", _error)
     # A first connection that fails must fail, not retry silently forever.
     return await asyncio.wait_for(nats.connect(**kwargs), config.connect_timeout_s + 5)
-
-
-class EventPublisher:
-    """Publishes CloudEvents with their id as ``Nats-Msg-Id``."""
-
-    def __init__(self, js: Any, subjects: Subjects, timeout: float = 5.0) -> None:
-        self.js = js
-        self.subjects = subjects
-        self.timeout = timeout
-
-    async def publish(self, event: CloudEvent, subject: str | None = None) -> Any:
-        return await self.js.publish(
-            subject or event_subject(self.subjects, event),
-            encode(event),
-            timeout=self.timeout,
-            headers={"Nats-Msg-Id": event.id},
-        )
 
 
 def install_signal_handlers(stop: asyncio.Event) -> None:

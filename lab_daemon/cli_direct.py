@@ -13,6 +13,7 @@ import msgspec
 from nats.js.errors import KeyNotFoundError
 
 from wrtci.core.config import ConfigError
+from wrtci.core.publisher import new_key
 from wrtci.core.runtime import EventPublisher, connect_nats
 from wrtci.lab_daemon.config import Config, DeviceConfig
 from wrtci.lab_daemon.event_ids import fresh_id
@@ -24,6 +25,12 @@ from wrtci.lab_daemon.targets import TargetFileError, load_target_file
 from wrtci.proto import events as ev
 from wrtci.proto.model import DeviceHealth, DeviceState
 from wrtci.proto.records import DeviceRecord, decode_record, encode_record
+
+
+def _publisher(js, subjects) -> EventPublisher:
+    """A one-off key: these events have fresh ids, so nothing repeats across runs to be
+    deduplicated (and the work directory's key may not be readable by this user)."""
+    return EventPublisher(js, subjects, key=new_key())
 
 
 async def suite_sync(config: Config) -> int:
@@ -71,7 +78,7 @@ async def standalone_maintenance(config: Config, name: str, on: bool) -> int:
         record = msgspec.structs.replace(record, state=state,
                                          updated_at=dt.datetime.now(dt.UTC))
         await kv.put(key, encode_record(record))
-        await EventPublisher(js, subjects).publish(ev.DeviceHealthChanged.build(
+        await _publisher(js, subjects).publish(ev.DeviceHealthChanged.build(
             ev.DeviceHealthData(lab=config.lab.name, device=name,
                                 device_type=device.device_type, health=record.health,
                                 state=state, consecutive_failures=record.consecutive_failures,
@@ -109,7 +116,7 @@ async def standalone_health_check(config: Config, name: str | None) -> int:
             if not passed:
                 print("  " + result.detail.replace("\n", "\n  "))
                 status = 1
-            await EventPublisher(js, subjects).publish(ev.DeviceHealthChanged.build(
+            await _publisher(js, subjects).publish(ev.DeviceHealthChanged.build(
                 ev.DeviceHealthData(
                     lab=config.lab.name, device=device.name, device_type=device.device_type,
                     health=DeviceHealth.HEALTHY if passed else DeviceHealth.WARNING,

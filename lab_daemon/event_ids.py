@@ -13,6 +13,11 @@ with a secret only this lab host knows (``<work_dir>/event-ids.key``, made
 on first start): the same lab's retries — after a restart too — get the same
 id; no other lab can compute it. ``job.started``/``job.finished`` also name
 the delivery (``run``): a rerun of the attempt is a new start.
+
+The same key keys the lab's ``Nats-Msg-Id`` (``core/publisher.py``, the
+lab's ``EventPublisher`` in ``presence.py``): the header, not only the id, is
+what JetStream dedupes by, and a central event's plain id is no longer its
+``Nats-Msg-Id`` either.
 """
 
 from __future__ import annotations

@@ -54,7 +54,9 @@ class Presence:
         self.stop = stop
         self.ids = ids
         self.version = lab_version()
-        self.publisher = EventPublisher(self.js, subjects, timeout=request_timeout_s)
+        # Its own key: a Nats-Msg-Id no other party can compute (core/publisher.py).
+        self.publisher = EventPublisher(self.js, subjects, timeout=request_timeout_s,
+                                        key=ids.key)
 
     async def open(self) -> Presence:
         self.devices_kv = await self.js.key_value(self.subjects.devices_bucket)

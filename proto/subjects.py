@@ -91,6 +91,11 @@ class Subjects:
     def control_bucket(self) -> str:
         return f"{self.prefix}_control"
 
+    @property
+    def secrets_bucket(self) -> str:
+        """Central services' secrets (the ``Nats-Msg-Id`` key); no lab may read it."""
+        return f"{self.prefix}_secrets"
+
     # -- events ---------------------------------------------------------------
 
     def event(self, event_type: str) -> str:

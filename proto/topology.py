@@ -113,7 +113,25 @@ def key_values(subjects: Subjects, replicas: int = 1) -> list[KeyValueConfig]:
             replicas=replicas,
             direct=True,
         ),
+        secrets_bucket(subjects, replicas),
     ]
+
+
+def secrets_bucket(subjects: Subjects, replicas: int = 1) -> KeyValueConfig:
+    """The central services' secrets (``core/publisher.py``: the ``Nats-Msg-Id`` key).
+
+    Only central users may read it: the generated lab permissions
+    (``services/natsauth.py``) name no subject of this bucket. No direct get,
+    so that nothing but the stream's own API serves its messages.
+    """
+    return KeyValueConfig(
+        bucket=subjects.secrets_bucket,
+        description="Central secrets: the key of central events' Nats-Msg-Id",
+        history=1,
+        storage=StorageType.FILE,
+        replicas=replicas,
+        direct=False,
+    )
 
 
 # -- consumer templates ------------------------------------------------------------

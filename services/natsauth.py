@@ -21,7 +21,9 @@ Every lab's permissions are derived from its name and device types
 (:func:`lab_permissions`): it publishes only below ``<prefix>.lab.<lab>.>``,
 writes only its own KV keys, fetches and acks only on its device types' job
 consumers, and reads only its own inbox, its control subject, job
-cancellations and its device types' job subjects (the wake-up signal).
+cancellations and its device types' job subjects (the wake-up signal). It
+gets no subject of the secrets bucket (the central ``Nats-Msg-Id`` key,
+``core/publisher.py``); central users have no restriction.
 """
 
 from __future__ import annotations

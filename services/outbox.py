@@ -49,8 +49,7 @@ class Outbox:
             if not rows:
                 return published
             for row in rows:
-                await self.publisher.js.publish(
-                    row["subject"], bytes(row["payload"]), timeout=self.publisher.timeout,
-                    headers={"Nats-Msg-Id": row["event_id"]})
+                await self.publisher.publish_payload(row["subject"], bytes(row["payload"]),
+                                                     row["event_id"])
                 await self.pool.execute("DELETE FROM event_outbox WHERE seq = $1", row["seq"])
                 published += 1

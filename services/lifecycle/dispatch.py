@@ -28,7 +28,7 @@ Presigner = Callable[[str], str]
 
 
 def job_created_id(job_id: str, attempt: int) -> str:
-    """``Nats-Msg-Id`` of an attempt: publishing it twice queues it once."""
+    """Event id of an attempt (its keyed ``Nats-Msg-Id``: publishing twice queues once)."""
     return f"job.created:{job_id}:{attempt}"
 
 
@@ -76,10 +76,8 @@ class Dispatcher:
         event = JobCreated.build(spec, source=SOURCE, subject=spec.job_id,
                                  id=job_created_id(spec.job_id, spec.attempt))
         async with self._slots:
-            ack = await self.js.publish(
-                self.subjects.job(spec.priority, spec.device_type), encode(event),
-                timeout=self.timeout, headers={"Nats-Msg-Id": event.id},
-            )
+            ack = await self.events.publish(
+                event, self.subjects.job(spec.priority, spec.device_type))
             await self.events.publish(event)
         log.info("job queued", extra={"job_id": spec.job_id, "attempt": spec.attempt,
                                       "device_type": spec.device_type,
@@ -100,13 +98,14 @@ class Dispatcher:
                                    id=job_created_id(spec.job_id, spec.attempt))
                   for spec in specs]
         payloads = [encode(event) for event in events]
+        job_subjects = [self.subjects.job(s.priority, s.device_type) for s in specs]
+        event_subjects = [event_subject(self.subjects, event) for event in events]
         job_acks = [await self.js.publish_async(
-            self.subjects.job(spec.priority, spec.device_type), payload,
-            headers={"Nats-Msg-Id": event.id})
-            for spec, event, payload in zip(specs, events, payloads, strict=True)]
+            subject, payload, headers=await self.events.headers(subject, event.id))
+            for subject, event, payload in zip(job_subjects, events, payloads, strict=True)]
         event_acks = [await self.js.publish_async(
-            event_subject(self.subjects, event), payload, headers={"Nats-Msg-Id": event.id})
-            for event, payload in zip(events, payloads, strict=True)]
+            subject, payload, headers=await self.events.headers(subject, event.id))
+            for subject, event, payload in zip(event_subjects, events, payloads, strict=True)]
         try:
             acks = await asyncio.wait_for(asyncio.gather(*job_acks, *event_acks),
                                           self.timeout + len(specs) / 1000)

@@ -24,14 +24,15 @@ def apply_config(tmp_path, nats_config):
 
 async def test_nats_apply_twice_changes_nothing(apply_config, nc, subjects) -> None:
     first = run_cli("nats", "apply", "--config", str(apply_config))
-    assert first.stdout.count("created") == 6, first.stdout
+    assert first.stdout.count("created") == 7, first.stdout
+    assert f"created    kv {subjects.secrets_bucket}" in first.stdout
     js = nc.jetstream()
     before = {s: await js.stream_info(s) for s in
               (subjects.events_stream, subjects.jobs_stream, subjects.logs_stream,
                f"KV_{subjects.labs_bucket}")}
 
     second = run_cli("nats", "apply", "--config", str(apply_config))
-    assert second.stdout.count("unchanged") == 6, second.stdout
+    assert second.stdout.count("unchanged") == 7, second.stdout
     assert "created" not in second.stdout and "updated" not in second.stdout
     for name, info in before.items():
         after = await js.stream_info(name)
@@ -45,6 +46,8 @@ async def test_nats_apply_twice_changes_nothing(apply_config, nc, subjects) -> N
     assert events.retention == RetentionPolicy.LIMITS and events.duplicate_window > 0
     labs_kv = before[f"KV_{subjects.labs_bucket}"].config
     assert labs_kv.max_age == topology.LAB_HEARTBEAT_TTL
+    secrets_kv = (await js.stream_info(f"KV_{subjects.secrets_bucket}")).config
+    assert not secrets_kv.allow_direct and secrets_kv.max_msgs_per_subject == 1
 
 
 async def test_apply_updates_a_drifted_stream(js, subjects) -> None:

@@ -26,6 +26,7 @@ from tests.isolation_support import (
 )
 from tests.lab_helpers import lab_config, lab_subprocess, running_log_writer, write_config
 from tests.pipeline import running
+from wrtci.core.publisher import new_key
 from wrtci.core.runtime import EventPublisher, connect_nats
 from wrtci.proto import events as ev
 from wrtci.proto.model import JobResult
@@ -161,7 +162,7 @@ async def test_real_lab_runs_under_generated_credentials_and_another_lab_cannot_
             async with lab_connection(lab_a, "lab-a", errors) as nc:
                 refused = await _attack(nc, subjects, job["id"])
                 # Forgeries under A's own subjects, which A may publish on.
-                publisher = EventPublisher(nc.jetstream(), subjects)
+                publisher = EventPublisher(nc.jetstream(), subjects, key=new_key())
                 for event in (
                     ev.JobStarted.build(ev.JobStartedData(
                         job_id=job["id"], attempt=1, lab="lab-a", device="x"), source="a"),

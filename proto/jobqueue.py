@@ -20,7 +20,7 @@ a lab only binds to them. An idle device costs (almost) nothing:
   every priority, paced to ``max_idle_rate`` requests/s per device type (the
   lab's own ``nak(delay)`` schedules one right when its delay ends). Each
   device type's poll has a random phase: devices started together (a lab, a
-  fleet after an outage) never poll together.
+  fleet) never poll together.
 * **requests**: pull requests go through one reply subscription per queue
   (:mod:`wrtci.proto.jobpull`), so a look costs one message each way.
 
@@ -199,16 +199,16 @@ class JobQueue:
                 await asyncio.wait_for(changed.wait(), min(deadline, state.next_look()) - now)
 
     def _poll_after(self, state: _DeviceType) -> float:
-        """Seconds to the next safety poll.
+        """Seconds to the next safety poll: one interval, stretched at random.
 
-        After the start-up look, the first comes at a random point of one
-        interval (a random phase: device types and labs started together must
-        not poll together), and no later than one ack wait, when jobs a dead
-        predecessor of this lab held are back in the queue. Then one interval,
-        stretched at random (never shortened: the rate stays within bounds).
+        After the start-up look the first comes within one to two intervals (a
+        random phase: device types and labs started together never poll
+        together), and no later than one ack wait, when jobs a dead predecessor
+        of this lab held are back in the queue. Never shorter than an interval:
+        an idle device stays within ``max_idle_rate``.
         """
         if state.fetches == 0:
-            return min(self.poll_interval * random.uniform(0.02, 1.0), self.ack_wait + 0.1)
+            return min(self.poll_interval * random.uniform(1.0, 2.0), self.ack_wait + 0.1)
         return self.poll_interval * random.uniform(1.0, 1.1)
 
     def job_returned(self, device_type: str, delay: float | None) -> None:

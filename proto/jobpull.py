@@ -13,7 +13,8 @@ takes every answer:
   and a job on a consumer answers that one.
 
 A job whose request was given up (its answer came after the timeout, e.g. a
-client too busy to read) is handed back at once with a nak, not left in the
+client too busy to read) goes to ``on_late`` (the job queue gives it to a
+waiting device) or is handed back at once with a nak, never left in the
 consumer until its ack wait ends.
 """
 
@@ -24,6 +25,7 @@ import contextlib
 import itertools
 import json
 import logging
+from collections.abc import Callable
 
 import nats.errors
 from nats.aio.client import Client
@@ -41,19 +43,26 @@ NO_MESSAGE = frozenset({"404", "408", "409"})
 class PullFailed(Exception):
     """The consumer does not exist (yet), or NATS did not answer."""
 
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
+
 
 class Puller:
     """One lab connection's pull requests on the consumers of one stream."""
 
     def __init__(self, nc: Client, stream: str, *, api: str = "$JS.API",
-                 timeout: float = REQUEST_TIMEOUT) -> None:
+                 timeout: float = REQUEST_TIMEOUT,
+                 on_late: Callable[[str, Msg], bool] | None = None) -> None:
+        """``on_late(consumer, job)``: True when it took a job that came too late."""
         self.nc = nc
+        self.on_late = on_late
         self.stream = stream
         self.api = api
         self.timeout = timeout
         self.requests = 0
         self.late_jobs = 0
-        """Jobs that came after their request was given up (handed back)."""
+        """Jobs that came after their request was given up (and were dealt with)."""
         self._prefix = ""
         self._sub: Subscription | None = None
         self._starting = asyncio.Lock()
@@ -82,7 +91,7 @@ class Puller:
         if status in NO_MESSAGE:
             return None
         if status == "503":
-            raise PullFailed(f"no consumer {consumer}")
+            raise PullFailed(f"no consumer {consumer}", missing=True)
         raise PullFailed(f"{consumer}: status {status} {msg.headers.get('Description')}")
 
     async def _request(self, consumer: str, expires: float | None) -> Msg:
@@ -99,7 +108,10 @@ class Puller:
             await self.nc.publish(f"{self.api}.CONSUMER.MSG.NEXT.{self.stream}.{consumer}",
                                   json.dumps(body).encode(), reply=f"{self._prefix}.{token}")
             return await asyncio.wait_for(answer, (expires or 0.0) + self.timeout)
-        except (TimeoutError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError,
+        except (TimeoutError, nats.errors.TimeoutError) as exc:
+            raise PullFailed(f"{consumer}: no answer within "
+                             f"{(expires or 0.0) + self.timeout:g} s") from exc
+        except (nats.errors.ConnectionClosedError,
                 nats.errors.ConnectionReconnectingError) as exc:
             raise PullFailed(f"{consumer}: {type(exc).__name__}") from None
         finally:
@@ -129,11 +141,12 @@ class Puller:
         if answer is not None and not answer.done():
             answer.set_result(msg)
             return
+        if self.on_late is None or not self.on_late(consumer, msg):
+            log.warning("job came after its pull request was given up: handed back",
+                        extra={"consumer": consumer, "subject": msg.subject})
+            with contextlib.suppress(Exception):  # not acked: redelivered after the ack wait
+                await msg.nak()
         self.late_jobs += 1
-        log.warning("job came after its pull request was given up: handed back",
-                    extra={"consumer": consumer, "subject": msg.subject})
-        with contextlib.suppress(Exception):  # not acked: redelivered after the ack wait
-            await msg.nak()
 
     async def close(self) -> None:
         if self._sub is not None:

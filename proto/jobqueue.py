@@ -114,9 +114,13 @@ class _DeviceType:
         self.unavailable_logged = False
         self.changed = asyncio.Event()
         self.subs: list[Subscription] = []
+        self.waiting = 0
+        """Devices of this type inside ``next_job``."""
+        self.late: list[tuple[Priority, Msg]] = []
+        """Jobs whose pull request was given up before they came: a device takes them."""
 
     def due(self, now: float) -> bool:
-        return (bool(self.hinted) or self.backlog or now >= self.next_poll
+        return (bool(self.hinted) or self.backlog or bool(self.late) or now >= self.next_poll
                 or bool(self.timers and self.timers[0] <= now))
 
     def next_look(self) -> float:
@@ -152,8 +156,9 @@ class JobQueue:
         self.poll_interval = len(self.priorities) / max_idle_rate
         """A safety poll asks every priority once: this keeps it within max_idle_rate."""
         self._puller = Puller(self.nc, subjects.jobs_stream,
-                              api=getattr(js, "_prefix", "$JS.API"))
+                              api=getattr(js, "_prefix", "$JS.API"), on_late=self._late_job)
         self._types: dict[str, _DeviceType] = {}
+        self._consumers: dict[str, tuple[_DeviceType, Priority]] = {}
 
     @property
     def requests(self) -> int:
@@ -169,10 +174,23 @@ class JobQueue:
         or the safety poll is due: calling it in a loop while idle is cheap.
         """
         state = await self._state(device_type)
+        state.waiting += 1
+        try:
+            return await self._next_job(state, wait)
+        finally:
+            state.waiting -= 1
+
+    async def _next_job(self, state: _DeviceType, wait: float) -> QueuedJob | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, wait)
         while True:
             now = loop.time()
+            while state.late:
+                state.late.sort(key=lambda late: late[0])
+                priority, msg = state.late.pop()
+                job = await self._job(state, priority, msg)
+                if job is not None:
+                    return job
             if state.due(now):
                 # Only a wake-up: ask just the announced priorities. Any higher one
                 # waiting would have woken this idle device before (a naked job is
@@ -228,8 +246,22 @@ class JobQueue:
                 with contextlib.suppress(Exception):  # closing: the connection may be gone
                     await sub.unsubscribe()
             state.notify()
+            for _, msg in state.late:
+                with contextlib.suppress(Exception):
+                    await msg.nak()
         self._types.clear()
+        self._consumers.clear()
         await self._puller.close()
+
+    def _late_job(self, consumer: str, msg: Msg) -> bool:
+        """A job came after its pull request was given up: a waiting device takes it
+        (False: none waits, the puller hands it back)."""
+        state, priority = self._consumers.get(consumer, (None, None))
+        if state is None or priority is None or not state.waiting:
+            return False
+        state.late.append((priority, msg))
+        state.notify()
+        return True
 
     # -- inside --------------------------------------------------------------------
 
@@ -238,6 +270,9 @@ class JobQueue:
         if state is None:
             state = _DeviceType(device_type, first_poll=0.0)
             self._types[device_type] = state
+            for priority in self.priorities:
+                self._consumers[self.subjects.job_consumer(priority, device_type)] = (
+                    state, priority)
 
             async def wake(msg: Msg) -> None:
                 try:
@@ -261,21 +296,15 @@ class JobQueue:
                 expires = WAKEUP_WAIT if int(priority) in hinted else None
                 consumer = self.subjects.job_consumer(priority, state.name)
                 msg = await self._puller.pull(consumer, expires)
-                if msg is None:
-                    continue
-                try:
-                    event = decode_as(msg.data, JobCreated)
-                except DecodeError as exc:
-                    log.error("malformed job message terminated: %s", exc,
-                              extra={"subject": msg.subject, "device_type": state.name})
-                    await msg.term()
-                    continue
-                return QueuedJob(msg, event, priority, self)
+                job = None if msg is None else await self._job(state, priority, msg)
+                if job is not None:
+                    return job
         except PullFailed as exc:
             # Consumers are created centrally when the scheduler sees the device
             # type: wait for them (and for NATS), asking again with backoff.
             if not state.unavailable_logged:
-                log.warning("job queue not available yet: %s", exc,
+                log.warning("job queue not available yet: %s" if exc.missing else
+                            "job queue: NATS did not answer a pull request: %s", exc,
                             extra={"device_type": state.name})
                 state.unavailable_logged = True
             state.next_poll = asyncio.get_running_loop().time() + state.retry_s
@@ -286,6 +315,16 @@ class JobQueue:
         state.unavailable_logged = False
         state.retry_s = RETRY_FIRST
         return None
+
+    async def _job(self, state: _DeviceType, priority: Priority, msg: Msg) -> QueuedJob | None:
+        try:
+            event = decode_as(msg.data, JobCreated)
+        except DecodeError as exc:
+            log.error("malformed job message terminated: %s", exc,
+                      extra={"subject": msg.subject, "device_type": state.name})
+            await msg.term()
+            return None
+        return QueuedJob(msg, event, priority, self)
 
 
 async def fetch_next_job(

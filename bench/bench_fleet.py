@@ -123,17 +123,24 @@ async def worker(url: str, labs: range, devices: int) -> dict:
              for nc, queue, kinds in queues for kind in kinds]
     await looked.wait()
     watcher = asyncio.create_task(watch_loop(lags))
+    timeouts: list[tuple[float, int]] = []
+
+    async def count_timeouts() -> None:
+        while True:
+            timeouts.append((time.time(), sum(q.timeouts for _, q, _ in queues)))
+            await asyncio.sleep(1.0)
+    counter = asyncio.create_task(count_timeouts())
     print("READY", flush=True)
     await stop.wait()
-    for task in [*tasks, watcher]:
+    for task in [*tasks, watcher, counter]:
         task.cancel()
-    await asyncio.gather(*tasks, watcher, return_exceptions=True)
+    await asyncio.gather(*tasks, watcher, counter, return_exceptions=True)
     requests = sum(queue.requests for _, queue, _ in queues)
     for nc in connections:
         await nc.close()
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"pid": os.getpid(), "labs": len(labs), "max_rss_kb": rss_kb,
-            "requests": requests, "taken": taken, "lags": lags}
+            "requests": requests, "taken": taken, "lags": lags, "timeouts": timeouts}
 
 
 async def probe() -> dict:
@@ -291,6 +298,7 @@ async def coordinate(args: argparse.Namespace) -> None:
     lost = published - len(set(ids))
     lag = {name: loop_lag(reports, *window) for name, window in phases.items()}
     machine_lag = {name: loop_lag([machine], *window) for name, window in phases.items()}
+    timeouts = {name: timeouts_in(reports, *window) for name, window in phases.items()}
     single_ms = sorted(ms for job_id, ms in taken if job_id.startswith("single-"))
     one = statistics.quantiles(single_ms, n=100, method="inclusive")
     print(f"dispatch to one idle device while the fleet idles ({len(single_ms)} jobs, one "
@@ -302,6 +310,8 @@ async def coordinate(args: argparse.Namespace) -> None:
           f"{args.dispatch_gap_s * 1000:.0f} ms): p50 {q[49]:.1f} ms, "
           f"p99 {q[98]:.1f} ms, max {dispatch_ms[-1]:.1f} ms; {describe_lag(lag['dispatch'])}")
     print(f"idle: {describe_lag(lag['idle'])}; burst: {describe_lag(lag['burst'])}")
+    print("pull requests given up (no answer within 5 s): " + ", ".join(
+        f"{name} {count}" for name, count in timeouts.items()))
     print("the machine itself (an idle probe process's event-loop lag): " + "; ".join(
         f"{name} p99 {value[0]:.1f} ms, max {value[1]:.0f} ms"
         for name, value in machine_lag.items()) + f"; load average {os.getloadavg()[0]:.1f}")
@@ -366,6 +376,15 @@ def loop_lag(reports: list[dict], start: float, end: float) -> tuple[float, floa
     if len(lags) < 2:
         return 0.0, 0.0
     return statistics.quantiles(lags, n=100, method="inclusive")[98], lags[-1]
+
+
+def timeouts_in(reports: list[dict], start: float, end: float) -> int:
+    """Pull requests the workers gave up between two times (sampled every second)."""
+    total = 0
+    for report in reports:
+        counts = [n for t, n in report["timeouts"] if start <= t <= end + 1]
+        total += counts[-1] - counts[0] if counts else 0
+    return total
 
 
 def describe_lag(lag: tuple[float, float]) -> str:

@@ -61,6 +61,8 @@ class Puller:
         self.api = api
         self.timeout = timeout
         self.requests = 0
+        self.timeouts = 0
+        """Requests given up: no answer within their time (a client too busy to read)."""
         self.late_jobs = 0
         """Jobs that came after their request was given up (and were dealt with)."""
         self._prefix = ""
@@ -109,6 +111,7 @@ class Puller:
                                   json.dumps(body).encode(), reply=f"{self._prefix}.{token}")
             return await asyncio.wait_for(answer, (expires or 0.0) + self.timeout)
         except (TimeoutError, nats.errors.TimeoutError) as exc:
+            self.timeouts += 1
             raise PullFailed(f"{consumer}: no answer within "
                              f"{(expires or 0.0) + self.timeout:g} s") from exc
         except (nats.errors.ConnectionClosedError,

@@ -165,6 +165,11 @@ class JobQueue:
         """Pull requests sent so far (for tests and benchmarks)."""
         return self._puller.requests
 
+    @property
+    def timeouts(self) -> int:
+        """Pull requests given up for want of an answer (for benchmarks)."""
+        return self._puller.timeouts
+
     # -- the lab's calls -----------------------------------------------------------
 
     async def next_job(self, device_type: str, *, wait: float = 1.0) -> QueuedJob | None:

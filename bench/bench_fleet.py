@@ -7,10 +7,22 @@ job and finishes it at once (ack). Each lab has 40 device types out of 200,
 so every device type is in 20 labs. Then, measured by the server:
 
 1. idle: NATS messages/s and CPU while every device waits (safety polls only);
-2. dispatch: jobs published one by one (random priority and device type) to
-   idle devices: publish -> taken p50/p99;
-3. load: a burst of jobs taken as fast as the fleet can: jobs/hour, NATS CPU
+2. one idle device: a job published while the whole fleet idles, the next one
+   only once it was taken (random priority and device type): publish -> taken
+   p50/p99, the latency of one dispatch with nothing else going on;
+3. dispatch: jobs published one after the other every ``--dispatch-gap-s``
+   to idle devices: publish -> taken p50/p99;
+4. load: a burst of jobs taken as fast as the fleet can: jobs/hour, NATS CPU
    and messages/s; every job taken exactly once (none lost, none doubled).
+
+The labs start before anything is measured: a worker says READY once each of
+its devices has had its start-up look, and the safety polls' random phases
+settle (two poll intervals) before the idle figures are taken. 4,000 simulated devices share this
+machine's cores, where a real fleet has a machine per lab: each worker process
+measures how late its own event loop runs (a 10 ms sleep's overshoot), and the
+output gives its p99 per phase, so a figure slowed by the simulation rather
+than by the product is told apart (``--workers`` spreads the labs over more
+processes).
 
 Prints ``RESULT key=value`` lines (bench/run collects them) and each
 process's RSS.
@@ -42,13 +54,17 @@ import nats
 
 from wrtci.proto import events as ev
 from wrtci.proto import topology
-from wrtci.proto.jobqueue import JobQueue
+from wrtci.proto.jobqueue import MAX_IDLE_RATE, JobQueue
 from wrtci.proto.model import Image, TestPlan
 from wrtci.proto.subjects import Priority, Subjects
 from wrtci.services.stack.servers import NatsServer
 
 DEVICE_TYPES = 200
 PREFIX = "fleet"
+TAKEN_SUBJECT = "fleetbench.taken"
+"""Where a worker says it took a ``single-`` job (core NATS, outside every stream)."""
+LAG_WARN_MS = 20.0
+"""A worker's event loop later than this (p99) slows the dispatch figures itself."""
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -63,39 +79,80 @@ def lab_device_types(lab: int, devices: int) -> list[str]:
 # -- a worker process: some labs ---------------------------------------------------
 
 
+async def watch_loop(lags: list[tuple[float, float]]) -> None:
+    """How late this process's event loop runs: a 10 ms sleep's overshoot, in ms."""
+    while True:
+        started = time.perf_counter()
+        await asyncio.sleep(0.01)
+        lags.append((time.time(), (time.perf_counter() - started - 0.01) * 1000))
+
+
 async def worker(url: str, labs: range, devices: int) -> dict:
     subjects = Subjects(PREFIX)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     taken: list[tuple[str, float]] = []
+    lags: list[tuple[float, float]] = []
     connections, queues = [], []
     for lab in labs:
         nc = await nats.connect(url, name=f"sim-lab-{lab}", max_reconnect_attempts=-1)
         connections.append(nc)
-        queues.append((JobQueue(nc.jetstream(), subjects), lab_device_types(lab, devices)))
+        queues.append((nc, JobQueue(nc.jetstream(), subjects), lab_device_types(lab, devices)))
+    looked = asyncio.Event()
+    waiting_first = sum(len(kinds) for _, _, kinds in queues)
 
-    async def device(queue: JobQueue, kind: str) -> None:
+    async def device(nc, queue: JobQueue, kind: str) -> None:
+        nonlocal waiting_first
+        wait = 0.0  # the start-up look
         while not stop.is_set():
-            job = await queue.next_job(kind, wait=30.0)
+            job = await queue.next_job(kind, wait=wait)
+            if wait == 0.0:
+                waiting_first -= 1
+                if not waiting_first:
+                    looked.set()
+                wait = 30.0
             if job is None:
                 continue
             latency_ms = (time.time() - job.event.time.timestamp()) * 1000
             await job.ack()  # finished at once
             taken.append((job.spec.job_id, latency_ms))
+            if job.spec.job_id.startswith("single-"):
+                await nc.publish(TAKEN_SUBJECT, job.spec.job_id.encode())
 
-    tasks = [asyncio.create_task(device(queue, kind))
-             for queue, kinds in queues for kind in kinds]
+    tasks = [asyncio.create_task(device(nc, queue, kind))
+             for nc, queue, kinds in queues for kind in kinds]
+    await looked.wait()
+    watcher = asyncio.create_task(watch_loop(lags))
+    timeouts: list[tuple[float, int]] = []
+
+    async def count_timeouts() -> None:
+        while True:
+            timeouts.append((time.time(), sum(q.timeouts for _, q, _ in queues)))
+            await asyncio.sleep(1.0)
+    counter = asyncio.create_task(count_timeouts())
     print("READY", flush=True)
     await stop.wait()
-    for task in tasks:
+    for task in [*tasks, watcher, counter]:
         task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    requests = sum(queue.requests for queue, _ in queues)
+    await asyncio.gather(*tasks, watcher, counter, return_exceptions=True)
+    requests = sum(queue.requests for _, queue, _ in queues)
     for nc in connections:
         await nc.close()
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"pid": os.getpid(), "labs": len(labs), "max_rss_kb": rss_kb,
-            "requests": requests, "taken": taken}
+            "requests": requests, "taken": taken, "lags": lags, "timeouts": timeouts}
+
+
+async def probe() -> dict:
+    """Nothing but the loop-lag watch: how late this machine runs an idle process."""
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    lags: list[tuple[float, float]] = []
+    watcher = asyncio.create_task(watch_loop(lags))
+    print("READY", flush=True)
+    await stop.wait()
+    watcher.cancel()
+    return {"lags": lags}
 
 
 # -- the coordinator -------------------------------------------------------------
@@ -162,6 +219,7 @@ async def coordinate(args: argparse.Namespace) -> None:
     stats = Server(server)
     subjects = Subjects(PREFIX)
     workers: list[asyncio.subprocess.Process] = []
+    phases: dict[str, list[float]] = {}
     try:
         nc = await nats.connect(server.url)
         js = nc.jetstream()
@@ -176,6 +234,9 @@ async def coordinate(args: argparse.Namespace) -> None:
                 sys.executable, __file__, "--worker", f"{labs.start}:{labs.stop}",
                 "--devices", str(args.devices), "--url", server.url,
                 "--out", str(root / f"worker-{w}.json"), stdout=asyncio.subprocess.PIPE))
+        workers.append(await asyncio.create_subprocess_exec(
+            sys.executable, __file__, "--probe", "--out", str(root / "probe.json"),
+            stdout=asyncio.subprocess.PIPE))
         for proc in workers:
             assert proc.stdout is not None and (await proc.stdout.readline()).strip() == b"READY"
         devices = args.labs * args.devices
@@ -184,17 +245,30 @@ async def coordinate(args: argparse.Namespace) -> None:
         print(f"{args.labs} labs x {args.devices} devices ({devices} devices, "
               f"{DEVICE_TYPES} device types) in {args.workers} processes", flush=True)
 
-        await asyncio.sleep(5)  # start-up fetches over
+        # The safety polls' phases settle within two intervals of the start-up look:
+        # from then on the fleet idles as it always will.
+        settle_s = 2 * len(Priority) / MAX_IDLE_RATE + 1
+        print(f"settling for {settle_s:.0f} s (two safety-poll intervals)", flush=True)
+        await asyncio.sleep(settle_s)
+        phases["idle"] = [time.time()]
         a = stats.sample()
         await asyncio.sleep(args.idle_s)
         idle = Server.rates(a, stats.sample())
+        phases["idle"].append(time.time())
         print(f"idle {args.idle_s:.0f} s: {json.dumps(idle)}", flush=True)
 
+        phases["single"] = [time.time()]
+        await one_by_one(nc, js, subjects, args.single, fleet_kinds)
+        phases["single"].append(time.time())
+
+        phases["dispatch"] = [time.time()]
         for i in range(args.dispatch):
             await publish(js, subjects, f"dispatch-{i}", fleet_kinds, wait=True)
             await asyncio.sleep(args.dispatch_gap_s)
         await queue_empty(js, subjects, 60)
+        phases["dispatch"].append(time.time())
 
+        phases["burst"] = [time.time()]
         a = stats.sample()
         started = time.perf_counter()
         for i in range(args.burst):
@@ -203,6 +277,7 @@ async def coordinate(args: argparse.Namespace) -> None:
         await queue_empty(js, subjects, 600)
         elapsed = time.perf_counter() - started
         load = Server.rates(a, stats.sample())
+        phases["burst"].append(time.time())
         nats_rss = stats.varz()["mem"]
         await nc.close()
     finally:
@@ -212,17 +287,43 @@ async def coordinate(args: argparse.Namespace) -> None:
             await asyncio.wait_for(proc.wait(), 60)
         server.stop()
 
-    reports = [json.loads((root / f"worker-{w}.json").read_text()) for w in range(len(workers))]
+    reports = [json.loads((root / f"worker-{w}.json").read_text())
+               for w in range(len(workers) - 1)]
+    machine = json.loads((root / "probe.json").read_text())
     shutil.rmtree(root, ignore_errors=True)
     taken = [t for r in reports for t in r["taken"]]
     ids = [job_id for job_id, _ in taken]
-    published = args.dispatch + args.burst
+    published = args.single + args.dispatch + args.burst
     doubled = len(ids) - len(set(ids))
     lost = published - len(set(ids))
+    lag = {name: loop_lag(reports, *window) for name, window in phases.items()}
+    machine_lag = {name: loop_lag([machine], *window) for name, window in phases.items()}
+    timeouts = {name: timeouts_in(reports, *window) for name, window in phases.items()}
+    single_ms = sorted(ms for job_id, ms in taken if job_id.startswith("single-"))
+    one = statistics.quantiles(single_ms, n=100, method="inclusive")
+    print(f"dispatch to one idle device while the fleet idles ({len(single_ms)} jobs, one "
+          f"at a time): p50 {one[49]:.1f} ms, p99 {one[98]:.1f} ms, max {single_ms[-1]:.1f} ms; "
+          f"{describe_lag(lag['single'])}")
     dispatch_ms = sorted(ms for job_id, ms in taken if job_id.startswith("dispatch-"))
     q = statistics.quantiles(dispatch_ms, n=100, method="inclusive")
-    print(f"dispatch to idle devices ({len(dispatch_ms)} jobs): p50 {q[49]:.1f} ms, "
-          f"p99 {q[98]:.1f} ms, max {dispatch_ms[-1]:.1f} ms")
+    print(f"dispatch to idle devices ({len(dispatch_ms)} jobs, one every "
+          f"{args.dispatch_gap_s * 1000:.0f} ms): p50 {q[49]:.1f} ms, "
+          f"p99 {q[98]:.1f} ms, max {dispatch_ms[-1]:.1f} ms; {describe_lag(lag['dispatch'])}")
+    print(f"idle: {describe_lag(lag['idle'])}; burst: {describe_lag(lag['burst'])}")
+    print("pull requests given up (no answer within 5 s): " + ", ".join(
+        f"{name} {count}" for name, count in timeouts.items()))
+    print("the machine itself (an idle probe process's event-loop lag): " + "; ".join(
+        f"{name} p99 {value[0]:.1f} ms, max {value[1]:.0f} ms"
+        for name, value in machine_lag.items()) + f"; load average {os.getloadavg()[0]:.1f}")
+    worst = max(lag["single"][0], lag["dispatch"][0])
+    if worst > LAG_WARN_MS:
+        busy = machine_lag["single"][0] > LAG_WARN_MS
+        print(f"NOTE: the simulated labs' event loops ran late (p99 {worst:.0f} ms > "
+              f"{LAG_WARN_MS:.0f} ms), which the dispatch figures include: " + (
+                  "this machine is busy (even an idle process waits for a CPU); "
+                  "measure on a quieter machine" if busy else
+                  f"{devices // args.workers} devices per process on {os.cpu_count()} cores "
+                  "are the simulation's own load; try more --workers"))
     print(f"burst of {args.burst} jobs taken in {elapsed:.1f} s: "
           f"{args.burst / elapsed * 3600:.0f} jobs/hour; load {json.dumps(load)}")
     print(f"jobs published {published}, taken {len(ids)}, lost {lost}, doubled {doubled}")
@@ -232,8 +333,12 @@ async def coordinate(args: argparse.Namespace) -> None:
     results = {
         "fleet_devices": devices,
         "fleet_jobs_per_hour": round(args.burst / elapsed * 3600),
+        "fleet_idle_dispatch_p50_ms": round(one[49], 1),
+        "fleet_idle_dispatch_p99_ms": round(one[98], 1),
         "fleet_dispatch_p50_ms": round(q[49], 1),
         "fleet_dispatch_p99_ms": round(q[98], 1),
+        "fleet_worker_loop_lag_p99_ms": round(max(lag["single"][0], lag["dispatch"][0]), 1),
+        "fleet_machine_loop_lag_p99_ms": round(machine_lag["single"][0], 1),
         "fleet_lost": lost,
         "fleet_doubled": doubled,
         "nats_idle_cpu_percent": round(idle["cpu_percent"], 1),
@@ -250,6 +355,42 @@ async def coordinate(args: argparse.Namespace) -> None:
         print(f"RESULT {key}={value}")
 
 
+async def one_by_one(nc, js, subjects: Subjects, count: int, kinds: list[str]) -> None:
+    """Publish a job, wait until a device took it, pause a little, publish the next."""
+    taken: asyncio.Queue[str] = asyncio.Queue()
+
+    async def on_taken(msg) -> None:
+        await taken.put(msg.data.decode())
+    sub = await nc.subscribe(TAKEN_SUBJECT, cb=on_taken)
+    for i in range(count):
+        await publish(js, subjects, f"single-{i}", kinds, wait=True)
+        while await asyncio.wait_for(taken.get(), 60) != f"single-{i}":
+            pass
+        await asyncio.sleep(random.uniform(0.05, 0.15))
+    await sub.unsubscribe()
+
+
+def loop_lag(reports: list[dict], start: float, end: float) -> tuple[float, float]:
+    """p99 and max of the workers' event-loop lag (ms) between two times."""
+    lags = sorted(ms for r in reports for t, ms in r["lags"] if start <= t <= end)
+    if len(lags) < 2:
+        return 0.0, 0.0
+    return statistics.quantiles(lags, n=100, method="inclusive")[98], lags[-1]
+
+
+def timeouts_in(reports: list[dict], start: float, end: float) -> int:
+    """Pull requests the workers gave up between two times (sampled every second)."""
+    total = 0
+    for report in reports:
+        counts = [n for t, n in report["timeouts"] if start <= t <= end + 1]
+        total += counts[-1] - counts[0] if counts else 0
+    return total
+
+
+def describe_lag(lag: tuple[float, float]) -> str:
+    return f"worker event-loop lag p99 {lag[0]:.1f} ms, max {lag[1]:.0f} ms"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -258,13 +399,20 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--idle-s", type=float, default=25.0,
                         help="one safety-poll period (5 priorities at 0.2 requests/s)")
+    parser.add_argument("--single", type=int, default=200,
+                        help="jobs published one at a time to the idle fleet")
     parser.add_argument("--dispatch", type=int, default=500)
     parser.add_argument("--dispatch-gap-s", type=float, default=0.02)
     parser.add_argument("--burst", type=int, default=20000)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.probe:
+        with contextlib.suppress(KeyboardInterrupt):
+            Path(args.out).write_text(json.dumps(asyncio.run(probe())))
+        return
     if args.worker:
         start, stop = (int(x) for x in args.worker.split(":"))
         with contextlib.suppress(KeyboardInterrupt):

@@ -5,8 +5,10 @@ per priority, which central services create (``topology.ensure_job_consumers``);
 a lab only binds to them. An idle device costs (almost) nothing:
 
 * **wake-up**: a core NATS subscription on the device type's job subjects
-  (``Subjects.jobs_of_type``) sees every job the scheduler queues for it. It
-  is only a signal: the job itself is then *fetched* from the consumers, so
+  (``Subjects.jobs_of_type``) sees every job the scheduler queues for it, and
+  one on its wake-up subjects (``Subjects.wakes_of_type``) hears of jobs that
+  became available without a publish (``wrtci resume`` releasing held jobs).
+  It is only a signal: the job itself is then *fetched* from the consumers, so
   exactly one device gets it.
 * **priority**: a fetch asks the consumers highest priority first (``no_wait``
   pull requests, answered at once), so a PR job is taken before an older
@@ -16,8 +18,11 @@ a lab only binds to them. An idle device costs (almost) nothing:
 * **safety poll**: jobs that come back without a new publish — naked with a
   delay, or redelivered after a lab stopped acking — are seen by a slow poll of
   every priority, paced to ``max_idle_rate`` requests/s per device type (the
-  lab's own ``nak(delay)`` schedules one right when its delay ends, and one
-  comes an ack wait after start-up, when a dead predecessor's jobs are back).
+  lab's own ``nak(delay)`` schedules one right when its delay ends). Each
+  device type's poll has a random phase: devices started together (a lab, a
+  fleet) never poll together.
+* **requests**: pull requests go through one reply subscription per queue
+  (:mod:`wrtci.proto.jobpull`), so a look costs one message each way.
 
 After a fetch that found a job, the next call asks again at once (more may be
 waiting); after one that found nothing, the device waits for a signal.
@@ -35,18 +40,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import json
 import logging
 import random
 from collections.abc import Iterable
 
-import nats.errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
 from wrtci.proto.events import DecodeError, JobCreated, JobSpec, decode_as
+from wrtci.proto.jobpull import Puller, PullFailed
 from wrtci.proto.subjects import PRIORITIES_HIGH_FIRST, Priority, Subjects
 from wrtci.proto.topology import JOB_ACK_WAIT
 
@@ -56,12 +60,8 @@ MAX_IDLE_RATE = 0.2
 """NATS requests per second an idle device type may cost (the safety poll)."""
 WAKEUP_WAIT = 0.25
 """How long the woken priority's pull request waits for the job to be stored."""
-REQUEST_TIMEOUT = 5.0
 RETRY_FIRST = 0.5
 """First wait after the consumers were missing or NATS did not answer (doubles)."""
-
-_NO_MESSAGE = {"404", "408", "409"}
-"""Pull answers without a job: none waiting, request expired, consumer busy/deleted."""
 
 
 class QueuedJob:
@@ -113,10 +113,14 @@ class _DeviceType:
         self.retry_s = RETRY_FIRST
         self.unavailable_logged = False
         self.changed = asyncio.Event()
-        self.sub: Subscription | None = None
+        self.subs: list[Subscription] = []
+        self.waiting = 0
+        """Devices of this type inside ``next_job``."""
+        self.late: list[tuple[Priority, Msg]] = []
+        """Jobs whose pull request was given up before they came: a device takes them."""
 
     def due(self, now: float) -> bool:
-        return (bool(self.hinted) or self.backlog or now >= self.next_poll
+        return (bool(self.hinted) or self.backlog or bool(self.late) or now >= self.next_poll
                 or bool(self.timers and self.timers[0] <= now))
 
     def next_look(self) -> float:
@@ -126,10 +130,6 @@ class _DeviceType:
         """Wake every device waiting on this type (they look at ``due`` again)."""
         self.changed.set()
         self.changed = asyncio.Event()
-
-
-class _Unavailable(Exception):
-    """The consumer does not exist (yet) or NATS did not answer."""
 
 
 class JobQueue:
@@ -155,10 +155,20 @@ class JobQueue:
             raise ValueError("max_idle_rate must be positive")
         self.poll_interval = len(self.priorities) / max_idle_rate
         """A safety poll asks every priority once: this keeps it within max_idle_rate."""
-        self._api = getattr(js, "_prefix", "$JS.API")
+        self._puller = Puller(self.nc, subjects.jobs_stream,
+                              api=getattr(js, "_prefix", "$JS.API"), on_late=self._late_job)
         self._types: dict[str, _DeviceType] = {}
-        self.requests = 0
-        """Pull requests sent so far (for benchmarks)."""
+        self._consumers: dict[str, tuple[_DeviceType, Priority]] = {}
+
+    @property
+    def requests(self) -> int:
+        """Pull requests sent so far (for tests and benchmarks)."""
+        return self._puller.requests
+
+    @property
+    def timeouts(self) -> int:
+        """Pull requests given up for want of an answer (for benchmarks)."""
+        return self._puller.timeouts
 
     # -- the lab's calls -----------------------------------------------------------
 
@@ -169,10 +179,23 @@ class JobQueue:
         or the safety poll is due: calling it in a loop while idle is cheap.
         """
         state = await self._state(device_type)
+        state.waiting += 1
+        try:
+            return await self._next_job(state, wait)
+        finally:
+            state.waiting -= 1
+
+    async def _next_job(self, state: _DeviceType, wait: float) -> QueuedJob | None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, wait)
         while True:
             now = loop.time()
+            while state.late:
+                state.late.sort(key=lambda late: late[0])
+                priority, msg = state.late.pop()
+                job = await self._job(state, priority, msg)
+                if job is not None:
+                    return job
             if state.due(now):
                 # Only a wake-up: ask just the announced priorities. Any higher one
                 # waiting would have woken this idle device before (a naked job is
@@ -199,16 +222,17 @@ class JobQueue:
                 await asyncio.wait_for(changed.wait(), min(deadline, state.next_look()) - now)
 
     def _poll_after(self, state: _DeviceType) -> float:
-        """Seconds to the next safety poll.
+        """Seconds to the next safety poll: one interval, stretched at random.
 
-        The first comes one ack wait after start-up: jobs a predecessor of this
-        lab held when it died are back in the queue by then.
+        After the start-up look the first comes within one to two intervals (a
+        random phase: device types and labs started together never poll
+        together), and no later than one ack wait, when jobs a dead predecessor
+        of this lab held are back in the queue. Never shorter than an interval:
+        an idle device stays within ``max_idle_rate``.
         """
-        # Spread (never shortened): labs started together must not poll together.
-        interval = self.poll_interval * random.uniform(1.0, 1.25)
         if state.fetches == 0:
-            return min(interval, self.ack_wait + 0.1)
-        return interval
+            return min(self.poll_interval * random.uniform(1.0, 2.0), self.ack_wait + 0.1)
+        return self.poll_interval * random.uniform(1.0, 1.1)
 
     def job_returned(self, device_type: str, delay: float | None) -> None:
         """A job of ours was naked: look again when it is back in the queue."""
@@ -223,11 +247,26 @@ class JobQueue:
 
     async def close(self) -> None:
         for state in self._types.values():
-            if state.sub is not None:
+            for sub in state.subs:
                 with contextlib.suppress(Exception):  # closing: the connection may be gone
-                    await state.sub.unsubscribe()
+                    await sub.unsubscribe()
             state.notify()
+            for _, msg in state.late:
+                with contextlib.suppress(Exception):
+                    await msg.nak()
         self._types.clear()
+        self._consumers.clear()
+        await self._puller.close()
+
+    def _late_job(self, consumer: str, msg: Msg) -> bool:
+        """A job came after its pull request was given up: a waiting device takes it
+        (False: none waits, the puller hands it back)."""
+        state, priority = self._consumers.get(consumer, (None, None))
+        if state is None or priority is None or not state.waiting:
+            return False
+        state.late.append((priority, msg))
+        state.notify()
+        return True
 
     # -- inside --------------------------------------------------------------------
 
@@ -236,17 +275,20 @@ class JobQueue:
         if state is None:
             state = _DeviceType(device_type, first_poll=0.0)
             self._types[device_type] = state
+            for priority in self.priorities:
+                self._consumers[self.subjects.job_consumer(priority, device_type)] = (
+                    state, priority)
 
             async def wake(msg: Msg) -> None:
                 try:
-                    priority, _ = self.subjects.parse_job(msg.subject)
+                    priority, _ = self.subjects.parse_job_or_wake(msg.subject)
                 except ValueError:
                     return
                 state.hinted.add(int(priority))
                 state.notify()
 
-            state.sub = await self.nc.subscribe(self.subjects.jobs_of_type(device_type),
-                                                cb=wake)
+            state.subs = [await self.nc.subscribe(subject, cb=wake) for subject in (
+                self.subjects.jobs_of_type(device_type), self.subjects.wakes_of_type(device_type))]
         return state
 
     async def _fetch(self, state: _DeviceType, hinted: set[int],
@@ -257,22 +299,17 @@ class JobQueue:
                 if not full and int(priority) not in hinted:
                     continue
                 expires = WAKEUP_WAIT if int(priority) in hinted else None
-                msg = await self._pull(priority, state.name, expires)
-                if msg is None:
-                    continue
-                try:
-                    event = decode_as(msg.data, JobCreated)
-                except DecodeError as exc:
-                    log.error("malformed job message terminated: %s", exc,
-                              extra={"subject": msg.subject, "device_type": state.name})
-                    await msg.term()
-                    continue
-                return QueuedJob(msg, event, priority, self)
-        except _Unavailable as exc:
+                consumer = self.subjects.job_consumer(priority, state.name)
+                msg = await self._puller.pull(consumer, expires)
+                job = None if msg is None else await self._job(state, priority, msg)
+                if job is not None:
+                    return job
+        except PullFailed as exc:
             # Consumers are created centrally when the scheduler sees the device
             # type: wait for them (and for NATS), asking again with backoff.
             if not state.unavailable_logged:
-                log.warning("job queue not available yet: %s", exc,
+                log.warning("job queue not available yet: %s" if exc.missing else
+                            "job queue: NATS did not answer a pull request: %s", exc,
                             extra={"device_type": state.name})
                 state.unavailable_logged = True
             state.next_poll = asyncio.get_running_loop().time() + state.retry_s
@@ -284,37 +321,15 @@ class JobQueue:
         state.retry_s = RETRY_FIRST
         return None
 
-    async def _pull(self, priority: Priority, device_type: str,
-                    expires: float | None) -> Msg | None:
-        """One pull request for one message: at once (``no_wait``) or within ``expires``."""
-        consumer = self.subjects.job_consumer(priority, device_type)
-        subject = f"{self._api}.CONSUMER.MSG.NEXT.{self.subjects.jobs_stream}.{consumer}"
-        if expires is None:
-            body = {"batch": 1, "no_wait": True}
-        else:
-            body = {"batch": 1, "expires": int(expires * 1e9)}
-        self.requests += 1
-        # A reply inbox of its own: JetStream delivers the job under its original
-        # subject, which nats-py's request() cannot match to the request.
-        inbox = self.nc.new_inbox()
-        sub = await self.nc.subscribe(inbox, max_msgs=1)
+    async def _job(self, state: _DeviceType, priority: Priority, msg: Msg) -> QueuedJob | None:
         try:
-            await self.nc.publish(subject, json.dumps(body).encode(), reply=inbox)
-            msg = await sub.next_msg(timeout=(expires or 0.0) + REQUEST_TIMEOUT)
-        except (TimeoutError, nats.errors.TimeoutError, nats.errors.ConnectionClosedError,
-                nats.errors.ConnectionReconnectingError) as exc:
-            raise _Unavailable(f"{consumer}: {type(exc).__name__}") from None
-        finally:
-            with contextlib.suppress(Exception):  # gone with max_msgs, or connection closed
-                await sub.unsubscribe()
-        if msg.headers and msg.headers.get("Status") == "503":
-            raise _Unavailable(f"no consumer {consumer}")
-        status = msg.headers.get("Status") if msg.headers else None
-        if status in _NO_MESSAGE:
+            event = decode_as(msg.data, JobCreated)
+        except DecodeError as exc:
+            log.error("malformed job message terminated: %s", exc,
+                      extra={"subject": msg.subject, "device_type": state.name})
+            await msg.term()
             return None
-        if status is not None:
-            raise _Unavailable(f"{consumer}: status {status} {msg.headers.get('Description')}")
-        return msg
+        return QueuedJob(msg, event, priority, self)
 
 
 async def fetch_next_job(

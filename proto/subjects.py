@@ -10,6 +10,7 @@ Layout::
     <prefix>.lab.<lab>.events.<type...>            a lab's events
     <prefix>.lab.<lab>.logs.<job>                  a lab's console log chunks
     <prefix>.job.<priority>.<device-type>          queued jobs (work queue)
+    <prefix>.wake.<priority>.<device-type>         jobs available again (core NATS)
 
 Labs publish only below ``<prefix>.lab.<lab>.>``, which a NATS account
 permission can enforce per lab.
@@ -163,10 +164,27 @@ class Subjects:
     def all_jobs(self) -> str:
         return f"{self.prefix}.job.*.*"
 
+    def job_wake(self, priority: Priority | int, device_type: str) -> str:
+        """A wake-up without a new job: queued ones became available (``wrtci resume``).
+
+        Core NATS only, outside the JOBS stream; labs hear it like a job publish.
+        """
+        return f"{self.prefix}.wake.{int(Priority(priority))}.{encode_token(device_type)}"
+
+    def wakes_of_type(self, device_type: str) -> str:
+        return f"{self.prefix}.wake.*.{encode_token(device_type)}"
+
     def parse_job(self, subject: str) -> tuple[Priority, str]:
+        return self._parse_queue_subject(subject, ("job",))
+
+    def parse_job_or_wake(self, subject: str) -> tuple[Priority, str]:
+        """Priority and device type of a job subject or of a wake-up subject."""
+        return self._parse_queue_subject(subject, ("job", "wake"))
+
+    def _parse_queue_subject(self, subject: str, kinds: tuple[str, ...]) -> tuple[Priority, str]:
         parts = subject.split(".")
-        if len(parts) != 4 or parts[0] != self.prefix or parts[1] != "job":
-            raise ValueError(f"not a job subject: {subject!r}")
+        if len(parts) != 4 or parts[0] != self.prefix or parts[1] not in kinds:
+            raise ValueError(f"not a {' or '.join(kinds)} subject: {subject!r}")
         return Priority(int(parts[2])), decode_token(parts[3])
 
     def job_consumer(self, priority: Priority | int, device_type: str) -> str:

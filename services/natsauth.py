@@ -21,8 +21,8 @@ Every lab's permissions are derived from its name and device types
 (:func:`lab_permissions`): it publishes only below ``<prefix>.lab.<lab>.>``,
 writes only its own KV keys, fetches and acks only on its device types' job
 consumers, and reads only its own inbox, its control subject, job
-cancellations and its device types' job subjects (the wake-up signal). It
-gets no subject of the secrets bucket (the central ``Nats-Msg-Id`` key,
+cancellations and its device types' job and wake-up subjects (the wake-up signal).
+It gets no subject of the secrets bucket (the central ``Nats-Msg-Id`` key,
 ``core/publisher.py``); central users have no restriction.
 """
 
@@ -116,7 +116,7 @@ def lab_permissions(subjects: Subjects, lab: str, device_types: list[str]) -> di
     ]
     stream = subjects.jobs_stream
     for device_type in sorted(set(device_types)):
-        subscribe.append(subjects.jobs_of_type(device_type))
+        subscribe += [subjects.jobs_of_type(device_type), subjects.wakes_of_type(device_type)]
         for priority in Priority:
             consumer = subjects.job_consumer(priority, device_type)
             publish += [f"{JS_API}.CONSUMER.INFO.{stream}.{consumer}",

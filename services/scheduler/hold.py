@@ -7,6 +7,10 @@ jobs already running go on and ack as usual. Queued jobs stay in the stream
 and start when ``wrtci resume`` lifts the pause. The labs need no change and
 no extra permission: the server holds the jobs.
 
+Lifting the pause publishes no job, so the release sends each resumed
+consumer that holds jobs the wake-up labs hear (``Subjects.job_wake``): their
+idle devices take the jobs at once, not at their next safety poll.
+
 The pause is kept in the consumer's config (``pause_until``), so a scheduler
 or lab that re-applies a consumer does not lift it; a job consumer created
 while drained (a new device type) is paused by the scheduler's watch of the
@@ -66,13 +70,27 @@ async def hold_jobs(js: JetStreamContext, subjects: Subjects) -> JobsInFlight:
 
 
 async def release_jobs(js: JetStreamContext, subjects: Subjects) -> JobsInFlight:
-    """Resume the job consumers a drain paused (a pause of another kind stays)."""
+    """Resume the job consumers a drain paused (a pause of another kind stays), and
+    wake the labs' idle devices for the jobs they held."""
     consumers = await job_consumers(js, subjects)
     for info in consumers:
         if info.paused and _held_by_drain(info):
             await js.resume_consumer(subjects.jobs_stream, info.name)
             log.info("job consumer resumed", extra={"consumer": info.name})
+            if info.num_pending or info.num_redelivered:
+                await _wake(js, subjects, info)
     return _in_flight(consumers, paused=0)
+
+
+async def _wake(js: JetStreamContext, subjects: Subjects, info: ConsumerInfo) -> None:
+    """The wake-up of a job publish, for the jobs a resumed consumer holds."""
+    try:
+        priority, device_type = subjects.parse_job(info.config.filter_subject or "")
+    except ValueError:  # not one of ours: its labs find the jobs by their safety poll
+        log.warning("resumed job consumer without a job subject: labs not woken",
+                    extra={"consumer": info.name})
+        return
+    await js._nc.publish(subjects.job_wake(priority, device_type))  # nats-py keeps it there
 
 
 def _held_by_drain(info: ConsumerInfo) -> bool:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
+import pytest
 
+from tests.helpers import eventually
 from tests.lab_helpers import DEVICE_TYPE, job_spec
 from wrtci.proto import events as ev
+from wrtci.proto.events import decode_as
+from wrtci.proto.jobpull import Puller, PullFailed
 from wrtci.proto.jobqueue import JobQueue
 from wrtci.proto.model import TestPlan
 from wrtci.proto.subjects import Priority
@@ -149,4 +153,46 @@ async def test_malformed_job_message_is_terminated_and_the_next_one_taken(js, su
     await job.msg.ack_sync()  # confirmed: the stream is looked at next
     info = await js.stream_info(subjects.jobs_stream)
     assert info.state.messages == 0  # the bad one terminated, the good one acked
+    await queue.close()
+
+
+async def test_job_that_comes_after_its_pull_was_given_up_is_not_left_an_ack_wait(
+        js, subjects):
+    # A client too busy to read its answers in time: its pull request is still open
+    # on the server (expires 1 s) when it gives up (after 0.2 s), then a job comes.
+    await ensure_job_consumers(js, subjects, [DEVICE_TYPE])
+    consumer = subjects.job_consumer(Priority.PR, DEVICE_TYPE)
+    taken: list = []
+    for takes in (True, False):
+        puller = Puller(js._nc, subjects.jobs_stream, timeout=-0.8,
+                        on_late=lambda _consumer, msg, takes=takes: takes and not taken.append(msg))
+        with pytest.raises(PullFailed, match="no answer within"):
+            await puller.pull(consumer, expires=1.0)
+        await _publish(js, subjects, f"late-{takes}", Priority.PR)
+        await eventually(lambda puller=puller: puller.late_jobs == 1, "the late job came")
+        await puller.close()
+    # Not taken: handed back at once (not after the 120 s ack wait) for anyone to fetch.
+    other = JobQueue(js, subjects, max_idle_rate=NEVER)
+    job = await other.next_job(DEVICE_TYPE, wait=5)
+    assert job is not None and job.spec.job_id == "late-False" and job.num_delivered == 2
+    await job.ack()
+    # Taken by on_late (the job queue gives it to a waiting device): it is that one's.
+    assert [decode_as(m.data, ev.JobCreated).data.job_id for m in taken] == ["late-True"]
+    await taken[0].ack()
+    await other.close()
+
+
+async def test_wake_up_without_a_job_makes_an_idle_device_ask_that_priority(js, subjects):
+    # What `wrtci resume` sends for the jobs a drain held: no new job, only the signal.
+    await ensure_job_consumers(js, subjects, [DEVICE_TYPE])
+    queue = JobQueue(js, subjects, max_idle_rate=NEVER, ack_wait=3600)
+    assert await queue.next_job(DEVICE_TYPE, wait=0) is None
+    asked = queue.requests
+    waiting = asyncio.create_task(queue.next_job(DEVICE_TYPE, wait=30))
+    await asyncio.sleep(0.2)
+    assert queue.requests == asked  # idle: asks nothing
+    await js._nc.publish(subjects.job_wake(Priority.STABLE, DEVICE_TYPE))
+    await eventually(lambda: queue.requests == asked + 1, "the woken device asks once")
+    assert not waiting.done()  # nothing there: it waits on
+    waiting.cancel()
     await queue.close()

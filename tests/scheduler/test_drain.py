@@ -2,7 +2,9 @@
 
 A drain lets the running job finish and starts no queued one (the labs' fetch
 gets nothing while the job consumers are paused); ``--wait`` returns once no
-job runs; ``resume`` lets the queued job start. Nothing is lost or doubled.
+job runs; ``resume`` lets the queued job start, and wakes the idle device
+for it: the device takes it without waiting for its safety poll. Nothing is
+lost or doubled.
 """
 
 from __future__ import annotations
@@ -14,8 +16,13 @@ from tests import factories
 from tests.helpers import PROJECT_ROOT, eventually, run_cli
 from tests.pipeline import FAST, WAIT, X86, FakeLab, firmware_jobs, running
 from wrtci.proto.model import JobResult
+from wrtci.proto.subjects import Priority
+from wrtci.services.scheduler.hold import job_consumers
 
 ATH = "ath79/generic/tplink_archer-c7-v2"
+NEVER = 1e-6
+"""A max_idle_rate whose safety poll never comes within a test (and the first one
+comes only after the job ack wait, 120 s): such a device looks only when woken."""
 
 
 def report(name: str, **counts: int) -> None:
@@ -33,11 +40,22 @@ async def test_drain_wait_lets_the_running_job_finish_and_starts_no_new_one(
     async with running(nats_config, database_config, storage_config,
                        scheduler=FAST) as pipeline:
         x86_lab = FakeLab(js, subjects, "lab-a", "x86-1")
-        # Jobs held by a drain are not announced again on resume: labs find them
-        # by their safety poll (every ~25 s in production); here a quick one.
-        ath_lab = FakeLab(js, subjects, "lab-a", "ath-1", max_idle_rate=50.0)
-        # Both devices are idle and asking (their consumers exist) when the drain begins.
+        # The ath79 device looks for jobs only when woken: its safety poll never
+        # comes within this test. A job it takes after the resume came by the
+        # resume's wake-up, not by a poll.
+        ath_lab = FakeLab(js, subjects, "lab-a", "ath-1", max_idle_rate=NEVER)
+        assert ath_lab.queue.poll_interval > 1e6
+        # Another lab's device of the type looks at every priority ten times a
+        # second while drained: nothing is handed out.
+        poller = FakeLab(js, subjects, "lab-b", "ath-2", max_idle_rate=50.0)
+
+        async def ath_consumers() -> bool:
+            return {c.name for c in await job_consumers(js, subjects)} >= {
+                subjects.job_consumer(p, ATH) for p in Priority}
+        await eventually(ath_consumers, "the scheduler creates the ath79 job consumers")
+        # Both devices are idle and asking when the drain begins: the start-up look.
         assert await ath_lab.queue.next_job(ATH, wait=0.2) is None
+        assert ath_lab.queue.requests == len(Priority)
         await factories.publish_firmware(js, subjects, data)
         running_job = await x86_lab.take(X86)
         await x86_lab.start(running_job)
@@ -52,13 +70,14 @@ async def test_drain_wait_lets_the_running_job_finish_and_starts_no_new_one(
         first_line = await asyncio.wait_for(drain.stdout.readline(), WAIT)
         assert first_line.startswith(b"draining"), first_line
 
-        # Drained: the idle device asks and gets nothing, for as long as the drain lasts.
+        # Drained: idle devices ask and get nothing, for as long as the drain lasts.
         taken_while_drained = 0
         for _ in range(5):
-            job = await ath_lab.queue.next_job(ATH, wait=0.5)
-            if job is not None:
-                taken_while_drained += 1
-                await job.nak()
+            for lab in (poller, ath_lab):  # ath_lab: woken by the job's publish
+                job = await lab.queue.next_job(ATH, wait=0.5)
+                if job is not None:
+                    taken_while_drained += 1
+                    await job.nak()
         assert drain.returncode is None, "drain --wait returned while a job runs"
 
         async def held() -> bool:
@@ -69,10 +88,17 @@ async def test_drain_wait_lets_the_running_job_finish_and_starts_no_new_one(
         out, err = await asyncio.wait_for(drain.communicate(), WAIT)
         assert drain.returncode == 0, err.decode()
         assert "drained: no job running (1 queued and held)" in out.decode()
+        await poller.close()
+        # The ath79 device had its look at the queued job (while held): from now
+        # on only a wake-up makes it look again.
+        assert await ath_lab.queue.next_job(ATH, wait=0.3) is None
+        waiting = asyncio.create_task(ath_lab.take(ATH))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
 
         resumed = await _cli("resume", config=site_config_file)
         assert resumed.startswith("resumed: 1 queued jobs")
-        ath_job = await ath_lab.take(ATH)
+        ath_job = await waiting  # woken by the resume (FakeLab.take gives up after WAIT)
         await ath_lab.start(ath_job)
         await ath_lab.finish(ath_job, JobResult.PASS)
         taken_again = await ath_lab.queue.next_job(ATH, wait=0.5)

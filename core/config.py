@@ -34,6 +34,10 @@ class ConfigError(ValueError):
 
 class NatsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     url: str = "nats://127.0.0.1:4222"
+    """The server, or a cluster's servers separated by commas (as the nats CLI takes
+    them): the client picks one and moves to another when it goes away. Listing every
+    node matters when the client starts while a node is down (it learns the others
+    only from a server it reached)."""
     prefix: str = "wrtci"
     creds_file: str | None = None
     """NATS credentials: the NKey seed file ``wrtci lab add`` writes (``SU…``),
@@ -54,6 +58,10 @@ class NatsConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     @property
     def subjects(self) -> Subjects:
         return Subjects(self.prefix)
+
+    @property
+    def servers(self) -> list[str]:
+        return [server.strip() for server in self.url.split(",") if server.strip()]
 
 
 class LoggingConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

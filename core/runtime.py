@@ -102,7 +102,8 @@ def credential_options(config: NatsConfig) -> dict[str, Any]:
 
 def tls_options(config: NatsConfig) -> dict[str, Any]:
     """An SSL context when the url says ``tls://`` or a CA / client certificate is set."""
-    if not (config.url.startswith("tls://") or config.tls_ca_file or config.tls_cert_file):
+    if not (any(server.startswith("tls://") for server in config.servers)
+            or config.tls_ca_file or config.tls_cert_file):
         return {}
     try:
         context = ssl.create_default_context(cafile=config.tls_ca_file)
@@ -122,7 +123,7 @@ async def connect_nats(config: NatsConfig, name: str, **options: Any) -> NATS:
     ``options`` go to nats-py as they are (a lab passes its ``inbox_prefix``).
     """
     kwargs: dict[str, Any] = {
-        "servers": [config.url],
+        "servers": config.servers,
         "name": name,
         "connect_timeout": config.connect_timeout_s,
         "max_reconnect_attempts": -1,

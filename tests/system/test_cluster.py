@@ -318,8 +318,9 @@ async def test_services_two_replicas_each_a_node_and_a_replica_of_each_killed(
                                      [(f"d{i}", t, []) for i, t in enumerate(SERVICE_TYPES)])
     smtp = await SmtpServer().start()
     doomed, killed_node = cluster[1], None
-    # Replica "a" of each service on the node that is killed: it must find another
-    # node and go on. Replica "b" on node 2: that one is killed.
+    # Replica "a" of each service lists the node that is killed first (the client
+    # picks one of its list at random, so some replicas are on it and must move to
+    # another node and go on). Replica "b" lists node 2 first: that one is killed.
     replicas: dict[str, list[Replica]] = {"a": [], "b": []}
     labs: list[Lab] = []
     loops: list[asyncio.Task] = []
@@ -328,7 +329,9 @@ async def test_services_two_replicas_each_a_node_and_a_replica_of_each_killed(
     expected = len(ids) * len(SERVICE_TYPES)
     try:
         for replica, node in (("a", doomed), ("b", cluster[2])):
-            config = _site_config(traversable_tmp / f"site-{replica}.toml", node.url,
+            # As an operator writes it: every node, this replica's first.
+            servers = ",".join([node.url] + [n.url for n in cluster if n is not node])
+            config = _site_config(traversable_tmp / f"site-{replica}.toml", servers,
                                   subjects.prefix, database_config, storage_config, smtp.port)
             replicas[replica] = [Replica(name, replica, config,
                                          traversable_tmp / f"{name}-{replica}.log")

@@ -397,8 +397,9 @@ def main() -> None:
     parser.add_argument("--labs", type=int, default=100)
     parser.add_argument("--devices", type=int, default=40)
     parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--idle-s", type=float, default=25.0,
-                        help="one safety-poll period (5 priorities at 0.2 requests/s)")
+    parser.add_argument("--idle-s", type=float, default=len(Priority) / MAX_IDLE_RATE,
+                        help="how long the idle fleet is watched (default: one safety-poll "
+                             "period, every priority once at MAX_IDLE_RATE requests/s)")
     parser.add_argument("--single", type=int, default=200,
                         help="jobs published one at a time to the idle fleet")
     parser.add_argument("--dispatch", type=int, default=500)

@@ -56,8 +56,10 @@ from wrtci.proto.topology import JOB_ACK_WAIT
 
 log = logging.getLogger(__name__)
 
-MAX_IDLE_RATE = 0.2
-"""NATS requests per second an idle device type may cost (the safety poll)."""
+MAX_IDLE_RATE = 0.15
+"""NATS requests per second an idle device type may cost (the safety poll). The
+budget is 0.2; a quarter is kept back for the random phase of the polls and for
+a wake-up for a job another device took."""
 WAKEUP_WAIT = 0.25
 """How long the woken priority's pull request waits for the job to be stored."""
 RETRY_FIRST = 0.5

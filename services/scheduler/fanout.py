@@ -10,7 +10,7 @@ it, see ``ImageWish``), else the first in the preference order.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import msgspec
 
@@ -142,3 +142,17 @@ def plan_jobs(
             timeout_s=overhead_s + sum(p.timeout_s for p in device_plans),
         ))
     return drafts
+
+
+FIRST_SLICE = 100
+SLICE = 250
+
+
+def slices(drafts: Sequence[JobDraft], first: int = FIRST_SLICE,
+           size: int = SLICE) -> Iterator[Sequence[JobDraft]]:
+    """The jobs in slices for a pipelined fan-out: a small first one (the first
+    jobs go out early), then ``size`` at a time."""
+    start, end = 0, first
+    while start < len(drafts):
+        yield drafts[start:end]
+        start, end = end, end + size

@@ -46,7 +46,12 @@ from wrtci.services.lifecycle.dispatch import Dispatcher, minio_presigner
 from wrtci.services.scheduler.consumers import JobConsumerKeeper
 from wrtci.services.scheduler.control import INTAKE_CONSUMER, ControlSwitch
 from wrtci.services.scheduler.devices import DeviceRegistry
-from wrtci.services.scheduler.fanout import DEFAULT_IMAGE_PREFERENCE, ImageWish, plan_jobs
+from wrtci.services.scheduler.fanout import (
+    DEFAULT_IMAGE_PREFERENCE,
+    ImageWish,
+    plan_jobs,
+    slices,
+)
 from wrtci.services.scheduler.hold import keep_jobs_held
 from wrtci.services.scheduler.plans import PlanSet
 
@@ -155,7 +160,15 @@ class Scheduler:
                 "firmware_id": data.firmware_id, "why": why, "jobs_published": added})
 
     async def schedule_firmware(self, data: FirmwareDiscoveredData) -> int:
-        """Queue the firmware's jobs; returns how many were published now."""
+        """Queue the firmware's jobs; returns how many were published now.
+
+        The job rows are the outbox: a job is published only once its row has
+        committed, and its ``queue_seq`` stays NULL until its publish is acked,
+        so a scheduler that dies mid fan-out leaves rows that the redelivered
+        event (or the start-up rescheduling) publishes. Pipelined: the jobs are
+        inserted a slice at a time (each slice its own statement), and each
+        slice is sent to JetStream while the next is inserted.
+        """
         firmware_id = data.firmware_id
         unknown = self.plans.unknown(data.plans)
         if unknown:
@@ -169,38 +182,42 @@ class Scheduler:
                 log.info("firmware already done; event ignored",
                          extra={"firmware_id": firmware_id})
                 return 0
-            specs = []
-            if state in ("running", "available"):  # a closing firmware takes no new jobs
-                device_types = await store.known_device_types(
-                    conn, dt.datetime.now(dt.UTC) - retention)
-                drafts = plan_jobs(
-                    data, device_types,
-                    self.plans.for_firmware(data.source_kind, data.plans),
-                    overhead_s=self.settings.job_overhead_s,
-                    image_preference=self.settings.image_preference,
-                    image_wishes=(wishes := self.image_wishes()),
-                )
-                _log_unmet_wishes(firmware_id, drafts, wishes)
-                created = await store.insert_jobs(conn, firmware_id, drafts,
-                                                  self.settings.max_attempts)
-                specs = [store.new_job_spec(d, firmware_id, data.version, data.revision)
-                         for d in drafts if d.job_id in created]
             # Also after a crash between insert and publish: whatever is not queued yet.
-            new = {s.job_id for s in specs}
-            older = [i for i in await store.unpublished_job_ids(conn, firmware_id)
-                     if i not in new]
-            if older:
-                specs += await store.job_specs(conn, older)
-        published = await self.dispatcher.publish_all(specs)
-        async with self.pool.acquire() as conn:
+            existing, unpublished = await store.firmware_jobs(conn, firmware_id)
+            batch = self.dispatcher.batch()
+            try:
+                if unpublished:
+                    await batch.add(await store.job_specs(conn, unpublished))
+                if state in ("running", "available"):  # a closing firmware takes no new jobs
+                    device_types = await store.known_device_types(
+                        conn, dt.datetime.now(dt.UTC) - retention)
+                    drafts = plan_jobs(
+                        data, device_types,
+                        self.plans.for_firmware(data.source_kind, data.plans),
+                        overhead_s=self.settings.job_overhead_s,
+                        image_preference=self.settings.image_preference,
+                        image_wishes=(wishes := self.image_wishes()),
+                    )
+                    _log_unmet_wishes(firmware_id, drafts, wishes)
+                    for part in slices([d for d in drafts if d.job_id not in existing]):
+                        created = await store.insert_jobs(conn, firmware_id, part,
+                                                          self.settings.max_attempts)
+                        await batch.add([
+                            store.new_job_spec(d, firmware_id, data.version, data.revision)
+                            for d in part if d.job_id in created])
+                published = await batch.close()
+            except BaseException:
+                await batch.cancel()
+                raise
             await store.set_queue_seqs(conn, published)
-            device_types_now = sorted({s.device_type for s in specs})
+            device_types_now = sorted({s.device_type for s in batch.specs})
             online = await store.device_types_online(conn, device_types_now)
         waiting = [d for d in device_types_now if d not in online]
         log.info("firmware scheduled", extra={
-            "firmware_id": firmware_id, "jobs": len(specs), "waiting_for_lab": len(waiting)})
+            "firmware_id": firmware_id, "jobs": len(published),
+            "waiting_for_lab": len(waiting)})
         await self.lifecycle.mark_available(firmware_id, self.settings.holdoff_s)
-        return len(specs)
+        return len(published)
 
 
 async def pausable_intake(js: JetStreamContext, subjects: Subjects, scheduler: Scheduler,

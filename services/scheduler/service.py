@@ -46,14 +46,10 @@ from wrtci.services.lifecycle.dispatch import Dispatcher, minio_presigner
 from wrtci.services.scheduler.consumers import JobConsumerKeeper
 from wrtci.services.scheduler.control import INTAKE_CONSUMER, ControlSwitch
 from wrtci.services.scheduler.devices import DeviceRegistry
-from wrtci.services.scheduler.fanout import (
-    DEFAULT_IMAGE_PREFERENCE,
-    ImageWish,
-    plan_jobs,
-    slices,
-)
+from wrtci.services.scheduler.fanout import DEFAULT_IMAGE_PREFERENCE, ImageWish, plan_jobs
 from wrtci.services.scheduler.hold import keep_jobs_held
 from wrtci.services.scheduler.plans import PlanSet
+from wrtci.services.scheduler.queueing import insert_and_queue
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +70,8 @@ class SchedulerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     image_preference: list[str] = msgspec.field(
         default_factory=lambda: list(DEFAULT_IMAGE_PREFERENCE))
     publish_concurrency: int = 64
+    insert_concurrency: int = 2
+    """Fan-out: slices of a firmware's jobs inserted at once (each on a pool connection)."""
     fetch_batch: int = 10
     job_ack_wait_s: float = JOB_ACK_WAIT
     """Ack wait of the job consumers the scheduler creates: a lab silent this
@@ -162,12 +160,7 @@ class Scheduler:
     async def schedule_firmware(self, data: FirmwareDiscoveredData) -> int:
         """Queue the firmware's jobs; returns how many were published now.
 
-        The job rows are the outbox: a job is published only once its row has
-        committed, and its ``queue_seq`` stays NULL until its publish is acked,
-        so a scheduler that dies mid fan-out leaves rows that the redelivered
-        event (or the start-up rescheduling) publishes. Pipelined: the jobs are
-        inserted a slice at a time (each slice its own statement), and each
-        slice is sent to JetStream while the next is inserted.
+        Pipelined, with the job rows as the outbox (see ``queueing``).
         """
         firmware_id = data.firmware_id
         unknown = self.plans.unknown(data.plans)
@@ -199,12 +192,13 @@ class Scheduler:
                         image_wishes=(wishes := self.image_wishes()),
                     )
                     _log_unmet_wishes(firmware_id, drafts, wishes)
-                    for part in slices([d for d in drafts if d.job_id not in existing]):
-                        created = await store.insert_jobs(conn, firmware_id, part,
-                                                          self.settings.max_attempts)
-                        await batch.add([
-                            store.new_job_spec(d, firmware_id, data.version, data.revision)
-                            for d in part if d.job_id in created])
+                    await insert_and_queue(
+                        self.pool, batch, firmware_id,
+                        [d for d in drafts if d.job_id not in existing],
+                        lambda d: store.new_job_spec(d, firmware_id, data.version,
+                                                     data.revision),
+                        max_attempts=self.settings.max_attempts,
+                        concurrency=self.settings.insert_concurrency)
                 published = await batch.close()
             except BaseException:
                 await batch.cancel()

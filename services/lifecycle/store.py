@@ -84,11 +84,14 @@ async def firmware_state(conn: asyncpg.Connection, firmware_id: str) -> str | No
 _INSERT_JOBS = """
 WITH firmware AS (
     SELECT 1 FROM checkouts WHERE id = $2 AND state IN ('running', 'available') FOR SHARE
+), plans AS (  -- the distinct plan lists, each parsed once
+    SELECT array_agg(p::jsonb ORDER BY n) AS a FROM unnest($6::text[]) WITH ORDINALITY u(p, n)
 ), created AS (
     INSERT INTO jobs (id, checkout_id, build_id, device_type, plans, priority, max_attempts,
                       timeout_s)
-    SELECT t.id, $2, t.build_id, t.device_type, t.plans::jsonb, t.priority, $3, t.timeout_s
-    FROM unnest($1::text[], $4::text[], $5::text[], $6::text[], $7::integer[],
+    SELECT t.id, $2, t.build_id, t.device_type, (SELECT a FROM plans)[t.plans], t.priority, $3,
+           t.timeout_s
+    FROM unnest($1::text[], $4::text[], $5::text[], $9::integer[], $7::integer[],
                 $8::double precision[]) AS t(id, build_id, device_type, plans, priority, timeout_s)
     WHERE EXISTS (SELECT FROM firmware)
     ON CONFLICT (id) DO NOTHING
@@ -121,12 +124,16 @@ async def insert_jobs(
     """
     if not drafts:
         return set()
+    # The few distinct plan lists once each (1-based index per job): most device
+    # types share theirs, and PostgreSQL parses each jsonb value it is sent.
+    plans: dict[str, int] = {}
+    plan_index = [plans.setdefault(msgspec.json.encode(d.plans).decode(), len(plans) + 1)
+                  for d in drafts]
     created = await conn.fetch(
         _INSERT_JOBS,
         [d.job_id for d in drafts], firmware_id, max_attempts,
-        [d.image.id for d in drafts], [d.device_type for d in drafts],
-        [msgspec.json.encode(d.plans).decode() for d in drafts],
-        [d.priority for d in drafts], [d.timeout_s for d in drafts],
+        [d.image.id for d in drafts], [d.device_type for d in drafts], list(plans),
+        [d.priority for d in drafts], [d.timeout_s for d in drafts], plan_index,
     )
     return {r["id"] for r in created}
 

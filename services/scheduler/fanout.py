@@ -128,8 +128,12 @@ def plan_jobs(
     priority = int(firmware.priority_class.priority)
     drafts = []
     fits = _images_by_device_type(firmware.images, device_types)
+    by_features: dict[frozenset[str], list[TestPlan]] = {}  # a few feature sets, 1,000s of types
     for device_type in sorted(fits):
-        device_plans = plans_for_device(plans, device_types[device_type])
+        features = device_types[device_type]
+        device_plans = by_features.get(features)
+        if device_plans is None:
+            device_plans = by_features[features] = plans_for_device(plans, features)
         if not device_plans:
             continue
         image = choose_image(fits[device_type], wishes.get(device_type), image_preference)

@@ -81,6 +81,30 @@ async def firmware_state(conn: asyncpg.Connection, firmware_id: str) -> str | No
 # -- jobs ----------------------------------------------------------------------------
 
 
+_INSERT_JOBS = """
+WITH firmware AS (
+    SELECT 1 FROM checkouts WHERE id = $2 AND state IN ('running', 'available') FOR SHARE
+), plans AS (  -- the distinct plan lists, each parsed once
+    SELECT array_agg(p::jsonb ORDER BY n) AS a FROM unnest($6::text[]) WITH ORDINALITY u(p, n)
+), created AS (
+    INSERT INTO jobs (id, checkout_id, build_id, device_type, plans, priority, max_attempts,
+                      timeout_s)
+    SELECT t.id, $2, t.build_id, t.device_type, (SELECT a FROM plans)[t.plans], t.priority, $3,
+           t.timeout_s
+    FROM unnest($1::text[], $4::text[], $5::text[], $9::integer[], $7::integer[],
+                $8::double precision[]) AS t(id, build_id, device_type, plans, priority, timeout_s)
+    WHERE EXISTS (SELECT FROM firmware)
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id
+), attempts AS (
+    INSERT INTO job_attempts (job_id, attempt, state)
+    SELECT id, 1, 'queued' FROM created
+    ON CONFLICT DO NOTHING
+)
+SELECT id FROM created
+"""
+
+
 async def insert_jobs(
     conn: asyncpg.Connection, firmware_id: str, drafts: Sequence[JobDraft], max_attempts: int
 ) -> set[str]:
@@ -92,37 +116,37 @@ async def insert_jobs(
     waits for (and then sees) the timeout service closing or ending it, which
     takes the row ``FOR UPDATE``; and a firmware cannot be declared done while
     jobs are being added to it.
+
+    One statement, so one round trip and its own transaction (or the caller's):
+    the firmware's state check, the jobs (unnest, not executemany: a snapshot
+    has 1,000s) and their attempts. Fan-out calls it per slice of a firmware's
+    jobs and publishes each slice while the next is inserted.
     """
-    async with conn.transaction():
-        state = await conn.fetchval(
-            "SELECT state FROM checkouts WHERE id = $1 FOR SHARE", firmware_id)
-        if state not in ("running", "available"):
-            return set()
-        # One statement per table for the whole firmware (unnest, not executemany):
-        # a snapshot has 1,000s of jobs.
-        created = await conn.fetch(
-            """
-            INSERT INTO jobs (id, checkout_id, build_id, device_type, plans, priority,
-                              max_attempts, timeout_s)
-            SELECT t.id, $2, t.build_id, t.device_type, t.plans::jsonb, t.priority, $3,
-                   t.timeout_s
-            FROM unnest($1::text[], $4::text[], $5::text[], $6::text[], $7::integer[],
-                        $8::double precision[])
-                 AS t(id, build_id, device_type, plans, priority, timeout_s)
-            ON CONFLICT (id) DO NOTHING
-            RETURNING id
-            """,
-            [d.job_id for d in drafts], firmware_id, max_attempts,
-            [d.image.id for d in drafts], [d.device_type for d in drafts],
-            [msgspec.json.encode(d.plans).decode() for d in drafts],
-            [d.priority for d in drafts], [d.timeout_s for d in drafts],
-        )
-        await conn.execute(
-            "INSERT INTO job_attempts (job_id, attempt, state) "
-            "SELECT unnest($1::text[]), 1, 'queued' ON CONFLICT DO NOTHING",
-            [d.job_id for d in drafts],
-        )
+    if not drafts:
+        return set()
+    # The few distinct plan lists once each (1-based index per job): most device
+    # types share theirs, and PostgreSQL parses each jsonb value it is sent.
+    plans: dict[str, int] = {}
+    plan_index = [plans.setdefault(msgspec.json.encode(d.plans).decode(), len(plans) + 1)
+                  for d in drafts]
+    created = await conn.fetch(
+        _INSERT_JOBS,
+        [d.job_id for d in drafts], firmware_id, max_attempts,
+        [d.image.id for d in drafts], [d.device_type for d in drafts], list(plans),
+        [d.priority for d in drafts], [d.timeout_s for d in drafts], plan_index,
+    )
     return {r["id"] for r in created}
+
+
+async def firmware_jobs(conn: asyncpg.Connection, firmware_id: str) -> tuple[set[str], list[str]]:
+    """The ids of a firmware's jobs, and those queued but not on the JOBS stream yet."""
+    rows = await conn.fetch(
+        "SELECT id, state = 'queued' AND queue_seq IS NULL"
+        " AND (not_before IS NULL OR not_before <= now()) AS unpublished"
+        " FROM jobs WHERE checkout_id = $1 ORDER BY id",
+        firmware_id,
+    )
+    return {r["id"] for r in rows}, [r["id"] for r in rows if r["unpublished"]]
 
 
 def new_job_spec(draft: JobDraft, firmware_id: str, version: str | None,
@@ -160,16 +184,6 @@ def _spec(row: asyncpg.Record) -> JobSpec:
         timeout_s=row["timeout_s"], firmware_version=row["version"],
         firmware_revision=row["revision"],
     )
-
-
-async def unpublished_job_ids(conn: asyncpg.Connection, firmware_id: str) -> list[str]:
-    """Queued jobs of a firmware whose current attempt is not on the JOBS stream yet."""
-    rows = await conn.fetch(
-        "SELECT id FROM jobs WHERE checkout_id = $1 AND state = 'queued' AND queue_seq IS NULL"
-        " AND (not_before IS NULL OR not_before <= now()) ORDER BY id",
-        firmware_id,
-    )
-    return [r["id"] for r in rows]
 
 
 async def job_specs(conn: asyncpg.Connection, job_ids: Sequence[str]) -> list[JobSpec]:

@@ -10,7 +10,7 @@ it, see ``ImageWish``), else the first in the preference order.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import msgspec
 
@@ -128,8 +128,12 @@ def plan_jobs(
     priority = int(firmware.priority_class.priority)
     drafts = []
     fits = _images_by_device_type(firmware.images, device_types)
+    by_features: dict[frozenset[str], list[TestPlan]] = {}  # a few feature sets, 1,000s of types
     for device_type in sorted(fits):
-        device_plans = plans_for_device(plans, device_types[device_type])
+        features = device_types[device_type]
+        device_plans = by_features.get(features)
+        if device_plans is None:
+            device_plans = by_features[features] = plans_for_device(plans, features)
         if not device_plans:
             continue
         image = choose_image(fits[device_type], wishes.get(device_type), image_preference)
@@ -142,3 +146,17 @@ def plan_jobs(
             timeout_s=overhead_s + sum(p.timeout_s for p in device_plans),
         ))
     return drafts
+
+
+FIRST_SLICE = 100
+SLICE = 250
+
+
+def slices(drafts: Sequence[JobDraft], first: int = FIRST_SLICE,
+           size: int = SLICE) -> Iterator[Sequence[JobDraft]]:
+    """The jobs in slices for a pipelined fan-out: a small first one (the first
+    jobs go out early), then ``size`` at a time."""
+    start, end = 0, first
+    while start < len(drafts):
+        yield drafts[start:end]
+        start, end = end, end + size

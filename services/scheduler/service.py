@@ -49,6 +49,7 @@ from wrtci.services.scheduler.devices import DeviceRegistry
 from wrtci.services.scheduler.fanout import DEFAULT_IMAGE_PREFERENCE, ImageWish, plan_jobs
 from wrtci.services.scheduler.hold import keep_jobs_held
 from wrtci.services.scheduler.plans import PlanSet
+from wrtci.services.scheduler.queueing import insert_and_queue
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class SchedulerSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True
     image_preference: list[str] = msgspec.field(
         default_factory=lambda: list(DEFAULT_IMAGE_PREFERENCE))
     publish_concurrency: int = 64
+    insert_concurrency: int = 2
+    """Fan-out: slices of a firmware's jobs inserted at once (each on a pool connection)."""
     fetch_batch: int = 10
     job_ack_wait_s: float = JOB_ACK_WAIT
     """Ack wait of the job consumers the scheduler creates: a lab silent this
@@ -155,7 +158,10 @@ class Scheduler:
                 "firmware_id": data.firmware_id, "why": why, "jobs_published": added})
 
     async def schedule_firmware(self, data: FirmwareDiscoveredData) -> int:
-        """Queue the firmware's jobs; returns how many were published now."""
+        """Queue the firmware's jobs; returns how many were published now.
+
+        Pipelined, with the job rows as the outbox (see ``queueing``).
+        """
         firmware_id = data.firmware_id
         unknown = self.plans.unknown(data.plans)
         if unknown:
@@ -169,38 +175,43 @@ class Scheduler:
                 log.info("firmware already done; event ignored",
                          extra={"firmware_id": firmware_id})
                 return 0
-            specs = []
-            if state in ("running", "available"):  # a closing firmware takes no new jobs
-                device_types = await store.known_device_types(
-                    conn, dt.datetime.now(dt.UTC) - retention)
-                drafts = plan_jobs(
-                    data, device_types,
-                    self.plans.for_firmware(data.source_kind, data.plans),
-                    overhead_s=self.settings.job_overhead_s,
-                    image_preference=self.settings.image_preference,
-                    image_wishes=(wishes := self.image_wishes()),
-                )
-                _log_unmet_wishes(firmware_id, drafts, wishes)
-                created = await store.insert_jobs(conn, firmware_id, drafts,
-                                                  self.settings.max_attempts)
-                specs = [store.new_job_spec(d, firmware_id, data.version, data.revision)
-                         for d in drafts if d.job_id in created]
             # Also after a crash between insert and publish: whatever is not queued yet.
-            new = {s.job_id for s in specs}
-            older = [i for i in await store.unpublished_job_ids(conn, firmware_id)
-                     if i not in new]
-            if older:
-                specs += await store.job_specs(conn, older)
-        published = await self.dispatcher.publish_all(specs)
-        async with self.pool.acquire() as conn:
+            existing, unpublished = await store.firmware_jobs(conn, firmware_id)
+            batch = self.dispatcher.batch()
+            try:
+                if unpublished:
+                    await batch.add(await store.job_specs(conn, unpublished))
+                if state in ("running", "available"):  # a closing firmware takes no new jobs
+                    device_types = await store.known_device_types(
+                        conn, dt.datetime.now(dt.UTC) - retention)
+                    drafts = plan_jobs(
+                        data, device_types,
+                        self.plans.for_firmware(data.source_kind, data.plans),
+                        overhead_s=self.settings.job_overhead_s,
+                        image_preference=self.settings.image_preference,
+                        image_wishes=(wishes := self.image_wishes()),
+                    )
+                    _log_unmet_wishes(firmware_id, drafts, wishes)
+                    await insert_and_queue(
+                        self.pool, batch, firmware_id,
+                        [d for d in drafts if d.job_id not in existing],
+                        lambda d: store.new_job_spec(d, firmware_id, data.version,
+                                                     data.revision),
+                        max_attempts=self.settings.max_attempts,
+                        concurrency=self.settings.insert_concurrency)
+                published = await batch.close()
+            except BaseException:
+                await batch.cancel()
+                raise
             await store.set_queue_seqs(conn, published)
-            device_types_now = sorted({s.device_type for s in specs})
+            device_types_now = sorted({s.device_type for s in batch.specs})
             online = await store.device_types_online(conn, device_types_now)
         waiting = [d for d in device_types_now if d not in online]
         log.info("firmware scheduled", extra={
-            "firmware_id": firmware_id, "jobs": len(specs), "waiting_for_lab": len(waiting)})
+            "firmware_id": firmware_id, "jobs": len(published),
+            "waiting_for_lab": len(waiting)})
         await self.lifecycle.mark_available(firmware_id, self.settings.holdoff_s)
-        return len(specs)
+        return len(published)
 
 
 async def pausable_intake(js: JetStreamContext, subjects: Subjects, scheduler: Scheduler,

@@ -21,7 +21,8 @@ from wrtci.proto.events import JobCreated, decode_as
 from wrtci.proto.model import PriorityClass, SourceKind
 from wrtci.proto.subjects import Priority
 from wrtci.services.lifecycle import store
-from wrtci.services.scheduler.fanout import plan_jobs
+from wrtci.services.lifecycle.dispatch import Dispatcher
+from wrtci.services.scheduler.fanout import FIRST_SLICE, plan_jobs
 from wrtci.services.scheduler.plans import PlanSet
 
 LAB_A = [
@@ -273,3 +274,43 @@ async def test_no_new_jobs_for_a_firmware_that_closed_meanwhile(pool):
                                data.firmware_id, state)
             await store.insert_jobs(conn, data.firmware_id, drafts, 3)
         assert await firmware_jobs(pool, data.firmware_id) == []
+
+
+async def test_fanout_cut_short_is_completed_with_each_job_queued_once(
+        js, subjects, nats_config, database_config, storage_config, pool):
+    """A scheduler killed mid fan-out: its first slice of jobs committed, part of it
+    published but no sequence recorded. The redelivered event finishes the job:
+    every job queued exactly once, each row holding its message's sequence."""
+    device_types = [f"ramips/mt7621/board-{i}" for i in range(120)]  # more than one slice
+    await factories.announce_lab(js, subjects, "lab-a",
+                                 [(f"dut-{i}", d, ["online"]) for i, d in enumerate(device_types)])
+    data = factories.firmware(device_types, tag="r8")
+    await factories.insert_firmware(pool, data)
+    drafts = plan_jobs(data, {d: frozenset({"online"}) for d in device_types},
+                       PlanSet.load().plans, overhead_s=0)
+    first = drafts[:FIRST_SLICE]
+    async with pool.acquire() as conn:
+        assert len(await store.insert_jobs(conn, data.firmware_id, first, 3)) == len(first)
+    await Dispatcher(js, subjects).publish_all(
+        [store.new_job_spec(d, data.firmware_id, data.version, data.revision)
+         for d in first[:40]])
+
+    async with running(nats_config, database_config, storage_config, with_timeout=False):
+        await factories.publish_firmware(js, subjects, data)
+        await eventually(firmware_in(pool, data.firmware_id, "available"),
+                         "firmware available")
+        await factories.publish_firmware(js, subjects, data, event_id="again")
+        await eventually(lambda: _intake_idle(js, subjects), "both events handled")
+
+    rows = await firmware_jobs(pool, data.firmware_id)
+    assert len(rows) == len(drafts) == 120
+    info = await js.stream_info(subjects.jobs_stream)
+    assert info.state.messages == 120
+    assert len(await stored_events(js, subjects, "job.created")) == 120
+    for row in rows:  # each row names its own message on the JOBS stream
+        msg = await js.get_msg(subjects.jobs_stream, row["queue_seq"])
+        assert decode_as(msg.data, JobCreated).data.job_id == row["id"]
+    async with pool.acquire() as conn:
+        assert await conn.fetchval(
+            "SELECT count(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id "
+            "WHERE j.checkout_id = $1", data.firmware_id) == 120

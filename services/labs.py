@@ -51,8 +51,9 @@ async def requeue_held_jobs(lifecycle: Lifecycle, lab: str) -> list[tuple[str, s
 
     The attempt counts as an infrastructure error, so the job is queued again
     (a new attempt, on any lab with the device type) unless it used up its
-    attempts. The central ``job.cancelled`` tells the lab to stop, should it
-    still be connected.
+    attempts; at once, not after the infrastructure backoff: a revoked lab is
+    not an outage that may pass. The central ``job.cancelled`` tells the lab to
+    stop, should it still be connected.
     """
     async with lifecycle.pool.acquire() as conn:
         rows = await conn.fetch(
@@ -62,7 +63,7 @@ async def requeue_held_jobs(lifecycle: Lifecycle, lab: str) -> list[tuple[str, s
     for row in rows:
         outcome = await lifecycle.end_attempt(
             row["id"], row["attempt"], ErrorCode.LAB_LOST,
-            f"lab {lab} was revoked at {now}", lab=lab)
+            f"lab {lab} was revoked at {now}", lab=lab, retry_delay_s=0.0)
         if outcome is not None:
             ended.append((row["id"], outcome))
             log.warning("job of a revoked lab requeued",

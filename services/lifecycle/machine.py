@@ -3,17 +3,15 @@
 Firmware: ``running -> available -> closing -> done``. It is ``available``
 with a holdoff once its jobs are queued; after the holdoff it is ``done`` when
 every job is done, else ``closing`` until the last one is. When its timeout
-passes, the firmware and its unfinished jobs are forced to ``done``. The move
-to ``done`` publishes a ``firmware.state`` event with a deterministic id, inside
-the transaction that makes it: a repeat is deduplicated by JetStream, a
-failure rolls the move back.
+passes, the firmware and its unfinished jobs are forced to ``done``. The move to
+``done`` publishes a ``firmware.state`` event with a deterministic id, inside the
+transaction that makes it: a repeat is deduplicated, a failure rolls it back.
 
 Jobs: ``queued -> running -> done``. An infrastructure error is retried as a
 new attempt (on any lab with the device type) until ``max_attempts``; only the
 last attempt's result is the job's result.
 
-Both the scheduler (manual retry / cancel) and the timeout service (lab
-events, deadlines) drive these transitions.
+The scheduler (retry, cancel) and the timeout service (events, deadlines) drive it.
 """
 
 from __future__ import annotations
@@ -212,13 +210,15 @@ class Lifecycle:
         return outcome
 
     async def _attempt_ended(self, conn: asyncpg.Connection, job: store.JobRow,
-                             data: JobFinishedData) -> str:
+                             data: JobFinishedData, *, retry_delay_s: float | None = None) -> str:
         code = data.error_code
         retry = (data.result is JobResult.ERROR and code is not None and code.retryable
                  and data.attempt < job.max_attempts
                  and await store.firmware_state(conn, job.checkout_id) != "done")
         if retry:
-            delay = self.infra_retry.delay(data.attempt)
+            delay = retry_delay_s
+            if delay is None:
+                delay = self.infra_retry.delay(data.attempt)
             await self._queue_attempt(conn, job.id, data.attempt + 1, delay_s=delay)
             log.info("infrastructure error, job retried after a delay",
                      extra={"job_id": job.id, "attempt": data.attempt + 1,
@@ -289,11 +289,12 @@ class Lifecycle:
                                                             "error_code": code.value})
         return len(overdue)
 
-    async def end_attempt(self, job_id: str, attempt: int, code: ErrorCode, message: str,
-                          *, lab: str | None = None) -> str | None:
+    async def end_attempt(self, job_id: str, attempt: int, code: ErrorCode, message: str, *,
+                          lab: str | None = None, retry_delay_s: float | None = None) -> str | None:
         """End a running attempt here (retried like any infrastructure error).
 
         ``lab``: only if that lab holds it. None if the attempt was not running.
+        ``retry_delay_s``: instead of the infrastructure backoff (0: queued again now).
         """
         async with self.pool.acquire() as conn, conn.transaction():
             job = await store.lock_job(conn, job_id)
@@ -305,7 +306,7 @@ class Lifecycle:
             outcome = await self._attempt_ended(conn, job, JobFinishedData(
                 job_id=job.id, attempt=job.attempt, lab=job.lab or "",
                 device=job.device or "", result=JobResult.ERROR, error_code=code,
-                error_message=message))
+                error_message=message), retry_delay_s=retry_delay_s)
         await self.outbox.flush()
         if outcome == "done":
             await self.advance_firmware(job.checkout_id)

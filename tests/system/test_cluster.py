@@ -36,6 +36,8 @@ from minio import Minio
 
 from tests import factories
 from tests.helpers import PROJECT_ROOT, eventually, eventually_succeeds
+from tests.pipeline import stored_events
+from tests.servers.downloads import DownloadsServer
 from tests.servers.smtp import SmtpServer
 from wrtci.core.config import NatsConfig, dump_config
 from wrtci.core.runtime import EventPublisher
@@ -131,8 +133,15 @@ async def test_jobs_survive_a_killed_node_none_lost_none_doubled(cluster):
 
 # -- the services, two replicas each, as processes ----------------------------------
 
-SERVICES = ["scheduler", "timeout", "results", "logs", "notifier"]
-"""Every service that consumes events (the trigger and the API consume none)."""
+SERVICES = ["scheduler", "timeout", "results", "logs", "notifier", "trigger"]
+"""Every service that consumes events, and the trigger (both replicas scan the same
+downloads server). The API serves requests only: any replica answers any of them."""
+MIRROR = PROJECT_ROOT / "tests" / "data" / "openwrt-downloads"
+MIRROR_RELEASES = 2
+"""What the trigger records from MIRROR: the snapshot and the stable release
+(.versions.json names an oldstable the mirror does not have)."""
+MIRROR_TARGETS = 3
+"""...announced per target: the release's ath79/generic and x86/64, the snapshot's ath79."""
 SERVICE_TYPES = [f"t{i}/s/dev-{i}" for i in range(6)]
 TESTS = ["base/boot", "base/network", "base/opkg"]
 MAIL_TO = "ci@example.org"
@@ -168,12 +177,15 @@ class Replica:
 
 
 def _site_config(path: Path, url: str, prefix: str, database: DatabaseConfig,
-                 storage: StorageConfig, smtp_port: int) -> Path:
+                 storage: StorageConfig, smtp_port: int, mirror_url: str) -> Path:
     shared = CliConfig(nats=NatsConfig(url=url, prefix=prefix), database=database,
                        storage=storage)
     site = tomllib.loads(dump_config(shared).decode()) | {
         "logging": {"level": "INFO", "format": "text"},
         "scheduler": {"holdoff_s": 0.3},
+        "trigger": {"official": {"base_url": mirror_url, "interval_s": 2.0,
+                                 "targets": ["ath79/generic", "x86/64"]},
+                    "web": {"enabled": False}},
         "notifier": {"settle_poll_s": 0.5, "retry_delays_s": [0.5],
                      "mail": {"enabled": True, "host": LOOPBACK, "port": smtp_port,
                               "mail_submitter": False, "rules": [{"to": [MAIL_TO]}]}},
@@ -260,6 +272,13 @@ def _console(job_id: str) -> list[str]:
     return [f"{job_id}: boot\n", f"{job_id}: tests\n", f"{job_id}: done\n"]
 
 
+def _reports(smtp: SmtpServer, firmware_ids: list[str]) -> list[str]:
+    """Subjects of the mailed reports of these firmware (each body names its id)."""
+    wanted = {f"Firmware:  {f}" for f in firmware_ids}
+    return [m["Subject"] for m in smtp.mailbox.messages
+            if wanted & set(m.get_content().splitlines())]
+
+
 async def _counts(pool, storage: StorageConfig, firmware_ids: list[str]) -> dict[str, int]:
     jobs = await pool.fetch("SELECT id, state, result, attempt FROM jobs "
                             "WHERE checkout_id = ANY($1::text[])", firmware_ids)
@@ -288,6 +307,8 @@ async def _counts(pool, storage: StorageConfig, firmware_ids: list[str]) -> dict
             "SELECT count(*) FROM job_attempts WHERE job_id = ANY($1::text[])", ids),
         "test_rows": await pool.fetchval(
             "SELECT count(*) FROM tests WHERE job_id = ANY($1::text[])", ids),
+        "mirror_releases": await pool.fetchval(
+            "SELECT count(*) FROM checkouts WHERE NOT id = ANY($1::text[])", firmware_ids),
         "test_rows_distinct": await pool.fetchval(
             "SELECT count(DISTINCT (job_id, path)) FROM tests WHERE job_id = ANY($1::text[])",
             ids),
@@ -317,6 +338,7 @@ async def test_services_two_replicas_each_a_node_and_a_replica_of_each_killed(
         await factories.announce_lab(js, subjects, lab,
                                      [(f"d{i}", t, []) for i, t in enumerate(SERVICE_TYPES)])
     smtp = await SmtpServer().start()
+    mirror = await DownloadsServer(MIRROR).start()
     doomed, killed_node = cluster[1], None
     # Replica "a" of each service lists the node that is killed first (the client
     # picks one of its list at random, so some replicas are on it and must move to
@@ -332,7 +354,8 @@ async def test_services_two_replicas_each_a_node_and_a_replica_of_each_killed(
             # As an operator writes it: every node, this replica's first.
             servers = ",".join([node.url] + [n.url for n in cluster if n is not node])
             config = _site_config(traversable_tmp / f"site-{replica}.toml", servers,
-                                  subjects.prefix, database_config, storage_config, smtp.port)
+                                  subjects.prefix, database_config, storage_config, smtp.port,
+                                  mirror.url)
             replicas[replica] = [Replica(name, replica, config,
                                          traversable_tmp / f"{name}-{replica}.log")
                                  for name in SERVICES]
@@ -360,12 +383,14 @@ async def test_services_two_replicas_each_a_node_and_a_replica_of_each_killed(
             counts = await _counts(pool, storage_config, ids)
             return counts["firmware_done"] == len(ids) and counts["logs_exact"] == expected \
                 and counts["test_rows_distinct"] == expected * len(TESTS) \
-                and len(smtp.mailbox.messages) >= len(ids)
+                and counts["mirror_releases"] == MIRROR_RELEASES \
+                and len(_reports(smtp, ids)) >= len(ids)
         try:
             await eventually(all_done, "every firmware done, every result and log stored",
                              RECOVERY_S + 30)
         except AssertionError:
             print(await _counts(pool, storage_config, ids))
+            print([m["Subject"] for m in smtp.mailbox.messages])
             _print_logs(replicas["a"])
             raise
         recovered_s = time.monotonic() - killed_at
@@ -373,8 +398,11 @@ async def test_services_two_replicas_each_a_node_and_a_replica_of_each_killed(
     finally:
         await _shut_down(loops, labs, replicas["a"] + replicas["b"])
         await smtp.stop()
+        await mirror.stop()
     counts = await _counts(pool, storage_config, ids)
-    reports = Counter(m["Subject"] for m in smtp.mailbox.messages)
+    reports = Counter(_reports(smtp, ids))
+    discovered = await stored_events(js, subjects, "firmware.discovered")
+    announced = Counter(e.data.firmware_id for e in discovered)
     counts |= {"expected_jobs": expected, "lab_runs": sum(len(lab.runs) for lab in labs),
                "reports_mailed": len(smtp.mailbox.messages)}
     print(f"\n[cluster: node {killed_node} and one replica of {', '.join(SERVICES)} "
@@ -386,4 +414,11 @@ async def test_services_two_replicas_each_a_node_and_a_replica_of_each_killed(
     assert counts["test_rows"] == counts["test_rows_distinct"] == expected * len(TESTS)
     assert counts["logs_stored"] == counts["logs_exact"] == expected
     assert len(reports) == len(ids) and set(reports.values()) == {1}, reports
+    # Two triggers scanning one mirror, one killed: each release recorded once and
+    # each of its targets announced once (an announcement's id is the same from
+    # either replica, and so is its keyed Nats-Msg-Id: JetStream keeps one).
+    mirror_ids = set(announced) - set(ids)
+    assert len(mirror_ids) == MIRROR_RELEASES and counts["mirror_releases"] == MIRROR_RELEASES
+    assert sum(announced[f] for f in mirror_ids) == MIRROR_TARGETS, announced
+    assert len({e.id for e in discovered}) == len(discovered), Counter(e.id for e in discovered)
     await central.close()

@@ -13,7 +13,6 @@ new job).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -27,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import asyncpg
+from common import options
 
 from tests import factories
 from wrtci.core.config import LoggingConfig, NatsConfig
@@ -158,13 +158,8 @@ async def bench(profiles: int, device_types: int, labs: int, rounds: int) -> Non
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--profiles", type=int, default=2000)
-    parser.add_argument("--device-types", type=int, default=1000)
-    parser.add_argument("--labs", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=3, help="snapshots; the median is kept")
-    args = parser.parse_args()
+    args = options(__doc__, profiles=2000, device_types=1000, labs=20,
+                   rounds=(3, "snapshots; the median is kept")).parse_args()
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(bench(args.profiles, args.device_types, args.labs, args.rounds))
 

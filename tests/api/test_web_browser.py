@@ -73,7 +73,9 @@ class Browser:
         return path
 
     def links(self) -> list[str]:
-        return [a.get_attribute("href") for a in self.driver.find_elements(By.TAG_NAME, "a")]
+        # One script, not one WebDriver round trip per anchor (a list page has hundreds).
+        return self.driver.execute_script(
+            "return Array.from(document.querySelectorAll('a[href]'), a => a.href)")
 
     def text(self, css: str) -> str:
         return self.driver.find_element(By.CSS_SELECTOR, css).text

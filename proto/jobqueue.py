@@ -172,6 +172,11 @@ class JobQueue:
         """Pull requests given up for want of an answer (for benchmarks)."""
         return self._puller.timeouts
 
+    def waiting(self, device_type: str) -> int:
+        """Devices of ``device_type`` inside :meth:`next_job` now."""
+        state = self._types.get(device_type)
+        return state.waiting if state is not None else 0
+
     # -- the lab's calls -----------------------------------------------------------
 
     async def next_job(self, device_type: str, *, wait: float = 1.0) -> QueuedJob | None:

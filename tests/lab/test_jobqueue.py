@@ -62,7 +62,7 @@ async def test_idle_device_is_woken_by_a_new_job_and_asks_nothing_meanwhile(js, 
     assert queue.requests == asked
 
     waiting = asyncio.create_task(queue.next_job(DEVICE_TYPE, wait=30))
-    await asyncio.sleep(0.2)
+    await eventually(lambda: queue.waiting(DEVICE_TYPE) == 1, "the device waiting")
     await _publish(js, subjects, "pr-wake", Priority.PR)
     job = await asyncio.wait_for(waiting, 30)
     assert job is not None and job.spec.job_id == "pr-wake"
@@ -78,7 +78,8 @@ async def test_two_waiting_devices_of_a_type_take_two_jobs_once_each(js, subject
         assert await queue.next_job(DEVICE_TYPE, wait=0) is None
     devices = [asyncio.create_task(q.next_job(DEVICE_TYPE, wait=30))
                for q in (lab_a, lab_a, lab_b)]
-    await asyncio.sleep(0.2)
+    await eventually(lambda: lab_a.waiting(DEVICE_TYPE) == 2 and lab_b.waiting(DEVICE_TYPE) == 1,
+                     "three devices waiting")
     await _publish(js, subjects, "job-1", Priority.SNAPSHOT)
     await _publish(js, subjects, "job-2", Priority.SNAPSHOT)
     jobs = []
@@ -196,7 +197,7 @@ async def test_wake_up_without_a_job_makes_an_idle_device_ask_that_priority(js, 
     assert await queue.next_job(DEVICE_TYPE, wait=0) is None
     asked = queue.requests
     waiting = asyncio.create_task(queue.next_job(DEVICE_TYPE, wait=30))
-    await asyncio.sleep(0.2)
+    await eventually(lambda: queue.waiting(DEVICE_TYPE) == 1, "the device waiting")
     assert queue.requests == asked  # idle: asks nothing
     await js._nc.publish(subjects.job_wake(Priority.STABLE, DEVICE_TYPE))
     await eventually(lambda: queue.requests == asked + 1, "the woken device asks once")

@@ -19,7 +19,7 @@ from wrtci.proto.subjects import Subjects
 from wrtci.services.api.config import ApiSection
 from wrtci.services.api.layout import error_page
 from wrtci.services.api.logs import LogReader
-from wrtci.services.api.queries import Page
+from wrtci.services.db.rows import Page
 
 log = logging.getLogger(__name__)
 

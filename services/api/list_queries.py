@@ -11,7 +11,8 @@ import datetime as dt
 import asyncpg
 import msgspec
 
-from wrtci.services.api.queries import _JOB_SELECT, JobItem, Page, as_structs
+from wrtci.services.api.queries import JOB_COLUMNS, JOB_SOURCE, DeviceItem, JobItem
+from wrtci.services.db.rows import Page, Where, fetch_page
 
 
 class JobFilter(msgspec.Struct, kw_only=True):
@@ -23,22 +24,17 @@ class JobFilter(msgspec.Struct, kw_only=True):
     device: str | None = None
 
 
-_JOB_WHERE = """($1::text IS NULL OR j.checkout_id = $1)
-    AND ($2::text IS NULL OR j.device_type = $2)
-    AND ($3::text IS NULL OR j.state = $3) AND ($4::text IS NULL OR j.result = $4)
-    AND ($5::text IS NULL OR j.lab = $5) AND ($6::text IS NULL OR j.device = $6)"""
+_JOB_MATCH = {"firmware": "j.checkout_id = {}", "device_type": "j.device_type = {}",
+              "state": "j.state = {}", "result": "j.result = {}", "lab": "j.lab = {}",
+              "device": "j.device = {}"}
 
 
-async def list_jobs(conn: asyncpg.Connection, where: JobFilter,
+async def list_jobs(conn: asyncpg.Connection, flt: JobFilter,
                     page: Page) -> tuple[list[JobItem], int]:
     """Newest first."""
-    args = (where.firmware, where.device_type, where.state, where.result, where.lab,
-            where.device)
-    total = await conn.fetchval(f"SELECT count(*) FROM jobs j WHERE {_JOB_WHERE}", *args)
-    rows = await conn.fetch(
-        f"{_JOB_SELECT} WHERE {_JOB_WHERE} ORDER BY j.created_at DESC, j.id "
-        "LIMIT $7 OFFSET $8", *args, page.limit, page.offset)
-    return as_structs(rows, JobItem), total
+    return await fetch_page(conn, JobItem, columns=JOB_COLUMNS, source=JOB_SOURCE,
+                            count_source="FROM jobs j", where=Where().match(_JOB_MATCH, flt),
+                            order="j.created_at DESC, j.id", page=page)
 
 
 class DeviceFilter(msgspec.Struct, kw_only=True):
@@ -48,37 +44,31 @@ class DeviceFilter(msgspec.Struct, kw_only=True):
     health: str | None = None
 
 
-class DeviceListItem(msgspec.Struct, kw_only=True):
-    lab: str
-    name: str
-    device_type: str
-    features: list[str]
-    state: str
-    health: str
-    consecutive_failures: int
-    updated_at: dt.datetime
+class DeviceListItem(DeviceItem, kw_only=True):
+    """A device as ``/labs`` lists it, and what it is doing."""
+
     lab_online: bool
     current_job: str | None
     """The job running on the device, if any."""
 
 
-async def list_devices(conn: asyncpg.Connection, where: DeviceFilter,
+_DEVICE_MATCH = {"lab": "d.lab = {}", "device_type": "d.device_type = {}",
+                 "state": "d.state = {}", "health": "d.health = {}"}
+
+
+async def list_devices(conn: asyncpg.Connection, flt: DeviceFilter,
                        page: Page) -> tuple[list[DeviceListItem], int]:
     """Every device of every lab, by lab and name."""
-    condition = """($1::text IS NULL OR d.lab = $1) AND ($2::text IS NULL OR d.device_type = $2)
-        AND ($3::text IS NULL OR d.state = $3) AND ($4::text IS NULL OR d.health = $4)"""
-    args = (where.lab, where.device_type, where.state, where.health)
-    total = await conn.fetchval(f"SELECT count(*) FROM devices d WHERE {condition}", *args)
-    rows = await conn.fetch(
-        f"""SELECT d.lab, d.name, d.device_type, d.features, d.state, d.health,
+    return await fetch_page(
+        conn, DeviceListItem,
+        columns="""d.lab, d.name, d.device_type, d.features, d.state, d.health,
                    d.consecutive_failures, d.updated_at, l.online AS lab_online,
                    (SELECT j.id FROM jobs j WHERE j.lab = d.lab AND j.device = d.name
                        AND j.state = 'running' ORDER BY j.started_at DESC LIMIT 1)
-                     AS current_job
-              FROM devices d JOIN labs l ON l.name = d.lab
-             WHERE {condition} ORDER BY d.lab, d.name LIMIT $5 OFFSET $6""",
-        *args, page.limit, page.offset)
-    return as_structs(rows, DeviceListItem), total
+                     AS current_job""",
+        source="FROM devices d JOIN labs l ON l.name = d.lab",
+        count_source="FROM devices d", where=Where().match(_DEVICE_MATCH, flt),
+        order="d.lab, d.name", page=page)
 
 
 class TestFilter(msgspec.Struct, kw_only=True):
@@ -109,20 +99,18 @@ class TestItem(msgspec.Struct, kw_only=True):
     device: str | None
 
 
-async def list_tests(conn: asyncpg.Connection, where: TestFilter,
+_TEST_MATCH = {"firmware": "j.checkout_id = {}", "job": "t.job_id = {}",
+               "device_type": "t.device_type = {}", "path": "t.path = {}",
+               "status": "t.status = {}", "latest": "t.attempt = j.attempt"}
+
+
+async def list_tests(conn: asyncpg.Connection, flt: TestFilter,
                      page: Page) -> tuple[list[TestItem], int]:
     """Newest job first, then by attempt and path."""
-    condition = """($1::text IS NULL OR j.checkout_id = $1) AND ($2::text IS NULL OR t.job_id = $2)
-        AND ($3::text IS NULL OR t.device_type = $3) AND ($4::text IS NULL OR t.path = $4)
-        AND ($5::text IS NULL OR t.status = $5) AND (NOT $6 OR t.attempt = j.attempt)"""
-    args = (where.firmware, where.job, where.device_type, where.path, where.status,
-            where.latest)
-    source = "FROM tests t JOIN jobs j ON j.id = t.job_id"
-    total = await conn.fetchval(f"SELECT count(*) {source} WHERE {condition}", *args)
-    rows = await conn.fetch(
-        f"""SELECT t.id, j.checkout_id AS firmware_id, t.job_id, t.attempt, t.device_type,
-                   t.path, t.status, t.duration, t.start_time, t.lab, t.device
-              {source} WHERE {condition}
-             ORDER BY j.created_at DESC, t.job_id, t.attempt DESC, t.path, t.id
-             LIMIT $7 OFFSET $8""", *args, page.limit, page.offset)
-    return as_structs(rows, TestItem), total
+    return await fetch_page(
+        conn, TestItem,
+        columns="""t.id, j.checkout_id AS firmware_id, t.job_id, t.attempt, t.device_type,
+                   t.path, t.status, t.duration, t.start_time, t.lab, t.device""",
+        source="FROM tests t JOIN jobs j ON j.id = t.job_id",
+        where=Where().match(_TEST_MATCH, flt),
+        order="j.created_at DESC, t.job_id, t.attempt DESC, t.path, t.id", page=page)

@@ -127,10 +127,7 @@ async def device_type_page(request: web.Request) -> web.Response:
     device_type = request.match_info["device_type"]
     online = {lab.name for lab in await labs_with_heartbeats(ctx) if lab.online}
     async with ctx.db() as conn:
-        devices = queries.as_structs(await conn.fetch(
-            """SELECT lab, name, device_type, features, state, health, consecutive_failures,
-                      updated_at FROM devices WHERE device_type = $1 ORDER BY lab, name""",
-            device_type), queries.DeviceItem)
+        devices = await queries.devices(conn, device_type=device_type)
         jobs = await wq.job_rows(conn, "j.device_type = $1", device_type)
         if not devices and not jobs:
             raise ApiError(404, f"no device or job of device type {device_type}")

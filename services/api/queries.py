@@ -7,30 +7,39 @@ ownership list); the API never writes.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TypeVar
 
 import asyncpg
 import msgspec
 
-S = TypeVar("S", bound=msgspec.Struct)
-
-
-def as_structs(rows: list[asyncpg.Record], struct_type: type[S]) -> list[S]:
-    return [msgspec.convert(dict(row), struct_type) for row in rows]
-
-
-class Page(msgspec.Struct, kw_only=True):
-    limit: int
-    offset: int
-
+from wrtci.services.db.rows import Page, Where, as_struct, as_structs, fetch_page
 
 # -- firmware ---------------------------------------------------------------------------
 
 
 class FirmwareFilter(msgspec.Struct, kw_only=True):
+    """The REST list's and the web pages' (``web_queries``) filter of firmware."""
+
     channel: str | None = None
     state: str | None = None
     source: str | None = None
+    version: str | None = None
+    device_type: str | None = None
+    pr_repository: str | None = None
+    pr_number: int | None = None
+    ids: list[str] | None = None
+    verdict: str | None = None
+    """Web pages only (``web_queries.firmware_rows``): the computed verdict."""
+
+
+FIRMWARE_MATCH = {
+    "channel": "c.channel = {}", "state": "c.state = {}", "source": "c.source_kind = {}",
+    "version": "c.version = {}",
+    "device_type": "EXISTS (SELECT 1 FROM jobs d WHERE d.checkout_id = c.id"
+                   " AND d.device_type = {})",
+    "pr_repository": "c.misc->'pull_request'->>'repository' = {}",
+    "pr_number": "(c.misc->'pull_request'->>'number')::bigint = {}",
+    "ids": "c.id = ANY({})"}
+"""The conditions over ``checkouts c`` of each field but the verdict."""
 
 
 class FirmwareItem(msgspec.Struct, kw_only=True):
@@ -62,29 +71,23 @@ _FIRMWARE_COLUMNS = """
     c.misc->>'url' AS url, c.misc->>'submitter' AS submitter,
     p.jobs, p.queued, p.running, p.done, p.waiting_for_lab, p.waiting_device_types"""
 
-_FIRMWARE_WHERE = """($1::text IS NULL OR c.channel = $1)
-                 AND ($2::text IS NULL OR c.state = $2)
-                 AND ($3::text IS NULL OR c.source_kind = $3)"""
-
-
-async def list_firmware(conn: asyncpg.Connection, where: FirmwareFilter,
+async def list_firmware(conn: asyncpg.Connection, flt: FirmwareFilter,
                         page: Page) -> tuple[list[FirmwareItem], int]:
     """Newest first, with where its jobs are (the ``firmware_progress`` view)."""
-    args = (where.channel, where.state, where.source)
-    total = await conn.fetchval(f"SELECT count(*) FROM checkouts c WHERE {_FIRMWARE_WHERE}",
-                                *args)
+    where = Where().match(FIRMWARE_MATCH, flt)
+    total = await conn.fetchval(f"SELECT count(*) FROM checkouts c WHERE {where}", *where.args)
     # The page of checkouts first, then the progress of just those (the view
     # aggregates per checkout, and the id predicate is pushed into it).
     rows = await conn.fetch(
         f"""WITH page AS (
-                SELECT * FROM checkouts c WHERE {_FIRMWARE_WHERE}
-                 ORDER BY c.created_at DESC, c.id DESC LIMIT $4 OFFSET $5)
+                SELECT * FROM checkouts c WHERE {where}
+                 ORDER BY c.created_at DESC, c.id DESC
+                 LIMIT {where.param(page.limit)} OFFSET {where.param(page.offset)})
             SELECT {_FIRMWARE_COLUMNS}
               FROM page c
               CROSS JOIN LATERAL (SELECT * FROM firmware_progress fp
                                    WHERE fp.checkout_id = c.id) p
-             ORDER BY c.created_at DESC, c.id DESC""",
-        *args, page.limit, page.offset)
+             ORDER BY c.created_at DESC, c.id DESC""", *where.args)
     return as_structs(rows, FirmwareItem), total
 
 
@@ -93,7 +96,7 @@ async def get_firmware(conn: asyncpg.Connection, firmware_id: str) -> FirmwareIt
         f"""SELECT {_FIRMWARE_COLUMNS} FROM checkouts c
               JOIN firmware_progress p ON p.checkout_id = c.id
              WHERE c.id = $1""", firmware_id)
-    return None if row is None else msgspec.convert(dict(row), FirmwareItem)
+    return as_struct(row, FirmwareItem)
 
 
 # -- jobs -------------------------------------------------------------------------------
@@ -120,25 +123,26 @@ class JobItem(msgspec.Struct, kw_only=True):
     finished_at: dt.datetime | None
 
 
-_JOB_SELECT = """
-    SELECT j.id, j.checkout_id AS firmware_id, j.build_id, b.image_name, j.device_type,
-           j.state, j.result, j.error_code, j.error_message, j.attempt, j.max_attempts,
-           j.lab, j.device, j.log_key, w.waiting_for_lab, j.created_at, j.started_at,
-           j.finished_at
+JOB_COLUMNS = """
+    j.id, j.checkout_id AS firmware_id, j.build_id, b.image_name, j.device_type,
+    j.state, j.result, j.error_code, j.error_message, j.attempt, j.max_attempts,
+    j.lab, j.device, j.log_key, w.waiting_for_lab, j.created_at, j.started_at,
+    j.finished_at"""
+JOB_SOURCE = """
       FROM jobs j
       JOIN builds b ON b.id = j.build_id
       JOIN job_waiting w ON w.job_id = j.id"""
 
 
 async def firmware_jobs(conn: asyncpg.Connection, firmware_id: str) -> list[JobItem]:
-    rows = await conn.fetch(f"{_JOB_SELECT} WHERE j.checkout_id = $1 "
+    rows = await conn.fetch(f"SELECT {JOB_COLUMNS} {JOB_SOURCE} WHERE j.checkout_id = $1 "
                             "ORDER BY j.device_type, j.id", firmware_id)
     return as_structs(rows, JobItem)
 
 
 async def get_job(conn: asyncpg.Connection, job_id: str) -> JobItem | None:
-    row = await conn.fetchrow(f"{_JOB_SELECT} WHERE j.id = $1", job_id)
-    return None if row is None else msgspec.convert(dict(row), JobItem)
+    return as_struct(await conn.fetchrow(f"SELECT {JOB_COLUMNS} {JOB_SOURCE} WHERE j.id = $1",
+                                         job_id), JobItem)
 
 
 class JobTest(msgspec.Struct, kw_only=True):
@@ -256,16 +260,22 @@ class HealthItem(msgspec.Struct, kw_only=True):
     at: dt.datetime
 
 
+async def devices(conn: asyncpg.Connection, lab: str | None = None,
+                  device_type: str | None = None) -> list[DeviceItem]:
+    """By lab and name."""
+    where = Where().add("lab = {}", lab).add("device_type = {}", device_type)
+    return as_structs(await conn.fetch(
+        f"""SELECT lab, name, device_type, features, state, health, consecutive_failures,
+                   updated_at FROM devices WHERE {where} ORDER BY lab, name""", *where.args),
+        DeviceItem)
+
+
 async def list_labs(conn: asyncpg.Connection, lab: str | None = None) -> list[LabItem]:
     labs = as_structs(await conn.fetch(
         """SELECT name, online, version, first_seen, last_seen FROM labs
             WHERE $1::text IS NULL OR name = $1 ORDER BY name""", lab), LabItem)
     by_name = {item.name: item for item in labs}
-    for device in as_structs(await conn.fetch(
-            """SELECT lab, name, device_type, features, state, health, consecutive_failures,
-                      updated_at
-                 FROM devices WHERE $1::text IS NULL OR lab = $1 ORDER BY lab, name""", lab),
-            DeviceItem):
+    for device in await devices(conn, lab=lab):
         if device.lab in by_name:
             by_name[device.lab].devices.append(device)
     return labs
@@ -305,22 +315,20 @@ class RegressionItem(msgspec.Struct, kw_only=True):
     fixed_at: dt.datetime | None
 
 
-async def list_regressions(conn: asyncpg.Connection, where: RegressionFilter,
+_REGRESSION_MATCH = {
+    "firmware": "first_failing_checkout_id = {} OR fixed_checkout_id = {}",
+    "device_type": "device_type = {}", "open_only": "fixed_checkout_id IS NULL"}
+
+
+async def list_regressions(conn: asyncpg.Connection, flt: RegressionFilter,
                            page: Page) -> tuple[list[RegressionItem], int]:
-    condition = """($1::text IS NULL OR first_failing_checkout_id = $1
-                                     OR fixed_checkout_id = $1)
-                   AND ($2::text IS NULL OR device_type = $2)
-                   AND (NOT $3 OR fixed_checkout_id IS NULL)"""
-    args = (where.firmware, where.device_type, where.open_only)
-    total = await conn.fetchval(f"SELECT count(*) FROM regressions WHERE {condition}", *args)
-    rows = await conn.fetch(
-        f"""SELECT id, lineage, device_type, path, last_passing_checkout_id,
+    return await fetch_page(
+        conn, RegressionItem,
+        columns="""id, lineage, device_type, path, last_passing_checkout_id,
                    first_failing_checkout_id, first_failing_test_id, fixed_checkout_id,
-                   fixed_test_id, flaky, detected_at, fixed_at
-              FROM regressions WHERE {condition}
-             ORDER BY detected_at DESC, id LIMIT $4 OFFSET $5""",
-        *args, page.limit, page.offset)
-    return as_structs(rows, RegressionItem), total
+                   fixed_test_id, flaky, detected_at, fixed_at""",
+        source="FROM regressions", where=Where().match(_REGRESSION_MATCH, flt),
+        order="detected_at DESC, id", page=page)
 
 
 class FlakyFilter(msgspec.Struct, kw_only=True):
@@ -341,18 +349,15 @@ class FlakyItem(msgspec.Struct, kw_only=True):
     updated_at: dt.datetime
 
 
-async def list_flaky(conn: asyncpg.Connection, where: FlakyFilter,
+async def list_flaky(conn: asyncpg.Connection, flt: FlakyFilter,
                      page: Page) -> tuple[list[FlakyItem], int]:
-    condition = "($1::text IS NULL OR device_type = $1) AND ($2 OR flaky)"
-    args = (where.device_type, where.include_steady)
-    total = await conn.fetchval(f"SELECT count(*) FROM flaky_tests WHERE {condition}", *args)
-    rows = await conn.fetch(
-        f"""SELECT device_type, path, score, flips, pairs, runs, flaky, last_checkout_id,
-                   updated_at
-              FROM flaky_tests WHERE {condition}
-             ORDER BY score DESC, device_type, path LIMIT $3 OFFSET $4""",
-        *args, page.limit, page.offset)
-    return as_structs(rows, FlakyItem), total
+    where = Where().add("device_type = {}", flt.device_type).add("flaky",
+                                                                 not flt.include_steady)
+    return await fetch_page(
+        conn, FlakyItem, columns="device_type, path, score, flips, pairs, runs, flaky, "
+                                 "last_checkout_id, updated_at",
+        source="FROM flaky_tests", where=where, order="score DESC, device_type, path",
+        page=page)
 
 
 async def exists(conn: asyncpg.Connection, noun: str, object_id: str) -> bool:

@@ -14,7 +14,8 @@ import datetime as dt
 import asyncpg
 import msgspec
 
-from wrtci.services.api.queries import Page, as_structs
+from wrtci.services.api.queries import FIRMWARE_MATCH, FirmwareFilter
+from wrtci.services.db.rows import Page, Where, as_structs
 
 VERDICTS = ("pass", "fail", "regression", "error", "cancelled", "running", "none")
 VERDICT_LABELS = {"pass": "pass", "fail": "fail", "regression": "regressions",
@@ -77,20 +78,11 @@ _VERDICT = """CASE WHEN jobs = 0 THEN 'none'
                    ELSE 'pass' END"""
 
 
-class FirmwareFilter(msgspec.Struct, kw_only=True):
-    channel: str | None = None
-    source: str | None = None
-    version: str | None = None
-    device_type: str | None = None
-    verdict: str | None = None
-    pr_repository: str | None = None
-    pr_number: int | None = None
-    ids: list[str] | None = None
-
-
-async def firmware_rows(conn: asyncpg.Connection, where: FirmwareFilter,
+async def firmware_rows(conn: asyncpg.Connection, flt: FirmwareFilter,
                         page: Page) -> tuple[list[FirmwareRow], int]:
     """Newest first, each with its job counts and verdict, and the total that match."""
+    where = Where().match(FIRMWARE_MATCH, flt)
+    verdict = Where(where.args).add("verdict = {}", flt.verdict)
     rows = await conn.fetch(
         f"""WITH f AS (
               SELECT {_LABEL_COLUMNS},
@@ -105,32 +97,22 @@ async def firmware_rows(conn: asyncpg.Connection, where: FirmwareFilter,
                      (SELECT count(*) FROM regressions r
                        WHERE r.first_failing_checkout_id = c.id) AS regressions
                 FROM checkouts c LEFT JOIN jobs j ON j.checkout_id = c.id
-               WHERE ($1::text IS NULL OR c.channel = $1)
-                 AND ($2::text IS NULL OR c.source_kind = $2)
-                 AND ($3::text IS NULL OR c.version = $3)
-                 AND ($4::text IS NULL OR EXISTS (
-                        SELECT 1 FROM jobs d WHERE d.checkout_id = c.id AND d.device_type = $4))
-                 AND ($6::text IS NULL OR c.misc->'pull_request'->>'repository' = $6)
-                 AND ($7::bigint IS NULL OR (c.misc->'pull_request'->>'number')::bigint = $7)
-                 AND ($8::text[] IS NULL OR c.id = ANY($8))
+               WHERE {where}
                GROUP BY c.id),
             v AS (SELECT f.*, {_VERDICT} AS verdict FROM f)
             SELECT *, count(*) OVER () AS total FROM v
-             WHERE $5::text IS NULL OR verdict = $5
-             ORDER BY created_at DESC, id DESC LIMIT $9 OFFSET $10""",
-        where.channel, where.source, where.version, where.device_type, where.verdict,
-        where.pr_repository, where.pr_number, where.ids, page.limit, page.offset)
+             WHERE {verdict} ORDER BY created_at DESC, id DESC
+             LIMIT {where.param(page.limit)} OFFSET {where.param(page.offset)}""", *where.args)
     total = rows[0]["total"] if rows else 0
     if not rows and page.offset > 0:  # past the end: count what there is
-        _, total = await firmware_rows(conn, where, Page(limit=1, offset=0))
-    return [msgspec.convert({k: v for k, v in dict(r).items() if k != "total"}, FirmwareRow)
-            for r in rows], total
+        _, total = await firmware_rows(conn, flt, Page(limit=1, offset=0))
+    return as_structs(rows, FirmwareRow), total  # (the total column is left out)
 
 
 async def firmware_labels(conn: asyncpg.Connection, ids: set[str]) -> dict[str, str]:
     rows = await conn.fetch(f"SELECT {_LABEL_COLUMNS} FROM checkouts c WHERE c.id = ANY($1)",
                             sorted(ids))
-    return {r["id"]: firmware_label(msgspec.convert(dict(r), FirmwareRow)) for r in rows}
+    return {r.id: firmware_label(r) for r in as_structs(rows, FirmwareRow)}
 
 
 async def channels(conn: asyncpg.Connection) -> list[str]:

@@ -29,8 +29,8 @@ from aiohttp import web
 from wrtci.services.api import dashboard_data as data
 from wrtci.services.api.app import ApiError, context, int_param, json_response
 from wrtci.services.api.dashboard import _origin, counts
-from wrtci.services.api.widgets import firmware_href
 from wrtci.services.kcidb import model as m
+from wrtci.services.weblinks import firmware_href
 
 PARAMS = frozenset({"origin", "git_url", "git_branch", "path", "group_size",
                     "max_age_in_hours", "min_age_in_hours"})

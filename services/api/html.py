@@ -11,7 +11,7 @@ import datetime as dt
 import html
 import string
 from collections.abc import Iterable
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 
 class Markup(str):
@@ -49,11 +49,6 @@ def element(tag: str, content: object = "", **attrs: object) -> Markup:
 
 def link(href: str, text: object) -> Markup:
     return element("a", text, href=href)
-
-
-def path_part(value: str) -> str:
-    """An id as one URL path segment (ids hold ``/`` and ``:``)."""
-    return quote(value, safe="")
 
 
 def query(**params: object) -> str:

@@ -26,12 +26,10 @@ from wrtci.services.api.app import (
 from wrtci.services.api.html import Markup, counts, element, join, link, render, table
 from wrtci.services.api.layout import SCRIPT_PATH, page, script
 from wrtci.services.api.widgets import (
-    device_type_href,
     filter_form,
     firmware_link,
     firmware_verdict,
     fw_row_link,
-    job_href,
     job_verdict,
     pager,
     select,
@@ -39,6 +37,7 @@ from wrtci.services.api.widgets import (
     where,
 )
 from wrtci.services.summary import firmware_summary
+from wrtci.services.weblinks import device_type_href, job_href
 
 SOURCES = frozenset(s.value for s in SourceKind)
 VERDICT_CHOICES = [(v, wq.VERDICT_LABELS[v]) for v in wq.VERDICTS]

@@ -8,17 +8,11 @@ from aiohttp import web
 from wrtci.services.api import queries
 from wrtci.services.api import web_queries as wq
 from wrtci.services.api.app import ApiError, context, known_params
-from wrtci.services.api.html import Markup, element, join, link, path_part, render, table
+from wrtci.services.api.html import Markup, element, join, link, render, table
 from wrtci.services.api.layout import page
 from wrtci.services.api.rest import labs_with_heartbeats
-from wrtci.services.api.widgets import (
-    device_href,
-    device_type_href,
-    firmware_link,
-    job_href,
-    job_verdict,
-    where,
-)
+from wrtci.services.api.widgets import firmware_link, job_verdict, where
+from wrtci.services.weblinks import device_href, device_type_href, job_href, lab_href, path_part
 
 HISTORY = 5
 
@@ -111,7 +105,7 @@ async def device_page(request: web.Request) -> web.Response:
                                 per_device=100)
         labels = await wq.firmware_labels(conn, {j.firmware_id for j in jobs})
     facts = table(["lab", "device type", "state", "health", "failures in a row", "features"],
-                  [(link(f"/fleet#lab-{path_part(lab_name)}", lab_name),
+                  [(link(lab_href(lab_name), lab_name),
                     link(device_type_href(device.device_type), device.device_type),
                     device.state if online else _offline(lab_name),
                     _health_cell(device.health), device.consecutive_failures,
@@ -134,7 +128,7 @@ async def device_type_page(request: web.Request) -> web.Response:
         history = await _health(conn, "device_type = $1", device_type, per_device=20)
         labels = await wq.firmware_labels(conn, {j.firmware_id for j in jobs})
     rows = [(link(device_href(d.lab, d.name), d.name),
-             link(f"/fleet#lab-{path_part(d.lab)}", d.lab),
+             link(lab_href(d.lab), d.lab),
              d.state if d.lab in online else _offline(d.lab),
              _health_cell(d.health), ", ".join(d.features)) for d in devices]
     body = join([

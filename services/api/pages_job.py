@@ -15,17 +15,17 @@ from wrtci.services.api import queries
 from wrtci.services.api import web_queries as wq
 from wrtci.services.api.ansi import log_lines
 from wrtci.services.api.app import ApiContext, ApiError, context, known_params, path_int
-from wrtci.services.api.html import Markup, element, join, link, path_part, render, table
+from wrtci.services.api.html import Markup, element, join, link, render, table
 from wrtci.services.api.layout import page
 from wrtci.services.api.livelog import read_live
 from wrtci.services.api.logs import log_key
-from wrtci.services.api.widgets import (
+from wrtci.services.api.widgets import firmware_link, job_verdict, where
+from wrtci.services.weblinks import (
     device_type_href,
-    firmware_link,
-    job_verdict,
+    job_href,
     log_page_href,
+    path_part,
     raw_log_href,
-    where,
 )
 
 INLINE_LOG_BYTES = 1024 * 1024
@@ -166,7 +166,7 @@ async def console_page(request: web.Request) -> web.Response:
     if attempt is None:
         raise ApiError(404, f"no attempt {number} of job {job_id}")
     body = join([
-        element("p", join([link(f"/jobs/{path_part(job_id)}", "back to the job"), " · ",
+        element("p", join([link(job_href(job_id), "back to the job"), " · ",
                            link(raw_log_href(job_id, number, stream), "raw")])),
         _viewer(job_id, number, await _log(ctx, job_id, attempt, stream), stream)])
     return page(f"{stream} · attempt {number} of {detail.job.image_name}", body,

@@ -17,10 +17,9 @@ from wrtci.services.api.app import (
     path_int,
     text_param,
 )
-from wrtci.services.api.html import element, join, link, path_part, table
+from wrtci.services.api.html import element, join, link, table
 from wrtci.services.api.layout import page
 from wrtci.services.api.widgets import (
-    device_type_href,
     filter_form,
     firmware_link,
     firmware_verdict,
@@ -29,6 +28,7 @@ from wrtci.services.api.widgets import (
     select,
     text_input,
 )
+from wrtci.services.weblinks import device_type_href, path_part
 
 _REPOSITORY = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
 

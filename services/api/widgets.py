@@ -4,37 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from wrtci.services.api.html import Markup, element, escape, join, link, path_part, query
+from wrtci.services.api.html import Markup, element, escape, join, link, query
 from wrtci.services.api.web_queries import VERDICT_LABELS, FirmwareRow, JobRow, firmware_label
-
-
-def firmware_href(firmware_id: str) -> str:
-    return f"/firmware/{path_part(firmware_id)}"
-
-
-def job_href(job_id: str) -> str:
-    return f"/jobs/{path_part(job_id)}"
-
-
-def device_href(lab: str, device: str) -> str:
-    return f"/devices/{path_part(lab)}/{path_part(device)}"
-
-
-def device_type_href(device_type: str) -> str:
-    return f"/device-types/{path_part(device_type)}"
-
-
-def lab_href(lab: str) -> str:
-    return f"/fleet#lab-{path_part(lab)}"
-
-
-def raw_log_href(job_id: str, attempt: int, stream: str = "console") -> str:
-    suffix = "" if stream == "console" else "?" + query(stream=stream)
-    return f"/api/v1/jobs/{path_part(job_id)}/attempts/{attempt}/log{suffix}"
-
-
-def log_page_href(job_id: str, attempt: int) -> str:
-    return f"/jobs/{path_part(job_id)}/attempts/{attempt}/console"
+from wrtci.services.weblinks import device_href, firmware_href, lab_href
 
 
 def firmware_link(firmware_id: str, labels: dict[str, str] | None = None) -> Markup:

@@ -14,11 +14,11 @@ Flaky failures are listed apart and do not count as regressions.
 from __future__ import annotations
 
 import re
-from urllib.parse import quote
 
 import msgspec
 
 from wrtci.services.notifier.facts import FirmwareFacts
+from wrtci.services.weblinks import firmware_href
 
 MARKER_PREFIX = "<!-- wrtci:"
 FAILED_TEST_STATUSES = ("FAIL",)
@@ -88,7 +88,7 @@ def code(text: str) -> str:
 
 
 def web_link(web_url: str, firmware_id: str) -> str:
-    return f"{web_url.rstrip('/')}/firmware/{quote(firmware_id, safe=':')}"
+    return web_url.rstrip("/") + firmware_href(firmware_id, safe=":")  # ':' kept readable
 
 
 def marker(firmware_id: str) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
+from wrtci.services.db.rows import as_struct
+
 
 class RegressionInfo(msgspec.Struct, frozen=True, kw_only=True):
     id: str
@@ -59,12 +61,8 @@ async def firmware_summary(conn: asyncpg.Connection, firmware_id: str) -> Firmwa
     per_type: dict[str, DeviceTypeSummary] = {}
 
     def entry(device_type: str) -> DeviceTypeSummary:
-        if device_type not in per_type:
-            per_type[device_type] = DeviceTypeSummary(device_type=device_type, tests={},
-                                                      jobs={}, regressions=[],
-                                                      flaky_failures=[], fixed=[],
-                                                      incidents=[])
-        return per_type[device_type]
+        # (msgspec copies the empty list and dict defaults for each summary)
+        return per_type.setdefault(device_type, DeviceTypeSummary(device_type=device_type))
 
     for row in await conn.fetch(
             """SELECT device_type, coalesce(result, state) AS outcome, count(*) AS n
@@ -83,11 +81,7 @@ async def firmware_summary(conn: asyncpg.Connection, firmware_id: str) -> Firmwa
             """SELECT * FROM regressions
                 WHERE first_failing_checkout_id = $1 OR fixed_checkout_id = $1
                 ORDER BY device_type, path""", firmware_id):
-        info = RegressionInfo(
-            id=row["id"], path=row["path"],
-            last_passing_checkout_id=row["last_passing_checkout_id"],
-            first_failing_checkout_id=row["first_failing_checkout_id"],
-            fixed_checkout_id=row["fixed_checkout_id"], flaky=row["flaky"])
+        info = as_struct(row, RegressionInfo)
         summary = entry(row["device_type"])
         if row["fixed_checkout_id"] == firmware_id:
             summary.fixed.append(info)
@@ -96,15 +90,13 @@ async def firmware_summary(conn: asyncpg.Connection, firmware_id: str) -> Firmwa
         else:
             summary.regressions.append(info)
     for row in await conn.fetch(
-            """SELECT i.id, i.issue_id, s.report_subject, i.test_id, j.id AS job_id,
+            """SELECT i.id, i.issue_id, s.report_subject AS title, i.test_id, j.id AS job_id,
                       j.device_type
                  FROM incidents i
                  JOIN jobs j ON j.id = i.misc->>'job_id'
                  LEFT JOIN issues s ON s.id = i.issue_id AND s.version = i.issue_version
                 WHERE j.checkout_id = $1 ORDER BY i.id""", firmware_id):
-        entry(row["device_type"]).incidents.append(IncidentInfo(
-            id=row["id"], issue_id=row["issue_id"], title=row["report_subject"],
-            job_id=row["job_id"], test_id=row["test_id"]))
+        entry(row["device_type"]).incidents.append(as_struct(row, IncidentInfo))
     totals: dict[str, int] = {}
     for summary in per_type.values():
         for status, count in summary.tests.items():

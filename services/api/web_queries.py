@@ -24,7 +24,9 @@ VERDICT_LABELS = {"pass": "pass", "fail": "fail", "regression": "regressions",
                   "skip": "skipped"}
 
 
-class FirmwareRow(msgspec.Struct, kw_only=True):
+class FirmwareLabel(msgspec.Struct, kw_only=True):
+    """What a firmware's name is made of (``firmware_label``)."""
+
     id: str
     version: str
     revision: str | None
@@ -39,18 +41,23 @@ class FirmwareRow(msgspec.Struct, kw_only=True):
     pr_sha: str | None
     pr_title: str | None
     pr_url: str | None
-    jobs: int = 0
-    queued: int = 0
-    running: int = 0
-    passed: int = 0
-    failed: int = 0
-    errors: int = 0
-    cancelled: int = 0
-    regressions: int = 0
-    verdict: str = "none"
 
 
-def firmware_label(row: FirmwareRow) -> str:
+class FirmwareRow(FirmwareLabel, kw_only=True):
+    """A firmware as the lists show it: its job counts and its verdict."""
+
+    jobs: int
+    queued: int
+    running: int
+    passed: int
+    failed: int
+    errors: int
+    cancelled: int
+    regressions: int
+    verdict: str
+
+
+def firmware_label(row: FirmwareLabel) -> str:
     """A name people know: ``24.10.0 r28427-…``, ``PR #123 1a2b3c4d``, ``file.bin by alice``."""
     if row.source_kind == "github_pr" and row.pr_number is not None:
         return f"PR #{row.pr_number} {(row.pr_sha or '')[:8]}".strip()
@@ -112,7 +119,7 @@ async def firmware_rows(conn: asyncpg.Connection, flt: FirmwareFilter,
 async def firmware_labels(conn: asyncpg.Connection, ids: set[str]) -> dict[str, str]:
     rows = await conn.fetch(f"SELECT {_LABEL_COLUMNS} FROM checkouts c WHERE c.id = ANY($1)",
                             sorted(ids))
-    return {r.id: firmware_label(r) for r in as_structs(rows, FirmwareRow)}
+    return {r.id: firmware_label(r) for r in as_structs(rows, FirmwareLabel)}
 
 
 async def channels(conn: asyncpg.Connection) -> list[str]:

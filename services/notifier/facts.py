@@ -14,6 +14,7 @@ import asyncpg
 import msgspec
 
 from wrtci.proto.model import PullRequest
+from wrtci.services.db.rows import as_struct, as_structs
 from wrtci.services.summary import FirmwareSummary, firmware_summary
 
 
@@ -56,7 +57,7 @@ class Checkout(msgspec.Struct, frozen=True, kw_only=True):
 async def checkout_state(conn: asyncpg.Connection, firmware_id: str) -> Checkout | None:
     row = await conn.fetchrow(
         "SELECT state, round, done_at FROM checkouts WHERE id = $1", firmware_id)
-    return None if row is None else Checkout(**dict(row))
+    return as_struct(row, Checkout)
 
 
 async def results_pending(conn: asyncpg.Connection, firmware_id: str) -> int:
@@ -98,10 +99,10 @@ async def load_facts(conn: asyncpg.Connection, firmware_id: str) -> FirmwareFact
             log_key=extra.get("log_key"),
             lines=[(int(line.get("line", 0)), str(line.get("text", "")))
                    for line in extra.get("lines", []) if isinstance(line, dict)])
-    failed = [FailedJob(**dict(job)) for job in await conn.fetch(
+    failed = as_structs(await conn.fetch(
         """SELECT id AS job_id, device_type, result, error_code, log_key FROM jobs
             WHERE checkout_id = $1 AND result IN ('fail', 'error')
-            ORDER BY device_type, id""", firmware_id)]
+            ORDER BY device_type, id""", firmware_id), FailedJob)
     submitter = misc.get("submitter")
     return FirmwareFacts(
         firmware_id=firmware_id, round=row["round"], state=row["state"],

@@ -1,4 +1,4 @@
-"""PostgreSQL access: the pool and the schema migrations."""
+"""PostgreSQL access: the pool and the schema migrations (``rows``: reading rows)."""
 
 from __future__ import annotations
 

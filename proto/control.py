@@ -10,7 +10,7 @@ import enum
 
 import msgspec
 
-from wrtci.proto.model import DeviceHealth, DeviceState
+from wrtci.proto.model import DeviceCondition
 
 
 class LabAction(enum.StrEnum):
@@ -27,13 +27,8 @@ class LabControlRequest(msgspec.Struct, frozen=True, kw_only=True):
     reason: str = ""
 
 
-class DeviceStatus(msgspec.Struct, frozen=True, kw_only=True):
+class DeviceStatus(DeviceCondition, kw_only=True):
     device: str
-    state: DeviceState
-    health: DeviceHealth
-    consecutive_failures: int = 0
-    check_passed: bool | None = None
-    message: str = ""
 
 
 class LabControlReply(msgspec.Struct, frozen=True, kw_only=True):

@@ -18,6 +18,7 @@ import msgspec
 from wrtci.proto.limits import Attempt, Count, Int32, Name, Seconds, Size, Text
 from wrtci.proto.model import (
     Artifact,
+    DeviceCondition,
     DeviceHealth,
     DeviceState,
     ErrorCode,
@@ -121,12 +122,18 @@ class FirmwareStateChanged(CloudEvent, tag=_t("firmware.state")):
     data: FirmwareStateData
 
 
-class FirmwareRequestData(msgspec.Struct, frozen=True, kw_only=True):
+class RequestData(msgspec.Struct, frozen=True, kw_only=True):
+    """Who asked for an operator action (cancel, retry) and why: the part of every
+    request event that is not the id of the object it is about."""
+
+    requested_by: Text = ""
+    reason: Text | None = None
+
+
+class FirmwareRequestData(RequestData, kw_only=True):
     """An operator's (or the trigger's) request about a whole firmware: cancel or retry."""
 
     firmware_id: Name
-    requested_by: Text = ""
-    reason: Text | None = None
 
 
 class FirmwareCancelRequested(CloudEvent, tag=_t("firmware.cancel_requested")):
@@ -159,11 +166,17 @@ class JobCreated(CloudEvent, tag=_t("job.created")):
     data: JobSpec
 
 
-class JobStartedData(msgspec.Struct, frozen=True, kw_only=True):
+class JobAttemptData(msgspec.Struct, frozen=True, kw_only=True):
+    """What a lab's event about a job it runs is about: which attempt of which job,
+    on which of the lab's devices. Shared by every event of that run."""
+
     job_id: Name
     attempt: Attempt
     lab: Name
     device: Name
+
+
+class JobStartedData(JobAttemptData, kw_only=True):
     deadline: dt.datetime | None = None
 
 
@@ -171,13 +184,9 @@ class JobStarted(CloudEvent, tag=_t("job.started")):
     data: JobStartedData
 
 
-class JobProgressData(msgspec.Struct, frozen=True, kw_only=True):
+class JobProgressData(JobAttemptData, kw_only=True):
     """Also the job's heartbeat: the timeout service watches for it."""
 
-    job_id: Name
-    attempt: Attempt
-    lab: Name
-    device: Name
     stage: Name
     """download, flash, boot, test, upload"""
     message: Text = ""
@@ -187,11 +196,7 @@ class JobProgress(CloudEvent, tag=_t("job.progress")):
     data: JobProgressData
 
 
-class JobFinishedData(msgspec.Struct, frozen=True, kw_only=True):
-    job_id: Name
-    attempt: Attempt
-    lab: Name
-    device: Name
+class JobFinishedData(JobAttemptData, kw_only=True):
     result: JobResult
     error_code: ErrorCode | None = None
     error_message: Text | None = None
@@ -218,10 +223,10 @@ class JobCancelled(CloudEvent, tag=_t("job.cancelled")):
     data: JobCancelledData
 
 
-class JobRequestData(msgspec.Struct, frozen=True, kw_only=True):
+class JobRequestData(RequestData, kw_only=True):
+    """An operator's request about one job: cancel or retry."""
+
     job_id: Name
-    requested_by: Text = ""
-    reason: Text | None = None
 
 
 class JobRetryRequested(CloudEvent, tag=_t("job.retry_requested")):
@@ -235,15 +240,10 @@ class JobCancelRequested(CloudEvent, tag=_t("job.cancel_requested")):
 # -- labs and devices ----------------------------------------------------------
 
 
-class DeviceHealthData(msgspec.Struct, frozen=True, kw_only=True):
+class DeviceHealthData(DeviceCondition, kw_only=True):
     lab: Name
     device: Name
     device_type: Name
-    health: DeviceHealth
-    state: DeviceState
-    consecutive_failures: Count = 0
-    check_passed: bool | None = None
-    message: Text = ""
     log_url: str | None = None
     """The API path of the failing check's console log (``proto.storage.health_log_path``);
     the notifier's health issue links it on wrtci's web address."""
@@ -289,13 +289,9 @@ class LabOffline(CloudEvent, tag=_t("lab.offline")):
 # -- console logs -----------------------------------------------------------------
 
 
-class LogChunkData(msgspec.Struct, frozen=True, kw_only=True):
+class LogChunkData(JobAttemptData, kw_only=True):
     """A piece of a job's console log; ``seq`` orders and dedupes chunks."""
 
-    job_id: Name
-    attempt: Attempt
-    lab: Name
-    device: Name
     seq: Count
     """Order within (job, attempt, stream), from 0; a resent chunk keeps its seq."""
     text: Text

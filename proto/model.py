@@ -11,6 +11,7 @@ from wrtci.proto.subjects import PriorityClass
 
 __all__ = [
     "Artifact",
+    "DeviceCondition",
     "DeviceHealth",
     "DeviceState",
     "ErrorCode",
@@ -102,6 +103,20 @@ class DeviceHealth(enum.StrEnum):
     WARNING = "warning"
     UNHEALTHY = "unhealthy"
     UNKNOWN = "unknown"
+
+
+class DeviceCondition(msgspec.Struct, frozen=True, kw_only=True):
+    """A lab device's condition as its lab sees it: the part of a health event
+    (``DeviceHealthData``) that a running lab also answers a status request with
+    (``control.DeviceStatus``)."""
+
+    state: DeviceState
+    health: DeviceHealth
+    consecutive_failures: Count = 0
+    """Health checks failed in a row."""
+    check_passed: bool | None = None
+    """The last health check's outcome; None: not known (no check yet)."""
+    message: Text = ""
 
 
 class Image(msgspec.Struct, frozen=True, kw_only=True):

@@ -61,41 +61,23 @@ class Subjects:
         if not _PREFIX_RE.match(prefix):
             raise ValueError(f"invalid subject prefix {prefix!r}: want [a-z][a-z0-9_-]{{0,31}}")
         self.prefix = prefix
-        self._upper = prefix.upper().replace("-", "_")
+        self._upper = upper = prefix.upper().replace("-", "_")
+        # Streams and KV buckets: names fixed by the prefix.
+        self.events_stream = f"{upper}_EVENTS"
+        self.jobs_stream = f"{upper}_JOBS"
+        self.logs_stream = f"{upper}_LOGS"
+        self.labs_bucket = f"{prefix}_labs"
+        self.devices_bucket = f"{prefix}_devices"
+        self.control_bucket = f"{prefix}_control"
+        self.secrets_bucket = f"{prefix}_secrets"
+        """Central services' secrets (the ``Nats-Msg-Id`` key); no lab may read it."""
 
     def __repr__(self) -> str:
         return f"Subjects({self.prefix!r})"
 
-    # -- streams and buckets -------------------------------------------------
-
-    @property
-    def events_stream(self) -> str:
-        return f"{self._upper}_EVENTS"
-
-    @property
-    def jobs_stream(self) -> str:
-        return f"{self._upper}_JOBS"
-
-    @property
-    def logs_stream(self) -> str:
-        return f"{self._upper}_LOGS"
-
-    @property
-    def labs_bucket(self) -> str:
-        return f"{self.prefix}_labs"
-
-    @property
-    def devices_bucket(self) -> str:
-        return f"{self.prefix}_devices"
-
-    @property
-    def control_bucket(self) -> str:
-        return f"{self.prefix}_control"
-
-    @property
-    def secrets_bucket(self) -> str:
-        """Central services' secrets (the ``Nats-Msg-Id`` key); no lab may read it."""
-        return f"{self.prefix}_secrets"
+    def _lab(self, lab: str) -> str:
+        """``<prefix>.lab.<lab>``: below it, all a lab publishes (see ``lab_scope``)."""
+        return f"{self.prefix}.lab.{encode_token(lab)}"
 
     # -- events ---------------------------------------------------------------
 
@@ -104,7 +86,7 @@ class Subjects:
         return f"{self.prefix}.events.{_check_dotted(event_type)}"
 
     def lab_event(self, lab: str, event_type: str) -> str:
-        return f"{self.prefix}.lab.{encode_token(lab)}.events.{_check_dotted(event_type)}"
+        return f"{self._lab(lab)}.events.{_check_dotted(event_type)}"
 
     def event_family(self, family: str) -> str:
         """Every central event of a family, e.g. ``job`` -> ``<prefix>.events.job.>``."""
@@ -121,7 +103,7 @@ class Subjects:
     # -- console logs -----------------------------------------------------------
 
     def log_chunk(self, lab: str, job_id: str) -> str:
-        return f"{self.prefix}.lab.{encode_token(lab)}.logs.{encode_token(job_id)}"
+        return f"{self._lab(lab)}.logs.{encode_token(job_id)}"
 
     def all_logs(self) -> str:
         return f"{self.prefix}.lab.*.logs.*"
@@ -138,7 +120,7 @@ class Subjects:
 
     def lab_control(self, lab: str) -> str:
         """Requests to a running lab daemon (maintenance, health check); core NATS."""
-        return f"{self.prefix}.lab.{encode_token(lab)}.control"
+        return f"{self._lab(lab)}.control"
 
     def lab_inbox_prefix(self, lab: str) -> str:
         """A lab's own reply inbox prefix (nats-py ``inbox_prefix``).
@@ -150,12 +132,12 @@ class Subjects:
 
     def lab_scope(self, lab: str) -> str:
         """Everything one lab may publish (for NATS permissions)."""
-        return f"{self.prefix}.lab.{encode_token(lab)}.>"
+        return f"{self._lab(lab)}.>"
 
     # -- jobs -------------------------------------------------------------------
 
     def job(self, priority: Priority | int, device_type: str) -> str:
-        return f"{self.prefix}.job.{int(Priority(priority))}.{encode_token(device_type)}"
+        return self._queue("job", priority, device_type)
 
     def jobs_of_type(self, device_type: str) -> str:
         """Every priority's job subject of one device type (a lab's wake-up signal)."""
@@ -169,10 +151,14 @@ class Subjects:
 
         Core NATS only, outside the JOBS stream; labs hear it like a job publish.
         """
-        return f"{self.prefix}.wake.{int(Priority(priority))}.{encode_token(device_type)}"
+        return self._queue("wake", priority, device_type)
 
     def wakes_of_type(self, device_type: str) -> str:
         return f"{self.prefix}.wake.*.{encode_token(device_type)}"
+
+    def _queue(self, kind: str, priority: Priority | int, device_type: str) -> str:
+        """``<prefix>.<kind>.<priority>.<device-type>``, read back by ``_parse_queue_subject``."""
+        return f"{self.prefix}.{kind}.{int(Priority(priority))}.{encode_token(device_type)}"
 
     def parse_job(self, subject: str) -> tuple[Priority, str]:
         return self._parse_queue_subject(subject, ("job",))

@@ -48,71 +48,45 @@ SERVICE_MAX_DELIVER = 8
 SERVICE_BACKOFF = [1.0, 5.0, 15.0, 60.0, 120.0, 300.0, 600.0]
 
 
+def _stream(name: str, description: str, subjects: list[str], replicas: int,
+            **limits: object) -> StreamConfig:
+    """Every stream is kept on disk and, when a limit is reached, drops its oldest
+    messages; ``limits`` (retention, ages, windows) set one stream apart."""
+    return StreamConfig(name=name, description=description, subjects=subjects,
+                        storage=StorageType.FILE, discard=DiscardPolicy.OLD,
+                        num_replicas=replicas, **limits)  # type: ignore[arg-type]
+
+
 def streams(subjects: Subjects, replicas: int = 1) -> list[StreamConfig]:
     return [
-        StreamConfig(
-            name=subjects.events_stream,
-            description="Everything that happened in wrtci, as CloudEvents",
-            subjects=subjects.all_events(),
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=EVENTS_MAX_AGE,
-            duplicate_window=EVENTS_DEDUPE_WINDOW,
-            discard=DiscardPolicy.OLD,
-            num_replicas=replicas,
-        ),
-        StreamConfig(
-            name=subjects.jobs_stream,
-            description="Queued jobs, one subject per priority and device type",
-            subjects=[subjects.all_jobs()],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            duplicate_window=JOBS_DEDUPE_WINDOW,
-            max_consumers=JOBS_MAX_CONSUMERS,
-            discard=DiscardPolicy.OLD,
-            num_replicas=replicas,
-        ),
-        StreamConfig(
-            name=subjects.logs_stream,
-            description="Console log chunks streamed by labs while jobs run",
-            subjects=[subjects.all_logs()],
-            retention=RetentionPolicy.LIMITS,
-            storage=StorageType.FILE,
-            max_age=LOGS_MAX_AGE,
-            duplicate_window=LOGS_DEDUPE_WINDOW,
-            discard=DiscardPolicy.OLD,
-            num_replicas=replicas,
-        ),
+        _stream(subjects.events_stream, "Everything that happened in wrtci, as CloudEvents",
+                subjects.all_events(), replicas, retention=RetentionPolicy.LIMITS,
+                max_age=EVENTS_MAX_AGE, duplicate_window=EVENTS_DEDUPE_WINDOW),
+        _stream(subjects.jobs_stream, "Queued jobs, one subject per priority and device type",
+                [subjects.all_jobs()], replicas, retention=RetentionPolicy.WORK_QUEUE,
+                duplicate_window=JOBS_DEDUPE_WINDOW, max_consumers=JOBS_MAX_CONSUMERS),
+        _stream(subjects.logs_stream, "Console log chunks streamed by labs while jobs run",
+                [subjects.all_logs()], replicas, retention=RetentionPolicy.LIMITS,
+                max_age=LOGS_MAX_AGE, duplicate_window=LOGS_DEDUPE_WINDOW),
     ]
+
+
+def _bucket(bucket: str, description: str, replicas: int, *, history: int,
+            ttl: float | None = None, direct: bool = True) -> KeyValueConfig:
+    """Every bucket is kept on disk. Direct get is on unless a bucket says otherwise:
+    a lab reads its own keys through it (see ``ensure_key_value``)."""
+    return KeyValueConfig(bucket=bucket, description=description, history=history, ttl=ttl,
+                          storage=StorageType.FILE, replicas=replicas, direct=direct)
 
 
 def key_values(subjects: Subjects, replicas: int = 1) -> list[KeyValueConfig]:
     return [
-        KeyValueConfig(
-            bucket=subjects.labs_bucket,
-            description="Labs online, refreshed by heartbeat",
-            history=1,
-            ttl=LAB_HEARTBEAT_TTL,
-            storage=StorageType.FILE,
-            replicas=replicas,
-            direct=True,
-        ),
-        KeyValueConfig(
-            bucket=subjects.devices_bucket,
-            description="Device state and health per lab device",
-            history=5,
-            storage=StorageType.FILE,
-            replicas=replicas,
-            direct=True,
-        ),
-        KeyValueConfig(
-            bucket=subjects.control_bucket,
-            description="Operator switches: scheduler pause / drain",
-            history=10,
-            storage=StorageType.FILE,
-            replicas=replicas,
-            direct=True,
-        ),
+        _bucket(subjects.labs_bucket, "Labs online, refreshed by heartbeat", replicas,
+                history=1, ttl=LAB_HEARTBEAT_TTL),
+        _bucket(subjects.devices_bucket, "Device state and health per lab device", replicas,
+                history=5),
+        _bucket(subjects.control_bucket, "Operator switches: scheduler pause / drain", replicas,
+                history=10),
         secrets_bucket(subjects, replicas),
     ]
 
@@ -124,14 +98,9 @@ def secrets_bucket(subjects: Subjects, replicas: int = 1) -> KeyValueConfig:
     (``services/natsauth.py``) name no subject of this bucket. No direct get,
     so that nothing but the stream's own API serves its messages.
     """
-    return KeyValueConfig(
-        bucket=subjects.secrets_bucket,
-        description="Central secrets: the key of central events' Nats-Msg-Id",
-        history=1,
-        storage=StorageType.FILE,
-        replicas=replicas,
-        direct=False,
-    )
+    return _bucket(subjects.secrets_bucket,
+                   "Central secrets: the key of central events' Nats-Msg-Id", replicas,
+                   history=1, direct=False)
 
 
 # -- consumer templates ------------------------------------------------------------

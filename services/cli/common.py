@@ -6,9 +6,10 @@ import argparse
 import datetime as dt
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -31,6 +32,26 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
         "--config", "-c", default=os.environ.get(CONFIG_ENV),
         help=f"site TOML file (default: ${CONFIG_ENV}; `wrtci up` writes one in its state dir)",
     )
+
+
+Subparsers = argparse._SubParsersAction
+
+
+def command_group(sub: Subparsers, name: str, help: str) -> Subparsers:
+    """``wrtci NAME VERB ...``: the group's parser; its verbs go on what this returns
+    (with :func:`add_command`)."""
+    parser = sub.add_parser(name, help=help)
+    return parser.add_subparsers(dest=f"{name.replace('-', '_')}_command", required=True)
+
+
+def add_command(sub: Subparsers, name: str, func: Callable[[argparse.Namespace], int | None],
+                help: str, **kwargs: Any) -> argparse.ArgumentParser:
+    """A command that reads the site file (``--config``) and runs ``func(args)``;
+    ``kwargs`` go to ``add_parser`` (``description``, ...)."""
+    parser = sub.add_parser(name, help=help, **kwargs)
+    add_config_argument(parser)
+    parser.set_defaults(func=func)
+    return parser
 
 
 def cli_config(args: argparse.Namespace) -> CliConfig:

@@ -18,7 +18,13 @@ from nats.js.errors import NotFoundError
 
 from wrtci.proto.subjects import Subjects
 from wrtci.services import db
-from wrtci.services.cli.common import CliConfig, add_config_argument, cli_config, nats_connection
+from wrtci.services.cli.common import (
+    CliConfig,
+    add_command,
+    cli_config,
+    command_group,
+    nats_connection,
+)
 from wrtci.services.scheduler.control import INTAKE_CONSUMER, read_control, write_control
 
 
@@ -37,23 +43,19 @@ class PipelineStatus(msgspec.Struct, kw_only=True):
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("scheduler", help="pause, drain, resume the scheduler")
-    commands = parser.add_subparsers(dest="scheduler_command", required=True)
-    pause = commands.add_parser("pause", help="take no new firmware until resumed")
-    drain = commands.add_parser("drain", help="pause, then wait until no job is left")
-    resume = commands.add_parser("resume", help="take new firmware again")
-    status = commands.add_parser("status", help="switch position and jobs in the pipeline")
-    for command in (pause, drain, resume, status):
-        add_config_argument(command)
+    commands = command_group(sub, "scheduler", "pause, drain, resume the scheduler")
+    pause = add_command(commands, "pause", lambda a: _run(_pause(a)),
+                        "take no new firmware until resumed")
+    drain = add_command(commands, "drain", lambda a: _run(_drain(a)),
+                        "pause, then wait until no job is left")
+    add_command(commands, "resume", lambda a: _run(_resume(a)), "take new firmware again")
+    add_command(commands, "status", lambda a: _run(_status(a)),
+                "switch position and jobs in the pipeline")
     for command in (pause, drain):
         command.add_argument("--reason", default="", help="shown in status and logs")
     drain.add_argument("--timeout", type=float, default=3600.0,
                        help="give up after this many seconds (exit 1)")
     drain.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
-    pause.set_defaults(func=lambda a: _run(_pause(a)))
-    drain.set_defaults(func=lambda a: _run(_drain(a)))
-    resume.set_defaults(func=lambda a: _run(_resume(a)))
-    status.set_defaults(func=lambda a: _run(_status(a)))
 
 
 def _run(coro) -> int:

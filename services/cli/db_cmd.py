@@ -6,16 +6,13 @@ import argparse
 import asyncio
 
 from wrtci.services import db
-from wrtci.services.cli.common import add_config_argument, cli_config
+from wrtci.services.cli.common import add_command, cli_config, command_group
 from wrtci.services.db.migrate import current_version, migrate
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("db", help="database schema")
-    db_sub = parser.add_subparsers(dest="db_command", required=True)
-    cmd = db_sub.add_parser("migrate", help="apply missing schema migrations")
-    add_config_argument(cmd)
-    cmd.set_defaults(func=run_migrate)
+    db_sub = command_group(sub, "db", "database schema")
+    add_command(db_sub, "migrate", run_migrate, "apply missing schema migrations")
 
 
 async def _migrate(args: argparse.Namespace) -> tuple[list, int]:

@@ -18,23 +18,26 @@ import time
 from nats.js import JetStreamContext
 
 from wrtci.services import db
-from wrtci.services.cli.common import CliConfig, add_config_argument, cli_config, nats_connection
+from wrtci.services.cli.common import (
+    CliConfig,
+    add_command,
+    cli_config,
+    nats_connection,
+)
 from wrtci.services.scheduler.control import write_control
 from wrtci.services.scheduler.hold import JobsInFlight, hold_jobs, release_jobs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    drain = sub.add_parser("drain", help="let running jobs finish and start no new one")
-    add_config_argument(drain)
+    drain = add_command(sub, "drain", lambda a: asyncio.run(_drain(a)),
+                        "let running jobs finish and start no new one")
     drain.add_argument("--wait", action="store_true", help="return once no job is running")
     drain.add_argument("--timeout", type=float, default=3600.0,
                        help="with --wait: give up after this many seconds (exit 1)")
     drain.add_argument("--reason", default="", help="shown in status and logs")
     drain.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
-    drain.set_defaults(func=lambda a: asyncio.run(_drain(a)))
-    resume = sub.add_parser("resume", help="start queued jobs and new firmware again")
-    add_config_argument(resume)
-    resume.set_defaults(func=lambda a: asyncio.run(_resume(a)))
+    add_command(sub, "resume", lambda a: asyncio.run(_resume(a)),
+                "start queued jobs and new firmware again")
 
 
 async def running_jobs(config: CliConfig) -> int:

@@ -32,7 +32,7 @@ from wrtci.services import db
 from wrtci.services.cli.common import (
     TIME_HELP,
     CliConfig,
-    add_config_argument,
+    add_command,
     cli_config,
     nats_connection,
     parse_time,
@@ -126,11 +126,10 @@ def format_line(event: CloudEvent, subject: str) -> str:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser(
-        "events", help="show past and live events",
+    parser = add_command(
+        sub, "events", run_events, "show past and live events",
         description="Past events of the EVENTS stream, then (with --follow) new ones.",
     )
-    add_config_argument(parser)
     parser.add_argument("--follow", "-f", action="store_true", help="keep showing new events")
     parser.add_argument("--new", action="store_true", help="only events from now on")
     parser.add_argument("--since", help=f"start at a time: {TIME_HELP}")
@@ -143,7 +142,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true",
                         help="print each event as its CloudEvents JSON, one per line")
     parser.add_argument("--idle-timeout", type=float, default=1.0, help=argparse.SUPPRESS)
-    parser.set_defaults(func=run_events)
 
 
 async def stream_events(args: argparse.Namespace, out: TextIO) -> int:

@@ -13,7 +13,13 @@ import getpass
 
 from wrtci.core.runtime import EventPublisher
 from wrtci.services import db
-from wrtci.services.cli.common import CliError, add_config_argument, cli_config, nats_connection
+from wrtci.services.cli.common import (
+    CliError,
+    add_command,
+    cli_config,
+    command_group,
+    nats_connection,
+)
 from wrtci.services.operator_requests import NOUNS, publish_request
 
 SOURCE = "wrtci/cli"
@@ -22,15 +28,13 @@ _TABLES = {"job": "jobs", "firmware": "checkouts"}
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     for noun in NOUNS:
-        parser = sub.add_parser(noun, help=f"retry or cancel a {noun}")
-        verbs = parser.add_subparsers(dest=f"{noun}_command", required=True)
+        verbs = command_group(sub, noun, f"retry or cancel a {noun}")
         for verb, help_text in (("retry", f"run the {noun} again (failed jobs of a firmware)"),
                                 ("cancel", f"stop the {noun} and mark it cancelled")):
-            command = verbs.add_parser(verb, help=help_text)
-            add_config_argument(command)
+            command = add_command(verbs, verb, run_request, help_text)
             command.add_argument("id", help=f"{noun} id")
             command.add_argument("--reason", help="recorded with the request")
-            command.set_defaults(func=run_request, noun=noun, verb=verb)
+            command.set_defaults(noun=noun, verb=verb)
 
 
 async def _publish(args: argparse.Namespace) -> None:

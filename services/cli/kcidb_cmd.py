@@ -18,7 +18,8 @@ from wrtci.services.cli.common import (
     TIME_HELP,
     CliConfig,
     CliError,
-    add_config_argument,
+    add_command,
+    command_group,
     parse_time,
 )
 from wrtci.services.kcidb import export as kcidb
@@ -29,14 +30,11 @@ from wrtci.services.results.forwarder import Forwarder, KcidbClient
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("kcidb", help="KCIDB v5 export and forwarding")
-    kcidb_sub = parser.add_subparsers(dest="kcidb_command", required=True)
-
-    export = kcidb_sub.add_parser(
-        "export", help="write KCIDB v5 JSON for a firmware or a time range",
+    kcidb_sub = command_group(sub, "kcidb", "KCIDB v5 export and forwarding")
+    export = add_command(
+        kcidb_sub, "export", run_export, "write KCIDB v5 JSON for a firmware or a time range",
         description="Checkouts, builds, tests, issues and incidents as one KCIDB v5 "
                     "document (for kcidb-submit or a kcidb-ng /submit).")
-    add_config_argument(export)
     which = export.add_mutually_exclusive_group(required=True)
     which.add_argument("--firmware", help="firmware (checkout) id")
     which.add_argument("--since", help=f"results stored since: {TIME_HELP}")
@@ -45,13 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     export.add_argument("--minor", type=int, default=kcidb.KCIDB_MINOR,
                         choices=kcidb.KCIDB_MINORS,
                         help="KCIDB v5 minor version of the document (default: %(default)s)")
-    export.set_defaults(func=run_export)
-
-    forward = kcidb_sub.add_parser(
-        "forward", help="forward new results to the kcidb-ng endpoint once",
-        description="One pass of the results service's forwarder ([kcidb] section).")
-    add_config_argument(forward)
-    forward.set_defaults(func=run_forward)
+    add_command(kcidb_sub, "forward", run_forward,
+                "forward new results to the kcidb-ng endpoint once",
+                description="One pass of the results service's forwarder ([kcidb] section).")
 
 
 class ExportConfig(CliConfig, kw_only=True, forbid_unknown_fields=True):

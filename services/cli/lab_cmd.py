@@ -15,7 +15,7 @@ import sys
 
 import msgspec
 
-from wrtci.services.cli.common import CliConfig, add_config_argument, nats_connection
+from wrtci.services.cli.common import CliConfig, add_command, command_group, nats_connection
 from wrtci.services.natsauth import (
     LAB_CREDS_PATH,
     AuthDir,
@@ -30,19 +30,17 @@ class LabAdminConfig(CliConfig, kw_only=True, forbid_unknown_fields=True):
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("lab", help="onboard, list and revoke labs (NATS credentials)")
-    lab_sub = parser.add_subparsers(dest="lab_command", required=True)
-    add = lab_sub.add_parser("add", help="create a lab's credentials and permissions")
+    lab_sub = command_group(sub, "lab", "onboard, list and revoke labs (NATS credentials)")
+    add = add_command(lab_sub, "add", run_add, "create a lab's credentials and permissions")
     add.add_argument("name")
     add.add_argument("--device-type", action="append", default=[], required=True,
                      help="a device type the lab runs (repeat for more)")
-    listing = lab_sub.add_parser("list", help="the labs and their device types")
-    revoke = lab_sub.add_parser("revoke", help="cut a lab off now; its jobs are queued again")
+    listing = add_command(lab_sub, "list", run_list, "the labs and their device types")
+    revoke = add_command(lab_sub, "revoke", run_revoke,
+                         "cut a lab off now; its jobs are queued again")
     revoke.add_argument("name")
-    for command, func in ((add, run_add), (listing, run_list), (revoke, run_revoke)):
-        add_config_argument(command)
+    for command in (add, listing, revoke):
         command.add_argument("--auth-dir", help="override [nats_admin] auth_dir")
-        command.set_defaults(func=func)
 
 
 def _config(args: argparse.Namespace) -> LabAdminConfig:

@@ -16,19 +16,17 @@ import msgspec
 from nats.js.errors import NoKeysError
 
 from wrtci.proto.records import LogWriterRecord, decode_record
-from wrtci.services.cli.common import add_config_argument, cli_config, nats_connection
+from wrtci.services.cli.common import add_command, cli_config, command_group, nats_connection
 
 KEY_PREFIX = "logs-writer."
 """As services.logs.STATUS_KEY_PREFIX (the CLI imports no service package)."""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("logs", help="the log writers' buffers")
-    commands = parser.add_subparsers(dest="logs_command", required=True)
-    status = commands.add_parser("status", help="memory, spill and dropped bytes per writer")
-    add_config_argument(status)
+    commands = command_group(sub, "logs", "the log writers' buffers")
+    status = add_command(commands, "status", lambda a: asyncio.run(_status(a)),
+                         "memory, spill and dropped bytes per writer")
     status.add_argument("--json", action="store_true", help="one JSON object per writer")
-    status.set_defaults(func=lambda a: asyncio.run(_status(a)))
 
 
 async def writer_records(js, subjects) -> list[LogWriterRecord]:

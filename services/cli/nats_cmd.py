@@ -11,19 +11,16 @@ from nats.js.errors import KeyNotFoundError, NoKeysError
 
 from wrtci.proto import topology
 from wrtci.proto.records import LabRecord, decode_record
-from wrtci.services.cli.common import add_config_argument, cli_config, nats_connection
+from wrtci.services.cli.common import add_command, cli_config, command_group, nats_connection
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("nats", help="JetStream topology")
-    nats_sub = parser.add_subparsers(dest="nats_command", required=True)
-    apply = nats_sub.add_parser("apply", help="create or update streams and KV buckets")
-    add_config_argument(apply)
+    nats_sub = command_group(sub, "nats", "JetStream topology")
+    apply = add_command(nats_sub, "apply", run_apply, "create or update streams and KV buckets")
     apply.add_argument("--replicas", type=int, default=1, help="replicas (3 in a cluster)")
     apply.add_argument("--device-type", action="append", default=[],
                        help="also create this device type's job consumers (repeatable); "
                             "the types labs announced get theirs anyway")
-    apply.set_defaults(func=run_apply)
 
 
 async def _announced_device_types(js, subjects) -> set[str]:

@@ -14,18 +14,16 @@ import hashlib
 import sys
 from pathlib import Path
 
-from wrtci.services.cli.common import add_config_argument, cli_config
+from wrtci.services.cli.common import add_command, cli_config
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("pipe-cleaner", help="does the whole system work? (exit 0/1)")
-    add_config_argument(parser)
+    parser = add_command(sub, "pipe-cleaner", run, "does the whole system work? (exit 0/1)")
     parser.add_argument("--firmware", type=Path,
                         help="the image to push (default: the virtual lab's smoke firmware)")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds until the firmware must be done with its results")
     parser.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
-    parser.set_defaults(func=run)
 
 
 def smoke_firmware(args: argparse.Namespace):

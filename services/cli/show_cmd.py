@@ -22,7 +22,7 @@ import msgspec
 
 from wrtci.core.config import load_config
 from wrtci.services.api.config import Config as ApiConfig
-from wrtci.services.cli.common import add_config_argument, env_token
+from wrtci.services.cli.common import add_command, command_group, env_token
 from wrtci.services.cli.summary_cmd import format_summary
 from wrtci.services.summary import FirmwareSummary
 
@@ -34,26 +34,23 @@ class ApiFailure(Exception):
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("show", help="firmware, jobs, labs and logs from the REST API")
-    what = parser.add_subparsers(dest="show_command", required=True)
-    firmware = what.add_parser("firmware", help="the firmware list, or one firmware")
+    what = command_group(sub, "show", "firmware, jobs, labs and logs from the REST API")
+    firmware = add_command(what, "firmware", run_show, "the firmware list, or one firmware")
     firmware.add_argument("id", nargs="?", help="firmware id (none: the newest firmware)")
     firmware.add_argument("--channel")
     firmware.add_argument("--state")
     firmware.add_argument("--source")
     firmware.add_argument("--limit", type=int, default=20)
-    job = what.add_parser("job", help="one job: attempts and tests")
+    job = add_command(what, "job", run_show, "one job: attempts and tests")
     job.add_argument("id", help="job id")
-    labs = what.add_parser("labs", help="labs and their devices")
-    log = what.add_parser("log", help="the console log (or an artifact) of a job attempt")
+    labs = add_command(what, "labs", run_show, "labs and their devices")
+    log = add_command(what, "log", run_show, "the console log (or an artifact) of a job attempt")
     log.add_argument("id", help="job id")
     log.add_argument("attempt", nargs="?", type=int, help="attempt (default: the job's last)")
     log.add_argument("--stream", default="console", help="console, junit.xml, ...")
     for command in (firmware, job, labs, log):
-        add_config_argument(command)
         command.add_argument("--url", help="API base URL (default: from the [api] section)")
         command.add_argument("--json", action="store_true", help="print the API's JSON")
-        command.set_defaults(func=run_show)
 
 
 def api_url(args: argparse.Namespace) -> str:

@@ -9,16 +9,14 @@ import sys
 import msgspec
 
 from wrtci.services import db
-from wrtci.services.cli.common import add_config_argument, cli_config
+from wrtci.services.cli.common import add_command, cli_config
 from wrtci.services.summary import FirmwareSummary, firmware_summary
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("summary", help="results summary of a firmware")
-    add_config_argument(parser)
+    parser = add_command(sub, "summary", run_summary, "results summary of a firmware")
     parser.add_argument("firmware", help="firmware (checkout) id")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
-    parser.set_defaults(func=run_summary)
 
 
 async def _summary(args: argparse.Namespace) -> FirmwareSummary | None:

@@ -14,7 +14,7 @@ import re
 import sys
 
 from wrtci.services.auth import SCOPES, TokenError, TokenInfo, check_name, check_scopes
-from wrtci.services.cli.common import CliError, add_config_argument, cli_config
+from wrtci.services.cli.common import CliError, add_command, cli_config, command_group
 
 _EXPIRES_RE = re.compile(r"^(\d+)([hdw])$")
 _UNIT = {"h": dt.timedelta(hours=1), "d": dt.timedelta(days=1), "w": dt.timedelta(weeks=1)}
@@ -31,10 +31,9 @@ def parse_expires(value: str | None, now: dt.datetime) -> dt.datetime | None:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("token", help="create, list and revoke API tokens")
-    token_sub = parser.add_subparsers(dest="token_command", required=True)
-    create = token_sub.add_parser(
-        "create", help="a new token, printed once",
+    token_sub = command_group(sub, "token", "create, list and revoke API tokens")
+    create = add_command(
+        token_sub, "create", run_create, "a new token, printed once",
         description="Scopes: upload (POST /api/v1/firmware, the buildbot webhook), control "
                     "(retry/cancel through the API), read (pages and REST when "
                     "[api] require_read_token is set; every token may read).")
@@ -43,13 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="what it may do (repeat for more than one)")
     create.add_argument("--expires", metavar="DURATION",
                         help="valid for 12h, 90d, 52w ... (default: never)")
-    listing = token_sub.add_parser("list", help="the tokens (never their secrets)")
+    listing = add_command(token_sub, "list", run_list, "the tokens (never their secrets)")
     listing.add_argument("--json", action="store_true", help="one JSON document")
-    revoke = token_sub.add_parser("revoke", help="refuse a token from now on")
-    revoke.add_argument("name")
-    for command, func in ((create, run_create), (listing, run_list), (revoke, run_revoke)):
-        add_config_argument(command)
-        command.set_defaults(func=func)
+    add_command(token_sub, "revoke", run_revoke, "refuse a token from now on").add_argument("name")
 
 
 async def _with_conn(args: argparse.Namespace, work):

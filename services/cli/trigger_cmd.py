@@ -10,18 +10,13 @@ import msgspec
 
 from wrtci.core.config import load_config
 from wrtci.core.runtime import setup_logging
-from wrtci.services.cli.common import add_config_argument
+from wrtci.services.cli.common import add_command, command_group
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("trigger", help="run one pass of a firmware source")
-    actions = parser.add_subparsers(dest="action", required=True)
-    scan = actions.add_parser("scan-once", help="scan the downloads server once")
-    add_config_argument(scan)
-    scan.set_defaults(func=scan_once)
-    poll = actions.add_parser("poll-github-once", help="poll labelled pull requests once")
-    add_config_argument(poll)
-    poll.set_defaults(func=poll_github_once)
+    actions = command_group(sub, "trigger", "run one pass of a firmware source")
+    add_command(actions, "scan-once", scan_once, "scan the downloads server once")
+    add_command(actions, "poll-github-once", poll_github_once, "poll labelled pull requests once")
 
 
 def _config(args: argparse.Namespace):

@@ -49,80 +49,71 @@ class Culprit(_Object):
     harness: bool | None = None
 
 
-class Checkout(_Object):
+class _Reported(_Object, kw_only=True):
+    """What every reported object has: its id, who reports it, a comment, the rest."""
+
     id: str
     origin: str
+    comment: str | None = None
+    misc: dict[str, Any] = {}
+
+
+class _Logged(_Reported, kw_only=True):
+    """Checkouts, builds and tests: when they started, and their log."""
+
+    start_time: dt.datetime | None = None
+    log_url: str | None = None
+    log_excerpt: str | None = None
+
+
+class _Run(_Logged, kw_only=True):
+    """Builds and tests: how long they took and how they went."""
+
+    duration: float | None = None
+    status: Status | None = None
+
+
+class Checkout(_Logged, kw_only=True):
     tree_name: str | None = None
     git_repository_url: str | None = None
     git_commit_hash: str | None = None
     git_commit_name: str | None = None
     git_repository_branch: str | None = None
     patchset_hash: str | None = None
-    comment: str | None = None
-    start_time: dt.datetime | None = None
-    log_url: str | None = None
-    log_excerpt: str | None = None
     valid: bool | None = None
-    misc: dict[str, Any] = {}
 
 
-class Build(_Object):
-    id: str
+class Build(_Run, kw_only=True):
     checkout_id: str
-    origin: str
-    comment: str | None = None
-    start_time: dt.datetime | None = None
-    duration: float | None = None
     architecture: str | None = None
     command: str | None = None
     compiler: str | None = None
     output_files: list[Resource] = []
     config_name: str | None = None
     config_url: str | None = None
-    log_url: str | None = None
-    log_excerpt: str | None = None
-    status: Status | None = None
-    misc: dict[str, Any] = {}
 
 
-class Test(_Object):
+class Test(_Run, kw_only=True):
     __test__ = False  # not a pytest class
 
-    id: str
     build_id: str
-    origin: str
     environment: Environment | None = None
     path: str | None = None
-    comment: str | None = None
-    log_url: str | None = None
-    log_excerpt: str | None = None
-    status: Status | None = None
-    start_time: dt.datetime | None = None
-    duration: float | None = None
-    misc: dict[str, Any] = {}
 
 
-class Issue(_Object):
-    id: str
+class Issue(_Reported, kw_only=True):
     version: int
-    origin: str
     report_url: str | None = None
     report_subject: str | None = None
     culprit: Culprit | None = None
-    comment: str | None = None
-    misc: dict[str, Any] = {}
 
 
-class Incident(_Object):
-    id: str
-    origin: str
+class Incident(_Reported, kw_only=True):
     issue_id: str
     issue_version: int
     build_id: str | None = None
     test_id: str | None = None
     present: bool | None = None
-    comment: str | None = None
-    misc: dict[str, Any] = {}
 
 
 class Document(_Object):

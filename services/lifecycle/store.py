@@ -16,6 +16,7 @@ import msgspec
 from wrtci.proto.events import JobSpec
 from wrtci.proto.model import Image, TestPlan
 from wrtci.proto.records import LabRecord
+from wrtci.services.db import fetch_row, fetch_rows
 from wrtci.services.scheduler.fanout import JobDraft
 
 # -- announced devices ---------------------------------------------------------------
@@ -234,14 +235,12 @@ class JobRow(msgspec.Struct, frozen=True, kw_only=True):
     result: str | None
 
 
+_JOB_ROWS = f"SELECT {', '.join(JobRow.__struct_fields__)} FROM jobs"
+
+
 async def lock_job(conn: asyncpg.Connection, job_id: str) -> JobRow | None:
     """The job row, locked until the end of the transaction."""
-    row = await conn.fetchrow(
-        "SELECT id, checkout_id, state, attempt, max_attempts, lab, device, queue_seq, result "
-        "FROM jobs WHERE id = $1 FOR UPDATE",
-        job_id,
-    )
-    return JobRow(**dict(row)) if row else None
+    return await fetch_row(conn, JobRow, f"{_JOB_ROWS} WHERE id = $1 FOR UPDATE", job_id)
 
 
 async def requeue(
@@ -349,23 +348,18 @@ class OverdueJob(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def overdue_jobs(conn: asyncpg.Connection) -> list[OverdueJob]:
-    rows = await conn.fetch(
-        """
+    return await fetch_rows(conn, OverdueJob, """
         SELECT id, attempt, lab, device,
                started_at + make_interval(secs => timeout_s) <= now() AS plan_timed_out
         FROM jobs WHERE state = 'running' AND deadline_at <= now()
-        """
-    )
-    return [OverdueJob(**dict(r)) for r in rows]
+        """)
 
 
 async def open_jobs(conn: asyncpg.Connection, firmware_id: str) -> list[JobRow]:
-    rows = await conn.fetch(
-        "SELECT id, checkout_id, state, attempt, max_attempts, lab, device, queue_seq, result "
-        "FROM jobs WHERE checkout_id = $1 AND state <> 'done' ORDER BY id FOR UPDATE",
-        firmware_id,
-    )
-    return [JobRow(**dict(r)) for r in rows]
+    return await fetch_rows(
+        conn, JobRow,
+        f"{_JOB_ROWS} WHERE checkout_id = $1 AND state <> 'done' ORDER BY id FOR UPDATE",
+        firmware_id)
 
 
 async def jobs_to_retry(conn: asyncpg.Connection, firmware_id: str) -> list[str]:

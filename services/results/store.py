@@ -14,6 +14,7 @@ import asyncpg
 
 from wrtci.proto.subjects import Subjects
 from wrtci.services.batch_consume import Delivery, Verdict
+from wrtci.services.db import fetch_rows
 from wrtci.services.firmware_store import ORIGIN
 from wrtci.services.results.ingest import Attempt, BatchPlan, job_keys
 
@@ -28,7 +29,8 @@ async def load_attempts(conn: asyncpg.Connection, keys: set[tuple[str, int]]) ->
     if not keys:
         return []
     ordered = sorted(keys)
-    rows = await conn.fetch(
+    return await fetch_rows(
+        conn, Attempt,
         """SELECT a.job_id, a.attempt, a.state, a.lab, a.device, a.result, a.error_code,
                   a.error_message, a.log_key, a.started_at, a.finished_at,
                   a.suite_revision, a.stage, a.stage_at, j.build_id, j.device_type,
@@ -42,7 +44,6 @@ async def load_attempts(conn: asyncpg.Connection, keys: set[tuple[str, int]]) ->
               FOR UPDATE OF a""",
         [k[0] for k in ordered], [k[1] for k in ordered],
     )
-    return [Attempt(**dict(row)) for row in rows]
 
 
 async def ingest_batch(

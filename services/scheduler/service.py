@@ -24,7 +24,7 @@ import msgspec
 from nats.js import JetStreamContext
 
 from wrtci.core.retry import retry_call, wait_or_stop
-from wrtci.core.runtime import Daemon, ServiceApp, Stopped, check_all, check_nats, run_app
+from wrtci.core.runtime import Daemon, Stopped, check_all, check_nats, run_app
 from wrtci.proto.events import (
     CloudEvent,
     FirmwareCancelRequested,
@@ -36,13 +36,13 @@ from wrtci.proto.events import (
 )
 from wrtci.proto.subjects import Subjects
 from wrtci.proto.topology import JOB_ACK_WAIT, ensure_consumer, service_consumer
-from wrtci.services import db
 from wrtci.services.checks import check_database
 from wrtci.services.config import ServiceConfig
 from wrtci.services.consume import MsgMeta, consume
 from wrtci.services.firmware_store import load_open_firmware, record_firmware
 from wrtci.services.lifecycle import Lifecycle, store
-from wrtci.services.lifecycle.dispatch import Dispatcher, minio_presigner
+from wrtci.services.lifecycle.app import LifecycleApp
+from wrtci.services.lifecycle.dispatch import Dispatcher
 from wrtci.services.scheduler.consumers import JobConsumerKeeper
 from wrtci.services.scheduler.control import INTAKE_CONSUMER, ControlSwitch
 from wrtci.services.scheduler.devices import DeviceRegistry
@@ -237,29 +237,20 @@ async def _halt_on_pause(switch: ControlSwitch, stop: asyncio.Event, halt: async
     halt.set()
 
 
-class SchedulerApp(ServiceApp):
-    """The daemon's parts, wired together; ``run()`` is its whole life."""
-
+class SchedulerApp(LifecycleApp):
     name = "scheduler"
+    config: Config
 
     def __init__(self, config: Config) -> None:
-        super().__init__()
-        self.config = config
-        self.subjects = config.nats.subjects
+        super().__init__(config)
         self.plans = PlanSet.load(config.scheduler.plans_file)
 
     async def open(self, daemon: Daemon) -> None:
         """Connect, catch up with the registry and the switch, start consuming."""
-        config, settings, subjects = self.config, self.config.scheduler, self.subjects
-        stop = daemon.stop
-        self.nc = await daemon.connect_nats(config.nats)
-        self.pool = await db.open_pool(daemon, config.database)
-        js = self.nc.jetstream(timeout=config.nats.request_timeout_s)
-        dispatcher = Dispatcher(js, subjects, minio_presigner(config.storage),
-                                concurrency=settings.publish_concurrency)
-        self.lifecycle = Lifecycle(self.pool, dispatcher, subjects,
-                                   max_attempts=settings.max_attempts,
-                                   firmware_timeout_s=settings.firmware_timeout_s)
+        settings, subjects, stop = self.config.scheduler, self.subjects, daemon.stop
+        js = await self.open_lifecycle(
+            daemon, dispatcher_options={"concurrency": settings.publish_concurrency},
+            max_attempts=settings.max_attempts, firmware_timeout_s=settings.firmware_timeout_s)
         self.registry = DeviceRegistry(js, subjects, self.pool)
         self.job_consumers = JobConsumerKeeper(js, subjects, ack_wait=settings.job_ack_wait_s)
         self.registry.on_device_types = self.job_consumers.want
@@ -275,7 +266,7 @@ class SchedulerApp(ServiceApp):
         # The job consumers follow the drain switch once it has been read.
         daemon.loop("jobs-held", lambda stop: keep_jobs_held(
             js, subjects, lambda: self.switch.record.jobs_held, stop))
-        self.scheduler = Scheduler(self.pool, dispatcher, self.lifecycle, self.plans, settings,
+        self.scheduler = Scheduler(self.pool, self.dispatcher, self.lifecycle, self.plans, settings,
                                    image_wishes=lambda: self.registry.image_wishes)
         self.registry.on_new_device_types = self._late_lab
         # Labs may only bind to job consumers: every device type announced gets

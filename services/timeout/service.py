@@ -20,7 +20,7 @@ import logging
 import msgspec
 
 from wrtci.core.retry import Backoff
-from wrtci.core.runtime import Daemon, ServiceApp, check_all, check_nats, run_app
+from wrtci.core.runtime import Daemon, check_all, check_nats, run_app
 from wrtci.proto.events import (
     CloudEvent,
     FirmwareStateChanged,
@@ -30,13 +30,12 @@ from wrtci.proto.events import (
 )
 from wrtci.proto.subjects import Subjects
 from wrtci.proto.topology import service_consumer
-from wrtci.services import db
 from wrtci.services.checks import check_database
 from wrtci.services.config import ServiceConfig
 from wrtci.services.consume import MsgMeta, Reject, Retry, consume
 from wrtci.services.identity import TAKEOVER_AFTER_S, attempt_holder, count_rejection, may_start
 from wrtci.services.lifecycle import INFRA_RETRY, Lifecycle
-from wrtci.services.lifecycle.dispatch import Dispatcher, minio_presigner
+from wrtci.services.lifecycle.app import LifecycleApp
 from wrtci.services.timeout.deadlines import DeadlineLoop
 
 log = logging.getLogger(__name__)
@@ -151,26 +150,15 @@ class LifecycleHandler:
             self.deadlines.wake()  # a new holdoff or timeout to wait for
 
 
-class TimeoutApp(ServiceApp):
-    """The daemon's parts, wired together; ``run()`` is its whole life."""
-
+class TimeoutApp(LifecycleApp):
     name = "timeout"
-
-    def __init__(self, config: Config) -> None:
-        super().__init__()
-        self.config = config
-        self.subjects = config.nats.subjects
+    config: Config
 
     async def open(self, daemon: Daemon) -> None:
         config, subjects = self.config, self.subjects
-        self.nc = await daemon.connect_nats(config.nats)
-        self.pool = await db.open_pool(daemon, config.database)
-        js = self.nc.jetstream(timeout=config.nats.request_timeout_s)
-        dispatcher = Dispatcher(js, subjects, minio_presigner(config.storage))
-        self.lifecycle = Lifecycle(self.pool, dispatcher, subjects,
-                                   heartbeat_timeout_s=config.timeout.heartbeat_timeout_s,
-                                   infra_retry=config.timeout.infra_retry,
-                                   on_timers_changed=self._wake)
+        js = await self.open_lifecycle(
+            daemon, heartbeat_timeout_s=config.timeout.heartbeat_timeout_s,
+            infra_retry=config.timeout.infra_retry, on_timers_changed=self._wake)
         self.deadlines = DeadlineLoop(self.lifecycle, max_sleep_s=config.timeout.max_sleep_s)
         handler = LifecycleHandler(self.lifecycle, subjects, self.deadlines,
                                    config.timeout.takeover_after_s)

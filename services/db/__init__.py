@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
-import msgspec
 
 from wrtci.core.runtime import Daemon
 from wrtci.services.config import DatabaseConfig
-
-S = TypeVar("S", bound=msgspec.Struct)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -56,16 +53,3 @@ async def connect(config: DatabaseConfig) -> asyncpg.Connection:
     conn = await asyncpg.connect(config.dsn, command_timeout=config.command_timeout_s, timeout=10)
     await _init_connection(conn)
     return conn
-
-
-async def fetch_rows(conn: asyncpg.Connection, row_type: type[S], sql: str, *args: Any) -> list[S]:
-    """The rows of ``sql`` as ``row_type``, whose fields are the selected columns (a
-    column selected and not named there, or named and not selected, is an error)."""
-    return [row_type(**dict(row)) for row in await conn.fetch(sql, *args)]
-
-
-async def fetch_row(conn: asyncpg.Connection, row_type: type[S], sql: str,
-                    *args: Any) -> S | None:
-    """The first row of ``sql`` as ``row_type`` (see :func:`fetch_rows`); None: no row."""
-    row = await conn.fetchrow(sql, *args)
-    return None if row is None else row_type(**dict(row))

@@ -25,6 +25,18 @@ def as_struct(row: asyncpg.Record | None, struct_type: type[S]) -> S | None:
     return None if row is None else msgspec.convert(dict(row), struct_type)
 
 
+async def fetch_rows(conn: asyncpg.Connection, struct_type: type[S], sql: str,
+                     *args: object) -> list[S]:
+    """The rows of ``sql`` as ``struct_type``, whose fields name the selected columns."""
+    return as_structs(await conn.fetch(sql, *args), struct_type)
+
+
+async def fetch_row(conn: asyncpg.Connection, struct_type: type[S], sql: str,
+                    *args: object) -> S | None:
+    """The first row of ``sql`` as ``struct_type``; None: no row."""
+    return as_struct(await conn.fetchrow(sql, *args), struct_type)
+
+
 class Page(msgspec.Struct, kw_only=True):
     limit: int
     offset: int

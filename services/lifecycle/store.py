@@ -16,7 +16,7 @@ import msgspec
 from wrtci.proto.events import JobSpec
 from wrtci.proto.model import Image, TestPlan
 from wrtci.proto.records import LabRecord
-from wrtci.services.db import fetch_row, fetch_rows
+from wrtci.services.db.rows import fetch_row, fetch_rows
 from wrtci.services.scheduler.fanout import JobDraft
 
 # -- announced devices ---------------------------------------------------------------

@@ -14,7 +14,7 @@ import asyncpg
 
 from wrtci.proto.subjects import Subjects
 from wrtci.services.batch_consume import Delivery, Verdict
-from wrtci.services.db import fetch_rows
+from wrtci.services.db.rows import fetch_rows
 from wrtci.services.firmware_store import ORIGIN
 from wrtci.services.results.ingest import Attempt, BatchPlan, job_keys
 

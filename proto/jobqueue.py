@@ -21,6 +21,9 @@ a lab only binds to them. An idle device costs (almost) nothing:
   lab's own ``nak(delay)`` schedules one right when its delay ends). Each
   device type's poll has a random phase: devices started together (a lab, a
   fleet) never poll together.
+* **reconnect**: wake-ups sent while the lab's connection was away are lost;
+  the lab calls :meth:`JobQueue.look_again` when it is back (its reconnected
+  callback), which asks every priority at once.
 * **requests**: pull requests go through one reply subscription per queue
   (:mod:`wrtci.proto.jobpull`), so a look costs one message each way.
 
@@ -155,6 +158,7 @@ class JobQueue:
         self.priorities = tuple(sorted(priorities, reverse=True))
         if max_idle_rate <= 0:
             raise ValueError("max_idle_rate must be positive")
+        self.max_idle_rate = max_idle_rate
         self.poll_interval = len(self.priorities) / max_idle_rate
         """A safety poll asks every priority once: this keeps it within max_idle_rate."""
         self._puller = Puller(self.nc, subjects.jobs_stream,
@@ -240,6 +244,18 @@ class JobQueue:
         if state.fetches == 0:
             return min(self.poll_interval * random.uniform(1.0, 2.0), self.ack_wait + 0.1)
         return self.poll_interval * random.uniform(1.0, 1.1)
+
+    def look_again(self) -> None:
+        """Ask every priority of every device type now, as after a fetch that found a job.
+
+        For the lab's NATS connection coming back (its reconnected callback): the
+        wake-ups of jobs published while it was away went to no one, and without
+        this only the safety poll would find those jobs.
+        """
+        for state in self._types.values():
+            state.backlog = True
+            state.retry_s = RETRY_FIRST
+            state.notify()
 
     def job_returned(self, device_type: str, delay: float | None) -> None:
         """A job of ours was naked: look again when it is back in the queue."""

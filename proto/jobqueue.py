@@ -4,17 +4,20 @@ Every lab with a device of a type pulls from the same durable consumers, one
 per priority, which central services create (``topology.ensure_job_consumers``);
 a lab only binds to them. An idle device costs (almost) nothing:
 
-* **wake-up**: a core NATS subscription on the device type's job subjects
-  (``Subjects.jobs_of_type``) sees every job the scheduler queues for it, and
-  one on its wake-up subjects (``Subjects.wakes_of_type``) hears of jobs that
-  became available without a publish (``wrtci resume`` releasing held jobs).
-  It is only a signal: the job itself is then *fetched* from the consumers, so
-  exactly one device gets it.
+* **wake-up**: a core NATS subscription on the device type's wake-up subjects
+  (``Subjects.wakes_of_type``) hears that jobs of a priority are waiting:
+  central services send one (:func:`wake_labs`) per priority and device type
+  for each batch of jobs they queue, and ``wrtci resume`` for the jobs a drain
+  held. It is only a signal: the jobs are then *fetched* from the consumers,
+  so each goes to exactly one device. One wake-up is enough for many jobs: a
+  device that took a job lets the next waiting device look (a backlog), until
+  a look finds nothing.
 * **priority**: a fetch asks the consumers highest priority first (``no_wait``
   pull requests, answered at once), so a PR job is taken before an older
   snapshot job. A wake-up alone asks only the priorities it announced, with a
   short wait: the wake-up can overtake the stream storing the job (always so
-  in a cluster). A device that just took a job asks every priority again.
+  in a cluster). A device that just took a job asks every priority again (the
+  woken one again with the short wait).
 * **safety poll**: jobs that come back without a new publish — naked with a
   delay, or redelivered after a lab stopped acking — are seen by a slow poll of
   every priority, paced to ``max_idle_rate`` requests/s per device type (the
@@ -223,6 +226,8 @@ class JobQueue:
                 job = await self._fetch(state, hinted, full)
                 if job is not None:
                     state.backlog = True
+                    if int(job.priority) in hinted:  # more of a woken batch may be on the way
+                        state.hinted.add(int(job.priority))
                     state.notify()  # another idle device of this type may take the next
                     return job
                 continue  # a wake-up may have come in meanwhile
@@ -310,8 +315,8 @@ class JobQueue:
                 state.hinted.add(int(priority))
                 state.notify()
 
-            state.subs = [await self.nc.subscribe(subject, cb=wake) for subject in (
-                self.subjects.jobs_of_type(device_type), self.subjects.wakes_of_type(device_type))]
+            state.subs = [await self.nc.subscribe(self.subjects.wakes_of_type(device_type),
+                                                  cb=wake)]
         return state
 
     async def _fetch(self, state: _DeviceType, hinted: set[int],
@@ -353,6 +358,19 @@ class JobQueue:
             await msg.term()
             return None
         return QueuedJob(msg, event, priority, self)
+
+
+async def wake_labs(nc: Client, subjects: Subjects,
+                    queued: Iterable[tuple[Priority | int, str]]) -> int:
+    """Wake the labs for jobs just queued: one wake-up per (priority, device type).
+
+    Called once the jobs are stored (their publishes acked). Returns how many
+    wake-ups were sent.
+    """
+    wakes = {(int(priority), device_type) for priority, device_type in queued}
+    for priority, device_type in sorted(wakes):
+        await nc.publish(subjects.job_wake(priority, device_type))
+    return len(wakes)
 
 
 async def fetch_next_job(

@@ -30,7 +30,7 @@ from wrtci.lab_daemon.daemon import LabDaemon
 from wrtci.lab_daemon.firmware import FirmwareCache
 from wrtci.proto import events as ev
 from wrtci.proto import topology
-from wrtci.proto.jobqueue import wake_labs
+from wrtci.proto.jobwake import wake_labs
 from wrtci.proto.model import Image, TestPlan
 from wrtci.proto.subjects import Priority
 

@@ -6,9 +6,9 @@ a lab only binds to them. An idle device costs (almost) nothing:
 
 * **wake-up**: a core NATS subscription on the device type's wake-up subjects
   (``Subjects.wakes_of_type``) hears that jobs of a priority are waiting:
-  central services send one (:func:`wake_labs`) per priority and device type
-  for each batch of jobs they queue, and ``wrtci resume`` for the jobs a drain
-  held. It is only a signal: the jobs are then *fetched* from the consumers,
+  central services send one per priority and device type for each batch of
+  jobs they queue (:mod:`wrtci.proto.jobwake`), and ``wrtci resume`` for the
+  jobs a drain held. It is only a signal: the jobs are then *fetched* from the consumers,
   so each goes to exactly one device. One wake-up is enough for many jobs: a
   device that took a job lets the next waiting device look (a backlog), until
   a look finds nothing.
@@ -16,8 +16,9 @@ a lab only binds to them. An idle device costs (almost) nothing:
   pull requests, answered at once), so a PR job is taken before an older
   snapshot job. A wake-up alone asks only the priorities it announced, with a
   short wait: the wake-up can overtake the stream storing the job (always so
-  in a cluster). A device that just took a job asks every priority again (the
-  woken one again with the short wait).
+  in a cluster). A device that just took a job asks every priority again
+  (with the short wait on a woken one while its wake-ups announced more jobs
+  than the lab took: a wake-up says how many jobs it stands for).
 * **safety poll**: jobs that come back without a new publish — naked with a
   delay, or redelivered after a lab stopped acking — are seen by a slow poll of
   every priority, paced to ``max_idle_rate`` requests/s per device type (the
@@ -57,6 +58,7 @@ from nats.js import JetStreamContext
 
 from wrtci.proto.events import DecodeError, JobCreated, JobSpec, decode_as
 from wrtci.proto.jobpull import Puller, PullFailed
+from wrtci.proto.jobwake import jobs_announced
 from wrtci.proto.subjects import PRIORITIES_HIGH_FIRST, Priority, Subjects
 from wrtci.proto.topology import JOB_ACK_WAIT
 
@@ -112,6 +114,8 @@ class _DeviceType:
         self.name = name
         self.hinted: set[int] = set()
         """Priorities a wake-up announced since the last fetch."""
+        self.announced: dict[int, int] = {}
+        """Priority -> jobs its wake-ups announced that this lab has not taken yet."""
         self.backlog = False
         """The last fetch found a job: more may wait."""
         self.next_poll = first_poll
@@ -130,6 +134,17 @@ class _DeviceType:
     def due(self, now: float) -> bool:
         return (bool(self.hinted) or self.backlog or bool(self.late) or now >= self.next_poll
                 or bool(self.timers and self.timers[0] <= now))
+
+    def took(self, priority: int) -> None:
+        """A job of ``priority`` taken: while its wake-ups announced more, the next
+        look at it waits a moment for them too (they may still be on the way to
+        the consumer, as the first one was)."""
+        left = self.announced.get(priority, 0) - 1
+        if left > 0:
+            self.announced[priority] = left
+            self.hinted.add(priority)
+        else:
+            self.announced.pop(priority, None)
 
     def next_look(self) -> float:
         return min(self.next_poll, self.timers[0]) if self.timers else self.next_poll
@@ -226,8 +241,7 @@ class JobQueue:
                 job = await self._fetch(state, hinted, full)
                 if job is not None:
                     state.backlog = True
-                    if int(job.priority) in hinted:  # more of a woken batch may be on the way
-                        state.hinted.add(int(job.priority))
+                    state.took(int(job.priority))
                     state.notify()  # another idle device of this type may take the next
                     return job
                 continue  # a wake-up may have come in meanwhile
@@ -313,6 +327,8 @@ class JobQueue:
                 except ValueError:
                     return
                 state.hinted.add(int(priority))
+                state.announced[int(priority)] = jobs_announced(
+                    msg.data, state.announced.get(int(priority), 0))
                 state.notify()
 
             state.subs = [await self.nc.subscribe(self.subjects.wakes_of_type(device_type),
@@ -329,6 +345,8 @@ class JobQueue:
                 expires = WAKEUP_WAIT if int(priority) in hinted else None
                 consumer = self.subjects.job_consumer(priority, state.name)
                 msg = await self._puller.pull(consumer, expires)
+                if msg is None and expires is not None:  # the rest went to other devices
+                    state.announced.pop(int(priority), None)
                 job = None if msg is None else await self._job(state, priority, msg)
                 if job is not None:
                     return job
@@ -358,23 +376,3 @@ class JobQueue:
             await msg.term()
             return None
         return QueuedJob(msg, event, priority, self)
-
-
-async def wake_labs(nc: Client, subjects: Subjects,
-                    queued: Iterable[tuple[Priority | int, str]]) -> int:
-    """Wake the labs for jobs just queued: one wake-up per (priority, device type).
-
-    Called once the jobs are stored (their publishes acked). Returns how many
-    wake-ups were sent.
-    """
-    wakes = {(int(priority), device_type) for priority, device_type in queued}
-    for priority, device_type in sorted(wakes):
-        await nc.publish(subjects.job_wake(priority, device_type))
-    return len(wakes)
-
-
-async def fetch_next_job(
-    queue: JobQueue, device_type: str, *, wait: float = 1.0
-) -> QueuedJob | None:
-    """Function form of :meth:`JobQueue.next_job`."""
-    return await queue.next_job(device_type, wait=wait)

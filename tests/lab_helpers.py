@@ -29,7 +29,7 @@ from wrtci.proto import events as ev
 from wrtci.proto import topology
 from wrtci.proto.control import DeviceStatus, LabAction, LabControlReply, LabControlRequest
 from wrtci.proto.events import decode
-from wrtci.proto.jobqueue import wake_labs
+from wrtci.proto.jobwake import wake_labs
 from wrtci.proto.model import Image, TestPlan
 from wrtci.proto.subjects import Priority, Subjects
 from wrtci.proto.topology import JOB_ACK_WAIT, ensure_job_consumers

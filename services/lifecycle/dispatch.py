@@ -19,7 +19,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 
 from wrtci.core.publisher import EventPublisher, msg_id
 from wrtci.proto.events import JobCreated, JobSpec, encode
-from wrtci.proto.jobqueue import wake_labs
+from wrtci.proto.jobwake import wake_labs
 from wrtci.proto.routing import event_subject
 from wrtci.proto.subjects import Subjects
 from wrtci.services.config import StorageConfig

@@ -12,7 +12,8 @@ from tests.lab_helpers import DEVICE_TYPE, job_spec
 from wrtci.proto import events as ev
 from wrtci.proto.events import decode_as
 from wrtci.proto.jobpull import Puller, PullFailed
-from wrtci.proto.jobqueue import JobQueue, wake_labs
+from wrtci.proto.jobqueue import JobQueue
+from wrtci.proto.jobwake import wake_labs
 from wrtci.proto.model import TestPlan
 from wrtci.proto.subjects import Priority
 from wrtci.proto.topology import ensure_job_consumers

@@ -21,10 +21,10 @@ PLANS = [TestPlan(name="base", tests=["tests/test_base.py"])]
 
 async def test_a_batch_of_n_jobs_wakes_once_and_reaches_n_waiting_devices(nc, js, subjects):
     await ensure_job_consumers(js, subjects, [DEVICE_TYPE])
-    wakes: list[str] = []
+    wakes: list[tuple[str, bytes]] = []
 
     async def heard(msg) -> None:
-        wakes.append(msg.subject)
+        wakes.append((msg.subject, msg.data))
 
     await nc.subscribe(subjects.wakes_of_type(DEVICE_TYPE), cb=heard)
     # Two labs, five idle devices; no safety poll within the test.
@@ -44,7 +44,8 @@ async def test_a_batch_of_n_jobs_wakes_once_and_reaches_n_waiting_devices(nc, js
     assert sorted(j.spec.job_id for j in jobs) == sorted(s.job_id for s in specs)
     assert all(j.num_delivered == 1 for j in jobs)
     await nc.flush()
-    assert wakes == [subjects.job_wake(Priority.SNAPSHOT, DEVICE_TYPE)]  # one for the batch
+    # One wake-up for the batch, saying how many jobs it stands for.
+    assert wakes == [(subjects.job_wake(Priority.SNAPSHOT, DEVICE_TYPE), b"5")]
     for job in jobs:
         await job.ack()
     for queue in labs:

@@ -43,7 +43,8 @@ from wrtci.core.config import NatsConfig, dump_config
 from wrtci.core.runtime import EventPublisher
 from wrtci.proto import events as ev
 from wrtci.proto import topology
-from wrtci.proto.jobqueue import JobQueue, wake_labs
+from wrtci.proto.jobqueue import JobQueue
+from wrtci.proto.jobwake import wake_labs
 from wrtci.proto.model import Image, JobResult, TestPlan, TestResult, TestStatus
 from wrtci.proto.storage import job_log_key
 from wrtci.proto.subjects import Priority, Subjects

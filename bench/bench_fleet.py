@@ -39,28 +39,25 @@ import json
 import os
 import random
 import resource
-import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import nats
+from common import NAME, Servers, options, servers, work_dir
 
 from wrtci.proto import events as ev
 from wrtci.proto import topology
 from wrtci.proto.jobqueue import MAX_IDLE_RATE, JobQueue
+from wrtci.proto.jobwake import wake_labs
 from wrtci.proto.model import Image, TestPlan
 from wrtci.proto.subjects import Priority, Subjects
 from wrtci.services.stack.servers import NatsServer
 
 DEVICE_TYPES = 200
-PREFIX = "fleet"
 TAKEN_SUBJECT = "fleetbench.taken"
 """Where a worker says it took a ``single-`` job (core NATS, outside every stream)."""
 LAG_WARN_MS = 20.0
@@ -88,7 +85,7 @@ async def watch_loop(lags: list[tuple[float, float]]) -> None:
 
 
 async def worker(url: str, labs: range, devices: int) -> dict:
-    subjects = Subjects(PREFIX)
+    subjects = Subjects(NAME)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     taken: list[tuple[str, float]] = []
@@ -194,15 +191,19 @@ def job_event(job_id: str, kind: str, priority: Priority) -> ev.JobCreated:
 
 
 async def publish(js, subjects: Subjects, job_id: str, kinds: list[str], *,
-                  wait: bool) -> None:
+                  wait: bool) -> tuple[Priority, str]:
+    """One job as the scheduler queues it; with ``wait``, stored and its labs woken
+    (else the caller wakes them once for the whole burst, as a batch does)."""
     kind = random.choice(kinds)
     priority = random.choice(list(Priority))
     event = job_event(job_id, kind, priority)
     args = (subjects.job(priority, kind), ev.encode(event))
     if wait:
         await js.publish(*args, headers={"Nats-Msg-Id": event.id})
+        await wake_labs(js._nc, subjects, [(priority, kind)])
     else:
         await js.publish_async(*args, headers={"Nats-Msg-Id": event.id})
+    return priority, kind
 
 
 async def queue_empty(js, subjects: Subjects, within_s: float) -> None:
@@ -214,16 +215,18 @@ async def queue_empty(js, subjects: Subjects, within_s: float) -> None:
 
 
 async def coordinate(args: argparse.Namespace) -> None:
-    root = Path(tempfile.mkdtemp(prefix="wrtci-fleet-"))
-    server = NatsServer(root / "nats").start()
-    stats = Server(server)
-    subjects = Subjects(PREFIX)
+    with work_dir() as root:
+        async with servers(root) as local:
+            await run_fleet(args, local, root)
+
+
+async def run_fleet(args: argparse.Namespace, local: Servers, root: Path) -> None:
+    """The workers started on the local NATS server, the phases measured, the report."""
+    nc, js, subjects = local.nc, local.js, local.nats.subjects
+    stats = Server(local.nats_server)
     workers: list[asyncio.subprocess.Process] = []
     phases: dict[str, list[float]] = {}
     try:
-        nc = await nats.connect(server.url)
-        js = nc.jetstream()
-        await topology.apply(js, subjects)
         kinds = [device_type(i) for i in range(DEVICE_TYPES)]
         await asyncio.gather(*(topology.ensure_job_consumers(js, subjects, [k]) for k in kinds))
 
@@ -232,7 +235,7 @@ async def coordinate(args: argparse.Namespace) -> None:
             labs = range(w * per, min(args.labs, (w + 1) * per))
             workers.append(await asyncio.create_subprocess_exec(
                 sys.executable, __file__, "--worker", f"{labs.start}:{labs.stop}",
-                "--devices", str(args.devices), "--url", server.url,
+                "--devices", str(args.devices), "--url", local.nats.url,
                 "--out", str(root / f"worker-{w}.json"), stdout=asyncio.subprocess.PIPE))
         workers.append(await asyncio.create_subprocess_exec(
             sys.executable, __file__, "--probe", "--out", str(root / "probe.json"),
@@ -271,26 +274,24 @@ async def coordinate(args: argparse.Namespace) -> None:
         phases["burst"] = [time.time()]
         a = stats.sample()
         started = time.perf_counter()
-        for i in range(args.burst):
-            await publish(js, subjects, f"burst-{i}", fleet_kinds, wait=False)
+        queued = [await publish(js, subjects, f"burst-{i}", fleet_kinds, wait=False)
+                  for i in range(args.burst)]
         await js.publish_async_completed()
+        await wake_labs(nc, subjects, queued)
         await queue_empty(js, subjects, 600)
         elapsed = time.perf_counter() - started
         load = Server.rates(a, stats.sample())
         phases["burst"].append(time.time())
         nats_rss = stats.varz()["mem"]
-        await nc.close()
     finally:
         for proc in workers:
             proc.send_signal(signal.SIGTERM)
         for proc in workers:
             await asyncio.wait_for(proc.wait(), 60)
-        server.stop()
 
     reports = [json.loads((root / f"worker-{w}.json").read_text())
                for w in range(len(workers) - 1)]
     machine = json.loads((root / "probe.json").read_text())
-    shutil.rmtree(root, ignore_errors=True)
     taken = [t for r in reports for t in r["taken"]]
     ids = [job_id for job_id, _ in taken]
     published = args.single + args.dispatch + args.burst
@@ -392,19 +393,13 @@ def describe_lag(lag: tuple[float, float]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--labs", type=int, default=100)
-    parser.add_argument("--devices", type=int, default=40)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--idle-s", type=float, default=len(Priority) / MAX_IDLE_RATE,
-                        help="how long the idle fleet is watched (default: one safety-poll "
-                             "period, every priority once at MAX_IDLE_RATE requests/s)")
-    parser.add_argument("--single", type=int, default=200,
-                        help="jobs published one at a time to the idle fleet")
-    parser.add_argument("--dispatch", type=int, default=500)
-    parser.add_argument("--dispatch-gap-s", type=float, default=0.02)
-    parser.add_argument("--burst", type=int, default=20000)
+    parser = options(
+        __doc__, labs=100, devices=40, workers=4,
+        idle_s=(len(Priority) / MAX_IDLE_RATE,
+                "how long the idle fleet is watched (default: one safety-poll period, "
+                "every priority once at MAX_IDLE_RATE requests/s)"),
+        single=(200, "jobs published one at a time to the idle fleet"),
+        dispatch=500, dispatch_gap_s=0.02, burst=20000)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)

@@ -30,6 +30,7 @@ from wrtci.lab_daemon.daemon import LabDaemon
 from wrtci.lab_daemon.firmware import FirmwareCache
 from wrtci.proto import events as ev
 from wrtci.proto import topology
+from wrtci.proto.jobwake import wake_labs
 from wrtci.proto.model import Image, TestPlan
 from wrtci.proto.subjects import Priority
 
@@ -95,6 +96,7 @@ async def bench(jobs: int) -> None:
                 event = ev.JobCreated.build(spec, source="bench", id=f"job.created:{n}")
                 await js.publish(subjects.job(spec.priority, DEVICE_TYPE), ev.encode(event),
                                  headers={"Nats-Msg-Id": event.id})
+                await wake_labs(nc, subjects, [(spec.priority, DEVICE_TYPE)])
                 await asyncio.wait_for(finished.get(), 120)
             stop.set()
             await asyncio.wait_for(task, 60)

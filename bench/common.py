@@ -67,6 +67,7 @@ def work_dir(parent: str | None = None) -> Iterator[Path]:
 
 @dataclass
 class Servers:
+    nats_server: NatsServer
     nats: NatsConfig
     nc: Client
     js: JetStreamContext
@@ -115,7 +116,8 @@ async def servers(root: Path, *, postgres: bool = False, s3: bool = False,
         try:
             js = nc.jetstream()
             await topology.apply(js, nats.subjects)
-            yield Servers(nats=nats, nc=nc, js=js, database=database, storage=storage)
+            yield Servers(nats_server=nats_server, nats=nats, nc=nc, js=js, database=database,
+                          storage=storage)
         finally:
             if not nc.is_closed:
                 await nc.close()

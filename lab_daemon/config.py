@@ -12,6 +12,7 @@ from typing import Annotated
 import msgspec
 
 from wrtci.core.config import LoggingConfig, NatsConfig
+from wrtci.proto.jobqueue import MAX_IDLE_RATE
 from wrtci.proto.subjects import PriorityClass
 from wrtci.proto.topology import JOB_ACK_WAIT
 
@@ -112,6 +113,9 @@ class LabSection(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Where the suite's environments live (default: ``work_dir``/suite-envs)."""
     suite_sync_timeout_s: float = 900.0
     job_ack_wait_s: float = JOB_ACK_WAIT
+    job_idle_rate: Annotated[float, msgspec.Meta(gt=0)] = MAX_IDLE_RATE
+    """NATS requests/s an idle device type may cost: the safety poll that finds jobs
+    back in the queue without a new publish (naked, or left by a lab that went away)."""
     progress_interval_s: float = 30.0
     """JobProgress heartbeat and in-progress ack period (kept well under the ack wait)."""
     heartbeat_s: float = 30.0

@@ -61,6 +61,7 @@ class LabDaemon:
         self.ctx.suite = Suite(self.lab)
         self.devices = self.ctx.devices
         self.queue: JobQueue | None = None
+        self.queues: DeviceQueues | None = None
         self.jobs: Jobs | None = None
         self.online = asyncio.Event()
         """Set once the lab is registered (devices, lab record, lab.online)."""
@@ -105,7 +106,8 @@ class LabDaemon:
         self.nc = await daemon.open(
             f"NATS {self.config.nats.url}",
             lambda: connect_nats(self.config.nats, ctx.source,
-                                 inbox_prefix=subjects.lab_inbox_prefix(lab.name)),
+                                 inbox_prefix=subjects.lab_inbox_prefix(lab.name),
+                                 reconnected_cb=self._reconnected),
             _drain)
         ctx.presence = await daemon.open("the lab's KV buckets", Presence(
             self.nc, subjects, lab=lab.name, source=ctx.source, stop=self.stop, ids=ctx.ids,
@@ -114,10 +116,11 @@ class LabDaemon:
         await self._load_devices()
         await self._clean_up_after_previous_run()
         js = self.nc.jetstream()
-        self.queue = JobQueue(js, subjects, ack_wait=lab.job_ack_wait_s)
+        self.queue = JobQueue(js, subjects, ack_wait=lab.job_ack_wait_s,
+                              max_idle_rate=lab.job_idle_rate)
         daemon.exits.push_async_callback(self.queue.close)
         # labnet's snapshots_only devices ask queues limited to their priorities
-        self.queues = DeviceQueues(self.queue, js, subjects, lab.job_ack_wait_s)
+        self.queues = DeviceQueues(self.queue)
         daemon.exits.push_async_callback(self.queues.close)
         devices = list(self.devices.values())
         daemon.exits.push_async_callback(ctx.presence.offline, devices)
@@ -139,6 +142,13 @@ class LabDaemon:
         daemon.loop("heartbeat", lambda stop: ctx.presence.heartbeat(devices, stop))
         for device in devices:
             daemon.loop(f"device-{device.name}", lambda stop, device=device: loop.run(device))
+
+    async def _reconnected(self) -> None:
+        """NATS is back: job wake-ups sent meanwhile were lost, so every queue looks now
+        (not at its next safety poll)."""
+        log.info("NATS connection back: looking for jobs", extra={"lab": self.lab.name})
+        if self.queues is not None:
+            self.queues.look_again()
 
     async def _on_cancelled(self, msg: Msg) -> None:
         try:

@@ -39,12 +39,11 @@ from typing import Any
 
 import msgspec
 import yaml
-from nats.js import JetStreamContext
 
 from wrtci.lab_daemon.config import Config, DeviceConfig
 from wrtci.lab_daemon.firmware_prep import PrepError, read_openwrt_section
 from wrtci.proto.jobqueue import JobQueue
-from wrtci.proto.subjects import Priority, PriorityClass, Subjects
+from wrtci.proto.subjects import Priority, PriorityClass
 
 SNAPSHOTS_ONLY = [PriorityClass.SNAPSHOT]
 
@@ -196,21 +195,25 @@ class DeviceQueues:
     priorities (a ``snapshots_only`` device never fetches a stable job, so it
     never holds one back from another device)."""
 
-    def __init__(self, shared: JobQueue, js: JetStreamContext, subjects: Subjects,
-                 ack_wait: float) -> None:
+    def __init__(self, shared: JobQueue) -> None:
         self.shared = shared
-        self._make = lambda priorities: JobQueue(js, subjects, ack_wait=ack_wait,
-                                                 priorities=priorities)
         self._limited: dict[tuple[Priority, ...], JobQueue] = {}
 
     def for_device(self, device: DeviceConfig) -> JobQueue:
-        priorities = job_priorities(device)
+        priorities, shared = job_priorities(device), self.shared
         if priorities is None:
-            return self.shared
+            return shared
         queue = self._limited.get(priorities)
         if queue is None:
-            queue = self._limited[priorities] = self._make(priorities)
+            queue = self._limited[priorities] = JobQueue(
+                shared.js, shared.subjects, ack_wait=shared.ack_wait, priorities=priorities,
+                max_idle_rate=shared.max_idle_rate, nc=shared.nc)
         return queue
+
+    def look_again(self) -> None:
+        """Every queue asks again now (the lab's NATS connection is back)."""
+        for queue in (self.shared, *self._limited.values()):
+            queue.look_again()
 
     async def close(self) -> None:
         for queue in self._limited.values():

@@ -4,23 +4,30 @@ Every lab with a device of a type pulls from the same durable consumers, one
 per priority, which central services create (``topology.ensure_job_consumers``);
 a lab only binds to them. An idle device costs (almost) nothing:
 
-* **wake-up**: a core NATS subscription on the device type's job subjects
-  (``Subjects.jobs_of_type``) sees every job the scheduler queues for it, and
-  one on its wake-up subjects (``Subjects.wakes_of_type``) hears of jobs that
-  became available without a publish (``wrtci resume`` releasing held jobs).
-  It is only a signal: the job itself is then *fetched* from the consumers, so
-  exactly one device gets it.
+* **wake-up**: a core NATS subscription on the device type's wake-up subjects
+  (``Subjects.wakes_of_type``) hears that jobs of a priority are waiting:
+  central services send one per priority and device type for each batch of
+  jobs they queue (:mod:`wrtci.proto.jobwake`), and ``wrtci resume`` for the
+  jobs a drain held. It is only a signal: the jobs are then *fetched* from the consumers,
+  so each goes to exactly one device. One wake-up is enough for many jobs: a
+  device that took a job lets the next waiting device look (a backlog), until
+  a look finds nothing.
 * **priority**: a fetch asks the consumers highest priority first (``no_wait``
   pull requests, answered at once), so a PR job is taken before an older
   snapshot job. A wake-up alone asks only the priorities it announced, with a
   short wait: the wake-up can overtake the stream storing the job (always so
-  in a cluster). A device that just took a job asks every priority again.
+  in a cluster). A device that just took a job asks every priority again
+  (with the short wait on a woken one while its wake-ups announced more jobs
+  than the lab took: a wake-up says how many jobs it stands for).
 * **safety poll**: jobs that come back without a new publish — naked with a
   delay, or redelivered after a lab stopped acking — are seen by a slow poll of
   every priority, paced to ``max_idle_rate`` requests/s per device type (the
   lab's own ``nak(delay)`` schedules one right when its delay ends). Each
   device type's poll has a random phase: devices started together (a lab, a
   fleet) never poll together.
+* **reconnect**: wake-ups sent while the lab's connection was away are lost;
+  the lab calls :meth:`JobQueue.look_again` when it is back (its reconnected
+  callback), which asks every priority at once.
 * **requests**: pull requests go through one reply subscription per queue
   (:mod:`wrtci.proto.jobpull`), so a look costs one message each way.
 
@@ -51,6 +58,7 @@ from nats.js import JetStreamContext
 
 from wrtci.proto.events import DecodeError, JobCreated, JobSpec, decode_as
 from wrtci.proto.jobpull import Puller, PullFailed
+from wrtci.proto.jobwake import jobs_announced
 from wrtci.proto.subjects import PRIORITIES_HIGH_FIRST, Priority, Subjects
 from wrtci.proto.topology import JOB_ACK_WAIT
 
@@ -106,6 +114,8 @@ class _DeviceType:
         self.name = name
         self.hinted: set[int] = set()
         """Priorities a wake-up announced since the last fetch."""
+        self.announced: dict[int, int] = {}
+        """Priority -> jobs its wake-ups announced that this lab has not taken yet."""
         self.backlog = False
         """The last fetch found a job: more may wait."""
         self.next_poll = first_poll
@@ -124,6 +134,17 @@ class _DeviceType:
     def due(self, now: float) -> bool:
         return (bool(self.hinted) or self.backlog or bool(self.late) or now >= self.next_poll
                 or bool(self.timers and self.timers[0] <= now))
+
+    def took(self, priority: int) -> None:
+        """A job of ``priority`` taken: while its wake-ups announced more, the next
+        look at it waits a moment for them too (they may still be on the way to
+        the consumer, as the first one was)."""
+        left = self.announced.get(priority, 0) - 1
+        if left > 0:
+            self.announced[priority] = left
+            self.hinted.add(priority)
+        else:
+            self.announced.pop(priority, None)
 
     def next_look(self) -> float:
         return min(self.next_poll, self.timers[0]) if self.timers else self.next_poll
@@ -155,6 +176,7 @@ class JobQueue:
         self.priorities = tuple(sorted(priorities, reverse=True))
         if max_idle_rate <= 0:
             raise ValueError("max_idle_rate must be positive")
+        self.max_idle_rate = max_idle_rate
         self.poll_interval = len(self.priorities) / max_idle_rate
         """A safety poll asks every priority once: this keeps it within max_idle_rate."""
         self._puller = Puller(self.nc, subjects.jobs_stream,
@@ -219,6 +241,7 @@ class JobQueue:
                 job = await self._fetch(state, hinted, full)
                 if job is not None:
                     state.backlog = True
+                    state.took(int(job.priority))
                     state.notify()  # another idle device of this type may take the next
                     return job
                 continue  # a wake-up may have come in meanwhile
@@ -240,6 +263,18 @@ class JobQueue:
         if state.fetches == 0:
             return min(self.poll_interval * random.uniform(1.0, 2.0), self.ack_wait + 0.1)
         return self.poll_interval * random.uniform(1.0, 1.1)
+
+    def look_again(self) -> None:
+        """Ask every priority of every device type now, as after a fetch that found a job.
+
+        For the lab's NATS connection coming back (its reconnected callback): the
+        wake-ups of jobs published while it was away went to no one, and without
+        this only the safety poll would find those jobs.
+        """
+        for state in self._types.values():
+            state.backlog = True
+            state.retry_s = RETRY_FIRST
+            state.notify()
 
     def job_returned(self, device_type: str, delay: float | None) -> None:
         """A job of ours was naked: look again when it is back in the queue."""
@@ -292,10 +327,12 @@ class JobQueue:
                 except ValueError:
                     return
                 state.hinted.add(int(priority))
+                state.announced[int(priority)] = jobs_announced(
+                    msg.data, state.announced.get(int(priority), 0))
                 state.notify()
 
-            state.subs = [await self.nc.subscribe(subject, cb=wake) for subject in (
-                self.subjects.jobs_of_type(device_type), self.subjects.wakes_of_type(device_type))]
+            state.subs = [await self.nc.subscribe(self.subjects.wakes_of_type(device_type),
+                                                  cb=wake)]
         return state
 
     async def _fetch(self, state: _DeviceType, hinted: set[int],
@@ -308,6 +345,8 @@ class JobQueue:
                 expires = WAKEUP_WAIT if int(priority) in hinted else None
                 consumer = self.subjects.job_consumer(priority, state.name)
                 msg = await self._puller.pull(consumer, expires)
+                if msg is None and expires is not None:  # the rest went to other devices
+                    state.announced.pop(int(priority), None)
                 job = None if msg is None else await self._job(state, priority, msg)
                 if job is not None:
                     return job
@@ -337,10 +376,3 @@ class JobQueue:
             await msg.term()
             return None
         return QueuedJob(msg, event, priority, self)
-
-
-async def fetch_next_job(
-    queue: JobQueue, device_type: str, *, wait: float = 1.0
-) -> QueuedJob | None:
-    """Function form of :meth:`JobQueue.next_job`."""
-    return await queue.next_job(device_type, wait=wait)

@@ -29,6 +29,7 @@ from wrtci.proto import events as ev
 from wrtci.proto import topology
 from wrtci.proto.control import DeviceStatus, LabAction, LabControlReply, LabControlRequest
 from wrtci.proto.events import decode
+from wrtci.proto.jobwake import wake_labs
 from wrtci.proto.model import Image, TestPlan
 from wrtci.proto.subjects import Priority, Subjects
 from wrtci.proto.topology import JOB_ACK_WAIT, ensure_job_consumers
@@ -226,6 +227,7 @@ async def publish_job(js, subjects: Subjects, spec: ev.JobSpec, *,
     event = ev.JobCreated.build(spec, source="test", id=f"job.created:{spec.job_id}")
     await js.publish(subjects.job(spec.priority, spec.device_type), ev.encode(event),
                      headers={"Nats-Msg-Id": event.id})
+    await wake_labs(js._nc, subjects, [(spec.priority, spec.device_type)])
 
 
 async def cancel_job(js, subjects: Subjects, spec: ev.JobSpec, reason: str) -> None:

@@ -1,4 +1,9 @@
-"""Put job attempts on the JOBS stream (for labs) and on EVENTS (for people)."""
+"""Put job attempts on the JOBS stream (for labs) and on EVENTS (for people).
+
+Once jobs are stored, the labs with devices of their type are woken: one
+wake-up per (priority, device type) per publish or batch, however many jobs
+it queued (``jobqueue.wake_labs``; a woken lab takes jobs until none is left).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 
 from wrtci.core.publisher import EventPublisher, msg_id
 from wrtci.proto.events import JobCreated, JobSpec, encode
+from wrtci.proto.jobwake import wake_labs
 from wrtci.proto.routing import event_subject
 from wrtci.proto.subjects import Subjects
 from wrtci.services.config import StorageConfig
@@ -82,10 +88,19 @@ class Dispatcher:
             ack = await self.events.publish(
                 event, self.subjects.job(spec.priority, spec.device_type))
             await self.events.publish(event)
+        await self.wake([(spec.priority, spec.device_type)])
         log.info("job queued", extra={"job_id": spec.job_id, "attempt": spec.attempt,
                                       "device_type": spec.device_type,
                                       "priority": spec.priority, "duplicate": ack.duplicate})
         return ack.seq
+
+    async def wake(self, queued: Sequence[tuple[int, str]]) -> None:
+        """Wake the labs for stored jobs of these (priority, device type)s. Best effort:
+        a lab that misses it finds the jobs by its safety poll."""
+        try:
+            await wake_labs(self.js._nc, self.subjects, queued)  # nats-py keeps it there
+        except Exception as exc:  # NATS away: the jobs are stored, only the signal is lost
+            log.warning("labs not woken: %r", exc, extra={"wakes": len(set(queued))})
 
     def job_subject(self, priority: int, device_type: str) -> str:
         key = (priority, device_type)
@@ -132,7 +147,8 @@ class JobBatch:
     :meth:`add` sends jobs without waiting for their acks, then lets the client
     write them out, so the server stores the first ones while the caller
     prepares (inserts) the next; :meth:`close` sends their ``job.created``
-    events, after every job, and waits for every ack. At most ``MAX_IN_FLIGHT``
+    events, after every job, waits for every ack, then wakes the labs once per
+    (priority, device type). At most ``MAX_IN_FLIGHT``
     publishes wait for their ack; a batch whose acks do not all come within the
     timeout fails (what was not acked stays unpublished in the database, and is
     published again with the same ``Nats-Msg-Id``).
@@ -241,6 +257,9 @@ class JobBatch:
                 raise self._error
         finally:
             await self.cancel()
+            # Also when the batch failed: the jobs that are stored are for labs now.
+            await d.wake([(s.priority, s.device_type)
+                          for s, ack in zip(specs, self.acks, strict=False) if ack is not None])
         queued = self.acks[:jobs]
         for spec, ack in zip(specs, queued, strict=True):
             log.debug("job queued", extra={"job_id": spec.job_id, "attempt": spec.attempt,

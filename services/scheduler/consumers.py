@@ -6,6 +6,11 @@ its consumers (one per priority, ``topology.ensure_job_consumers``) in the
 background: a lab announcing 1,000 device types must not hold up the
 registry, and fan-out needs no consumer (the JOBS stream keeps the jobs until
 one exists).
+
+NATS away or a JetStream leader being elected (a node of the cluster killed)
+is waited out with the shared :data:`~core.retry.FAILOVER_BACKOFF`, each
+device type's requests bounded by :data:`~core.retry.CALL_TIMEOUT_S`: the
+keeper is back within seconds of the new leader, like the consume loops.
 """
 
 from __future__ import annotations
@@ -17,19 +22,19 @@ from collections.abc import Iterable
 
 from nats.js import JetStreamContext
 
-from wrtci.core.retry import Backoff, retry_call, wait_or_stop
+from wrtci.core.retry import CALL_TIMEOUT_S, FAILOVER_BACKOFF, retry_call, wait_or_stop
 from wrtci.proto.subjects import Subjects
 from wrtci.proto.topology import JOB_ACK_WAIT, ensure_job_consumers
 
 log = logging.getLogger(__name__)
 
-RETRY = Backoff(steps_s=(1.0, 5.0, 15.0, 60.0))
-
 
 class JobConsumerKeeper:
     def __init__(self, js: JetStreamContext, subjects: Subjects, *,
-                 ack_wait: float = JOB_ACK_WAIT, concurrency: int = 16) -> None:
+                 ack_wait: float = JOB_ACK_WAIT, concurrency: int = 16,
+                 call_timeout_s: float = CALL_TIMEOUT_S) -> None:
         self.js = js
+        self.call_timeout_s = call_timeout_s
         self.subjects = subjects
         self.ack_wait = ack_wait
         self.concurrency = concurrency
@@ -55,11 +60,11 @@ class JobConsumerKeeper:
                 self._changed.clear()
                 await wait_or_stop(self._changed.wait(), stop)
                 continue
-            # NATS away or JetStream busy: what failed is wanted again, with
-            # what was asked for meanwhile, after a backoff.
+            # NATS away or JetStream electing: what failed is wanted again, with
+            # what was asked for meanwhile, after the (short) failover backoff.
             with contextlib.suppress(Exception):  # only once stop is set (retried till then)
                 await retry_call("job consumers", self._create_wanted, stop=stop,
-                                 backoff=RETRY, logger=log)
+                                 backoff=FAILOVER_BACKOFF, logger=log)
 
     async def _create_wanted(self) -> None:
         batch, self._wanted = self._wanted, set()
@@ -74,8 +79,9 @@ class JobConsumerKeeper:
 
         async def one(device_type: str) -> None:
             async with slots:
-                await ensure_job_consumers(self.js, self.subjects, [device_type],
-                                           ack_wait=self.ack_wait)
+                await asyncio.wait_for(ensure_job_consumers(
+                    self.js, self.subjects, [device_type], ack_wait=self.ack_wait),
+                    self.call_timeout_s)
                 self.ready.add(device_type)
 
         results = await asyncio.gather(*(one(d) for d in sorted(device_types)),

@@ -13,6 +13,7 @@ from wrtci.proto import events as ev
 from wrtci.proto.events import decode_as
 from wrtci.proto.jobpull import Puller, PullFailed
 from wrtci.proto.jobqueue import JobQueue
+from wrtci.proto.jobwake import wake_labs
 from wrtci.proto.model import TestPlan
 from wrtci.proto.subjects import Priority
 from wrtci.proto.topology import ensure_job_consumers
@@ -28,6 +29,7 @@ async def _publish(js, subjects, job_id: str, priority: Priority) -> None:
     event = ev.JobCreated.build(spec, source="test", id=f"job.created:{job_id}")
     await js.publish(subjects.job(priority, DEVICE_TYPE), ev.encode(event),
                      headers={"Nats-Msg-Id": event.id})
+    await wake_labs(js._nc, subjects, [(priority, DEVICE_TYPE)])
 
 
 async def _consumers(js, subjects) -> list[str]:

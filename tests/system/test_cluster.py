@@ -44,6 +44,7 @@ from wrtci.core.runtime import EventPublisher
 from wrtci.proto import events as ev
 from wrtci.proto import topology
 from wrtci.proto.jobqueue import JobQueue
+from wrtci.proto.jobwake import wake_labs
 from wrtci.proto.model import Image, JobResult, TestPlan, TestResult, TestStatus
 from wrtci.proto.storage import job_log_key
 from wrtci.proto.subjects import Priority, Subjects
@@ -113,6 +114,7 @@ async def test_jobs_survive_a_killed_node_none_lost_none_doubled(cluster):
             await eventually_succeeds(lambda e=event: js.publish(
                 subjects.job(e.data.priority, e.data.device_type), ev.encode(e),
                 headers={"Nats-Msg-Id": e.id}), "a job published", 30, every_s=0.5)
+            await wake_labs(central, subjects, [(event.data.priority, event.data.device_type)])
             if i == JOBS // 3:
                 cluster[1].kill()  # lab A's node, mid-run
         await eventually(lambda: len(set(taken)) >= JOBS, f"all {JOBS} jobs taken", 60)

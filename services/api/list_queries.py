@@ -12,7 +12,7 @@ import asyncpg
 import msgspec
 
 from wrtci.services.api.queries import JOB_COLUMNS, JOB_SOURCE, DeviceItem, JobItem
-from wrtci.services.db.rows import Page, Where, fetch_page
+from wrtci.services.db.rows import Page, Where, columns_of, fetch_page
 
 
 class JobFilter(msgspec.Struct, kw_only=True):
@@ -61,11 +61,10 @@ async def list_devices(conn: asyncpg.Connection, flt: DeviceFilter,
     """Every device of every lab, by lab and name."""
     return await fetch_page(
         conn, DeviceListItem,
-        columns="""d.lab, d.name, d.device_type, d.features, d.state, d.health,
-                   d.consecutive_failures, d.updated_at, l.online AS lab_online,
-                   (SELECT j.id FROM jobs j WHERE j.lab = d.lab AND j.device = d.name
-                       AND j.state = 'running' ORDER BY j.started_at DESC LIMIT 1)
-                     AS current_job""",
+        columns=columns_of(
+            DeviceListItem, "d", lab_online="l.online",
+            current_job="""(SELECT j.id FROM jobs j WHERE j.lab = d.lab AND j.device = d.name
+                                AND j.state = 'running' ORDER BY j.started_at DESC LIMIT 1)"""),
         source="FROM devices d JOIN labs l ON l.name = d.lab",
         count_source="FROM devices d", where=Where().match(_DEVICE_MATCH, flt),
         order="d.lab, d.name", page=page)
@@ -109,8 +108,7 @@ async def list_tests(conn: asyncpg.Connection, flt: TestFilter,
     """Newest job first, then by attempt and path."""
     return await fetch_page(
         conn, TestItem,
-        columns="""t.id, j.checkout_id AS firmware_id, t.job_id, t.attempt, t.device_type,
-                   t.path, t.status, t.duration, t.start_time, t.lab, t.device""",
+        columns=columns_of(TestItem, "t", firmware_id="j.checkout_id"),
         source="FROM tests t JOIN jobs j ON j.id = t.job_id",
         where=Where().match(_TEST_MATCH, flt),
         order="j.created_at DESC, t.job_id, t.attempt DESC, t.path, t.id", page=page)

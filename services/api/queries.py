@@ -11,7 +11,7 @@ import datetime as dt
 import asyncpg
 import msgspec
 
-from wrtci.services.db.rows import Page, Where, as_struct, as_structs, fetch_page
+from wrtci.services.db.rows import Page, Where, as_struct, as_structs, columns_of, fetch_page
 
 # -- firmware ---------------------------------------------------------------------------
 
@@ -42,7 +42,9 @@ FIRMWARE_MATCH = {
 """The conditions over ``checkouts c`` of each field but the verdict."""
 
 
-class FirmwareItem(msgspec.Struct, kw_only=True):
+class FirmwareCheckout(msgspec.Struct, kw_only=True):
+    """A firmware as its ``checkouts`` row says."""
+
     id: str
     version: str
     revision: str | None
@@ -57,6 +59,11 @@ class FirmwareItem(msgspec.Struct, kw_only=True):
     done_at: dt.datetime | None
     url: str | None
     submitter: str | None
+
+
+class FirmwareItem(FirmwareCheckout, kw_only=True):
+    """A firmware and where its jobs are (the ``firmware_progress`` view)."""
+
     jobs: int
     queued: int
     running: int
@@ -65,11 +72,10 @@ class FirmwareItem(msgspec.Struct, kw_only=True):
     waiting_device_types: list[str]
 
 
-_FIRMWARE_COLUMNS = """
-    c.id, c.version, c.revision, c.channel, c.source_kind, c.priority_class, c.state,
-    c.round, c.created_at, c.holdoff_until, c.timeout_at, c.done_at,
-    c.misc->>'url' AS url, c.misc->>'submitter' AS submitter,
-    p.jobs, p.queued, p.running, p.done, p.waiting_for_lab, p.waiting_device_types"""
+_FIRMWARE_COLUMNS = ", ".join([
+    columns_of(FirmwareCheckout, "c", url="c.misc->>'url'", submitter="c.misc->>'submitter'"),
+    columns_of(FirmwareItem, "p", FirmwareCheckout)])
+
 
 async def list_firmware(conn: asyncpg.Connection, flt: FirmwareFilter,
                         page: Page) -> tuple[list[FirmwareItem], int]:
@@ -123,15 +129,14 @@ class JobItem(msgspec.Struct, kw_only=True):
     finished_at: dt.datetime | None
 
 
-JOB_COLUMNS = """
-    j.id, j.checkout_id AS firmware_id, j.build_id, b.image_name, j.device_type,
-    j.state, j.result, j.error_code, j.error_message, j.attempt, j.max_attempts,
-    j.lab, j.device, j.log_key, w.waiting_for_lab, j.created_at, j.started_at,
-    j.finished_at"""
 JOB_SOURCE = """
       FROM jobs j
       JOIN builds b ON b.id = j.build_id
       JOIN job_waiting w ON w.job_id = j.id"""
+JOB_EXPRS = {"firmware_id": "j.checkout_id", "image_name": "b.image_name",
+             "waiting_for_lab": "w.waiting_for_lab"}
+"""The columns of a job's fields that are not in ``jobs j`` by their name."""
+JOB_COLUMNS = columns_of(JobItem, "j", **JOB_EXPRS)
 
 
 async def firmware_jobs(conn: asyncpg.Connection, firmware_id: str) -> list[JobItem]:
@@ -181,6 +186,11 @@ class IncidentItem(msgspec.Struct, kw_only=True):
     excerpt: str | None
 
 
+_INCIDENT_COLUMNS = columns_of(IncidentItem, "i", title="s.report_subject",
+                               attempt="(i.misc->>'attempt')::int",
+                               excerpt="i.misc->>'excerpt'")
+
+
 class JobDetail(msgspec.Struct, kw_only=True):
     job: JobItem
     attempts: list[AttemptItem]
@@ -192,21 +202,19 @@ async def job_detail(conn: asyncpg.Connection, job_id: str) -> JobDetail | None:
     if job is None:
         return None
     attempts = as_structs(await conn.fetch(
-        """SELECT attempt, state, result, error_code, error_message, lab, device, log_key,
-                  queued_at, started_at, finished_at, stage
-             FROM job_attempts WHERE job_id = $1 ORDER BY attempt""", job_id), AttemptItem)
+        f"""SELECT {columns_of(AttemptItem, tests=None)}
+              FROM job_attempts WHERE job_id = $1 ORDER BY attempt""", job_id), AttemptItem)
     by_attempt = {a.attempt: a for a in attempts}
     for row in await conn.fetch(
-            """SELECT attempt, id, path, status, duration, start_time, log_excerpt, comment
-                 FROM tests WHERE job_id = $1 ORDER BY attempt, path, id""", job_id):
+            f"""SELECT attempt, {columns_of(JobTest)}
+                  FROM tests WHERE job_id = $1 ORDER BY attempt, path, id""", job_id):
         attempt = by_attempt.get(row["attempt"])
         if attempt is not None:
             values = dict(row)
             del values["attempt"]
             attempt.tests.append(msgspec.convert(values, JobTest))
     incidents = as_structs(await conn.fetch(
-        """SELECT i.id, i.issue_id, s.report_subject AS title,
-                  (i.misc->>'attempt')::int AS attempt, i.test_id, i.misc->>'excerpt' AS excerpt
+        f"""SELECT {_INCIDENT_COLUMNS}
              FROM incidents i
              LEFT JOIN issues s ON s.id = i.issue_id AND s.version = i.issue_version
             WHERE i.misc->>'job_id' = $1 ORDER BY i.id""", job_id), IncidentItem)
@@ -265,15 +273,15 @@ async def devices(conn: asyncpg.Connection, lab: str | None = None,
     """By lab and name."""
     where = Where().add("lab = {}", lab).add("device_type = {}", device_type)
     return as_structs(await conn.fetch(
-        f"""SELECT lab, name, device_type, features, state, health, consecutive_failures,
-                   updated_at FROM devices WHERE {where} ORDER BY lab, name""", *where.args),
+        f"SELECT {columns_of(DeviceItem)} FROM devices WHERE {where} ORDER BY lab, name",
+        *where.args),
         DeviceItem)
 
 
 async def list_labs(conn: asyncpg.Connection, lab: str | None = None) -> list[LabItem]:
     labs = as_structs(await conn.fetch(
-        """SELECT name, online, version, first_seen, last_seen FROM labs
-            WHERE $1::text IS NULL OR name = $1 ORDER BY name""", lab), LabItem)
+        f"""SELECT {columns_of(LabItem, heartbeat_at=None, devices=None)} FROM labs
+             WHERE $1::text IS NULL OR name = $1 ORDER BY name""", lab), LabItem)
     by_name = {item.name: item for item in labs}
     for device in await devices(conn, lab=lab):
         if device.lab in by_name:
@@ -284,9 +292,8 @@ async def list_labs(conn: asyncpg.Connection, lab: str | None = None) -> list[La
 async def device_health(conn: asyncpg.Connection, lab: str, limit: int) -> list[HealthItem]:
     """The latest health reports of a lab's devices, newest first."""
     rows = await conn.fetch(
-        """SELECT event_id, lab, device, health, state, check_passed, consecutive_failures,
-                  message, at
-             FROM device_health WHERE lab = $1 ORDER BY at DESC, event_id LIMIT $2""",
+        f"""SELECT {columns_of(HealthItem)}
+              FROM device_health WHERE lab = $1 ORDER BY at DESC, event_id LIMIT $2""",
         lab, limit)
     return as_structs(rows, HealthItem)
 
@@ -323,12 +330,8 @@ _REGRESSION_MATCH = {
 async def list_regressions(conn: asyncpg.Connection, flt: RegressionFilter,
                            page: Page) -> tuple[list[RegressionItem], int]:
     return await fetch_page(
-        conn, RegressionItem,
-        columns="""id, lineage, device_type, path, last_passing_checkout_id,
-                   first_failing_checkout_id, first_failing_test_id, fixed_checkout_id,
-                   fixed_test_id, flaky, detected_at, fixed_at""",
-        source="FROM regressions", where=Where().match(_REGRESSION_MATCH, flt),
-        order="detected_at DESC, id", page=page)
+        conn, RegressionItem, source="FROM regressions",
+        where=Where().match(_REGRESSION_MATCH, flt), order="detected_at DESC, id", page=page)
 
 
 class FlakyFilter(msgspec.Struct, kw_only=True):
@@ -354,10 +357,8 @@ async def list_flaky(conn: asyncpg.Connection, flt: FlakyFilter,
     where = Where().add("device_type = {}", flt.device_type).add("flaky",
                                                                  not flt.include_steady)
     return await fetch_page(
-        conn, FlakyItem, columns="device_type, path, score, flips, pairs, runs, flaky, "
-                                 "last_checkout_id, updated_at",
-        source="FROM flaky_tests", where=where, order="score DESC, device_type, path",
-        page=page)
+        conn, FlakyItem, source="FROM flaky_tests", where=where,
+        order="score DESC, device_type, path", page=page)
 
 
 async def exists(conn: asyncpg.Connection, noun: str, object_id: str) -> bool:

@@ -14,8 +14,8 @@ import datetime as dt
 import asyncpg
 import msgspec
 
-from wrtci.services.api.queries import FIRMWARE_MATCH, FirmwareFilter
-from wrtci.services.db.rows import Page, Where, as_structs
+from wrtci.services.api.queries import FIRMWARE_MATCH, JOB_EXPRS, JOB_SOURCE, FirmwareFilter
+from wrtci.services.db.rows import Page, Where, as_structs, columns_of
 
 VERDICTS = ("pass", "fail", "regression", "error", "cancelled", "running", "none")
 VERDICT_LABELS = {"pass": "pass", "fail": "fail", "regression": "regressions",
@@ -67,14 +67,13 @@ def firmware_label(row: FirmwareLabel) -> str:
     return f"{row.version} {row.revision}" if row.revision else row.version
 
 
-_LABEL_COLUMNS = """c.id, c.version, c.revision, c.channel, c.source_kind, c.state, c.created_at,
-    c.misc->>'submitter' AS submitter,
-    (SELECT min(b.image_name) FROM builds b WHERE b.checkout_id = c.id) AS image_name,
-    c.misc->'pull_request'->>'repository' AS pr_repository,
-    (c.misc->'pull_request'->>'number')::bigint AS pr_number,
-    c.misc->'pull_request'->>'head_sha' AS pr_sha,
-    c.misc->'pull_request'->>'title' AS pr_title,
-    c.misc->'pull_request'->>'url' AS pr_url"""
+_LABEL_COLUMNS = columns_of(
+    FirmwareLabel, "c", submitter="c.misc->>'submitter'",
+    image_name="(SELECT min(b.image_name) FROM builds b WHERE b.checkout_id = c.id)",
+    pr_repository="c.misc->'pull_request'->>'repository'",
+    pr_number="(c.misc->'pull_request'->>'number')::bigint",
+    pr_sha="c.misc->'pull_request'->>'head_sha'", pr_title="c.misc->'pull_request'->>'title'",
+    pr_url="c.misc->'pull_request'->>'url'")
 
 _VERDICT = """CASE WHEN jobs = 0 THEN 'none'
                    WHEN queued + running > 0 THEN 'running'
@@ -165,18 +164,18 @@ class JobRow(msgspec.Struct, kw_only=True):
         return self.result or "none"
 
 
+_JOB_ROW_COLUMNS = columns_of(
+    JobRow, "j", **JOB_EXPRS,
+    regressions="""(SELECT count(*) FROM regressions r
+                     WHERE r.first_failing_checkout_id = j.checkout_id
+                       AND r.device_type = j.device_type)""")
+
+
 async def job_rows(conn: asyncpg.Connection, condition: str, *args: object,
                    limit: int = 200) -> list[JobRow]:
     """Jobs matching ``condition`` (SQL over ``j``; trusted text, values in ``args``)."""
     rows = await conn.fetch(
-        f"""SELECT j.id, j.checkout_id AS firmware_id, j.device_type, b.image_name, j.state,
-                   j.result, j.error_code, j.attempt, j.lab, j.device, w.waiting_for_lab,
-                   (SELECT count(*) FROM regressions r
-                     WHERE r.first_failing_checkout_id = j.checkout_id
-                       AND r.device_type = j.device_type) AS regressions,
-                   j.created_at, j.finished_at
-              FROM jobs j JOIN builds b ON b.id = j.build_id
-              JOIN job_waiting w ON w.job_id = j.id
+        f"""SELECT {_JOB_ROW_COLUMNS} {JOB_SOURCE}
              WHERE {condition}
              ORDER BY j.created_at DESC, j.id LIMIT {int(limit)}""", *args)
     return as_structs(rows, JobRow)

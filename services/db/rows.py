@@ -1,5 +1,8 @@
 """Reading rows: asyncpg records as msgspec Structs, filters as SQL, one page of a list.
 
+``columns_of`` is the SELECT list of a row Struct, so that a selected column is
+named once, by the field that receives it.
+
 ``Where`` builds a WHERE clause from a filter Struct and a table of conditions
 (field name -> SQL), so that a filter's SQL is written once per field and only
 the filters that are set reach the database. ``fetch_page`` is every list's
@@ -15,6 +18,23 @@ import asyncpg
 import msgspec
 
 S = TypeVar("S", bound=msgspec.Struct)
+
+
+def columns_of(struct_type: type[msgspec.Struct], table: str = "",
+               beyond: type[msgspec.Struct] | None = None, /, **exprs: str | None) -> str:
+    """The SELECT list filling the fields of ``struct_type`` (those it adds to its base
+    ``beyond``, if given), in order: ``table.field`` (``field`` with no table), or
+    ``expr AS field`` for a field in ``exprs``; a field whose expr is None is left out
+    (no column fills it: it keeps its default)."""
+    names = struct_type.__struct_fields__
+    if beyond is not None:
+        names = tuple(n for n in names if n not in beyond.__struct_fields__)
+    unknown = set(exprs) - set(names)
+    if unknown:
+        raise ValueError(f"{struct_type.__name__} has no fields {sorted(unknown)}")
+    prefix = f"{table}." if table else ""
+    return ", ".join(f"{prefix}{name}" if name not in exprs else f"{exprs[name]} AS {name}"
+                     for name in names if name not in exprs or exprs[name] is not None)
 
 
 def as_structs(rows: Iterable[asyncpg.Record], struct_type: type[S]) -> list[S]:
@@ -75,16 +95,17 @@ class Where:
         return " AND ".join(self.parts) or "TRUE"
 
 
-async def fetch_page(conn: asyncpg.Connection, struct_type: type[S], *, columns: str,
-                     source: str, where: Where, order: str, page: Page,
+async def fetch_page(conn: asyncpg.Connection, struct_type: type[S], *,
+                     columns: str | None = None, source: str, where: Where, order: str, page: Page,
                      count_source: str | None = None) -> tuple[list[S], int]:
     """``SELECT columns source WHERE where ORDER BY order`` one page at a time, and how
     many rows match in all (counted over ``count_source``, by default ``source``).
-    ``order`` must be total (end in a unique key) so that pages never skip or repeat."""
+    ``order`` must be total (end in a unique key) so that pages never skip or repeat.
+    ``columns`` defaults to ``columns_of(struct_type)``."""
     total = await conn.fetchval(f"SELECT count(*) {count_source or source} WHERE {where}",
                                 *where.args)
     args = list(where.args)
     rows = await conn.fetch(
-        f"SELECT {columns} {source} WHERE {where} ORDER BY {order} "
+        f"SELECT {columns or columns_of(struct_type)} {source} WHERE {where} ORDER BY {order} "
         f"LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}", *args, page.limit, page.offset)
     return as_structs(rows, struct_type), total

@@ -11,6 +11,7 @@ import datetime as dt
 import asyncpg
 import msgspec
 
+from wrtci.services.db.attempts import AttemptOutcome
 from wrtci.services.db.rows import Page, Where, as_struct, as_structs, columns_of, fetch_page
 
 # -- firmware ---------------------------------------------------------------------------
@@ -108,25 +109,19 @@ async def get_firmware(conn: asyncpg.Connection, firmware_id: str) -> FirmwareIt
 # -- jobs -------------------------------------------------------------------------------
 
 
-class JobItem(msgspec.Struct, kw_only=True):
+class JobItem(AttemptOutcome, kw_only=True):
+    """A job, with the outcome of its latest attempt."""
+
     id: str
     firmware_id: str
     build_id: str
     image_name: str
     device_type: str
     state: str
-    result: str | None
-    error_code: str | None
-    error_message: str | None
     attempt: int
     max_attempts: int
-    lab: str | None
-    device: str | None
-    log_key: str | None
     waiting_for_lab: bool
     created_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
 
 
 JOB_SOURCE = """
@@ -160,18 +155,10 @@ class JobTest(msgspec.Struct, kw_only=True):
     comment: str | None
 
 
-class AttemptItem(msgspec.Struct, kw_only=True):
+class AttemptItem(AttemptOutcome, kw_only=True):
     attempt: int
     state: str
-    result: str | None
-    error_code: str | None
-    error_message: str | None
-    lab: str | None
-    device: str | None
-    log_key: str | None
     queued_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
     stage: str | None = None
     """The lab's last reported stage (download, flash, boot, test, upload)."""
     tests: list[JobTest] = []

@@ -28,6 +28,7 @@ from urllib.parse import quote
 import asyncpg
 import msgspec
 
+from wrtci.services.db.rows import columns_of, fetch_rows
 from wrtci.services.firmware_store import ORIGIN as STORE_NAMESPACE
 from wrtci.services.kcidb import model as m
 
@@ -251,63 +252,50 @@ def _boot_key(test_id: str) -> tuple[str, int] | None:
     return (job_id, int(attempt)) if job_id and attempt.isdigit() else None
 
 
-_CHECKOUTS = """SELECT id, tree_name, git_repository_url, git_commit_hash, git_commit_name,
-       git_repository_branch, patchset_hash, comment, start_time, created_at, log_url,
-       log_excerpt, valid, misc, source_kind, channel, version, revision, state
+_CHECKOUTS = f"""SELECT {columns_of(m.CheckoutRow)}
   FROM checkouts WHERE id = ANY($1::text[]) ORDER BY id"""
-_BUILDS = """SELECT id, checkout_id, comment, start_time, duration, architecture, command,
-       compiler,
-       config_url, log_url, log_excerpt, status, misc, target, subtarget, profile,
-       image_name, image_type, filesystem, sha256, size, url
+_BUILDS = f"""SELECT {columns_of(m.BuildRow)}
   FROM builds WHERE id = ANY($1::text[]) ORDER BY id"""
-_TESTS = """SELECT t.id, t.build_id, t.path, t.comment, t.log_excerpt, t.status, t.start_time,
-       t.duration, t.misc, t.job_id, t.attempt, t.device_type, t.lab, t.device,
-       a.log_key AS attempt_log_key
+_TESTS = f"""SELECT {columns_of(m.TestRow, "t", attempt_log_key="a.log_key")}
   FROM tests t
   LEFT JOIN job_attempts a ON a.job_id = t.job_id AND a.attempt = t.attempt
  WHERE t.id = ANY($1::text[]) ORDER BY t.id"""
-_ATTEMPTS = """SELECT a.job_id, a.attempt, j.build_id, j.device_type, a.result, a.error_code,
-       a.error_message, a.lab, a.device, a.log_key, a.started_at, a.finished_at,
-       (SELECT count(*) FROM tests t WHERE t.job_id = a.job_id AND t.attempt = a.attempt)
-         AS tests
+_ATTEMPTS = f"""SELECT {columns_of(
+    m.AttemptRow, "a", build_id="j.build_id", device_type="j.device_type",
+    tests="(SELECT count(*) FROM tests t WHERE t.job_id = a.job_id AND t.attempt = a.attempt)")}
   FROM job_attempts a JOIN jobs j ON j.id = a.job_id
   JOIN unnest($1::text[], $2::int[]) AS k(job_id, attempt)
     ON k.job_id = a.job_id AND k.attempt = a.attempt
  WHERE a.state = 'done' ORDER BY a.job_id, a.attempt"""
-_INCIDENTS = """SELECT id, issue_id, issue_version, build_id, test_id, present, comment, misc
+_INCIDENTS = f"""SELECT {columns_of(m.IncidentRow)}
   FROM incidents WHERE id = ANY($1::text[]) ORDER BY id"""
-_ISSUES = """SELECT i.id, i.version, i.report_url, i.report_subject, i.culprit_code,
-       i.culprit_tool, i.culprit_harness, i.comment, i.misc
+_ISSUES = f"""SELECT {columns_of(m.IssueRow, "i")}
   FROM issues i JOIN unnest($1::text[], $2::int[]) AS k(id, version)
     ON k.id = i.id AND k.version = i.version ORDER BY i.id, i.version"""
-
-
-async def _rows(conn: asyncpg.Connection, sql: str, row_type: type, *args) -> list:
-    return [msgspec.convert(dict(r), row_type) for r in await conn.fetch(sql, *args)]
 
 
 async def load(conn: asyncpg.Connection, selection: Selection, exporter: Exporter,
                minor: int = KCIDB_MINOR) -> m.Document:
     """The selected objects as one KCIDB document, each list sorted by id."""
     boots = sorted(k for k in map(_boot_key, selection.tests) if k is not None)
-    attempts = await _rows(conn, _ATTEMPTS, m.AttemptRow, [k[0] for k in boots],
-                           [k[1] for k in boots]) if boots else []
-    tests = [exporter.test(r) for r in await _rows(conn, _TESTS, m.TestRow,
-                                                    sorted(selection.tests))]
+    attempts = await fetch_rows(conn, m.AttemptRow, _ATTEMPTS, [k[0] for k in boots],
+                                [k[1] for k in boots]) if boots else []
+    tests = [exporter.test(r) for r in await fetch_rows(conn, m.TestRow, _TESTS,
+                                                         sorted(selection.tests))]
     tests += [t for t in map(exporter.boot_test, attempts) if t is not None]
     issue_keys = sorted(selection.issues)
     return m.Document(
         version=m.Version(major=KCIDB_MAJOR, minor=minor),
-        checkouts=[exporter.checkout(r) for r in await _rows(
-            conn, _CHECKOUTS, m.CheckoutRow, sorted(selection.checkouts))],
-        builds=[exporter.build(r) for r in await _rows(
-            conn, _BUILDS, m.BuildRow, sorted(selection.builds))],
+        checkouts=[exporter.checkout(r) for r in await fetch_rows(
+            conn, m.CheckoutRow, _CHECKOUTS, sorted(selection.checkouts))],
+        builds=[exporter.build(r) for r in await fetch_rows(
+            conn, m.BuildRow, _BUILDS, sorted(selection.builds))],
         tests=sorted(tests, key=lambda t: t.id),
-        issues=[exporter.issue(r) for r in await _rows(
-            conn, _ISSUES, m.IssueRow, [k[0] for k in issue_keys], [k[1] for k in issue_keys])
+        issues=[exporter.issue(r) for r in await fetch_rows(
+            conn, m.IssueRow, _ISSUES, [k[0] for k in issue_keys], [k[1] for k in issue_keys])
         ] if issue_keys else [],
-        incidents=[exporter.incident(r) for r in await _rows(
-            conn, _INCIDENTS, m.IncidentRow, sorted(selection.incidents))])
+        incidents=[exporter.incident(r) for r in await fetch_rows(
+            conn, m.IncidentRow, _INCIDENTS, sorted(selection.incidents))])
 
 
 async def select(conn: asyncpg.Connection, test_ids: Iterable[str] = (),

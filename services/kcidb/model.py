@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from wrtci.services.db.attempts import AttemptOutcome
+
 Status = Literal["PASS", "FAIL", "ERROR", "SKIP", "MISS", "DONE"]
 
 
@@ -198,21 +200,13 @@ class TestRow(msgspec.Struct, kw_only=True):
     attempt_log_key: str | None
 
 
-class AttemptRow(msgspec.Struct, kw_only=True):
+class AttemptRow(AttemptOutcome, kw_only=True):
     """A finished job attempt: the source of its ``boot`` test."""
 
     job_id: str
     attempt: int
     build_id: str
     device_type: str
-    result: str | None
-    error_code: str | None
-    error_message: str | None
-    lab: str | None
-    device: str | None
-    log_key: str | None
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
     tests: int
     """How many pytest results the attempt stored."""
 

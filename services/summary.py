@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
-from wrtci.services.db.rows import as_struct
+from wrtci.services.db.rows import as_struct, columns_of
 
 
 class RegressionInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -22,12 +22,24 @@ class RegressionInfo(msgspec.Struct, frozen=True, kw_only=True):
     flaky: bool = False
 
 
-class IncidentInfo(msgspec.Struct, frozen=True, kw_only=True):
+class IncidentRef(msgspec.Struct, frozen=True, kw_only=True):
+    """A log-analysis incident, titled by its issue (read from ``INCIDENTS``)."""
+
     id: str
     issue_id: str
     title: str | None
-    job_id: str | None
     test_id: str | None
+
+
+INCIDENTS = """incidents i
+    LEFT JOIN issues s ON s.id = i.issue_id AND s.version = i.issue_version"""
+"""Incidents ``i`` with their issue ``s`` (its version the incident names)."""
+INCIDENT_EXPRS = {"title": "s.report_subject"}
+"""For ``columns_of(..., "i", **INCIDENT_EXPRS)`` over ``INCIDENTS``."""
+
+
+class IncidentInfo(IncidentRef, frozen=True, kw_only=True):
+    job_id: str | None
 
 
 class DeviceTypeSummary(msgspec.Struct, kw_only=True):
@@ -90,12 +102,10 @@ async def firmware_summary(conn: asyncpg.Connection, firmware_id: str) -> Firmwa
         else:
             summary.regressions.append(info)
     for row in await conn.fetch(
-            """SELECT i.id, i.issue_id, s.report_subject AS title, i.test_id, j.id AS job_id,
-                      j.device_type
-                 FROM incidents i
-                 JOIN jobs j ON j.id = i.misc->>'job_id'
-                 LEFT JOIN issues s ON s.id = i.issue_id AND s.version = i.issue_version
-                WHERE j.checkout_id = $1 ORDER BY i.id""", firmware_id):
+            f"""SELECT {columns_of(IncidentInfo, "i", **INCIDENT_EXPRS, job_id="j.id")},
+                       j.device_type
+                  FROM {INCIDENTS} JOIN jobs j ON j.id = i.misc->>'job_id'
+                 WHERE j.checkout_id = $1 ORDER BY i.id""", firmware_id):
         entry(row["device_type"]).incidents.append(as_struct(row, IncidentInfo))
     totals: dict[str, int] = {}
     for summary in per_type.values():

@@ -25,6 +25,7 @@ import re
 import asyncpg
 import msgspec
 
+from wrtci.services.db.rows import columns_of, fetch_rows
 from wrtci.services.kcidb import export as kcidb
 from wrtci.services.kcidb import model as m
 
@@ -77,19 +78,15 @@ def _tree(row: _CheckoutRow) -> Tree:
                 channel=row.channel, start_time=row.start_time or row.created_at)
 
 
-_CHECKOUT_COLUMNS = """id, tree_name, git_repository_url, git_repository_branch, git_commit_hash,
-       channel, version, revision, start_time, created_at"""
-
-
 async def trees(conn: asyncpg.Connection, since: dt.datetime | None = None,
                 ids: list[str] | None = None) -> list[Tree]:
     """Firmware newest first (created since ``since``, or the given ids)."""
-    rows = await conn.fetch(
-        f"""SELECT {_CHECKOUT_COLUMNS} FROM checkouts
+    rows = await fetch_rows(
+        conn, _CheckoutRow, f"""SELECT {columns_of(_CheckoutRow)} FROM checkouts
              WHERE ($1::timestamptz IS NULL OR created_at >= $1)
                AND ($2::text[] IS NULL OR id = ANY($2::text[]))
              ORDER BY coalesce(start_time, created_at) DESC, id DESC""", since, ids)
-    return [_tree(msgspec.convert(dict(r), _CheckoutRow)) for r in rows]
+    return [_tree(row) for row in rows]
 
 
 def latest_per_branch(items: list[Tree]) -> list[Tree]:
@@ -202,14 +199,16 @@ class IssueRow(msgspec.Struct, kw_only=True):
     incidents: int
 
 
+_ISSUE_COLUMNS = columns_of(IssueRow, "s", first_seen="min(a.finished_at)",
+                            incidents="count(i.id)")
+
+
 async def issues(conn: asyncpg.Connection, since: dt.datetime | None, until: dt.datetime | None,
                  issue_id: str | None = None) -> list[IssueRow]:
     """Issues with incidents (on attempts that finished in the window), or one issue."""
-    rows = await conn.fetch(
-        """SELECT s.id, s.version, s.origin, s.comment, s.report_url, s.report_subject,
-                  s.culprit_code, s.culprit_tool, s.culprit_harness,
-                  min(a.finished_at) AS first_seen, count(i.id) AS incidents
-             FROM issues s
+    return await fetch_rows(
+        conn, IssueRow, f"""SELECT {_ISSUE_COLUMNS}
+              FROM issues s
              LEFT JOIN incidents i ON i.issue_id = s.id AND i.issue_version = s.version
              LEFT JOIN job_attempts a ON a.job_id = i.misc->>'job_id'
                                      AND a.attempt = (i.misc->>'attempt')::int
@@ -219,4 +218,3 @@ async def issues(conn: asyncpg.Connection, since: dt.datetime | None, until: dt.
                OR (count(i.id) > 0 AND ($1::timestamptz IS NULL OR max(a.finished_at) >= $1)
                    AND ($2::timestamptz IS NULL OR min(a.finished_at) < $2))
             ORDER BY s.id, s.version""", since, until, issue_id)
-    return [msgspec.convert(dict(r), IssueRow) for r in rows]

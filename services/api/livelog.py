@@ -35,6 +35,7 @@ from wrtci.services.api.app import (
     ApiContext,
     ApiError,
 )
+from wrtci.services.db.rows import columns_of, fetch_row
 
 log = logging.getLogger(__name__)
 
@@ -109,10 +110,9 @@ class Attempt(msgspec.Struct, kw_only=True):
 
 
 async def attempt_row(conn: asyncpg.Connection, job_id: str, attempt: int) -> Attempt | None:
-    row = await conn.fetchrow(
-        """SELECT state, lab, log_key, started_at, stage, stage_at FROM job_attempts
-            WHERE job_id = $1 AND attempt = $2""", job_id, attempt)
-    return None if row is None else msgspec.convert(dict(row), Attempt)
+    return await fetch_row(conn, Attempt, f"""SELECT {columns_of(Attempt)} FROM job_attempts
+                                              WHERE job_id = $1 AND attempt = $2""",
+                           job_id, attempt)
 
 
 # -- reading the streams ------------------------------------------------------------------

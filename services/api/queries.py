@@ -13,6 +13,7 @@ import msgspec
 
 from wrtci.services.db.attempts import AttemptOutcome
 from wrtci.services.db.rows import Page, Where, as_struct, as_structs, columns_of, fetch_page
+from wrtci.services.summary import INCIDENT_EXPRS, INCIDENTS, IncidentRef
 
 # -- firmware ---------------------------------------------------------------------------
 
@@ -164,16 +165,12 @@ class AttemptItem(AttemptOutcome, kw_only=True):
     tests: list[JobTest] = []
 
 
-class IncidentItem(msgspec.Struct, kw_only=True):
-    id: str
-    issue_id: str
-    title: str | None
+class IncidentItem(IncidentRef, frozen=True, kw_only=True):
     attempt: int | None
-    test_id: str | None
     excerpt: str | None
 
 
-_INCIDENT_COLUMNS = columns_of(IncidentItem, "i", title="s.report_subject",
+_INCIDENT_COLUMNS = columns_of(IncidentItem, "i", **INCIDENT_EXPRS,
                                attempt="(i.misc->>'attempt')::int",
                                excerpt="i.misc->>'excerpt'")
 
@@ -201,9 +198,7 @@ async def job_detail(conn: asyncpg.Connection, job_id: str) -> JobDetail | None:
             del values["attempt"]
             attempt.tests.append(msgspec.convert(values, JobTest))
     incidents = as_structs(await conn.fetch(
-        f"""SELECT {_INCIDENT_COLUMNS}
-             FROM incidents i
-             LEFT JOIN issues s ON s.id = i.issue_id AND s.version = i.issue_version
+        f"""SELECT {_INCIDENT_COLUMNS} FROM {INCIDENTS}
             WHERE i.misc->>'job_id' = $1 ORDER BY i.id""", job_id), IncidentItem)
     return JobDetail(job=job, attempts=attempts, incidents=incidents)
 

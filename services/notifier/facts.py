@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 
 from wrtci.proto.model import PullRequest
-from wrtci.services.db.rows import as_struct, as_structs
+from wrtci.services.db.rows import as_struct, as_structs, columns_of
 from wrtci.services.summary import FirmwareSummary, firmware_summary
 
 
@@ -56,7 +56,7 @@ class Checkout(msgspec.Struct, frozen=True, kw_only=True):
 
 async def checkout_state(conn: asyncpg.Connection, firmware_id: str) -> Checkout | None:
     row = await conn.fetchrow(
-        "SELECT state, round, done_at FROM checkouts WHERE id = $1", firmware_id)
+        f"SELECT {columns_of(Checkout)} FROM checkouts WHERE id = $1", firmware_id)
     return as_struct(row, Checkout)
 
 
@@ -100,9 +100,9 @@ async def load_facts(conn: asyncpg.Connection, firmware_id: str) -> FirmwareFact
             lines=[(int(line.get("line", 0)), str(line.get("text", "")))
                    for line in extra.get("lines", []) if isinstance(line, dict)])
     failed = as_structs(await conn.fetch(
-        """SELECT id AS job_id, device_type, result, error_code, log_key FROM jobs
-            WHERE checkout_id = $1 AND result IN ('fail', 'error')
-            ORDER BY device_type, id""", firmware_id), FailedJob)
+        f"""SELECT {columns_of(FailedJob, job_id="id")} FROM jobs
+             WHERE checkout_id = $1 AND result IN ('fail', 'error')
+             ORDER BY device_type, id""", firmware_id), FailedJob)
     submitter = misc.get("submitter")
     return FirmwareFacts(
         firmware_id=firmware_id, round=row["round"], state=row["state"],

@@ -14,12 +14,14 @@ from wrtci.services.db.rows import as_struct, columns_of
 
 
 class RegressionInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """A row of ``regressions``: what a summary tells of it (``RegressionItem``: all)."""
+
     id: str
     path: str
     last_passing_checkout_id: str
     first_failing_checkout_id: str
-    fixed_checkout_id: str | None = None
-    flaky: bool = False
+    fixed_checkout_id: str | None
+    flaky: bool
 
 
 class IncidentRef(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,7 +13,7 @@ import msgspec
 
 from wrtci.services.db.attempts import AttemptOutcome
 from wrtci.services.db.rows import Page, Where, as_struct, as_structs, columns_of, fetch_page
-from wrtci.services.summary import INCIDENT_EXPRS, INCIDENTS, IncidentRef
+from wrtci.services.summary import INCIDENT_EXPRS, INCIDENTS, IncidentRef, RegressionInfo
 
 # -- firmware ---------------------------------------------------------------------------
 
@@ -289,17 +289,11 @@ class RegressionFilter(msgspec.Struct, kw_only=True):
     open_only: bool = False
 
 
-class RegressionItem(msgspec.Struct, kw_only=True):
-    id: str
+class RegressionItem(RegressionInfo, frozen=True, kw_only=True):
     lineage: str
     device_type: str
-    path: str
-    last_passing_checkout_id: str
-    first_failing_checkout_id: str
     first_failing_test_id: str | None
-    fixed_checkout_id: str | None
     fixed_test_id: str | None
-    flaky: bool
     detected_at: dt.datetime
     fixed_at: dt.datetime | None
 

@@ -1,4 +1,5 @@
-"""PostgreSQL access: the pool and the schema migrations (``rows``: reading rows)."""
+"""PostgreSQL access: the pool and the schema migrations (``rows``: reading rows;
+``attempts``: an attempt's stored outcome)."""
 
 from __future__ import annotations
 

@@ -29,6 +29,7 @@ from wrtci.proto import events as ev
 from wrtci.proto.model import JobResult, TestResult, TestStatus
 from wrtci.services import db
 from wrtci.services.batch_consume import consume_batches
+from wrtci.services.consume import Pull
 from wrtci.services.results.service import consumer_config
 from wrtci.services.results.store import ingest_batch
 
@@ -97,8 +98,8 @@ async def run(args: argparse.Namespace, root: Path) -> None:
 
         stop = asyncio.Event()
         loop_task = asyncio.create_task(consume_batches(
-            js, subjects.events_stream, consumer_config(subjects), handler, stop,
-            batch=args.batch, fetch_timeout=0.2))
+            js, Pull(subjects.events_stream, consumer_config(subjects), batch=args.batch,
+                     fetch_timeout=0.2), handler, stop))
         publisher = EventPublisher(js, subjects, timeout=30)
         start = time.time()
         # Labs publish concurrently: a few publishers in flight at once.

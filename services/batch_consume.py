@@ -29,12 +29,12 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import ConsumerConfig
 
-from wrtci.proto.events import CloudEvent, DecodeError, decode
+from wrtci.proto.events import CloudEvent, DecodeError
 from wrtci.services.consume import (
     Disposition,
     MsgMeta,
+    Pull,
     Reject,
     Retry,
     fetch_batches,
@@ -54,23 +54,17 @@ Verdict = Retry | Reject | None
 BatchHandler = Callable[[Sequence[Delivery]], Awaitable[Sequence[Verdict]]]
 
 
-async def handle_batch(
-    msgs: Sequence[Msg],
-    handler: BatchHandler,
-    *,
-    consumer: str,
-    decoder: Callable[[bytes], CloudEvent] = decode,
-    retry_delay: float = 5.0,
-    isolate_budget_s: float = 30.0,
-) -> dict[Disposition, int]:
+async def handle_batch(msgs: Sequence[Msg], handler: BatchHandler, pull: Pull, *,
+                       isolate_budget_s: float = 30.0) -> dict[Disposition, int]:
     """Run one fetched batch through ``handler``; returns counts per action."""
+    consumer = pull.durable
     counts = dict.fromkeys(Disposition, 0)
     deliveries: list[Delivery] = []
     kept: list[Msg] = []
     for msg in msgs:
         meta = message_meta(msg)
         try:
-            deliveries.append(Delivery(decoder(msg.data), meta))
+            deliveries.append(Delivery(pull.decoder(msg.data), meta))
             kept.append(msg)
         except DecodeError as exc:
             log.error("malformed message terminated: %s", exc,
@@ -88,14 +82,13 @@ async def handle_batch(
                           extra={"consumer": consumer, "subject": deliveries[0].meta.subject,
                                  "stream_seq": deliveries[0].meta.stream_seq})
             await kept[0].nak(delay=redelivery_delay(deliveries[0].meta.num_delivered,
-                                                     retry_delay))
+                                                     pull.retry_delay))
             counts[Disposition.NAK] += 1
             return counts
         log.exception("batch handler failed; handling its %d messages one by one",
                       len(kept), extra={"consumer": consumer})
-        for action, count in (await _one_by_one(
-                kept, handler, consumer=consumer, decoder=decoder, retry_delay=retry_delay,
-                budget_s=isolate_budget_s)).items():
+        for action, count in (await _one_by_one(kept, handler, pull,
+                                                isolate_budget_s)).items():
             counts[action] += count
         return counts
     for msg, delivery, verdict in zip(kept, deliveries, verdicts, strict=True):
@@ -116,28 +109,21 @@ async def handle_batch(
     return counts
 
 
-async def _one_by_one(
-    msgs: Sequence[Msg],
-    handler: BatchHandler,
-    *,
-    consumer: str,
-    decoder: Callable[[bytes], CloudEvent],
-    retry_delay: float,
-    budget_s: float,
-) -> dict[Disposition, int]:
+async def _one_by_one(msgs: Sequence[Msg], handler: BatchHandler, pull: Pull,
+                      budget_s: float) -> dict[Disposition, int]:
     """Each message as a batch of its own, until ``budget_s`` is spent; the rest: nak."""
     counts = dict.fromkeys(Disposition, 0)
     deadline = time.monotonic() + budget_s
     for index, msg in enumerate(msgs):
         if time.monotonic() > deadline:
             log.error("batch handler still failing; %d messages will be redelivered",
-                      len(msgs) - index, extra={"consumer": consumer})
+                      len(msgs) - index, extra={"consumer": pull.durable})
             for rest in msgs[index:]:
-                await rest.nak(delay=redelivery_delay(rest.metadata.num_delivered, retry_delay))
+                await rest.nak(delay=redelivery_delay(rest.metadata.num_delivered,
+                                                      pull.retry_delay))
             counts[Disposition.NAK] += len(msgs) - index
             break
-        single = await handle_batch([msg], handler, consumer=consumer, decoder=decoder,
-                                    retry_delay=retry_delay)
+        single = await handle_batch([msg], handler, pull)
         for action, count in single.items():
             counts[action] += count
     return counts
@@ -151,20 +137,8 @@ async def _call(handler: BatchHandler, deliveries: list[Delivery]) -> Sequence[V
     return verdicts
 
 
-async def consume_batches(
-    js: JetStreamContext,
-    stream: str,
-    config: ConsumerConfig,
-    handler: BatchHandler,
-    stop: asyncio.Event,
-    *,
-    batch: int = 500,
-    fetch_timeout: float = 1.0,
-    decoder: Callable[[bytes], CloudEvent] = decode,
-    retry_delay: float = 5.0,
-) -> None:
-    """Fetch up to ``batch`` messages at a time and handle them together until ``stop``."""
-    async for msgs in fetch_batches(js, stream, config, stop, batch=batch,
-                                    fetch_timeout=fetch_timeout):
-        await handle_batch(msgs, handler, consumer=config.durable_name or "", decoder=decoder,
-                           retry_delay=retry_delay)
+async def consume_batches(js: JetStreamContext, pull: Pull, handler: BatchHandler,
+                          stop: asyncio.Event) -> None:
+    """Fetch up to ``pull.batch`` messages at a time and handle them together until ``stop``."""
+    async for msgs in fetch_batches(js, pull, stop):
+        await handle_batch(msgs, handler, pull)

@@ -88,6 +88,24 @@ class MsgMeta(msgspec.Struct, frozen=True):
 Handler = Callable[[CloudEvent, MsgMeta], Awaitable[Any]]
 
 
+class Pull(msgspec.Struct, frozen=True):
+    """A durable consumer to pull from, and how: what both pull loops (:func:`consume`,
+    :func:`~services.batch_consume.consume_batches`) and their handling go by."""
+
+    stream: str
+    consumer: ConsumerConfig
+    batch: int = 50
+    """Messages asked for per fetch."""
+    fetch_timeout: float = 1.0
+    decoder: Callable[[bytes], CloudEvent] = decode
+    retry_delay: float = 5.0
+    """The first redelivery delay after the handler failed unexpectedly (then the backoff)."""
+
+    @property
+    def durable(self) -> str:
+        return self.consumer.durable_name or ""
+
+
 def redelivery_delay(num_delivered: int, first: float = SERVICE_BACKOFF[0]) -> float:
     """JetStream redelivery with backoff: the consumer's backoff steps by delivery count,
     so that an outage of minutes does not use up ``max_deliver`` in seconds."""
@@ -105,19 +123,12 @@ def message_meta(msg: Msg) -> MsgMeta:
     )
 
 
-async def handle_message(
-    msg: Msg,
-    handler: Handler,
-    *,
-    consumer: str,
-    decoder: Callable[[bytes], CloudEvent] = decode,
-    retry_delay: float = 5.0,
-) -> Disposition:
+async def handle_message(msg: Msg, handler: Handler, pull: Pull) -> Disposition:
     """Run one message through ``handler``; returns what was done with it."""
     meta = message_meta(msg)
-    where = {"subject": meta.subject, "stream_seq": meta.stream_seq, "consumer": consumer}
+    where = {"subject": meta.subject, "stream_seq": meta.stream_seq, "consumer": pull.durable}
     try:
-        event = decoder(msg.data)
+        event = pull.decoder(msg.data)
     except DecodeError as exc:
         log.error("malformed message terminated: %s", exc, extra=where)
         await msg.term()
@@ -135,7 +146,7 @@ async def handle_message(
         await msg.nak(delay=delay)
         return Disposition.NAK
     except Exception as exc:
-        delay = redelivery_delay(meta.num_delivered, retry_delay)
+        delay = redelivery_delay(meta.num_delivered, pull.retry_delay)
         if is_outage(exc):  # a dependency is away: no traceback per message
             log.warning("handler failed (%r); redelivery in %.0f s", exc, delay, extra=where)
         else:
@@ -160,17 +171,9 @@ async def bind(js: JetStreamContext, stream: str, config: ConsumerConfig,
                             backoff=FAILOVER_BACKOFF, logger=log)
 
 
-async def fetch_batches(
-    js: JetStreamContext,
-    stream: str,
-    config: ConsumerConfig,
-    stop: asyncio.Event,
-    *,
-    batch: int,
-    fetch_timeout: float = 1.0,
-    call_timeout_s: float = CALL_TIMEOUT_S,
-) -> AsyncIterator[list[Msg]]:
-    """The durable consumer's messages, ``batch`` at a time, until ``stop`` is set.
+async def fetch_batches(js: JetStreamContext, pull: Pull, stop: asyncio.Event, *,
+                        call_timeout_s: float = CALL_TIMEOUT_S) -> AsyncIterator[list[Msg]]:
+    """The durable consumer's messages, ``pull.batch`` at a time, until ``stop`` is set.
 
     Errors of JetStream (no leader, no responders, a request that does not
     come back) are waited out here with :data:`FAILOVER_BACKOFF`, logged once
@@ -178,16 +181,17 @@ async def fetch_batches(
     consumer's new leader without another API request. Only a consumer that
     is gone is looked up (and made) again.
     """
-    if not config.durable_name:
+    if not pull.durable:
         raise ValueError("a pull loop needs a durable consumer")
-    outage = Outage(f"JetStream consumer {config.durable_name}", log)
+    outage = Outage(f"JetStream consumer {pull.durable}", log)
+    fetch_timeout = pull.fetch_timeout
     while not stop.is_set():
-        sub = await bind(js, stream, config, stop, timeout_s=call_timeout_s)
+        sub = await bind(js, pull.stream, pull.consumer, stop, timeout_s=call_timeout_s)
         failures = 0
         try:
             while not stop.is_set():
                 try:
-                    msgs = await asyncio.wait_for(sub.fetch(batch, timeout=fetch_timeout),
+                    msgs = await asyncio.wait_for(sub.fetch(pull.batch, timeout=fetch_timeout),
                                                   fetch_timeout + call_timeout_s)
                 except (TimeoutError, nats.errors.TimeoutError):
                     continue  # nothing to take (or no leader yet: the next fetch asks again)
@@ -217,26 +221,15 @@ async def _unsubscribe(sub: Any, timeout_s: float) -> None:
         log.debug("pull subscription not unsubscribed: %r", exc)
 
 
-async def consume(
-    js: JetStreamContext,
-    stream: str,
-    config: ConsumerConfig,
-    handler: Handler,
-    stop: asyncio.Event,
-    *,
-    batch: int = 50,
-    fetch_timeout: float = 1.0,
-    decoder: Callable[[bytes], CloudEvent] = decode,
-) -> None:
+async def consume(js: JetStreamContext, pull: Pull, handler: Handler,
+                  stop: asyncio.Event) -> None:
     """Fetch and handle one message at a time until ``stop`` is set."""
-    durable = config.durable_name or ""
-    async for msgs in fetch_batches(js, stream, config, stop, batch=batch,
-                                    fetch_timeout=fetch_timeout):
+    async for msgs in fetch_batches(js, pull, stop):
         for index, msg in enumerate(msgs):
             if stop.is_set():
                 await _hand_back(msgs[index:])
                 break
-            await handle_message(msg, handler, consumer=durable, decoder=decoder)
+            await handle_message(msg, handler, pull)
 
 
 async def _hand_back(msgs: list[Msg]) -> None:

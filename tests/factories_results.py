@@ -22,6 +22,7 @@ from wrtci.proto.model import JobResult, TestResult, TestStatus
 from wrtci.proto.routing import event_subject
 from wrtci.proto.subjects import Subjects
 from wrtci.services.batch_consume import consume_batches
+from wrtci.services.consume import Pull
 from wrtci.services.results.service import consumer_config, ingest_handler
 
 T0 = dt.datetime(2026, 11, 25, 10, 0, 0, tzinfo=dt.UTC)
@@ -126,8 +127,8 @@ async def ingest_all(js: JetStreamContext, subjects: Subjects, pool: asyncpg.Poo
     config = consumer_config(subjects)
     stop = asyncio.Event()
     task = asyncio.create_task(consume_batches(
-        js, subjects.events_stream, config, ingest_handler(pool, subjects), stop,
-        batch=batch, fetch_timeout=0.2))
+        js, Pull(subjects.events_stream, config, batch=batch, fetch_timeout=0.2),
+        ingest_handler(pool, subjects), stop))
     async def drained() -> bool:
         if task.done():
             task.result()

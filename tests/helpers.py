@@ -103,6 +103,19 @@ async def eventually(predicate, what: str = "the condition", within_s: float = 3
         raise AssertionError(f"timed out after {within_s} s waiting for {what}") from None
 
 
+async def run_until(loop: Callable[[asyncio.Event], Awaitable[Any]], done: asyncio.Event,
+                    within_s: float = 15.0) -> None:
+    """Run a daemon loop (given its stop event) until ``done`` is set, then stop it and
+    wait for its end."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(loop(stop))
+    try:
+        await asyncio.wait_for(done.wait(), within_s)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
 async def consumer_caught_up(js: JetStreamContext, stream: str, durable: str) -> bool:
     """Every message the consumer's filter matches, up to now, handled (acked or terminated).
 

@@ -45,7 +45,7 @@ from wrtci.proto.subjects import Subjects
 from wrtci.proto.topology import service_consumer
 from wrtci.services import db
 from wrtci.services.config import ServiceConfig
-from wrtci.services.consume import MsgMeta, Reject, Retry, consume
+from wrtci.services.consume import MsgMeta, Pull, Reject, Retry, consume
 from wrtci.services.identity import attempt_holder, count_rejection
 from wrtci.services.logs.assembler import Assembler, LogKey, RunLog
 from wrtci.services.logs.buffer import ChunkBuffer
@@ -337,11 +337,11 @@ async def run(config: Config, stop: asyncio.Event) -> None:
         reporter = StatusReporter(writer, writer_name())
         daemon.exits.callback(writer.close)
         daemon.exits.push_async_callback(reporter.remove)
-        consumer = service_consumer(config.logs.durable, [subjects.all_logs()])
+        pull = Pull(subjects.logs_stream, service_consumer(config.logs.durable,
+                                                           [subjects.all_logs()]), batch=100)
         daemon.loop("partials", lambda stop: _partials(writer, reporter, stop,
                                                        config.logs.partial_interval_s))
-        daemon.loop("chunks", lambda stop: consume(js, subjects.logs_stream, consumer,
-                                                   writer.handle, stop, batch=100))
+        daemon.loop("chunks", lambda stop: consume(js, pull, writer.handle, stop))
         await daemon.serve()
 
 

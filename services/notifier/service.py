@@ -34,7 +34,7 @@ from wrtci.proto.subjects import Subjects
 from wrtci.proto.topology import service_consumer
 from wrtci.services import db
 from wrtci.services.checks import check_database
-from wrtci.services.consume import MsgMeta, Reject, Retry, consume
+from wrtci.services.consume import MsgMeta, Pull, Reject, Retry, consume
 from wrtci.services.notifier import mail, report
 from wrtci.services.notifier.config import Config, NotifierSection
 from wrtci.services.notifier.delivery import DeliveryState, Outcome, deliver
@@ -193,13 +193,13 @@ async def run(config: Config, stop: asyncio.Event) -> None:
                                             "github": section.github.enabled})
         js = nc.jetstream(timeout=config.nats.request_timeout_s)
         daemon.loop("reports", lambda stop: consume(
-            js, subjects.events_stream, consumer_config(subjects, section), notifier.handle,
-            stop, batch=10))
+            js, Pull(subjects.events_stream, consumer_config(subjects, section), batch=10),
+            notifier.handle, stop))
         health = health_notifier(pool, section, session, subjects)
         if health.enabled:
             daemon.loop("health", lambda stop: consume(
-                js, subjects.events_stream, health_consumer_config(subjects, section),
-                health.handle, stop, batch=10))
+                js, Pull(subjects.events_stream, health_consumer_config(subjects, section),
+                         batch=10), health.handle, stop))
         await daemon.serve()
 
 

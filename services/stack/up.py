@@ -35,7 +35,13 @@ from wrtci.services.cli.common import CliConfig
 from wrtci.services.config import DatabaseConfig, StorageConfig
 from wrtci.services.db.migrate import migrate
 from wrtci.services.stack import mirror, s3_snapshot, virtual_lab
-from wrtci.services.stack.servers import LOOPBACK, NatsServer, PostgresServer, S3Server, free_port
+from wrtci.services.stack.servers import (
+    NatsServer,
+    PostgresServer,
+    S3Server,
+    free_port,
+    loopback_url,
+)
 from wrtci.services.stack.virtual_lab import VirtualFirmware
 
 log = logging.getLogger(__name__)
@@ -107,11 +113,11 @@ class Stack:
 
     @property
     def mirror_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.ports.mirror}"
+        return loopback_url(self.ports.mirror)
 
     @property
     def api_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.ports.api}"
+        return loopback_url(self.ports.api)
 
     def _site_sections(self) -> dict:
         """The daemons' own sections for the local site."""
@@ -243,7 +249,7 @@ class Stack:
             f"  PostgreSQL  {self.postgres.dsn(DATABASE)}",
             f"  S3 (moto)   {self.s3.url}   bucket wrtci",
             f"  mirror      {self.mirror_url}   (OpenWrt downloads layout, scanned by trigger)",
-            f"  uploads     http://{LOOPBACK}:{self.ports.trigger_web}/api/v1/firmware",
+            f"  uploads     {loopback_url(self.ports.trigger_web)}/api/v1/firmware",
             f"  web + API   {self.api_url}/   (results pages; REST under /api/v1)",
             f"  config      {self.config_path}",
             f"  API token   {self.token}",
@@ -368,4 +374,4 @@ async def run_stack(state_dir: Path, demo: DemoFn | None, once: bool, out=sys.st
     return status
 
 
-__all__ = ["LOOPBACK", "Stack", "run_stack"]
+__all__ = ["Stack", "run_stack"]

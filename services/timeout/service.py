@@ -32,7 +32,7 @@ from wrtci.proto.subjects import Subjects
 from wrtci.proto.topology import service_consumer
 from wrtci.services.checks import check_database
 from wrtci.services.config import ServiceConfig
-from wrtci.services.consume import MsgMeta, Reject, Retry, consume
+from wrtci.services.consume import MsgMeta, Pull, Reject, Retry, consume
 from wrtci.services.identity import TAKEOVER_AFTER_S, attempt_holder, count_rejection, may_start
 from wrtci.services.lifecycle import INFRA_RETRY, Lifecycle
 from wrtci.services.lifecycle.app import LifecycleApp
@@ -164,7 +164,7 @@ class TimeoutApp(LifecycleApp):
                                    config.timeout.takeover_after_s)
         daemon.loop("deadlines", self.deadlines.run)
         daemon.loop("lifecycle", lambda stop: consume(
-            js, subjects.events_stream, lifecycle_consumer(subjects), handler.handle, stop))
+            js, Pull(subjects.events_stream, lifecycle_consumer(subjects)), handler.handle, stop))
         log.info("timeout service running")
 
     def _wake(self) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from tests.helpers import run_until
 from tests.samples import sample_events
 from wrtci.core.runtime import EventPublisher
 from wrtci.proto import events as ev
 from wrtci.proto.topology import service_consumer
-from wrtci.services.consume import Reject, Retry, consume
+from wrtci.services.consume import Pull, Reject, Retry, consume
 
 
 def _config(subjects, name="svc"):
@@ -17,14 +18,8 @@ def _config(subjects, name="svc"):
 
 
 async def _run_until(js, subjects, handler, done: asyncio.Event, config=None) -> None:
-    stop = asyncio.Event()
-    task = asyncio.create_task(consume(js, subjects.events_stream, config or _config(subjects),
-                                       handler, stop, batch=10, fetch_timeout=0.2))
-    try:
-        await asyncio.wait_for(done.wait(), 15)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
+    pull = Pull(subjects.events_stream, config or _config(subjects), batch=10, fetch_timeout=0.2)
+    await run_until(lambda stop: consume(js, pull, handler, stop), done)
 
 
 async def test_malformed_message_is_terminated_and_next_one_processed(js, subjects, caplog):
@@ -105,8 +100,8 @@ async def test_stop_hands_back_unprocessed_messages(js, subjects):
         stop.set()  # SIGTERM arrives while the first message is handled
 
     config = service_consumer("svc3", [subjects.event_family("job")], ack_wait=30)
-    await asyncio.wait_for(consume(js, subjects.events_stream, config, handler, stop,
-                                   batch=10, fetch_timeout=0.2), 10)
+    await asyncio.wait_for(consume(js, Pull(subjects.events_stream, config, batch=10,
+                                            fetch_timeout=0.2), handler, stop), 10)
     assert handled == ["0"]
 
     # Another replica gets the other four at once, not after the 30 s ack wait.

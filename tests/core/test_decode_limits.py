@@ -26,6 +26,7 @@ from wrtci.proto.model import DeviceHealth, DeviceState
 from wrtci.proto.subjects import Subjects
 from wrtci.proto.tokens import TokenError, decode_token, encode_token
 from wrtci.services.batch_consume import consume_batches
+from wrtci.services.consume import Pull
 from wrtci.services.results.service import consumer_config, ingest_handler
 
 
@@ -90,8 +91,8 @@ async def test_results_consumer_terminates_the_reported_event_once(
     stop = asyncio.Event()
     config = consumer_config(subjects, "results-limits")
     loop = asyncio.create_task(consume_batches(
-        js, subjects.events_stream, config, ingest_handler(pool, subjects), stop,
-        fetch_timeout=0.2))
+        js, Pull(subjects.events_stream, config, batch=500, fetch_timeout=0.2),
+        ingest_handler(pool, subjects), stop))
     try:
         info = None
         for _ in range(200):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from tests.helpers import run_until
 from wrtci.core.runtime import EventPublisher
 from wrtci.proto import events as ev
 from wrtci.proto.topology import service_consumer
 from wrtci.services.batch_consume import consume_batches
-from wrtci.services.consume import Reject, Retry
+from wrtci.services.consume import Pull, Reject, Retry
 
 
 def _request(job: str) -> ev.JobRetryRequested:
@@ -19,15 +20,8 @@ def _request(job: str) -> ev.JobRetryRequested:
 async def _run(js, subjects, handler, done: asyncio.Event, name: str,
                drained: bool = True) -> None:
     config = service_consumer(name, [subjects.event_family("job")], ack_wait=5, max_deliver=4)
-    stop = asyncio.Event()
-    task = asyncio.create_task(consume_batches(js, subjects.events_stream, config, handler,
-                                               stop, batch=50, fetch_timeout=0.2,
-                                               retry_delay=0.1))
-    try:
-        await asyncio.wait_for(done.wait(), 15)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
+    pull = Pull(subjects.events_stream, config, batch=50, fetch_timeout=0.2, retry_delay=0.1)
+    await run_until(lambda stop: consume_batches(js, pull, handler, stop), done)
     info = await js.consumer_info(subjects.events_stream, name)
     assert info.num_pending == 0 and (info.num_ack_pending == 0 or not drained)
 

@@ -115,8 +115,7 @@ class LabDaemon:
             heartbeat_s=lab.heartbeat_s).open)
         await self._load_devices()
         await self._clean_up_after_previous_run()
-        js = self.nc.jetstream()
-        self.queue = JobQueue(js, subjects, ack_wait=lab.job_ack_wait_s,
+        self.queue = JobQueue(self.nc, subjects, ack_wait=lab.job_ack_wait_s,
                               max_idle_rate=lab.job_idle_rate)
         daemon.exits.push_async_callback(self.queue.close)
         # labnet's snapshots_only devices ask queues limited to their priorities

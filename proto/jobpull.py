@@ -40,6 +40,10 @@ NO_MESSAGE = frozenset({"404", "408", "409"})
 """Pull answers without a job: none waiting, request expired, consumer busy/deleted."""
 
 
+JS_API = "$JS.API"
+"""JetStream's API subject prefix (without a JetStream domain)."""
+
+
 class PullFailed(Exception):
     """The consumer does not exist (yet), or NATS did not answer."""
 
@@ -51,7 +55,7 @@ class PullFailed(Exception):
 class Puller:
     """One lab connection's pull requests on the consumers of one stream."""
 
-    def __init__(self, nc: Client, stream: str, *, api: str = "$JS.API",
+    def __init__(self, nc: Client, stream: str, *, api: str = JS_API,
                  timeout: float = REQUEST_TIMEOUT,
                  on_late: Callable[[str, Msg], bool] | None = None) -> None:
         """``on_late(consumer, job)``: True when it took a job that came too late."""

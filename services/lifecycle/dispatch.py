@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 import msgspec
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
 
@@ -50,8 +51,12 @@ def minio_presigner(config: StorageConfig) -> Presigner:
 
 
 class Dispatcher:
+    """``nc`` and ``js`` on it: jobs and their acks, and the labs' wake-ups go through
+    the connection, withdrawals through JetStream."""
+
     def __init__(
         self,
+        nc: Client,
         js: JetStreamContext,
         subjects: Subjects,
         presign: Presigner | None = None,
@@ -59,6 +64,7 @@ class Dispatcher:
         concurrency: int = 64,
         timeout: float = 10.0,
     ) -> None:
+        self.nc = nc
         self.js = js
         self.subjects = subjects
         self.presign = presign
@@ -98,7 +104,7 @@ class Dispatcher:
         """Wake the labs for stored jobs of these (priority, device type)s. Best effort:
         a lab that misses it finds the jobs by its safety poll."""
         try:
-            await wake_labs(self.js._nc, self.subjects, queued)  # nats-py keeps it there
+            await wake_labs(self.nc, self.subjects, queued)
         except Exception as exc:  # NATS away: the jobs are stored, only the signal is lost
             log.warning("labs not woken: %r", exc, extra={"wakes": len(set(queued))})
 
@@ -164,7 +170,7 @@ class JobBatch:
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
-        self.nc = dispatcher.js._nc  # the JetStream context's connection (no public accessor)
+        self.nc = dispatcher.nc
         self.time = dt.datetime.now(dt.UTC)
         self.specs: list[JobSpec] = []
         self.events: list[JobCreated] = []

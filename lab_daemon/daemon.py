@@ -22,6 +22,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from wrtci.core.runtime import Daemon, connect_nats
+from wrtci.core.swallow import logged
 from wrtci.lab_daemon.config import Config
 from wrtci.lab_daemon.context import LabContext
 from wrtci.lab_daemon.control import Control
@@ -36,7 +37,6 @@ from wrtci.lab_daemon.loop import DeviceLoop
 from wrtci.lab_daemon.places import place_guard
 from wrtci.lab_daemon.presence import Presence
 from wrtci.lab_daemon.suite import Suite
-from wrtci.lab_daemon.swallow import logged
 from wrtci.lab_daemon.targets import TargetFileError, load_target_file
 from wrtci.proto import events as ev
 from wrtci.proto.jobqueue import JobQueue

@@ -55,6 +55,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from wrtci.core.swallow import logged
 from wrtci.proto.events import DecodeError, JobCreated, JobSpec, decode_as
 from wrtci.proto.jobpull import JS_API, Puller, PullFailed
 from wrtci.proto.jobwake import jobs_announced
@@ -290,11 +291,13 @@ class JobQueue:
     async def close(self) -> None:
         for state in self._types.values():
             for sub in state.subs:
-                with contextlib.suppress(Exception):  # closing: the connection may be gone
+                # closing: the connection may be gone
+                with logged("wake-up subscription not unsubscribed", log, level=logging.DEBUG):
                     await sub.unsubscribe()
             state.notify()
             for _, msg in state.late:
-                with contextlib.suppress(Exception):
+                # not handed back: the job waits out its ack wait
+                with logged("late job not handed back at close", log):
                     await msg.nak()
         self._types.clear()
         self._consumers.clear()

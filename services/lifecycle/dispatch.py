@@ -19,6 +19,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
 
 from wrtci.core.publisher import EventPublisher, msg_id
+from wrtci.core.swallow import logged
 from wrtci.proto.events import JobCreated, JobSpec, encode
 from wrtci.proto.jobwake import wake_labs
 from wrtci.proto.routing import event_subject
@@ -247,7 +248,7 @@ class JobBatch:
         """Stop listening for acks (the caller naks, and retries)."""
         if self._sub is not None:
             sub, self._sub = self._sub, None
-            with contextlib.suppress(Exception):
+            with logged("job batch ack inbox not unsubscribed", log, level=logging.DEBUG):
                 await sub.unsubscribe()
 
     async def close(self) -> list[tuple[str, int, int]]:

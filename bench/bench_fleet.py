@@ -94,7 +94,7 @@ async def worker(url: str, labs: range, devices: int) -> dict:
     for lab in labs:
         nc = await nats.connect(url, name=f"sim-lab-{lab}", max_reconnect_attempts=-1)
         connections.append(nc)
-        queues.append((nc, JobQueue(nc.jetstream(), subjects), lab_device_types(lab, devices)))
+        queues.append((nc, JobQueue(nc, subjects), lab_device_types(lab, devices)))
     looked = asyncio.Event()
     waiting_first = sum(len(kinds) for _, _, kinds in queues)
 
@@ -190,7 +190,7 @@ def job_event(job_id: str, kind: str, priority: Priority) -> ev.JobCreated:
     return ev.JobCreated.build(spec, source="bench", id=f"job.created:{job_id}")
 
 
-async def publish(js, subjects: Subjects, job_id: str, kinds: list[str], *,
+async def publish(nc, js, subjects: Subjects, job_id: str, kinds: list[str], *,
                   wait: bool) -> tuple[Priority, str]:
     """One job as the scheduler queues it; with ``wait``, stored and its labs woken
     (else the caller wakes them once for the whole burst, as a batch does)."""
@@ -200,7 +200,7 @@ async def publish(js, subjects: Subjects, job_id: str, kinds: list[str], *,
     args = (subjects.job(priority, kind), ev.encode(event))
     if wait:
         await js.publish(*args, headers={"Nats-Msg-Id": event.id})
-        await wake_labs(js._nc, subjects, [(priority, kind)])
+        await wake_labs(nc, subjects, [(priority, kind)])
     else:
         await js.publish_async(*args, headers={"Nats-Msg-Id": event.id})
     return priority, kind
@@ -266,7 +266,7 @@ async def run_fleet(args: argparse.Namespace, local: Servers, root: Path) -> Non
 
         phases["dispatch"] = [time.time()]
         for i in range(args.dispatch):
-            await publish(js, subjects, f"dispatch-{i}", fleet_kinds, wait=True)
+            await publish(nc, js, subjects, f"dispatch-{i}", fleet_kinds, wait=True)
             await asyncio.sleep(args.dispatch_gap_s)
         await queue_empty(js, subjects, 60)
         phases["dispatch"].append(time.time())
@@ -274,7 +274,7 @@ async def run_fleet(args: argparse.Namespace, local: Servers, root: Path) -> Non
         phases["burst"] = [time.time()]
         a = stats.sample()
         started = time.perf_counter()
-        queued = [await publish(js, subjects, f"burst-{i}", fleet_kinds, wait=False)
+        queued = [await publish(nc, js, subjects, f"burst-{i}", fleet_kinds, wait=False)
                   for i in range(args.burst)]
         await js.publish_async_completed()
         await wake_labs(nc, subjects, queued)
@@ -364,7 +364,7 @@ async def one_by_one(nc, js, subjects: Subjects, count: int, kinds: list[str]) -
         await taken.put(msg.data.decode())
     sub = await nc.subscribe(TAKEN_SUBJECT, cb=on_taken)
     for i in range(count):
-        await publish(js, subjects, f"single-{i}", kinds, wait=True)
+        await publish(nc, js, subjects, f"single-{i}", kinds, wait=True)
         while await asyncio.wait_for(taken.get(), 60) != f"single-{i}":
             pass
         await asyncio.sleep(random.uniform(0.05, 0.15))

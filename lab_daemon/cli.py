@@ -144,7 +144,9 @@ async def _control(config: Config, action: LabAction, device: str | None) -> int
         return 0
     print(f"no lab daemon answers for lab {config.lab.name}; acting directly", file=sys.stderr)
     if action in (LabAction.MAINTENANCE_ON, LabAction.MAINTENANCE_OFF):
-        assert device is not None
+        if device is None:
+            print(f"{action.value} needs a device name", file=sys.stderr)
+            return 2
         return await standalone_maintenance(config, device, action is LabAction.MAINTENANCE_ON)
     if action is LabAction.HEALTH_CHECK:
         return await standalone_health_check(config, device)

@@ -13,9 +13,9 @@ import logging
 import msgspec
 from nats.aio.msg import Msg
 
+from wrtci.core.swallow import logged
 from wrtci.lab_daemon.context import LabContext
 from wrtci.lab_daemon.device import Device
-from wrtci.lab_daemon.swallow import logged
 from wrtci.proto.control import LabAction, LabControlReply, LabControlRequest
 from wrtci.proto.model import DeviceState
 

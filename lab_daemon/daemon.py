@@ -22,6 +22,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from wrtci.core.runtime import Daemon, connect_nats
+from wrtci.core.swallow import logged
 from wrtci.lab_daemon.config import Config
 from wrtci.lab_daemon.context import LabContext
 from wrtci.lab_daemon.control import Control
@@ -36,7 +37,6 @@ from wrtci.lab_daemon.loop import DeviceLoop
 from wrtci.lab_daemon.places import place_guard
 from wrtci.lab_daemon.presence import Presence
 from wrtci.lab_daemon.suite import Suite
-from wrtci.lab_daemon.swallow import logged
 from wrtci.lab_daemon.targets import TargetFileError, load_target_file
 from wrtci.proto import events as ev
 from wrtci.proto.jobqueue import JobQueue
@@ -115,8 +115,7 @@ class LabDaemon:
             heartbeat_s=lab.heartbeat_s).open)
         await self._load_devices()
         await self._clean_up_after_previous_run()
-        js = self.nc.jetstream()
-        self.queue = JobQueue(js, subjects, ack_wait=lab.job_ack_wait_s,
+        self.queue = JobQueue(self.nc, subjects, ack_wait=lab.job_ack_wait_s,
                               max_idle_rate=lab.job_idle_rate)
         daemon.exits.push_async_callback(self.queue.close)
         # labnet's snapshots_only devices ask queues limited to their priorities

@@ -180,7 +180,7 @@ class JobExecution:
                                          ErrorCode.INFRASTRUCTURE, mismatch)
             self._set_stage("download")
             try:
-                self.image = await self._download(pytest_log)
+                downloaded = self.image = await self._download(pytest_log)
             except (DownloadError, ChecksumMismatch) as exc:
                 code = (ErrorCode.CHECKSUM_MISMATCH if isinstance(exc, ChecksumMismatch)
                         else ErrorCode.DOWNLOAD_FAILED)
@@ -188,7 +188,7 @@ class JobExecution:
                 return await self._close(started_at, tailers, pump, [], JobResult.ERROR,
                                          code, str(exc))
             try:
-                await self._prepare(pytest_log)
+                await self._prepare(pytest_log, downloaded)
             except PrepError as exc:  # the lab's side: an infrastructure error, not a test
                 code = ErrorCode.CHECKSUM_MISMATCH if exc.checksum else ErrorCode.INFRASTRUCTURE
                 pytest_log.write(f"wrtci-lab: {exc}\n")
@@ -236,10 +236,10 @@ class JobExecution:
         out.write(f"wrtci-lab: firmware verified: {path}\n")
         return path
 
-    async def _prepare(self, out: LogStream) -> None:
-        """Verified, decompressed, staged for this device (``firmware_prep``)."""
-        assert self.image is not None
-        downloaded, self.image = self.image, None
+    async def _prepare(self, out: LogStream, downloaded: Path) -> None:
+        """``downloaded`` (held in the cache, ``self.image``) verified, decompressed,
+        staged for this device (``firmware_prep``)."""
+        self.image = None  # held by the preparation now: released below or by it
         try:
             prepared = await prepare_held(self.cache, downloaded, self.spec.image, self.device)
         except BaseException:

@@ -17,12 +17,12 @@ import nats.errors
 from nats.aio.msg import Msg
 
 from wrtci.core.retry import Backoff, retry_call, wait_or_stop
+from wrtci.core.swallow import logged
 from wrtci.lab_daemon.context import LabContext
 from wrtci.lab_daemon.device import Device
 from wrtci.lab_daemon.job import INFRASTRUCTURE_ERRORS, JobExecution, fit_results
 from wrtci.lab_daemon.logstream import ChunkSender
 from wrtci.lab_daemon.suite_env import SuiteEnvError
-from wrtci.lab_daemon.swallow import logged
 from wrtci.proto import events as ev
 from wrtci.proto.jobqueue import QueuedJob
 from wrtci.proto.model import DeviceState, JobResult

@@ -206,8 +206,8 @@ class DeviceQueues:
         queue = self._limited.get(priorities)
         if queue is None:
             queue = self._limited[priorities] = JobQueue(
-                shared.js, shared.subjects, ack_wait=shared.ack_wait, priorities=priorities,
-                max_idle_rate=shared.max_idle_rate, nc=shared.nc)
+                shared.nc, shared.subjects, ack_wait=shared.ack_wait, priorities=priorities,
+                max_idle_rate=shared.max_idle_rate, api=shared.api)
         return queue
 
     def look_again(self) -> None:

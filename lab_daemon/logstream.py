@@ -161,7 +161,8 @@ class ChunkSender:
 
     def _peek_spill(self) -> tuple[LogChunk, int]:
         """The oldest spilled chunk and where the next one starts."""
-        assert self._spill is not None
+        if self._spill is None:
+            raise RuntimeError("log stream: no spilled chunk to read")
         self._spill.seek(self._spill_read)
         size = int.from_bytes(self._spill.read(_LENGTH), "big")
         event = decode_as(self._spill.read(size), LogChunk)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import time
 
+from wrtci.core.swallow import note
 from wrtci.lab_daemon.context import LabContext
 from wrtci.lab_daemon.device import Device
 from wrtci.lab_daemon.health import HealthChecks
 from wrtci.lab_daemon.jobs import Jobs
 from wrtci.lab_daemon.labnet import DeviceQueues
 from wrtci.lab_daemon.state import Act, next_action
-from wrtci.lab_daemon.swallow import note
 from wrtci.proto.model import DeviceState
 
 log = logging.getLogger(__name__)

@@ -13,10 +13,10 @@ from nats.js.errors import KeyNotFoundError
 
 from wrtci.core.retry import Backoff, retry_call, sleep_or_stop
 from wrtci.core.runtime import EventPublisher
+from wrtci.core.swallow import logged, note
 from wrtci.lab_daemon.device import Device
 from wrtci.lab_daemon.event_ids import EventIds
 from wrtci.lab_daemon.labnet import DeviceProblem
-from wrtci.lab_daemon.swallow import logged, note
 from wrtci.proto import events as ev
 from wrtci.proto.model import DeviceHealth, DeviceState
 from wrtci.proto.records import DeviceRecord, LabRecord, decode_record, encode_record

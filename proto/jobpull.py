@@ -21,7 +21,6 @@ consumer until its ack wait ends.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -32,12 +31,18 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from wrtci.core.swallow import logged
+
 log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT = 5.0
 """Seconds past the request's own ``expires`` that an answer may take."""
 NO_MESSAGE = frozenset({"404", "408", "409"})
 """Pull answers without a job: none waiting, request expired, consumer busy/deleted."""
+
+
+JS_API = "$JS.API"
+"""JetStream's API subject prefix (without a JetStream domain)."""
 
 
 class PullFailed(Exception):
@@ -51,7 +56,7 @@ class PullFailed(Exception):
 class Puller:
     """One lab connection's pull requests on the consumers of one stream."""
 
-    def __init__(self, nc: Client, stream: str, *, api: str = "$JS.API",
+    def __init__(self, nc: Client, stream: str, *, api: str = JS_API,
                  timeout: float = REQUEST_TIMEOUT,
                  on_late: Callable[[str, Msg], bool] | None = None) -> None:
         """``on_late(consumer, job)``: True when it took a job that came too late."""
@@ -147,12 +152,14 @@ class Puller:
         if self.on_late is None or not self.on_late(consumer, msg):
             log.warning("job came after its pull request was given up: handed back",
                         extra={"consumer": consumer, "subject": msg.subject})
-            with contextlib.suppress(Exception):  # not acked: redelivered after the ack wait
+            # not handed back: redelivered after the ack wait
+            with logged("late job not handed back", log, consumer=consumer):
                 await msg.nak()
         self.late_jobs += 1
 
     async def close(self) -> None:
         if self._sub is not None:
-            with contextlib.suppress(Exception):  # closing: the connection may be gone
+            # closing: the connection may be gone
+            with logged("job pull inbox not unsubscribed", log, level=logging.DEBUG):
                 await self._sub.unsubscribe()
             self._sub = None

@@ -36,7 +36,7 @@ waiting); after one that found nothing, the device waits for a signal.
 
 The lab daemon uses it like this::
 
-    queue = JobQueue(js, subjects)
+    queue = JobQueue(nc, subjects)
     job = await queue.next_job("x86/64/generic", wait=1.0)  # None when nothing came
     if job is not None:
         ...; await job.in_progress(); ...; await job.ack()
@@ -54,10 +54,10 @@ from collections.abc import Iterable
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js import JetStreamContext
 
+from wrtci.core.swallow import logged
 from wrtci.proto.events import DecodeError, JobCreated, JobSpec, decode_as
-from wrtci.proto.jobpull import Puller, PullFailed
+from wrtci.proto.jobpull import JS_API, Puller, PullFailed
 from wrtci.proto.jobwake import jobs_announced
 from wrtci.proto.subjects import PRIORITIES_HIGH_FIRST, Priority, Subjects
 from wrtci.proto.topology import JOB_ACK_WAIT
@@ -160,17 +160,19 @@ class JobQueue:
 
     def __init__(
         self,
-        js: JetStreamContext,
+        nc: Client,
         subjects: Subjects,
         *,
         ack_wait: float = JOB_ACK_WAIT,
         priorities: Iterable[Priority] = PRIORITIES_HIGH_FIRST,
         max_idle_rate: float = MAX_IDLE_RATE,
-        nc: Client | None = None,
+        api: str = JS_API,
     ) -> None:
-        """``ack_wait``: the ack wait central services created the consumers with."""
-        self.js = js
-        self.nc: Client = nc if nc is not None else js._nc  # nats-py keeps it there
+        """``nc``: the lab's connection (wake-up subscriptions and pull requests go
+        through it). ``ack_wait``: the ack wait central services created the consumers
+        with. ``api``: the JetStream API prefix (another for a JetStream domain)."""
+        self.nc = nc
+        self.api = api
         self.subjects = subjects
         self.ack_wait = ack_wait
         self.priorities = tuple(sorted(priorities, reverse=True))
@@ -179,8 +181,7 @@ class JobQueue:
         self.max_idle_rate = max_idle_rate
         self.poll_interval = len(self.priorities) / max_idle_rate
         """A safety poll asks every priority once: this keeps it within max_idle_rate."""
-        self._puller = Puller(self.nc, subjects.jobs_stream,
-                              api=getattr(js, "_prefix", "$JS.API"), on_late=self._late_job)
+        self._puller = Puller(nc, subjects.jobs_stream, api=api, on_late=self._late_job)
         self._types: dict[str, _DeviceType] = {}
         self._consumers: dict[str, tuple[_DeviceType, Priority]] = {}
 
@@ -290,11 +291,13 @@ class JobQueue:
     async def close(self) -> None:
         for state in self._types.values():
             for sub in state.subs:
-                with contextlib.suppress(Exception):  # closing: the connection may be gone
+                # closing: the connection may be gone
+                with logged("wake-up subscription not unsubscribed", log, level=logging.DEBUG):
                     await sub.unsubscribe()
             state.notify()
             for _, msg in state.late:
-                with contextlib.suppress(Exception):
+                # not handed back: the job waits out its ack wait
+                with logged("late job not handed back at close", log):
                     await msg.nak()
         self._types.clear()
         self._consumers.clear()

@@ -140,16 +140,22 @@ class Subjects:
         return self._queue("job", priority, device_type)
 
     def jobs_of_type(self, device_type: str) -> str:
-        """Every priority's job subject of one device type (a lab's wake-up signal)."""
+        """Every priority's job subject of one device type.
+
+        Not a lab's to subscribe to (its credentials forbid it): a lab hears
+        :meth:`wakes_of_type` and takes jobs by pull requests on its consumers.
+        """
         return f"{self.prefix}.job.*.{encode_token(device_type)}"
 
     def all_jobs(self) -> str:
         return f"{self.prefix}.job.*.*"
 
     def job_wake(self, priority: Priority | int, device_type: str) -> str:
-        """A wake-up without a new job: queued ones became available (``wrtci resume``).
+        """The wake-up for jobs of this priority and device type on the JOBS stream:
+        sent once jobs are queued (``jobwake.wake_labs``), or became available again
+        (``wrtci resume``).
 
-        Core NATS only, outside the JOBS stream; labs hear it like a job publish.
+        Core NATS only, outside the JOBS stream: what a lab subscribes to.
         """
         return self._queue("wake", priority, device_type)
 

@@ -25,7 +25,8 @@ class TokenError(ValueError):
 
 class Escaping:
     def __init__(self, safe: str, escape: str) -> None:
-        assert escape not in safe
+        if escape in safe:
+            raise ValueError(f"escape character {escape!r} is one of the safe characters")
         self.safe = frozenset(safe)
         self.escape = escape
         chars = re.escape(safe).replace("/", "\\/")

@@ -117,7 +117,8 @@ async def may_start(conn: asyncpg.Connection, job_id: str, attempt: int, lab: st
         return f"unknown job attempt {job_id} #{attempt}"
     if not holder.current or holder.state == "done":
         return None  # an old or finished attempt: changes nothing, said elsewhere
-    assert holder.device_type is not None
+    if holder.device_type is None:
+        return f"job attempt {job_id} #{attempt} has no device type"
     refused = await lab_may_run(conn, lab, holder.device_type)
     if refused:
         return refused

@@ -114,9 +114,11 @@ def lab_permissions(subjects: Subjects, lab: str, device_types: list[str]) -> di
         subjects.lab_control(lab),
         subjects.event("job.cancelled"),
     ]
+    # Jobs come as answers to its pull requests (on its inbox), never from a
+    # subscription to the job subjects: it only hears its device types' wake-ups.
     stream = subjects.jobs_stream
     for device_type in sorted(set(device_types)):
-        subscribe += [subjects.jobs_of_type(device_type), subjects.wakes_of_type(device_type)]
+        subscribe.append(subjects.wakes_of_type(device_type))
         for priority in Priority:
             consumer = subjects.job_consumer(priority, device_type)
             publish += [f"{JS_API}.CONSUMER.INFO.{stream}.{consumer}",

@@ -220,14 +220,16 @@ def fake_job(job_id: str, url: str, **kwargs) -> ev.JobSpec:
     return job_spec(job_id, url, sha256_of(FAKE_FIRMWARE), **kwargs)
 
 
-async def publish_job(js, subjects: Subjects, spec: ev.JobSpec, *,
+async def publish_job(nc, subjects: Subjects, spec: ev.JobSpec, *,
                       ack_wait: float = JOB_ACK_WAIT) -> None:
-    """Queue ``spec`` as the scheduler would: its job consumers first (labs only bind)."""
+    """Queue ``spec`` as the scheduler would: its job consumers first (labs only bind),
+    the job, then the labs' wake-up (core NATS, on ``nc``)."""
+    js = nc.jetstream()
     await ensure_job_consumers(js, subjects, [spec.device_type], ack_wait=ack_wait)
     event = ev.JobCreated.build(spec, source="test", id=f"job.created:{spec.job_id}")
     await js.publish(subjects.job(spec.priority, spec.device_type), ev.encode(event),
                      headers={"Nats-Msg-Id": event.id})
-    await wake_labs(js._nc, subjects, [(spec.priority, spec.device_type)])
+    await wake_labs(nc, subjects, [(spec.priority, spec.device_type)])
 
 
 async def cancel_job(js, subjects: Subjects, spec: ev.JobSpec, reason: str) -> None:
@@ -331,11 +333,11 @@ def log_sender(js, subjects: Subjects, job_id: str = "j", *, chunk_chars: int,
                               device="dut1", chunk_chars=chunk_chars)
 
 
-async def run_one_job(js, subjects: Subjects, events: EventLog, config: Config,
+async def run_one_job(nc, subjects: Subjects, events: EventLog, config: Config,
                       spec: ev.JobSpec) -> ev.JobFinishedData:
     """A lab with ``config`` runs ``spec`` until it finishes; what its job.finished says."""
     async with running_lab(config):
-        await publish_job(js, subjects, spec)
+        await publish_job(nc, subjects, spec)
         await events.wait_for(lambda e: e.of(ev.JobFinished))
     return events.of(ev.JobFinished)[0].data
 

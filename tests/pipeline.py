@@ -7,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 
 from wrtci.core.config import LoggingConfig, NatsConfig
@@ -130,12 +131,14 @@ async def running(
 class FakeLab:
     """A lab as the scheduler sees it: takes jobs from the queue, reports on them."""
 
-    def __init__(self, js: JetStreamContext, subjects: Subjects, name: str,
+    def __init__(self, nc: Client, subjects: Subjects, name: str,
                  device: str = "dut-1", *, ack_wait: float = JOB_ACK_WAIT,
                  **queue_options) -> None:
+        """``nc``: its connection, as a lab's own (the queue pulls through it)."""
         self.name = name
         self.device = device
-        self.queue = JobQueue(js, subjects, ack_wait=ack_wait, **queue_options)
+        self.queue = JobQueue(nc, subjects, ack_wait=ack_wait, **queue_options)
+        js = nc.jetstream()
         self.events = EventPublisher(js, subjects)
         self.js, self.subjects, self.ack_wait = js, subjects, ack_wait
         self._consumers: set[str] = set()

@@ -95,7 +95,7 @@ async def _resume(args: argparse.Namespace) -> int:
     async with nats_connection(config.nats) as nc:
         js = nc.jetstream()
         await write_control(js, config.nats.subjects, paused=False)
-        flight = await release_jobs(js, config.nats.subjects)
+        flight = await release_jobs(nc, js, config.nats.subjects)
     print(f"resumed: {flight.waiting} queued jobs are open to the labs again, and new "
           "firmware is scheduled")
     return 0

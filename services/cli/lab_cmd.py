@@ -126,7 +126,8 @@ async def _revoke(config: LabAdminConfig, name: str) -> list[str]:
             await revoke_lab(conn, name)
         async with nats_connection(config.nats) as nc:
             js = nc.jetstream(timeout=config.nats.request_timeout_s)
-            dispatcher = Dispatcher(js, config.nats.subjects, minio_presigner(config.storage))
+            dispatcher = Dispatcher(nc, js, config.nats.subjects,
+                                    minio_presigner(config.storage))
             lifecycle = Lifecycle(pool, dispatcher, config.nats.subjects)
             for job_id, outcome in await requeue_held_jobs(lifecycle, name):
                 out.append(f"job {job_id}: {outcome}")

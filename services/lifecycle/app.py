@@ -32,7 +32,7 @@ class LifecycleApp(ServiceApp):
         self.nc = await daemon.connect_nats(config.nats)
         self.pool = await db.open_pool(daemon, config.database)
         js = self.nc.jetstream(timeout=config.nats.request_timeout_s)
-        self.dispatcher = Dispatcher(js, self.subjects, minio_presigner(config.storage),
+        self.dispatcher = Dispatcher(self.nc, js, self.subjects, minio_presigner(config.storage),
                                      **(dispatcher_options or {}))
         self.lifecycle = Lifecycle(self.pool, self.dispatcher, self.subjects,
                                    **lifecycle_options)

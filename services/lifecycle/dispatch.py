@@ -14,10 +14,12 @@ import logging
 from collections.abc import Callable, Sequence
 
 import msgspec
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError
 
 from wrtci.core.publisher import EventPublisher, msg_id
+from wrtci.core.swallow import logged
 from wrtci.proto.events import JobCreated, JobSpec, encode
 from wrtci.proto.jobwake import wake_labs
 from wrtci.proto.routing import event_subject
@@ -50,8 +52,12 @@ def minio_presigner(config: StorageConfig) -> Presigner:
 
 
 class Dispatcher:
+    """``nc`` and ``js`` on it: jobs and their acks, and the labs' wake-ups go through
+    the connection, withdrawals through JetStream."""
+
     def __init__(
         self,
+        nc: Client,
         js: JetStreamContext,
         subjects: Subjects,
         presign: Presigner | None = None,
@@ -59,6 +65,7 @@ class Dispatcher:
         concurrency: int = 64,
         timeout: float = 10.0,
     ) -> None:
+        self.nc = nc
         self.js = js
         self.subjects = subjects
         self.presign = presign
@@ -98,7 +105,7 @@ class Dispatcher:
         """Wake the labs for stored jobs of these (priority, device type)s. Best effort:
         a lab that misses it finds the jobs by its safety poll."""
         try:
-            await wake_labs(self.js._nc, self.subjects, queued)  # nats-py keeps it there
+            await wake_labs(self.nc, self.subjects, queued)
         except Exception as exc:  # NATS away: the jobs are stored, only the signal is lost
             log.warning("labs not woken: %r", exc, extra={"wakes": len(set(queued))})
 
@@ -164,7 +171,7 @@ class JobBatch:
 
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.dispatcher = dispatcher
-        self.nc = dispatcher.js._nc  # the JetStream context's connection (no public accessor)
+        self.nc = dispatcher.nc
         self.time = dt.datetime.now(dt.UTC)
         self.specs: list[JobSpec] = []
         self.events: list[JobCreated] = []
@@ -241,7 +248,7 @@ class JobBatch:
         """Stop listening for acks (the caller naks, and retries)."""
         if self._sub is not None:
             sub, self._sub = self._sub, None
-            with contextlib.suppress(Exception):
+            with logged("job batch ack inbox not unsubscribed", log, level=logging.DEBUG):
                 await sub.unsubscribe()
 
     async def close(self) -> list[tuple[str, int, int]]:

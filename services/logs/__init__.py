@@ -37,6 +37,7 @@ from nats.js.api import DeliverPolicy
 
 from wrtci.core.retry import sleep_or_stop
 from wrtci.core.runtime import Daemon, check_all, check_nats
+from wrtci.core.swallow import logged
 from wrtci.proto.events import DecodeError, LogChunk, LogChunkData, decode
 from wrtci.proto.limits import Size
 from wrtci.proto.records import LogWriterRecord, encode_record
@@ -311,9 +312,12 @@ class StatusReporter:
         self.last = figures
 
     async def remove(self) -> None:
-        with contextlib.suppress(Exception):  # stopping: NATS may be gone
+        kv = None  # stopping: NATS may be gone
+        with logged("control bucket not opened", log, level=logging.DEBUG):
             kv = await self.writer.js.key_value(self.writer.subjects.control_bucket)
-            await kv.delete(self.key)
+        if kv is not None:
+            with logged("log writer status not removed", log, level=logging.DEBUG):
+                await kv.delete(self.key)
 
 
 async def _partials(writer: LogWriter, reporter: StatusReporter, stop: asyncio.Event,

@@ -151,7 +151,8 @@ class ChunkBuffer:
 
     def _dir(self) -> SpillDir:
         if self._spill_dir is None:
-            assert self.spill_root is not None
+            if self.spill_root is None:
+                raise RuntimeError("log buffer: spilling to disk with no spill directory")
             self._spill_dir = SpillDir(self.spill_root)
         return self._spill_dir
 
@@ -259,7 +260,8 @@ class PartsReader(io.RawIOBase):
     def _next(self) -> bool:
         for part in self._parts:
             if isinstance(part, Spilled):
-                assert self._spill is not None
+                if self._spill is None:
+                    raise RuntimeError("log buffer: a spilled part with no spill directory")
                 part = self._spill.read(part)
             if part:
                 self._current, self._offset = part, 0

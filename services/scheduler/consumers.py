@@ -16,13 +16,13 @@ keeper is back within seconds of the new leader, like the consume loops.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Iterable
 
 from nats.js import JetStreamContext
 
 from wrtci.core.retry import CALL_TIMEOUT_S, FAILOVER_BACKOFF, retry_call, wait_or_stop
+from wrtci.core.swallow import logged
 from wrtci.proto.subjects import Subjects
 from wrtci.proto.topology import JOB_ACK_WAIT, ensure_job_consumers
 
@@ -62,7 +62,7 @@ class JobConsumerKeeper:
                 continue
             # NATS away or JetStream electing: what failed is wanted again, with
             # what was asked for meanwhile, after the (short) failover backoff.
-            with contextlib.suppress(Exception):  # only once stop is set (retried till then)
+            with logged("job consumers not created: stopping", log, level=logging.DEBUG):
                 await retry_call("job consumers", self._create_wanted, stop=stop,
                                  backoff=FAILOVER_BACKOFF, logger=log)
 

@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable
 
 import msgspec
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 
@@ -69,20 +70,21 @@ async def hold_jobs(js: JetStreamContext, subjects: Subjects) -> JobsInFlight:
     return _in_flight(consumers, paused=len(consumers))
 
 
-async def release_jobs(js: JetStreamContext, subjects: Subjects) -> JobsInFlight:
+async def release_jobs(nc: Client, js: JetStreamContext, subjects: Subjects) -> JobsInFlight:
     """Resume the job consumers a drain paused (a pause of another kind stays), and
-    wake the labs' idle devices for the jobs they held."""
+    wake the labs' idle devices for the jobs they held (through ``nc``, the
+    connection ``js`` is on)."""
     consumers = await job_consumers(js, subjects)
     for info in consumers:
         if info.paused and _held_by_drain(info):
             await js.resume_consumer(subjects.jobs_stream, info.name)
             log.info("job consumer resumed", extra={"consumer": info.name})
             if info.num_pending or info.num_redelivered:
-                await _wake(js, subjects, info)
+                await _wake(nc, subjects, info)
     return _in_flight(consumers, paused=0)
 
 
-async def _wake(js: JetStreamContext, subjects: Subjects, info: ConsumerInfo) -> None:
+async def _wake(nc: Client, subjects: Subjects, info: ConsumerInfo) -> None:
     """The wake-up of a job publish, for the jobs a resumed consumer holds."""
     try:
         priority, device_type = subjects.parse_job(info.config.filter_subject or "")
@@ -90,7 +92,7 @@ async def _wake(js: JetStreamContext, subjects: Subjects, info: ConsumerInfo) ->
         log.warning("resumed job consumer without a job subject: labs not woken",
                     extra={"consumer": info.name})
         return
-    await js._nc.publish(subjects.job_wake(priority, device_type))  # nats-py keeps it there
+    await nc.publish(subjects.job_wake(priority, device_type))
 
 
 def _held_by_drain(info: ConsumerInfo) -> bool:
@@ -104,7 +106,7 @@ def _in_flight(consumers: list[ConsumerInfo], paused: int) -> JobsInFlight:
                         waiting=sum(c.num_pending or 0 for c in consumers))
 
 
-async def keep_jobs_held(js: JetStreamContext, subjects: Subjects,
+async def keep_jobs_held(nc: Client, js: JetStreamContext, subjects: Subjects,
                          is_held: Callable[[], bool], stop: asyncio.Event,
                          every_s: float = KEEP_HELD_EVERY_S) -> None:
     """The job consumers follow the switch: paused while jobs are held (also those that
@@ -115,7 +117,7 @@ async def keep_jobs_held(js: JetStreamContext, subjects: Subjects,
         if held:
             await hold_jobs(js, subjects)
         elif was_held is not False:  # at start, and once after a hold
-            await release_jobs(js, subjects)
+            await release_jobs(nc, js, subjects)
         was_held = held
         if await sleep_or_stop(stop, every_s):
             return

@@ -265,7 +265,7 @@ class SchedulerApp(LifecycleApp):
             raise Stopped("stopped before the registry was read")
         # The job consumers follow the drain switch once it has been read.
         daemon.loop("jobs-held", lambda stop: keep_jobs_held(
-            js, subjects, lambda: self.switch.record.jobs_held, stop))
+            self.nc, js, subjects, lambda: self.switch.record.jobs_held, stop))
         self.scheduler = Scheduler(self.pool, self.dispatcher, self.lifecycle, self.plans, settings,
                                    image_wishes=lambda: self.registry.image_wishes)
         self.registry.on_new_device_types = self._late_lab

@@ -11,12 +11,13 @@ summary and where the console log is kept.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
+import logging
 
 from nats.js.api import DeliverPolicy
 
 from wrtci.core.runtime import connect_nats
+from wrtci.core.swallow import logged
 from wrtci.proto.events import (
     CloudEvent,
     FirmwareStateChanged,
@@ -30,6 +31,8 @@ from wrtci.services.cli.summary_cmd import format_summary
 from wrtci.services.stack import mirror
 from wrtci.services.stack.up import Stack
 from wrtci.services.summary import firmware_summary
+
+log = logging.getLogger(__name__)
 
 DEMO_TIMEOUT_S = 20 * 60.0
 RESULTS_SETTLE_S = 60.0
@@ -98,7 +101,7 @@ async def wait_for_results(stack: Stack, jobs: set[str]) -> list:
 
 
 def _stored_size(stack: Stack, key: str) -> int | None:
-    with contextlib.suppress(Exception):
+    with logged("stored console log not found", log, key=key):
         return stack.minio().stat_object(stack.config.storage.bucket, key).size
     return None
 

@@ -75,7 +75,8 @@ async def push(config: CliConfig, smoke: SmokeFirmware, sha256: str) -> str:
     data = firmware_data(firmware_id, smoke, sha256, smoke.image.stat().st_size)
     client = minio_client(config.storage)
     key = data.images[0].object_key
-    assert key is not None
+    if key is None:
+        raise RuntimeError(f"smoke firmware {firmware_id}: its image has no object key")
     await asyncio.to_thread(client.fput_object, config.storage.bucket, key, str(smoke.image),
                             content_type="application/octet-stream")
     pool = await db.create_pool(config.database)

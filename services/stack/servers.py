@@ -135,9 +135,8 @@ class _Process:
         return self.proc
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-        if not self.running:
+        if self.proc is None or not self.running:
             return
-        assert self.proc is not None
         self.proc.send_signal(sig)
         try:
             self.proc.wait(timeout)

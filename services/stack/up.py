@@ -10,7 +10,6 @@ directory reuses its ports, its database, its streams and its objects.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -29,6 +28,7 @@ from minio import Minio
 from wrtci.core.config import NatsConfig, dump_config
 from wrtci.core.retry import Backoff, sleep_or_stop
 from wrtci.core.runtime import connect_nats
+from wrtci.core.swallow import logged
 from wrtci.proto import topology
 from wrtci.services import auth, db, registry
 from wrtci.services.cli.common import CliConfig
@@ -236,7 +236,7 @@ class Stack:
                 proc.kill()
                 proc.wait()
         if self.s3.running:
-            with contextlib.suppress(Exception):
+            with logged("object store snapshot not saved", log):
                 s3_snapshot.save(self.minio(), self.state_dir / "s3" / "objects")
         self.s3.stop()
         self.nats.stop()

@@ -23,25 +23,26 @@ NEVER = 1e-6
 """A max_idle_rate whose safety poll never comes within a test: only wake-ups count."""
 
 
-async def _publish(js, subjects, job_id: str, priority: Priority) -> None:
+async def _publish(nc, subjects, job_id: str, priority: Priority) -> None:
+    js = nc.jetstream()
     spec = msgspec.structs.replace(job_spec(job_id, "http://x/fw.bin", "0" * 64, plans=PLANS),
                                    priority=int(priority))
     event = ev.JobCreated.build(spec, source="test", id=f"job.created:{job_id}")
     await js.publish(subjects.job(priority, DEVICE_TYPE), ev.encode(event),
                      headers={"Nats-Msg-Id": event.id})
-    await wake_labs(js._nc, subjects, [(priority, DEVICE_TYPE)])
+    await wake_labs(nc, subjects, [(priority, DEVICE_TYPE)])
 
 
 async def _consumers(js, subjects) -> list[str]:
     return [c.name for c in await js.consumers_info(subjects.jobs_stream)]
 
 
-async def test_pr_job_is_taken_before_an_older_snapshot_job(js, subjects):
+async def test_pr_job_is_taken_before_an_older_snapshot_job(js, nc, subjects):
     await ensure_job_consumers(js, subjects, [DEVICE_TYPE])
-    await _publish(js, subjects, "snap-1", Priority.SNAPSHOT)
-    await _publish(js, subjects, "stable-1", Priority.STABLE)
-    await _publish(js, subjects, "pr-1", Priority.PR)
-    queue = JobQueue(js, subjects, max_idle_rate=NEVER)
+    await _publish(nc, subjects, "snap-1", Priority.SNAPSHOT)
+    await _publish(nc, subjects, "stable-1", Priority.STABLE)
+    await _publish(nc, subjects, "pr-1", Priority.PR)
+    queue = JobQueue(nc, subjects, max_idle_rate=NEVER)
     taken = []
     for _ in range(3):
         job = await queue.next_job(DEVICE_TYPE, wait=5)
@@ -53,9 +54,9 @@ async def test_pr_job_is_taken_before_an_older_snapshot_job(js, subjects):
     await queue.close()
 
 
-async def test_idle_device_is_woken_by_a_new_job_and_asks_nothing_meanwhile(js, subjects):
+async def test_idle_device_is_woken_by_a_new_job_and_asks_nothing_meanwhile(js, nc, subjects):
     await ensure_job_consumers(js, subjects, [DEVICE_TYPE])
-    queue = JobQueue(js, subjects, max_idle_rate=NEVER, ack_wait=3600)
+    queue = JobQueue(nc, subjects, max_idle_rate=NEVER, ack_wait=3600)
     assert await queue.next_job(DEVICE_TYPE, wait=0) is None  # the start-up look: all empty
     asked = queue.requests
     assert asked == len(Priority)
@@ -65,25 +66,25 @@ async def test_idle_device_is_woken_by_a_new_job_and_asks_nothing_meanwhile(js, 
 
     waiting = asyncio.create_task(queue.next_job(DEVICE_TYPE, wait=30))
     await eventually(lambda: queue.waiting(DEVICE_TYPE) == 1, "the device waiting")
-    await _publish(js, subjects, "pr-wake", Priority.PR)
+    await _publish(nc, subjects, "pr-wake", Priority.PR)
     job = await asyncio.wait_for(waiting, 30)
     assert job is not None and job.spec.job_id == "pr-wake"
     await job.ack()
     await queue.close()
 
 
-async def test_two_waiting_devices_of_a_type_take_two_jobs_once_each(js, subjects):
+async def test_two_waiting_devices_of_a_type_take_two_jobs_once_each(js, nc, subjects):
     await ensure_job_consumers(js, subjects, [DEVICE_TYPE])
-    lab_a = JobQueue(js, subjects, max_idle_rate=NEVER, ack_wait=3600)
-    lab_b = JobQueue(js, subjects, max_idle_rate=NEVER, ack_wait=3600)
+    lab_a = JobQueue(nc, subjects, max_idle_rate=NEVER, ack_wait=3600)
+    lab_b = JobQueue(nc, subjects, max_idle_rate=NEVER, ack_wait=3600)
     for queue in (lab_a, lab_b):
         assert await queue.next_job(DEVICE_TYPE, wait=0) is None
     devices = [asyncio.create_task(q.next_job(DEVICE_TYPE, wait=30))
                for q in (lab_a, lab_a, lab_b)]
     await eventually(lambda: lab_a.waiting(DEVICE_TYPE) == 2 and lab_b.waiting(DEVICE_TYPE) == 1,
                      "three devices waiting")
-    await _publish(js, subjects, "job-1", Priority.SNAPSHOT)
-    await _publish(js, subjects, "job-2", Priority.SNAPSHOT)
+    await _publish(nc, subjects, "job-1", Priority.SNAPSHOT)
+    await _publish(nc, subjects, "job-2", Priority.SNAPSHOT)
     jobs = []
     for next_done in asyncio.as_completed(devices, timeout=30):
         jobs.append(await next_done)
@@ -99,10 +100,10 @@ async def test_two_waiting_devices_of_a_type_take_two_jobs_once_each(js, subject
         await queue.close()
 
 
-async def test_naked_job_is_taken_again_when_its_delay_ends(js, subjects):
+async def test_naked_job_is_taken_again_when_its_delay_ends(js, nc, subjects):
     await ensure_job_consumers(js, subjects, [DEVICE_TYPE])
-    await _publish(js, subjects, "nak-1", Priority.SNAPSHOT)
-    queue = JobQueue(js, subjects, max_idle_rate=NEVER, ack_wait=3600)
+    await _publish(nc, subjects, "nak-1", Priority.SNAPSHOT)
+    queue = JobQueue(nc, subjects, max_idle_rate=NEVER, ack_wait=3600)
     job = await queue.next_job(DEVICE_TYPE, wait=5)
     assert job is not None
     await job.nak(delay=0.5)
@@ -113,17 +114,17 @@ async def test_naked_job_is_taken_again_when_its_delay_ends(js, subjects):
     await queue.close()
 
 
-async def test_job_of_a_lab_that_stopped_acking_is_found_by_the_safety_poll(js, subjects):
+async def test_job_of_a_lab_that_stopped_acking_is_found_by_the_safety_poll(js, nc, subjects):
     await ensure_job_consumers(js, subjects, [DEVICE_TYPE], ack_wait=1.0)
-    await _publish(js, subjects, "lost-1", Priority.PR)
-    gone = JobQueue(js, subjects, max_idle_rate=NEVER, ack_wait=1.0)
+    await _publish(nc, subjects, "lost-1", Priority.PR)
+    gone = JobQueue(nc, subjects, max_idle_rate=NEVER, ack_wait=1.0)
     job = await gone.next_job(DEVICE_TYPE, wait=5)
     assert job is not None
     await gone.close()  # never acks
 
     # Another lab, idle for a while already: only its safety poll (every 1 s
     # at this rate) can see the job come back, nothing is published.
-    other = JobQueue(js, subjects, max_idle_rate=len(Priority), ack_wait=3600)
+    other = JobQueue(nc, subjects, max_idle_rate=len(Priority), ack_wait=3600)
     assert other.poll_interval == 1.0
     assert await other.next_job(DEVICE_TYPE, wait=0) is None
     again = await other.next_job(DEVICE_TYPE, wait=10)
@@ -132,13 +133,13 @@ async def test_job_of_a_lab_that_stopped_acking_is_found_by_the_safety_poll(js, 
     await other.close()
 
 
-async def test_lab_waits_for_the_central_consumers_and_never_creates_them(js, subjects):
-    queue = JobQueue(js, subjects, max_idle_rate=NEVER, ack_wait=3600)
+async def test_lab_waits_for_the_central_consumers_and_never_creates_them(js, nc, subjects):
+    queue = JobQueue(nc, subjects, max_idle_rate=NEVER, ack_wait=3600)
     assert await queue.next_job(DEVICE_TYPE, wait=0.5) is None
     assert await _consumers(js, subjects) == []  # asked, created nothing
     waiting = asyncio.create_task(queue.next_job(DEVICE_TYPE, wait=30))
     await ensure_job_consumers(js, subjects, [DEVICE_TYPE])  # what the scheduler does
-    await _publish(js, subjects, "late-1", Priority.CUSTOM)
+    await _publish(nc, subjects, "late-1", Priority.CUSTOM)
     job = await asyncio.wait_for(waiting, 30)
     assert job is not None and job.spec.job_id == "late-1"
     await job.ack()
@@ -146,11 +147,11 @@ async def test_lab_waits_for_the_central_consumers_and_never_creates_them(js, su
     await queue.close()
 
 
-async def test_malformed_job_message_is_terminated_and_the_next_one_taken(js, subjects):
+async def test_malformed_job_message_is_terminated_and_the_next_one_taken(js, nc, subjects):
     await ensure_job_consumers(js, subjects, [DEVICE_TYPE])
     await js.publish(subjects.job(Priority.PR, DEVICE_TYPE), b"{not json")
-    await _publish(js, subjects, "good-1", Priority.SNAPSHOT)
-    queue = JobQueue(js, subjects, max_idle_rate=NEVER)
+    await _publish(nc, subjects, "good-1", Priority.SNAPSHOT)
+    queue = JobQueue(nc, subjects, max_idle_rate=NEVER)
     job = await queue.next_job(DEVICE_TYPE, wait=5)
     assert job is not None and job.spec.job_id == "good-1"
     await job.msg.ack_sync()  # confirmed: the stream is looked at next
@@ -160,25 +161,25 @@ async def test_malformed_job_message_is_terminated_and_the_next_one_taken(js, su
 
 
 async def test_job_that_comes_after_its_pull_was_given_up_is_not_left_an_ack_wait(
-        js, subjects):
+        js, nc, subjects):
     # A client too busy to read its answers in time: its pull request is still open
     # on the server (expires 1 s) when it gives up (after 0.2 s), then a job comes.
     await ensure_job_consumers(js, subjects, [DEVICE_TYPE])
     consumer = subjects.job_consumer(Priority.PR, DEVICE_TYPE)
     taken: list = []
     for takes in (True, False):
-        puller = Puller(js._nc, subjects.jobs_stream, timeout=-0.8,
+        puller = Puller(nc, subjects.jobs_stream, timeout=-0.8,
                         on_late=lambda _consumer, msg, takes=takes: takes and not taken.append(msg))
         with pytest.raises(PullFailed, match="no answer within"):
             await puller.pull(consumer, expires=1.0)
-        await _publish(js, subjects, f"late-{takes}", Priority.PR)
+        await _publish(nc, subjects, f"late-{takes}", Priority.PR)
         await eventually(lambda puller=puller: puller.late_jobs == 1, "the late job came")
         await puller.close()
     # Not taken: handed back at once (not after the 120 s ack wait) for anyone to fetch.
     # The hand-back (a nak) is not acknowledged by the server: a lab that looks
     # before the server has it sees nothing yet, so look until it is back.
     async def handed_back():
-        other = JobQueue(js, subjects, max_idle_rate=NEVER)
+        other = JobQueue(nc, subjects, max_idle_rate=NEVER)
         try:
             return await other.next_job(DEVICE_TYPE, wait=0)
         finally:
@@ -192,16 +193,16 @@ async def test_job_that_comes_after_its_pull_was_given_up_is_not_left_an_ack_wai
     await taken[0].ack()
 
 
-async def test_wake_up_without_a_job_makes_an_idle_device_ask_that_priority(js, subjects):
+async def test_wake_up_without_a_job_makes_an_idle_device_ask_that_priority(js, nc, subjects):
     # What `wrtci resume` sends for the jobs a drain held: no new job, only the signal.
     await ensure_job_consumers(js, subjects, [DEVICE_TYPE])
-    queue = JobQueue(js, subjects, max_idle_rate=NEVER, ack_wait=3600)
+    queue = JobQueue(nc, subjects, max_idle_rate=NEVER, ack_wait=3600)
     assert await queue.next_job(DEVICE_TYPE, wait=0) is None
     asked = queue.requests
     waiting = asyncio.create_task(queue.next_job(DEVICE_TYPE, wait=30))
     await eventually(lambda: queue.waiting(DEVICE_TYPE) == 1, "the device waiting")
     assert queue.requests == asked  # idle: asks nothing
-    await js._nc.publish(subjects.job_wake(Priority.STABLE, DEVICE_TYPE))
+    await nc.publish(subjects.job_wake(Priority.STABLE, DEVICE_TYPE))
     await eventually(lambda: queue.requests == asked + 1, "the woken device asks once")
     assert not waiting.done()  # nothing there: it waits on
     waiting.cancel()

@@ -65,7 +65,7 @@ async def test_end_to_end_job_on_the_virtual_device(
                         target_file=VIRTUAL_SUITE_TARGET,
                         health_image=str(virtual_firmware.image))
     async with running_log_writer(nats_config, storage_config), running_lab(config):
-        await publish_job(js, subjects, spec)
+        await publish_job(nc, subjects, spec)
         await events.wait_for(lambda e: e.of(ev.JobFinished), within_s=240)
         finished = events.of(ev.JobFinished)[0]
         console = [c for c in events.of(ev.LogChunk) if c.data.stream == "console"]
@@ -108,7 +108,7 @@ async def test_end_to_end_job_on_the_virtual_device(
 
 @pytest.mark.slow
 async def test_failed_health_checks_take_the_device_out_and_a_pass_brings_it_back(
-        js, subjects, events, nats_config, file_server, virtual_firmware, tmp_path):
+        js, nc, subjects, events, nats_config, file_server, virtual_firmware, tmp_path):
     health_image = tmp_path / "health.img"  # missing: every check fails
     base_url, www = file_server
     (www / "fw.img").write_bytes(virtual_firmware.image.read_bytes())
@@ -138,7 +138,7 @@ async def test_failed_health_checks_take_the_device_out_and_a_pass_brings_it_bac
         spec = job_spec("wrtci:job:after-health", f"{base_url}/fw.img",
                         virtual_firmware.sha256, name="fw.img",
                         tests=["tests/test_base.py::test_echo"])
-        await publish_job(js, subjects, spec)
+        await publish_job(nc, subjects, spec)
         # fix the device (the image is back) and check it by hand, through the daemon
         shutil.copy(virtual_firmware.image, health_image)
         proc = await asyncio.create_subprocess_exec(

@@ -54,7 +54,7 @@ def test_ids_are_the_same_for_the_same_labs_retries_and_differ_otherwise(tmp_pat
 
 
 async def test_a_second_lab_taking_over_a_redelivered_job_gets_its_start_stored(
-        js, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path):
+        js, nc, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path):
     # lab1 takes the job and is killed (no ack); after the ack wait JetStream
     # hands it to lab2 — well within the stream's 2 h dedupe window.
     spec = fake_job("wrtci:job:takeover", fake_firmware_url,
@@ -65,7 +65,7 @@ async def test_a_second_lab_taking_over_a_redelivered_job_gets_its_start_stored(
     await create_job_consumers(nats_config, {"x86/64/generic"}, 4)  # as the scheduler does
     daemon = lab_subprocess(path, tmp_path / "lab1.log")
     try:
-        await publish_job(js, subjects, spec)
+        await publish_job(nc, subjects, spec)
         await events.wait_for(lambda e: any(p.data.stage == "test"
                                             for p in e.of(ev.JobProgress)))
         daemon.send_signal(signal.SIGKILL)
@@ -116,7 +116,7 @@ async def test_another_lab_publishing_a_labs_event_ids_first_suppresses_nothing(
                 ack = await publisher.publish(kind.build(data, source="evil", id=event_id))
                 assert not ack.duplicate
         events = await EventLog().start(nc, subjects)
-        await publish_job(js, subjects, spec)
+        await publish_job(nc, subjects, spec)
         await events.wait_for(lambda e: e.of(ev.JobFinished))
     for kind in ("job.started", "job.finished"):
         stored = await stream_events(js, subjects.events_stream,

@@ -271,7 +271,7 @@ def test_openwrt_tests_ci_variables(firmware):
 
 
 async def test_a_gzip_image_reaches_the_suite_raw_and_staged(
-        js, subjects, events, lab1, fake_suite, file_server, tmp_path):
+        js, nc, subjects, events, lab1, fake_suite, file_server, tmp_path):
     base_url, www = file_server
     data = gzip.compress(FAKE_FIRMWARE) + METADATA
     (www / "firmware.bin.gz").write_bytes(data)
@@ -283,7 +283,7 @@ async def test_a_gzip_image_reaches_the_suite_raw_and_staged(
     # the device boots this type: a .gz of it is a conversion, not another type
     config = with_device(lab1, image_type="initramfs",
                          stage_dir=str(tmp_path / "tftp" / "{device}"))
-    data_ = await run_one_job(js, subjects, events, config, spec)
+    data_ = await run_one_job(nc, subjects, events, config, spec)
     assert data_.result is JobResult.PASS, data_
     assert {t.path: t.status for t in data_.tests} == {
         "base.test_fake.test_firmware_is_the_verified_image": TestStatus.PASS,
@@ -292,14 +292,14 @@ async def test_a_gzip_image_reaches_the_suite_raw_and_staged(
 
 
 async def test_an_image_that_does_not_decompress_is_an_infrastructure_error(
-        js, subjects, events, lab1, file_server, tmp_path):
+        js, nc, subjects, events, lab1, file_server, tmp_path):
     base_url, www = file_server
     data = gzip.compress(RAW)[:5000]  # a truncated upload, checksummed as it is
     (www / "broken.img.gz").write_bytes(data)
     spec = job_spec("wrtci:job:badgz", f"{base_url}/broken.img.gz", sha256_of(data),
                     name="broken.img.gz",
                     tests=["tests/test_fake.py"])
-    data_ = await run_one_job(js, subjects, events, lab1, spec)
+    data_ = await run_one_job(nc, subjects, events, lab1, spec)
     assert data_.result is JobResult.ERROR and data_.tests == []
     assert data_.error_code is ErrorCode.INFRASTRUCTURE
     assert "broken.img.gz: cannot decompress: the gzip stream ends early" in data_.error_message
@@ -309,7 +309,7 @@ async def test_an_image_that_does_not_decompress_is_an_infrastructure_error(
 
 
 async def test_a_job_of_another_image_type_is_an_infrastructure_error_not_run(
-        js, subjects, events, lab1, fake_firmware_url, tmp_path):
+        js, nc, subjects, events, lab1, fake_firmware_url, tmp_path):
     config = with_device(lab1, image_type="kernel:initramfs")
     spec = job_spec("wrtci:job:wrongtype", fake_firmware_url, sha256_of(FAKE_FIRMWARE),
                     name="fw.bin", tests=["tests/test_fake.py"])
@@ -323,7 +323,7 @@ async def test_a_job_of_another_image_type_is_an_infrastructure_error_not_run(
         await eventually(lambda: dut.last_check_passed and dut.state is DeviceState.IDLE,
                          "the start-up check passed")
         checked_at = dut.last_check_at
-        await publish_job(js, subjects, spec)  # carries an "initramfs" type image
+        await publish_job(nc, subjects, spec)  # carries an "initramfs" type image
         await events.wait_for(lambda e: e.of(ev.JobFinished))
         await eventually(lambda: dut.current_job is None, "the job over")
         # not the device's fault: no health check follows

@@ -48,11 +48,11 @@ async def _jobs_left(js, subjects) -> int:
 
 
 async def test_job_runs_suite_reports_results_and_stores_logs(
-        js, subjects, events, lab1, nats_config, storage_config, fake_firmware_url):
+        js, nc, subjects, events, lab1, nats_config, storage_config, fake_firmware_url):
     plans = [TestPlan(name="base", tests=["tests/test_fake.py"], keyword="not hang")]
     spec = fake_job("wrtci:job:ok", fake_firmware_url, plans=plans)
     async with running_log_writer(nats_config, storage_config), running_lab(lab1):
-        await publish_job(js, subjects, spec)
+        await publish_job(nc, subjects, spec)
         await events.wait_for(lambda e: e.of(ev.JobFinished))
         [finished] = events.of(ev.JobFinished)
         data = finished.data
@@ -81,12 +81,12 @@ async def test_job_runs_suite_reports_results_and_stores_logs(
 
 
 async def test_plan_paths_missing_from_the_suite_are_reported_as_miss(
-        js, subjects, events, lab1, fake_firmware_url, tmp_path):
+        js, nc, subjects, events, lab1, fake_firmware_url, tmp_path):
     plans = [TestPlan(name="base", tests=["tests/test_fake.py", "tests/test_ssh.py"],
                       keyword="not hang"),
              TestPlan(name="system", tests=["tests/test_lan.py"])]
     spec = fake_job("wrtci:job:miss", fake_firmware_url, plans=plans)
-    data = await run_one_job(js, subjects, events, lab1, spec)
+    data = await run_one_job(nc, subjects, events, lab1, spec)
     statuses = {t.path: t.status for t in data.tests}
     assert statuses["base.test_ssh"] is TestStatus.MISS
     assert statuses["system.test_lan"] is TestStatus.MISS
@@ -98,12 +98,12 @@ async def test_plan_paths_missing_from_the_suite_are_reported_as_miss(
 
 
 async def test_wrong_sha256_is_an_error_and_runs_no_test(
-        js, subjects, events, lab1, file_server, tmp_path):
+        js, nc, subjects, events, lab1, file_server, tmp_path):
     base_url, www = file_server
     (www / "fw.bin").write_bytes(b"tampered")
     spec = job_spec("wrtci:job:badsum", f"{base_url}/fw.bin", sha256_of(FAKE_FIRMWARE),
                     tests=["tests/test_fake.py"])
-    data = await run_one_job(js, subjects, events, lab1, spec)
+    data = await run_one_job(nc, subjects, events, lab1, spec)
     assert data.result is JobResult.ERROR
     assert data.error_code is ErrorCode.CHECKSUM_MISMATCH
     assert data.tests == []
@@ -114,11 +114,11 @@ async def test_wrong_sha256_is_an_error_and_runs_no_test(
 
 
 async def test_hanging_suite_is_killed_at_the_plan_timeout(
-        js, subjects, events, lab1, fake_suite, fake_firmware_url):
+        js, nc, subjects, events, lab1, fake_suite, fake_firmware_url):
     spec = fake_job("wrtci:job:hang", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_hang"],
                                     timeout_s=3)])
-    data = await run_one_job(js, subjects, events, lab1, spec)
+    data = await run_one_job(nc, subjects, events, lab1, spec)
     assert data.result is JobResult.ERROR and data.error_code is ErrorCode.TIMEOUT
     # the whole process group is gone: no pytest of this suite is left running
     leftovers = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, str(fake_suite))]
@@ -126,12 +126,12 @@ async def test_hanging_suite_is_killed_at_the_plan_timeout(
 
 
 async def test_cancelled_running_job_is_stopped_and_reported(
-        js, subjects, events, lab1, fake_suite, fake_firmware_url):
+        js, nc, subjects, events, lab1, fake_suite, fake_firmware_url):
     spec = fake_job("wrtci:job:cancel", fake_firmware_url,
                     plans=[TestPlan(name="base", tests=["tests/test_fake.py::test_hang"],
                                     timeout_s=600)])
     async with running_lab(lab1):
-        await publish_job(js, subjects, spec)
+        await publish_job(nc, subjects, spec)
         await events.wait_for(lambda e: [p for p in e.of(ev.JobProgress) if p.data.stage == "test"])
         await cancel_job(js, subjects, spec, "by alice")
         await asyncio.wait_for(events.wait_for(lambda e: e.of(ev.JobFinished)), 60)
@@ -152,7 +152,7 @@ def _cmdline_has(pid: str, needle: str) -> bool:
         return False
 
 
-async def _signal_mid_job(js, subjects, events, spec, config_path, tmp_path, sig,
+async def _signal_mid_job(nc, subjects, events, spec, config_path, tmp_path, sig,
                           ack_wait: float = topology.JOB_ACK_WAIT) -> int:
     """Run a lab daemon process, signal it while the job's tests run; its exit status."""
     config = load(str(config_path))
@@ -160,7 +160,7 @@ async def _signal_mid_job(js, subjects, events, spec, config_path, tmp_path, sig
                                config.lab.job_ack_wait_s)  # the central side's part
     daemon = lab_subprocess(config_path, tmp_path / "lab-1.log")
     try:
-        await publish_job(js, subjects, spec, ack_wait=ack_wait)
+        await publish_job(nc, subjects, spec, ack_wait=ack_wait)
         await events.wait_for(lambda e: any(p.data.stage == "test"
                                             for p in e.of(ev.JobProgress)))
         daemon.send_signal(sig)
@@ -170,13 +170,13 @@ async def _signal_mid_job(js, subjects, events, spec, config_path, tmp_path, sig
 
 
 async def test_sigterm_hands_the_job_back_and_it_runs_again_once(
-        js, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path):
+        js, nc, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path):
     spec = fake_job("wrtci:job:sigterm", fake_firmware_url,
                     tests=["tests/test_fake.py::test_sleeps"])
     config = lab_config(nats_config, tmp_path / "work", fake_suite, shutdown_grace_s=0.5,
                         env={"FAKE_SLEEP": "4"})
     path = write_config(config, tmp_path / "lab.toml")
-    status = await _signal_mid_job(js, subjects, events, spec, path, tmp_path, signal.SIGTERM)
+    status = await _signal_mid_job(nc, subjects, events, spec, path, tmp_path, signal.SIGTERM)
     assert status == 0
     handed_back = [p for p in events.of(ev.JobProgress) if p.data.stage == "handed_back"]
     assert handed_back and "shutting down" in handed_back[0].data.message
@@ -192,12 +192,12 @@ async def test_sigterm_hands_the_job_back_and_it_runs_again_once(
 
 
 async def test_killed_daemon_job_is_redelivered_after_the_ack_wait(
-        js, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path):
+        js, nc, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path):
     spec = fake_job("wrtci:job:kill9", fake_firmware_url, tests=["tests/test_fake.py::test_sleeps"])
     config = lab_config(nats_config, tmp_path / "work", fake_suite, job_ack_wait_s=4,
                         env={"FAKE_SLEEP": "30"})
     path = write_config(config, tmp_path / "lab.toml")
-    await _signal_mid_job(js, subjects, events, spec, path, tmp_path, signal.SIGKILL,
+    await _signal_mid_job(nc, subjects, events, spec, path, tmp_path, signal.SIGKILL,
                          ack_wait=4)
     fast = lab_config(nats_config, tmp_path / "work2", fake_suite, job_ack_wait_s=4,
                       env={"FAKE_SLEEP": "0"})
@@ -212,7 +212,7 @@ async def test_killed_daemon_job_is_redelivered_after_the_ack_wait(
 
 
 async def test_result_that_cannot_be_published_at_shutdown_leaves_the_job_for_redelivery(
-        js, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path):
+        js, nc, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path):
     # The EVENTS stream refuses job.finished (gone) and the daemon is asked to
     # stop: it tries within the shutdown grace, then exits without acking, so
     # the job runs again once results can be stored.
@@ -222,7 +222,7 @@ async def test_result_that_cannot_be_published_at_shutdown_leaves_the_job_for_re
     config = lab_config(quick, tmp_path / "work", fake_suite, shutdown_grace_s=2,
                         job_ack_wait_s=4)
     async with running_lab(config) as daemon:
-        await publish_job(js, subjects, spec, ack_wait=4)
+        await publish_job(nc, subjects, spec, ack_wait=4)
         await events.wait_for(lambda e: e.of(ev.JobStarted))
         await js.delete_stream(subjects.events_stream)
         await events.wait_for(lambda e: any(c.data.final and c.data.stream == "junit.xml"
@@ -240,14 +240,14 @@ async def test_result_that_cannot_be_published_at_shutdown_leaves_the_job_for_re
 
 
 async def test_job_cancelled_just_before_the_lab_started_it_does_not_run(
-        js, subjects, events, lab1, fake_firmware_url, tmp_path):
+        js, nc, subjects, events, lab1, fake_firmware_url, tmp_path):
     # The scheduler withdraws a job from the queue and announces job.cancelled;
     # a lab that fetched the message a moment before must not run it.
     spec = fake_job("wrtci:job:early-cancel", fake_firmware_url,
                     tests=["tests/test_fake.py::test_prints"])
     async with running_lab(lab1):
         await cancel_job(js, subjects, spec, "by bob")
-        await publish_job(js, subjects, spec)  # (the message the lab had already taken)
+        await publish_job(nc, subjects, spec)  # (the message the lab had already taken)
         await events.wait_for(lambda e: e.of(ev.JobFinished))
     data = events.of(ev.JobFinished)[0].data
     assert (data.result, data.error_code, data.error_message) == (
@@ -264,7 +264,7 @@ async def test_status_answers_while_a_health_check_request_waits_for_a_running_j
                         health_image=str(tmp_path / "missing.cpio.gz"))
     control = subjects.lab_control("lab1")
     async with running_lab(config):
-        await publish_job(js, subjects, spec)
+        await publish_job(nc, subjects, spec)
         await events.wait_for(lambda e: any(p.data.stage == "test"
                                             for p in e.of(ev.JobProgress)))
         inbox = nc.new_inbox()
@@ -292,12 +292,12 @@ def test_fails_loudly(n):
 
 
 async def test_results_too_big_for_one_message_are_trimmed_not_retried_for_ever(
-        js, subjects, events, lab1, fake_suite, fake_firmware_url):
+        js, nc, subjects, events, lab1, fake_suite, fake_firmware_url):
     # 400 failures with long tracebacks: JobFinished would be far over NATS's
     # 1 MB max payload, and publishing it can never succeed.
     (fake_suite / "tests" / "test_big.py").write_text(BIG_FAILURES)
     spec = fake_job("wrtci:job:big", fake_firmware_url, tests=["tests/test_big.py"])
-    data = await run_one_job(js, subjects, events, lab1, spec)
+    data = await run_one_job(nc, subjects, events, lab1, spec)
     assert data.result is JobResult.FAIL
     assert len(data.tests) == 400 and {t.status for t in data.tests} == {TestStatus.FAIL}
     assert all(len(t.message or "") <= 1000 for t in data.tests)

@@ -144,7 +144,7 @@ async def test_wrtci_lab_check_reports_the_devices_labnet_leaves_out(
 
 
 async def test_labnet_devices_register_and_snapshots_only_takes_no_stable_job(
-        js, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path):
+        js, nc, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path):
     config = lab_config(nats_config, tmp_path / "work", fake_suite, name="lab1")
     config = msgspec.structs.replace(config, lab=msgspec.structs.replace(
         config.lab, devices=[], labnet_lab=LAB))
@@ -169,8 +169,8 @@ async def test_labnet_devices_register_and_snapshots_only_takes_no_stable_job(
         assert {d.name: (d.image_type, d.image_filesystem) for d in online.data.devices} == {
             "qemu_x86-64": ("combined", "squashfs"), "example_router_1": ("kernel", None),
             "example_router_2": ("kernel", None)}
-        await publish_job(js, subjects, job("stable", Priority.STABLE))
-        await publish_job(js, subjects, job("snapshot", Priority.SNAPSHOT))
+        await publish_job(nc, subjects, job("stable", Priority.STABLE))
+        await publish_job(nc, subjects, job("snapshot", Priority.SNAPSHOT))
         await events.wait_for(lambda e: e.of(ev.JobFinished))
         await asyncio.sleep(2.0)  # time for a wrong fetch of the stable job
     finished = events.of(ev.JobFinished)

@@ -119,7 +119,7 @@ def test_group_whose_leader_is_gone_is_still_found(tmp_path):
 
 
 async def test_sigkilled_daemon_leaves_nothing_running_and_the_job_runs_once(
-        js, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path,
+        js, nc, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path,
         labgrid_coordinator, labgrid_place):
     (fake_suite / "tests" / "test_linger.py").write_text(LINGERING_TEST)
     marker = f"{fake_suite}/helper-of-the-killed-run"
@@ -134,7 +134,7 @@ async def test_sigkilled_daemon_leaves_nothing_running_and_the_job_runs_once(
     first = lab_subprocess(write_config(first_config, tmp_path / "lab.toml"),
                            tmp_path / "lab-1.log")
     try:
-        await publish_job(js, subjects, spec, ack_wait=4)
+        await publish_job(nc, subjects, spec, ack_wait=4)
         [helper] = await eventually(lambda: _processes_with(marker), within_s=60)
         first.send_signal(signal.SIGKILL)
         await asyncio.to_thread(first.wait, 30)

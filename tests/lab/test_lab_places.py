@@ -54,14 +54,14 @@ def test_holder_is_read_from_labgrid_client_show():
 
 
 async def test_job_runs_with_the_place_acquired_and_releases_it(
-        js, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path,
+        js, nc, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path,
         labgrid_coordinator, labgrid_place):
     (fake_suite / "tests" / "test_place.py").write_text(PLACE_TEST)
     spec = fake_job("wrtci:job:place", fake_firmware_url, tests=["tests/test_place.py"])
     config = lab_config(nats_config, tmp_path / "work", fake_suite, place=labgrid_place,
                         coordinator=labgrid_coordinator.address)
     async with running_lab(config):
-        await publish_job(js, subjects, spec)
+        await publish_job(nc, subjects, spec)
         await events.wait_for(lambda e: e.of(ev.JobFinished))
         data = events.of(ev.JobFinished)[0].data
         assert data.result is JobResult.PASS, data
@@ -72,14 +72,14 @@ async def test_job_runs_with_the_place_acquired_and_releases_it(
 
 
 async def test_cancelled_job_releases_the_place(
-        js, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path,
+        js, nc, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path,
         labgrid_coordinator, labgrid_place):
     spec = fake_job("wrtci:job:place-cancel", fake_firmware_url,
                     tests=["tests/test_fake.py::test_hang"])
     config = lab_config(nats_config, tmp_path / "work", fake_suite, place=labgrid_place,
                         coordinator=labgrid_coordinator.address)
     async with running_lab(config):
-        await publish_job(js, subjects, spec)
+        await publish_job(nc, subjects, spec)
         await events.wait_for(lambda e: any(p.data.stage == "test"
                                             for p in e.of(ev.JobProgress)))
         assert labgrid_coordinator.holder(labgrid_place) == LAB_PLACE_USER
@@ -101,7 +101,7 @@ async def test_place_held_by_a_developer_keeps_the_job_queued_until_released(
     consumer = job_consumer(subjects, Priority.SNAPSHOT, DEVICE_TYPE)
     await ensure_consumer(js, subjects.jobs_stream, consumer)
     async with running_lab(config):
-        await publish_job(js, subjects, spec)
+        await publish_job(nc, subjects, spec)
         status = await eventually(lambda: _blocked_status(nc, subjects))
         assert "acquired by devbox/alice" in status.message
         assert status.state is DeviceState.IDLE

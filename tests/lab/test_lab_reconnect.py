@@ -15,7 +15,7 @@ NEVER = 1e-6
 
 
 async def test_job_published_while_the_lab_was_cut_off_is_taken_when_it_is_back(
-        js, subjects, events, nats_server, nats_config, fake_suite, fake_firmware_url,
+        js, nc, subjects, events, nats_server, nats_config, fake_suite, fake_firmware_url,
         tmp_path):
     spec = fake_job("wrtci:job:reconnect", fake_firmware_url,
                     tests=["tests/test_fake.py::test_prints"])
@@ -31,7 +31,7 @@ async def test_job_published_while_the_lab_was_cut_off_is_taken_when_it_is_back(
             await eventually(lambda: daemon.queue.waiting(DEVICE_TYPE) == 1,
                              "the idle device waiting for a job")
             await relay.cut()
-            await publish_job(js, subjects, spec, ack_wait=HOURS)  # its wake-up is lost
+            await publish_job(nc, subjects, spec, ack_wait=HOURS)  # its wake-up is lost
             await relay.restore()
             await events.wait_for(lambda e: e.of(ev.JobFinished))
     [finished] = events.of(ev.JobFinished)

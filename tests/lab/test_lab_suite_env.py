@@ -167,7 +167,7 @@ async def test_openwrt_tests_layout_runs_in_its_own_environment_through_the_pipe
         "target_file": str(suite / "targets" / "qemu-x86-64.yaml")})
     events = await EventLog().start(nc, subjects)
     async with running_lab(config) as daemon:
-        await publish_job(js, subjects, spec)
+        await publish_job(nc, subjects, spec)
         await events.wait_for(lambda e: e.of(ev.JobFinished), within_s=400)
         env = daemon.ctx.suite.env
     # the suite ran in the environment the lab built from its declaration

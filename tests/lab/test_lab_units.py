@@ -185,24 +185,3 @@ def test_a_plan_name_from_a_job_stays_in_the_run_directory(tmp_path, name):
     files = PlanFiles(run_dir=tmp_path / "run")
     plan_dir = files.plan_dir(name).resolve()
     assert plan_dir.parent == (tmp_path / "run" / "plans").resolve()
-
-
-def test_a_swallowed_error_is_logged_once_per_window_with_the_count_between(caplog):
-    import logging
-
-    from wrtci.lab_daemon import swallow
-
-    logger = logging.getLogger("wrtci.lab_daemon.test_swallow")
-    for _ in range(3):
-        with swallow.logged("heartbeat failed", logger, device="dut1"):
-            raise OSError("NATS away")
-    with swallow.logged("heartbeat failed", logger, device="dut2"):  # another device
-        raise OSError("NATS away")
-    lines = [r for r in caplog.records if r.name == logger.name]
-    assert [(r.getMessage(), r.device) for r in lines] == [  # type: ignore[attr-defined]
-        ("heartbeat failed: OSError('NATS away')", "dut1"),
-        ("heartbeat failed: OSError('NATS away')", "dut2")]
-    with swallow.logged("heartbeat failed", logger, every_s=0.0, device="dut1"):
-        raise OSError("still away")
-    last = [r for r in caplog.records if r.name == logger.name][-1]
-    assert last.not_logged_since == 2  # type: ignore[attr-defined]

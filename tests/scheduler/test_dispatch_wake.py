@@ -28,7 +28,7 @@ async def test_a_batch_of_n_jobs_wakes_once_and_reaches_n_waiting_devices(nc, js
 
     await nc.subscribe(subjects.wakes_of_type(DEVICE_TYPE), cb=heard)
     # Two labs, five idle devices; no safety poll within the test.
-    labs = [JobQueue(js, subjects, max_idle_rate=NEVER, ack_wait=3600) for _ in range(2)]
+    labs = [JobQueue(nc, subjects, max_idle_rate=NEVER, ack_wait=3600) for _ in range(2)]
     for queue in labs:
         assert await queue.next_job(DEVICE_TYPE, wait=0) is None  # the start-up look
     devices = [asyncio.create_task(queue.next_job(DEVICE_TYPE, wait=60))
@@ -38,7 +38,7 @@ async def test_a_batch_of_n_jobs_wakes_once_and_reaches_n_waiting_devices(nc, js
     specs = [msgspec.structs.replace(job_spec(f"batch-{i}", "http://x/fw.bin", "0" * 64,
                                               plans=PLANS), priority=int(Priority.SNAPSHOT))
              for i in range(len(devices))]
-    published = await Dispatcher(js, subjects).publish_all(specs)
+    published = await Dispatcher(nc, js, subjects).publish_all(specs)
     assert len(published) == len(specs)
     jobs = await asyncio.wait_for(asyncio.gather(*devices), 60)
     assert sorted(j.spec.job_id for j in jobs) == sorted(s.job_id for s in specs)

@@ -34,20 +34,20 @@ async def _cli(*args: str, config) -> str:
 
 
 async def test_drain_wait_lets_the_running_job_finish_and_starts_no_new_one(
-        js, subjects, nats_config, database_config, storage_config, pool, site_config_file):
+        js, nc, subjects, nats_config, database_config, storage_config, pool, site_config_file):
     await factories.announce_lab(js, subjects, "lab-a", [("x86-1", X86, []), ("ath-1", ATH, [])])
     data = factories.firmware([X86, ATH])
     async with running(nats_config, database_config, storage_config,
                        scheduler=FAST) as pipeline:
-        x86_lab = FakeLab(js, subjects, "lab-a", "x86-1")
+        x86_lab = FakeLab(nc, subjects, "lab-a", "x86-1")
         # The ath79 device looks for jobs only when woken: its safety poll never
         # comes within this test. A job it takes after the resume came by the
         # resume's wake-up, not by a poll.
-        ath_lab = FakeLab(js, subjects, "lab-a", "ath-1", max_idle_rate=NEVER)
+        ath_lab = FakeLab(nc, subjects, "lab-a", "ath-1", max_idle_rate=NEVER)
         assert ath_lab.queue.poll_interval > 1e6
         # Another lab's device of the type looks at every priority ten times a
         # second while drained: nothing is handed out.
-        poller = FakeLab(js, subjects, "lab-b", "ath-2", max_idle_rate=50.0)
+        poller = FakeLab(nc, subjects, "lab-b", "ath-2", max_idle_rate=50.0)
 
         async def ath_consumers() -> bool:
             return {c.name for c in await job_consumers(js, subjects)} >= {
@@ -114,11 +114,11 @@ async def test_drain_wait_lets_the_running_job_finish_and_starts_no_new_one(
 
 
 async def test_drain_wait_gives_up_after_its_timeout(
-        js, subjects, nats_config, database_config, storage_config, pool, site_config_file):
+        js, nc, subjects, nats_config, database_config, storage_config, pool, site_config_file):
     await factories.announce_lab(js, subjects, "lab-a", [("x86-1", X86, [])])
     data = factories.firmware([X86])
     async with running(nats_config, database_config, storage_config, scheduler=FAST):
-        lab = FakeLab(js, subjects, "lab-a", "x86-1")
+        lab = FakeLab(nc, subjects, "lab-a", "x86-1")
         await factories.publish_firmware(js, subjects, data)
         job = await lab.take(X86)
         await lab.start(job)

@@ -48,7 +48,7 @@ async def _queued(js, subjects, count):
     return check
 
 
-async def test_pause_drain_resume(js, subjects, nats_config, database_config, storage_config,
+async def test_pause_drain_resume(js, nc, subjects, nats_config, database_config, storage_config,
                                   pool, site_config_file):
     await _lab(js, subjects)
     first = factories.firmware([X86], tag="r1")
@@ -56,7 +56,7 @@ async def test_pause_drain_resume(js, subjects, nats_config, database_config, st
     async with running(nats_config, database_config, storage_config,
                        scheduler=FAST) as pipeline:
         await factories.publish_firmware(js, subjects, first)
-        lab = FakeLab(js, subjects, "lab-a", "x86-1")
+        lab = FakeLab(nc, subjects, "lab-a", "x86-1")
         job = await lab.take(X86)
         await lab.start(job)
 
@@ -126,13 +126,13 @@ async def test_cancel_a_queued_job_removes_it_from_the_queue(
 
 
 async def test_cancel_a_firmware_stops_its_running_job(
-        js, subjects, nats_config, database_config, storage_config, pool, site_config_file):
+        js, nc, subjects, nats_config, database_config, storage_config, pool, site_config_file):
     await factories.announce_lab(js, subjects, "lab-a", [("x86-1", X86, []),
                                                          ("r1", "ramips/mt7621/r1", [])])
     data = factories.firmware([X86, "ramips/mt7621/r1"])
     async with running(nats_config, database_config, storage_config, scheduler=FAST):
         await factories.publish_firmware(js, subjects, data)
-        lab = FakeLab(js, subjects, "lab-a", "x86-1")
+        lab = FakeLab(nc, subjects, "lab-a", "x86-1")
         job = await lab.take(X86)
         await lab.start(job)
         await _cli("firmware", "cancel", data.firmware_id, config=site_config_file)
@@ -149,10 +149,10 @@ async def test_cancel_a_firmware_stops_its_running_job(
 
 
 async def test_retry_of_a_failed_job_reopens_the_done_firmware(
-        js, subjects, nats_config, database_config, storage_config, pool, site_config_file):
+        js, nc, subjects, nats_config, database_config, storage_config, pool, site_config_file):
     async with _one_firmware(js, subjects, nats_config, database_config,
                              storage_config) as data:
-        lab = FakeLab(js, subjects, "lab-a", "x86-1")
+        lab = FakeLab(nc, subjects, "lab-a", "x86-1")
         job = await lab.run(X86, JobResult.FAIL)
         await eventually(firmware_in(pool, data.firmware_id, "done"), "firmware done")
 

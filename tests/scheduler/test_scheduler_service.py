@@ -133,7 +133,7 @@ async def _intake_idle(js, subjects):
     return await consumer_caught_up(js, subjects.events_stream, "scheduler-intake")
 
 
-async def test_priorities_are_served_highest_first(js, subjects, nats_config, database_config,
+async def test_priorities_are_served_highest_first(js, nc, subjects, nats_config, database_config,
                                                    storage_config, pool):
     await _announce(js, subjects)
     device_type = "x86/64/generic"
@@ -149,7 +149,7 @@ async def test_priorities_are_served_highest_first(js, subjects, nats_config, da
             return (await js.stream_info(subjects.jobs_stream)).state.messages == 5
         await eventually(all_queued, "five jobs queued")
 
-    lab = FakeLab(js, subjects, "lab-a")
+    lab = FakeLab(nc, subjects, "lab-a")
     taken = []
     for _ in classes:
         job = await lab.take(device_type)
@@ -236,7 +236,7 @@ async def test_start_up_schedules_what_open_firmware_is_missing(
     assert info.state.messages == 1
 
 
-async def test_uploaded_image_gets_a_presigned_url(js, subjects, nats_config, database_config,
+async def test_uploaded_image_gets_a_presigned_url(js, nc, subjects, nats_config, database_config,
                                                    storage_config, pool, s3_server):
     await _announce(js, subjects)
     client = Minio(storage_config.endpoint, access_key=storage_config.access_key,
@@ -250,7 +250,7 @@ async def test_uploaded_image_gets_a_presigned_url(js, subjects, nats_config, da
                               source_kind=SourceKind.UPLOAD, tag="up1", images=[stored])
     async with running(nats_config, database_config, storage_config, with_timeout=False):
         await factories.publish_firmware(js, subjects, data)
-        lab = FakeLab(js, subjects, "lab-a")
+        lab = FakeLab(nc, subjects, "lab-a")
         job = await lab.take("x86/64/generic")
         await lab.close()
     assert job.spec.priority == 8 and job.spec.image.object_key == "firmware/up1/image.bin"
@@ -277,7 +277,7 @@ async def test_no_new_jobs_for_a_firmware_that_closed_meanwhile(pool):
 
 
 async def test_fanout_cut_short_is_completed_with_each_job_queued_once(
-        js, subjects, nats_config, database_config, storage_config, pool):
+        js, nc, subjects, nats_config, database_config, storage_config, pool):
     """A scheduler killed mid fan-out: its first slice of jobs committed, part of it
     published but no sequence recorded. The redelivered event finishes the job:
     every job queued exactly once, each row holding its message's sequence."""
@@ -291,7 +291,7 @@ async def test_fanout_cut_short_is_completed_with_each_job_queued_once(
     first = drafts[:FIRST_SLICE]
     async with pool.acquire() as conn:
         assert len(await store.insert_jobs(conn, data.firmware_id, first, 3)) == len(first)
-    await Dispatcher(js, subjects).publish_all(
+    await Dispatcher(nc, js, subjects).publish_all(
         [store.new_job_spec(d, data.firmware_id, data.version, data.revision)
          for d in first[:40]])
 

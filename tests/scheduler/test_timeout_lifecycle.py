@@ -43,7 +43,7 @@ def _job_done(pool, job_id):
     return check
 
 
-async def test_job_runs_and_firmware_is_done_exactly_once(js, subjects, nats_config,
+async def test_job_runs_and_firmware_is_done_exactly_once(js, nc, subjects, nats_config,
                                                           database_config, storage_config,
                                                           pool):
     await _lab(js, subjects)
@@ -51,7 +51,7 @@ async def test_job_runs_and_firmware_is_done_exactly_once(js, subjects, nats_con
     await factories.insert_firmware(pool, data)
     async with running(nats_config, database_config, storage_config, scheduler=FAST):
         await factories.publish_firmware(js, subjects, data)
-        lab = FakeLab(js, subjects, "lab-a", "x86-1")
+        lab = FakeLab(nc, subjects, "lab-a", "x86-1")
         job = await lab.take(X86)
         await lab.start(job)
 
@@ -76,7 +76,7 @@ async def test_job_runs_and_firmware_is_done_exactly_once(js, subjects, nats_con
 
 
 async def test_lab_that_vanishes_mid_job_is_replaced_by_redelivery(
-        js, subjects, nats_config, database_config, storage_config, pool):
+        js, nc, subjects, nats_config, database_config, storage_config, pool):
     await _lab(js, subjects)
     data = factories.firmware([X86])
     # Short ack wait: lab A dies without acking, JetStream hands the job to lab B,
@@ -85,8 +85,8 @@ async def test_lab_that_vanishes_mid_job_is_replaced_by_redelivery(
                        timeouts=TimeoutSettings(heartbeat_timeout_s=60, infra_retry=QUICK_RETRY,
                                                 takeover_after_s=0.9)):
         await factories.publish_firmware(js, subjects, data)
-        lab_a = FakeLab(js, subjects, "lab-a", "x86-1", ack_wait=1.0)
-        lab_b = FakeLab(js, subjects, "lab-b", "x86-2", ack_wait=1.0)
+        lab_a = FakeLab(nc, subjects, "lab-a", "x86-1", ack_wait=1.0)
+        lab_b = FakeLab(nc, subjects, "lab-b", "x86-2", ack_wait=1.0)
         job = await lab_a.take(X86)
         await lab_a.start(job)
         await lab_a.close()  # gone: no ack, no progress
@@ -104,7 +104,7 @@ async def test_lab_that_vanishes_mid_job_is_replaced_by_redelivery(
 
 
 async def test_plan_timeout_ends_the_job_as_error_timeout(
-        js, subjects, nats_config, database_config, storage_config, pool, tmp_path):
+        js, nc, subjects, nats_config, database_config, storage_config, pool, tmp_path):
     await _lab(js, subjects)
     plans = tmp_path / "plans.toml"
     plans.write_text('[[plans]]\nname = "base"\ntests = ["tests/test_base.py"]\n'
@@ -116,7 +116,7 @@ async def test_plan_timeout_ends_the_job_as_error_timeout(
                        timeouts=TimeoutSettings(heartbeat_timeout_s=60, max_sleep_s=1,
                                                 infra_retry=QUICK_RETRY)):
         await factories.publish_firmware(js, subjects, data)
-        lab = FakeLab(js, subjects, "lab-a", "x86-1")
+        lab = FakeLab(nc, subjects, "lab-a", "x86-1")
         job = await lab.take(X86)
         await lab.start(job)
         await lab.progress(job)  # alive, but never finishes
@@ -134,15 +134,15 @@ async def test_plan_timeout_ends_the_job_as_error_timeout(
 
 
 async def test_lost_lab_is_retried_on_another_lab_and_attempts_stay_visible(
-        js, subjects, nats_config, database_config, storage_config, pool):
+        js, nc, subjects, nats_config, database_config, storage_config, pool):
     await _lab(js, subjects)
     data = factories.firmware([X86])
     async with running(nats_config, database_config, storage_config, scheduler=FAST,
                        timeouts=TimeoutSettings(heartbeat_timeout_s=0.5, max_sleep_s=1,
                                                 infra_retry=QUICK_RETRY)):
         await factories.publish_firmware(js, subjects, data)
-        lab_a = FakeLab(js, subjects, "lab-a", "x86-1")  # long ack wait: no redelivery
-        lab_b = FakeLab(js, subjects, "lab-b", "x86-2")
+        lab_a = FakeLab(nc, subjects, "lab-a", "x86-1")  # long ack wait: no redelivery
+        lab_b = FakeLab(nc, subjects, "lab-b", "x86-2")
         first = await lab_a.take(X86)
         await lab_a.start(first)  # ... and nothing more
 
@@ -168,12 +168,12 @@ async def test_lost_lab_is_retried_on_another_lab_and_attempts_stay_visible(
 
 
 async def test_infrastructure_errors_retry_up_to_three_attempts(
-        js, subjects, nats_config, database_config, storage_config, pool):
+        js, nc, subjects, nats_config, database_config, storage_config, pool):
     await _lab(js, subjects)
     data = factories.firmware([X86])
     async with running(nats_config, database_config, storage_config, scheduler=FAST):
         await factories.publish_firmware(js, subjects, data)
-        lab = FakeLab(js, subjects, "lab-a", "x86-1")
+        lab = FakeLab(nc, subjects, "lab-a", "x86-1")
         attempts = []
         for _ in range(3):
             job = await lab.take(X86)
@@ -189,13 +189,13 @@ async def test_infrastructure_errors_retry_up_to_three_attempts(
     assert (row["result"], row["error_code"], row["attempt"]) == ("error", "boot_failed", 3)
 
 
-async def test_test_failure_is_not_retried(js, subjects, nats_config, database_config,
+async def test_test_failure_is_not_retried(js, nc, subjects, nats_config, database_config,
                                            storage_config, pool):
     await _lab(js, subjects)
     data = factories.firmware([X86])
     async with running(nats_config, database_config, storage_config, scheduler=FAST):
         await factories.publish_firmware(js, subjects, data)
-        lab = FakeLab(js, subjects, "lab-a", "x86-1")
+        lab = FakeLab(nc, subjects, "lab-a", "x86-1")
         job = await lab.run(X86, JobResult.FAIL)
         await eventually(firmware_in(pool, data.firmware_id, "done"), "firmware done")
         await lab.close()
@@ -204,7 +204,7 @@ async def test_test_failure_is_not_retried(js, subjects, nats_config, database_c
 
 
 async def test_firmware_timeout_forces_unfinished_jobs_done(
-        js, subjects, nats_config, database_config, storage_config, pool):
+        js, nc, subjects, nats_config, database_config, storage_config, pool):
     await _lab(js, subjects)
     await factories.announce_lab(js, subjects, "lab-c", [("r1", "ramips/mt7621/r1", [])])
     data = factories.firmware([X86, "ramips/mt7621/r1"])
@@ -212,7 +212,7 @@ async def test_firmware_timeout_forces_unfinished_jobs_done(
     async with running(nats_config, database_config, storage_config, scheduler=settings,
                        timeouts=TimeoutSettings(max_sleep_s=1, infra_retry=QUICK_RETRY)):
         await factories.publish_firmware(js, subjects, data)
-        lab = FakeLab(js, subjects, "lab-a", "x86-1")
+        lab = FakeLab(nc, subjects, "lab-a", "x86-1")
         job = await lab.take(X86)
         await lab.start(job)  # runs, heartbeats, never ends; the ramips job is never taken
         await lab.progress(job)
@@ -230,12 +230,12 @@ async def test_firmware_timeout_forces_unfinished_jobs_done(
 
 
 async def test_timers_survive_a_restart_of_the_timeout_service(
-        js, subjects, nats_config, database_config, storage_config, pool):
+        js, nc, subjects, nats_config, database_config, storage_config, pool):
     await _lab(js, subjects)
     data = factories.firmware([X86])
     settings = SchedulerSettings(holdoff_s=0.2, max_attempts=1)
     timeouts = TimeoutSettings(heartbeat_timeout_s=1.0, max_sleep_s=30, infra_retry=QUICK_RETRY)
-    lab = FakeLab(js, subjects, "lab-a", "x86-1")
+    lab = FakeLab(nc, subjects, "lab-a", "x86-1")
     async with running(nats_config, database_config, storage_config, scheduler=settings,
                        timeouts=timeouts):
         await factories.publish_firmware(js, subjects, data)
@@ -257,7 +257,7 @@ async def test_timers_survive_a_restart_of_the_timeout_service(
 
 
 async def test_lab_that_lost_its_job_to_redelivery_no_longer_speaks_for_it(
-        js, subjects, nats_config, database_config, storage_config, pool):
+        js, nc, subjects, nats_config, database_config, storage_config, pool):
     """Lab A stalls past the ack wait, JetStream gives the attempt to lab B; A wakes up.
 
     B holds the attempt now (as in the results service): A's late heartbeat
@@ -268,8 +268,8 @@ async def test_lab_that_lost_its_job_to_redelivery_no_longer_speaks_for_it(
     async with running(nats_config, database_config, storage_config, scheduler=SHORT_ACK_WAIT,
                        timeouts=TimeoutSettings(takeover_after_s=0.9)):
         await factories.publish_firmware(js, subjects, data)
-        lab_a = FakeLab(js, subjects, "lab-a", "x86-1", ack_wait=1.0)
-        lab_b = FakeLab(js, subjects, "lab-b", "x86-2", ack_wait=1.0)
+        lab_a = FakeLab(nc, subjects, "lab-a", "x86-1", ack_wait=1.0)
+        lab_b = FakeLab(nc, subjects, "lab-b", "x86-2", ack_wait=1.0)
         job = await lab_a.take(X86)
         await lab_a.start(job)
         again = await lab_b.take(X86)
@@ -287,10 +287,10 @@ async def test_lab_that_lost_its_job_to_redelivery_no_longer_speaks_for_it(
         "pass", 1, "lab-b", "x86-2")
 
 
-async def test_hostile_lab_events_are_rejected_not_retried(js, subjects, pool):
+async def test_hostile_lab_events_are_rejected_not_retried(js, nc, subjects, pool):
     """An attempt number PostgreSQL cannot hold, or a subject naming no lab, can never
     be handled: terminate it at once instead of failing max_deliver times."""
-    lifecycle = Lifecycle(pool, Dispatcher(js, subjects), subjects)
+    lifecycle = Lifecycle(pool, Dispatcher(nc, js, subjects), subjects)
     handler = LifecycleHandler(lifecycle, subjects, DeadlineLoop(lifecycle))
     event = JobStarted.build(JobStartedData(job_id="wrtci:x", attempt=2**31, lab="lab-a",
                                             device="d"), source="lab/lab-a")

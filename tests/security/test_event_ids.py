@@ -43,8 +43,10 @@ from wrtci.core.runtime import EventPublisher, connect_nats
 from wrtci.lab_daemon.event_ids import EventIds, load_key
 from wrtci.lab_daemon.presence import Presence
 from wrtci.proto import events as ev
+from wrtci.proto.jobqueue import JobQueue
 from wrtci.proto.model import FirmwareState, JobResult, TestPlan
 from wrtci.proto.storage import job_log_key
+from wrtci.proto.topology import ensure_job_consumers
 from wrtci.services.lifecycle.dispatch import job_created_id
 from wrtci.services.lifecycle.rules import state_event_id
 from wrtci.services.scheduler.fanout import job_id as fanout_job_id
@@ -132,15 +134,19 @@ async def test_a_lab_cannot_preempt_central_or_another_labs_events(secured, tmp_
             {chunk_b.id}, [subjects.log_chunk("lab-b", "wrtci:job:b")]))
 
         # What lab A sees: the scheduler queues a job of A's type — first on JOBS
-        # (A's wake-up subscription shows the message and its headers), then on
-        # EVENTS (Dispatcher.publish). A replays the header in between.
-        seen: asyncio.Queue = asyncio.Queue()
-        watch = await nc_a.subscribe(subjects.jobs_of_type(OTHER), cb=seen.put)
-        await nc_a.flush()
+        # (A takes it from its consumer, as its daemon does: the delivery shows the
+        # message and its headers), then on EVENTS (Dispatcher.publish). A replays
+        # the header in between.
+        await ensure_job_consumers(js, subjects, [OTHER])
         await pub.publish(created, subjects.job(spec.priority, spec.device_type))
-        delivery = await asyncio.wait_for(seen.get(), 10)
-        await watch.unsubscribe()
-        await pre_publish(nc_a, own_events, {delivery.headers["Nats-Msg-Id"]})
+        queue = JobQueue(nc_a, subjects)
+        try:
+            taken = await queue.next_job(OTHER, wait=10)
+            assert taken is not None and taken.spec.job_id == spec.job_id
+            seen_id = taken.msg.headers["Nats-Msg-Id"]
+        finally:
+            await queue.close()
+        await pre_publish(nc_a, own_events, {seen_id})
 
         # The real events, published as their publishers publish them.
         for event in states.values():

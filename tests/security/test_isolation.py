@@ -112,6 +112,8 @@ async def _attack(nc, subjects, job_id: str) -> dict[str, str]:
         "read B's inbox": f"{subjects.lab_inbox_prefix('lab-b')}.>",
         "read every inbox": "_INBOX.>",
         "read job deliveries of another type": subjects.jobs_of_type(X86),
+        # Its own type's jobs come only as answers to its pull requests.
+        "subscribe to its own type's job subjects": subjects.jobs_of_type(OTHER),
         "read central events": subjects.event("job.finished"),
     }
     for subject in publish.values():

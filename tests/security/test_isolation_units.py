@@ -60,6 +60,9 @@ def test_lab_permissions_name_only_its_own_scope_keys_and_consumers() -> None:
     assert not any("CONSUMER.CREATE" in s or "DURABLE" in s or "STREAM.MSG.GET" in s
                    for s in publish)
     assert "_INBOX.>" not in subscribe and "_INBOX_WRTCI.lab-a.>" in subscribe
+    # Wake-ups of its type, never the job subjects (jobs come through its pull requests).
+    assert subjects.wakes_of_type("ath79/generic/a") in subscribe
+    assert not any(s.startswith("wrtci.job.") for s in subscribe)
     # The central secrets (the Nats-Msg-Id key): no subject of that bucket, nor a
     # wildcard that could reach it.
     assert not any(subjects.secrets_bucket in s or s.startswith(("$JS.API.>", "$KV.>", ">"))

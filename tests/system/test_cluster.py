@@ -97,7 +97,7 @@ async def test_jobs_survive_a_killed_node_none_lost_none_doubled(cluster):
     for node in cluster[1:]:  # lab A on node 1 (killed below), lab B on node 2
         nc = await nats.connect(servers=[node.url], max_reconnect_attempts=-1,
                                 reconnect_time_wait=0.2)
-        labs.append((nc, JobQueue(nc.jetstream(), subjects, max_idle_rate=len(Priority))))
+        labs.append((nc, JobQueue(nc, subjects, max_idle_rate=len(Priority))))
 
     async def device(queue: JobQueue, device_type: str) -> None:
         while not stop.is_set():
@@ -205,7 +205,7 @@ class Lab:
 
     def __init__(self, nc, subjects: Subjects, name: str) -> None:
         self.nc, self.name, self.device = nc, name, "dut-1"
-        self.queue = JobQueue(nc.jetstream(timeout=5), subjects)
+        self.queue = JobQueue(nc, subjects)
         self.events = EventPublisher(nc.jetstream(timeout=5), subjects)
         self.runs: list[str] = []
 

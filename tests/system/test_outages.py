@@ -199,13 +199,13 @@ async def test_s3_stopped_upload_gets_503_then_succeeds(
 
 
 async def test_infrastructure_errors_wait_before_the_next_attempt(
-        js, subjects, nats_config, database_config, storage_config, pool) -> None:
+        js, nc, subjects, nats_config, database_config, storage_config, pool) -> None:
     """Four jobs fail their download at once (S3 away): each retry waits; none is used up."""
     device_types = [f"x86/64/dut{i}" for i in range(4)]
     await factories.announce_lab(js, subjects, "lab-a",
                                  [(f"d{i}", d, []) for i, d in enumerate(device_types)])
     data = factories.firmware(device_types)
-    lab = FakeLab(js, subjects, "lab-a")
+    lab = FakeLab(nc, subjects, "lab-a")
     delay = Backoff(steps_s=(1.5,), jitter=0.0)
     async with running(nats_config, database_config, storage_config,
                        scheduler=SchedulerSettings(holdoff_s=600, max_attempts=3),
@@ -260,7 +260,7 @@ async def test_nats_restarted_jobs_flow_on(private_nats, database_config, storag
     js = nc.jetstream()
     await topology.apply(js, subjects)
     await factories.announce_lab(js, subjects, "lab-a", [("x86-1", X86, [])])
-    lab = FakeLab(js, subjects, "lab-a", "x86-1")
+    lab = FakeLab(nc, subjects, "lab-a", "x86-1")
     first = factories.firmware([X86], tag="r1-before")
     second = factories.firmware([X86], tag="r2-after")
     try:

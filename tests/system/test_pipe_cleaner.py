@@ -57,9 +57,9 @@ async def installation(nats_config, database_config, storage_config):
         await asyncio.wait_for(results, 30)
 
 
-async def play_lab(js, subjects, *, status: TestStatus) -> str:
+async def play_lab(js, nc, subjects, *, status: TestStatus) -> str:
     """Take the smoke firmware's job and answer it as a lab daemon does."""
-    lab = FakeLab(js, subjects, "lab-a", "x86-1")
+    lab = FakeLab(nc, subjects, "lab-a", "x86-1")
     job = await lab.take(X86, limit=60)
     spec = job.spec
     async with aiohttp.ClientSession() as session, session.get(spec.image.url) as resp:

@@ -1,4 +1,4 @@
-"""Errors the lab carries on after: each one logged, and not once a second.
+"""Errors a daemon (a service, the lab) carries on after: each one logged, and not once a second.
 
 ``with logged("what failed", log): await one_call()`` replaces
 ``contextlib.suppress(Exception)``: the block holds one call, so the line

@@ -14,7 +14,6 @@ so JetStream stores the first jobs while PostgreSQL inserts the others.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 
 import asyncpg
@@ -56,7 +55,7 @@ async def insert_and_queue(
     finally:
         for task in tasks:
             task.cancel()
-        for task in tasks:  # nothing left running, no exception left unretrieved
-            with contextlib.suppress(BaseException):
-                await task
+        # Nothing left running, no exception left unretrieved; a cancellation of
+        # this coroutine itself still propagates (gather is cancelled with it).
+        await asyncio.gather(*tasks, return_exceptions=True)
     return created

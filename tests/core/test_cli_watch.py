@@ -78,9 +78,11 @@ async def test_watch_follows_a_job_live(js, subjects, pool, site_config_file):
         await publish(js, subjects, started(job))
         line = await asyncio.wait_for(proc.stdout.readline(), 20)
         assert "job.started" in line.decode()
-        await _finish_job(pool, job, "error", 1, None, error_code=ErrorCode.LAB_LOST)
+        # The real order: the event, then the results service's row. (Row first, the
+        # watcher could reach its verdict before the event and never show it.)
         await publish(js, subjects, finished(job, result=JobResult.ERROR,
                                              error_code=ErrorCode.LAB_LOST))
+        await _finish_job(pool, job, "error", 1, None, error_code=ErrorCode.LAB_LOST)
         rest = (await asyncio.wait_for(proc.stdout.read(), 20)).decode()
         assert "job.finished" in rest and rest.rstrip().endswith("job error (lab_lost)")
         assert await asyncio.wait_for(proc.wait(), 20) == 2  # infrastructure error

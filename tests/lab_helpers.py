@@ -79,7 +79,11 @@ def test_prints():
     print("fake suite says hello", flush=True)
 
 def test_sleeps():
-    time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
+    # FAKE_SLEEP seconds; with FAKE_RELEASE, until that file appears (the test's go)
+    release = os.environ.get("FAKE_RELEASE")
+    deadline = time.monotonic() + float(os.environ.get("FAKE_SLEEP", "0"))
+    while time.monotonic() < deadline and not (release and os.path.exists(release)):
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
 def test_hang():
     time.sleep(3600)

@@ -163,7 +163,7 @@ async def test_a_lab_cannot_read_the_central_key(secured):
     bucket = subjects.secrets_bucket
     errors: list[str] = []
     async with lab_connection(lab_a, "lab-a", errors) as nc:
-        lab_js = nc.jetstream()
+        lab_js = nc.jetstream(timeout=1)  # a refused request gets no reply: 1 s, as below
         # Through the client's KV API, and by every JetStream API subject that serves messages.
         with pytest.raises((APIError, NatsTimeoutError, NoRespondersError)):
             kv = await lab_js.key_value(bucket)

@@ -46,7 +46,7 @@ class Presence:
                  request_timeout_s: float, heartbeat_s: float, stop: asyncio.Event,
                  ids: EventIds) -> None:
         self.nc = nc
-        self.js = nc.jetstream()
+        self.js = nc.jetstream(timeout=request_timeout_s)  # its KV requests too
         self.subjects = subjects
         self.lab = lab
         self.source = source

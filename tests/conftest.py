@@ -158,8 +158,7 @@ async def _create_database(postgres_server: PostgresServer, template: str | None
 @pytest.fixture
 async def empty_database_config(postgres_server: PostgresServer) -> DatabaseConfig:
     """A database with no schema at all."""
-    name = await _create_database(postgres_server, None)
-    return DatabaseConfig(dsn=postgres_server.dsn(name), max_pool=5)
+    return await new_database_config(postgres_server, None)
 
 
 @pytest.fixture
@@ -167,8 +166,7 @@ async def database_config(
     postgres_server: PostgresServer, template_database: str
 ) -> DatabaseConfig:
     """A freshly migrated database of this test's own."""
-    name = await _create_database(postgres_server, template_database)
-    return DatabaseConfig(dsn=postgres_server.dsn(name), max_pool=5)
+    return await new_database_config(postgres_server, template_database)
 
 
 @pytest.fixture
@@ -178,14 +176,26 @@ async def pool(database_config: DatabaseConfig) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
-@pytest.fixture
-def storage_config(s3_server: S3Server) -> StorageConfig:
+def new_storage_config(s3_server: S3Server) -> StorageConfig:
+    """A new bucket of its own on the session's S3 server."""
     bucket = f"t-{uuid.uuid4().hex[:12]}"
     client = Minio(s3_server.endpoint, access_key=s3_server.access_key,
                    secret_key=s3_server.secret_key, secure=False, region=s3_server.region)
     client.make_bucket(bucket)
     return StorageConfig(endpoint=s3_server.endpoint, access_key=s3_server.access_key,
                          secret_key=s3_server.secret_key, bucket=bucket)
+
+
+async def new_database_config(postgres_server: PostgresServer,
+                              template: str | None) -> DatabaseConfig:
+    """A new database of its own: a copy of ``template``, or empty."""
+    name = await _create_database(postgres_server, template)
+    return DatabaseConfig(dsn=postgres_server.dsn(name), max_pool=5)
+
+
+@pytest.fixture
+def storage_config(s3_server: S3Server) -> StorageConfig:
+    return new_storage_config(s3_server)
 
 
 @pytest.fixture

@@ -13,15 +13,28 @@ from pathlib import Path
 import msgspec
 
 from tests import factories
-from tests.lab_helpers import FAKE_FIRMWARE, sha256_of
+from tests.helpers import eventually
+from tests.lab_helpers import (
+    FAKE_FIRMWARE,
+    lab_subprocess,
+    running_log_writer,
+    sha256_of,
+    write_config,
+)
+from tests.pipeline import running
 from wrtci.core.config import NatsConfig, dump_config
 from wrtci.core.runtime import connect_nats
+from wrtci.lab_daemon.config import Config
 from wrtci.proto.model import Image
 from wrtci.services.cli.lab_cmd import LabAdminConfig
 from wrtci.services.natsauth import AuthDir, NatsAdminConfig
+from wrtci.services.scheduler.service import SchedulerSettings
 from wrtci.services.stack.servers import NatsServer
 
 WRTCI = str(Path(sys.executable).parent / "wrtci")
+X86 = "x86/64/generic"
+OTHER = "ath79/generic/other"
+"""The device types of the isolation tests' two labs."""
 PLANS = '[[plans]]\nname = "base"\ntests = ["tests/test_fake.py"]\nkeyword = "not hang"\n' \
         'timeout_s = 600\nsources = ["official"]\n'
 
@@ -110,3 +123,61 @@ def fake_firmware(device_type: str, url: str, tag: str):
                                     size=len(FAKE_FIRMWARE))
     assert isinstance(image, Image)
     return msgspec.structs.replace(data, images=[image])
+
+
+async def publish_firmware(secured: SecuredNats, data) -> None:
+    """``data`` announced as the trigger announces it, under the trigger's user."""
+    nc = await connect_nats(secured.user("trigger"), "test-trigger")
+    try:
+        await factories.publish_firmware(nc.jetstream(), secured.subjects, data)
+    finally:
+        await nc.close()
+
+
+@contextlib.asynccontextmanager
+async def central_services(secured: SecuredNats, root: Path, database_config, storage_config,
+                           *, logs: bool = True) -> AsyncIterator[None]:
+    """The scheduler (planning ``PLANS``) and the timeout service, and with ``logs`` the
+    log writer, each under its generated user."""
+    plans = root / "plans.toml"
+    plans.write_text(PLANS)
+    settings = SchedulerSettings(holdoff_s=0.3, plans_file=str(plans))
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(running(secured.user("scheduler"), database_config,
+                                                storage_config, scheduler=settings))
+        if logs:
+            await stack.enter_async_context(running_log_writer(
+                secured.user("logs"), storage_config, database_config))
+        yield
+
+
+def announced(pool, lab: str):
+    """How many devices ``lab`` has announced (a check for ``eventually``)."""
+    async def check():
+        async with pool.acquire() as conn:
+            return await conn.fetchval("SELECT count(*) FROM announced_devices WHERE lab = $1",
+                                       lab)
+    return check
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def lab_process(config: Config, root: Path, pool) -> AsyncIterator[Path]:
+    """The real wrtci-lab, as a process, from ``root``/NAME.toml (yielded) logging to
+    ``root``/NAME.log; once its devices are announced. Stopped (SIGTERM) on exit."""
+    name = config.lab.name
+    path = write_config(config, root / f"{name}.toml")
+    proc = lab_subprocess(path, root / f"{name}.log")
+    try:
+        await eventually(announced(pool, name), f"{name} registered")
+        yield path
+    finally:
+        await asyncio.to_thread(stop_process, proc)

@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -35,13 +34,15 @@ from wrtci.proto.subjects import Priority, Subjects
 from wrtci.proto.topology import JOB_ACK_WAIT, ensure_job_consumers
 from wrtci.services import logs as logs_service
 from wrtci.services.config import StorageConfig
+from wrtci.services.stack.virtual_lab import suite_envs_dir
 
 PROJECT = Path(__file__).resolve().parent.parent
 VIRTUAL_LAB = PROJECT / "deploy" / "virtual-lab"
 VIRTUAL_TARGET = VIRTUAL_LAB / "qemu-x86-64-virtual.yaml"
 VIRTUAL_SUITE = VIRTUAL_LAB / "openwrt-tests"
-SUITE_ENVS = Path(tempfile.gettempdir()) / "wrtci-test-suite-envs"
-"""The suites' environments, shared by every test of a session (and kept between them)."""
+SUITE_ENVS = suite_envs_dir()
+"""The suites' environments, shared by every test of a session (and kept between them),
+and with the virtual lab `wrtci up` runs (test_spine, test_up): one build per session."""
 VIRTUAL_SUITE_TARGET = VIRTUAL_SUITE / "targets" / "qemu-x86-64.yaml"
 """The bundled suite's own target file (openwrt-tests format: LAN/WAN, SSH)."""
 DEVICE_TYPE = "x86/64/generic"
@@ -80,7 +81,11 @@ def test_prints():
     print("fake suite says hello", flush=True)
 
 def test_sleeps():
-    time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
+    # FAKE_SLEEP seconds; with FAKE_RELEASE, until that file appears (the test's go)
+    release = os.environ.get("FAKE_RELEASE")
+    deadline = time.monotonic() + float(os.environ.get("FAKE_SLEEP", "0"))
+    while time.monotonic() < deadline and not (release and os.path.exists(release)):
+        time.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
 
 def test_hang():
     time.sleep(3600)
@@ -299,6 +304,30 @@ def lab_subprocess(config_path: Path, log_path: Path) -> subprocess.Popen:
         return subprocess.Popen(
             [sys.executable, "-m", "wrtci.lab_daemon.cli", "run", "--config", str(config_path)],
             cwd=PROJECT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+@contextlib.asynccontextmanager
+async def lab_process_with_job(nc, subjects: Subjects, config: Config, spec: ev.JobSpec,
+                               log_path: Path) -> AsyncIterator[subprocess.Popen]:
+    """The lab daemon as a process (``config`` written beside ``log_path``), its job
+    consumers created with its ack wait as the scheduler creates them, and ``spec``
+    queued; killed on the way out if still running."""
+    ack_wait = config.lab.job_ack_wait_s
+    await create_job_consumers(config.nats, {d.device_type for d in config.lab.devices},
+                               ack_wait)
+    daemon = lab_subprocess(write_config(config, log_path.with_suffix(".toml")), log_path)
+    try:
+        await publish_job(nc, subjects, spec, ack_wait=ack_wait)
+        yield daemon
+    finally:
+        daemon.kill()
+
+
+async def signal_while_testing(daemon: subprocess.Popen, events: EventLog, sig: int) -> int:
+    """Send ``sig`` to the daemon once its job's tests run; its exit status."""
+    await events.wait_for(lambda e: any(p.data.stage == "test" for p in e.of(ev.JobProgress)))
+    daemon.send_signal(sig)
+    return await asyncio.to_thread(daemon.wait, 30)
 
 
 async def wrtci_lab(*args: str) -> tuple[int, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import subprocess
 from pathlib import Path
 
@@ -34,6 +35,13 @@ REVISION = "r28427-6df0e3d02a"
 
 SUITE = VIRTUAL_LAB / "openwrt-tests"
 TARGET_FILE = SUITE / "targets" / "qemu-x86-64.yaml"
+
+
+def suite_envs_dir() -> Path:
+    """The bundled suite's environments: in the user's cache (``WRTCI_CACHE``, default
+    ~/.cache/wrtci, where build-firmware.sh keeps its images), kept across state
+    directories; each is keyed by a digest of its inputs and built under a lock."""
+    return Path(os.environ.get("WRTCI_CACHE") or Path.home() / ".cache" / "wrtci") / "suite-envs"
 
 
 def image_name(version: str) -> str:
@@ -77,6 +85,7 @@ def write_lab_config(state_dir: Path, nats: NatsConfig, firmware: VirtualFirmwar
             "name": LAB_NAME,
             "suite_dir": str(SUITE),
             "work_dir": str(state_dir / "lab"),
+            "suite_envs_dir": str(suite_envs_dir()),
             # `wrtci up` stops its daemons within 30 s.
             "shutdown_grace_s": 20.0,
             "devices": [{

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 
 import pytest
 
+from tests.conftest import new_database_config, new_storage_config
 from tests.helpers import PROJECT_ROOT, run_cli
-from wrtci.core.config import NatsConfig, dump_config, load_config
+from wrtci.core.config import NatsConfig, dump_config
 from wrtci.services import registry
 from wrtci.services.cli.common import CliConfig
 
@@ -24,15 +26,25 @@ def test_check_passes_when_dependencies_answer(name, site_config_file, js) -> No
     assert "ok" in result.stdout
 
 
-@pytest.mark.parametrize("name", SERVICE_NAMES)
-def test_check_fails_when_nats_is_unreachable(name, tmp_path, site_config_file) -> None:
-    config = load_config(CliConfig, site_config_file, environ={})
-    broken = tmp_path / "broken.toml"
+@pytest.fixture(scope="module")
+async def checks_without_nats(tmp_path_factory, postgres_server, template_database,
+                              s3_server) -> dict[str, subprocess.CompletedProcess]:
+    """`wrtci run NAME --check` of every service, NATS unreachable, the database and
+    object storage there: side by side, as each waits out its connect time-out."""
+    broken = tmp_path_factory.mktemp("nats-unreachable") / "broken.toml"
     broken.write_bytes(dump_config(CliConfig(
-        nats=NatsConfig(url="nats://127.0.0.1:1", prefix=config.nats.prefix,
-                        connect_timeout_s=1),
-        database=config.database, storage=config.storage)))
-    result = run_cli("run", name, "--config", str(broken), "--check", check=False, timeout=60)
+        nats=NatsConfig(url="nats://127.0.0.1:1", connect_timeout_s=1),
+        database=await new_database_config(postgres_server, template_database),
+        storage=new_storage_config(s3_server))))
+    results = await asyncio.gather(*(asyncio.to_thread(
+        run_cli, "run", name, "--config", str(broken), "--check", check=False, timeout=60)
+        for name in SERVICE_NAMES))
+    return dict(zip(SERVICE_NAMES, results, strict=True))
+
+
+@pytest.mark.parametrize("name", SERVICE_NAMES)
+def test_check_fails_when_nats_is_unreachable(name, checks_without_nats) -> None:
+    result = checks_without_nats[name]
     assert result.returncode == 1, result.stdout + result.stderr
     assert "degraded: nats:" in result.stderr
 

@@ -9,20 +9,18 @@ lab's ids (as far as it can work them out) first suppresses nothing.
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import stat
 
 from tests.lab_helpers import (
     EventLog,
-    create_job_consumers,
     fake_job,
     lab_config,
-    lab_subprocess,
+    lab_process_with_job,
     publish_job,
     running_lab,
+    signal_while_testing,
     stream_events,
-    write_config,
 )
 from wrtci.core.runtime import EventPublisher
 from wrtci.lab_daemon.event_ids import KEY_FILE, EventIds, load_key
@@ -61,17 +59,8 @@ async def test_a_second_lab_taking_over_a_redelivered_job_gets_its_start_stored(
                     tests=["tests/test_fake.py::test_sleeps"])
     first = lab_config(nats_config, tmp_path / "work1", fake_suite, name="lab1",
                        job_ack_wait_s=4, env={"FAKE_SLEEP": "30"})
-    path = write_config(first, tmp_path / "lab1.toml")
-    await create_job_consumers(nats_config, {"x86/64/generic"}, 4)  # as the scheduler does
-    daemon = lab_subprocess(path, tmp_path / "lab1.log")
-    try:
-        await publish_job(nc, subjects, spec)
-        await events.wait_for(lambda e: any(p.data.stage == "test"
-                                            for p in e.of(ev.JobProgress)))
-        daemon.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(daemon.wait, 30)
-    finally:
-        daemon.kill()
+    async with lab_process_with_job(nc, subjects, first, spec, tmp_path / "lab1.log") as lab:
+        await signal_while_testing(lab, events, signal.SIGKILL)
     second = lab_config(nats_config, tmp_path / "work2", fake_suite, name="lab2",
                         job_ack_wait_s=4, env={"FAKE_SLEEP": "0"})
     async with running_lab(second):

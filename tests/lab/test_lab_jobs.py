@@ -16,21 +16,19 @@ from tests.helpers import eventually_succeeds, read_object
 from tests.lab_helpers import (
     FAKE_FIRMWARE,
     cancel_job,
-    create_job_consumers,
     device_status,
     fake_job,
     job_spec,
     lab_config,
-    lab_subprocess,
+    lab_process_with_job,
     publish_job,
     run_one_job,
     running_lab,
     running_log_writer,
     sha256_of,
+    signal_while_testing,
     stream_events,
-    write_config,
 )
-from wrtci.lab_daemon.cli import load
 from wrtci.proto import events as ev
 from wrtci.proto import topology
 from wrtci.proto.control import LabAction, LabControlReply, LabControlRequest
@@ -152,32 +150,14 @@ def _cmdline_has(pid: str, needle: str) -> bool:
         return False
 
 
-async def _signal_mid_job(nc, subjects, events, spec, config_path, tmp_path, sig,
-                          ack_wait: float = topology.JOB_ACK_WAIT) -> int:
-    """Run a lab daemon process, signal it while the job's tests run; its exit status."""
-    config = load(str(config_path))
-    await create_job_consumers(config.nats, {d.device_type for d in config.lab.devices},
-                               config.lab.job_ack_wait_s)  # the central side's part
-    daemon = lab_subprocess(config_path, tmp_path / "lab-1.log")
-    try:
-        await publish_job(nc, subjects, spec, ack_wait=ack_wait)
-        await events.wait_for(lambda e: any(p.data.stage == "test"
-                                            for p in e.of(ev.JobProgress)))
-        daemon.send_signal(sig)
-        return await asyncio.to_thread(daemon.wait, 30)
-    finally:
-        daemon.kill()
-
-
 async def test_sigterm_hands_the_job_back_and_it_runs_again_once(
         js, nc, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path):
     spec = fake_job("wrtci:job:sigterm", fake_firmware_url,
                     tests=["tests/test_fake.py::test_sleeps"])
     config = lab_config(nats_config, tmp_path / "work", fake_suite, shutdown_grace_s=0.5,
                         env={"FAKE_SLEEP": "4"})
-    path = write_config(config, tmp_path / "lab.toml")
-    status = await _signal_mid_job(nc, subjects, events, spec, path, tmp_path, signal.SIGTERM)
-    assert status == 0
+    async with lab_process_with_job(nc, subjects, config, spec, tmp_path / "lab-1.log") as lab:
+        assert await signal_while_testing(lab, events, signal.SIGTERM) == 0
     handed_back = [p for p in events.of(ev.JobProgress) if p.data.stage == "handed_back"]
     assert handed_back and "shutting down" in handed_back[0].data.message
     assert events.of(ev.JobFinished) == []
@@ -196,9 +176,8 @@ async def test_killed_daemon_job_is_redelivered_after_the_ack_wait(
     spec = fake_job("wrtci:job:kill9", fake_firmware_url, tests=["tests/test_fake.py::test_sleeps"])
     config = lab_config(nats_config, tmp_path / "work", fake_suite, job_ack_wait_s=4,
                         env={"FAKE_SLEEP": "30"})
-    path = write_config(config, tmp_path / "lab.toml")
-    await _signal_mid_job(nc, subjects, events, spec, path, tmp_path, signal.SIGKILL,
-                         ack_wait=4)
+    async with lab_process_with_job(nc, subjects, config, spec, tmp_path / "lab-1.log") as lab:
+        await signal_while_testing(lab, events, signal.SIGKILL)
     fast = lab_config(nats_config, tmp_path / "work2", fake_suite, job_ack_wait_s=4,
                       env={"FAKE_SLEEP": "0"})
     async with running_lab(fast):

@@ -20,14 +20,10 @@ import pytest
 from tests.helpers import eventually
 from tests.lab_helpers import (
     LAB_PLACE_USER,
-    create_job_consumers,
     fake_job,
-    lab_config,
-    lab_subprocess,
-    publish_job,
+    lab_process_with_job,
     running_lab,
     stream_events,
-    write_config,
 )
 from wrtci.lab_daemon.leftovers import (
     GroupRecord,
@@ -119,39 +115,32 @@ def test_group_whose_leader_is_gone_is_still_found(tmp_path):
 
 
 async def test_sigkilled_daemon_leaves_nothing_running_and_the_job_runs_once(
-        js, nc, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path,
+        js, nc, subjects, events, place_lab, fake_suite, fake_firmware_url, tmp_path,
         labgrid_coordinator, labgrid_place):
     (fake_suite / "tests" / "test_linger.py").write_text(LINGERING_TEST)
     marker = f"{fake_suite}/helper-of-the-killed-run"
     spec = fake_job("wrtci:job:leftover", fake_firmware_url, tests=["tests/test_linger.py"])
-    common = {"place": labgrid_place, "coordinator": labgrid_coordinator.address,
-              "job_ack_wait_s": 4}
     work = tmp_path / "work"
-    first_config = lab_config(nats_config, work, fake_suite,
-                              env={"FAKE_SLEEP": "120", "FAKE_SPAWN": marker}, **common)
-    await create_job_consumers(nats_config, {d.device_type for d in first_config.lab.devices},
-                               first_config.lab.job_ack_wait_s)  # the central side's part
-    first = lab_subprocess(write_config(first_config, tmp_path / "lab.toml"),
-                           tmp_path / "lab-1.log")
+    first_config = place_lab(job_ack_wait_s=4,
+                             env={"FAKE_SLEEP": "120", "FAKE_SPAWN": marker})
     try:
-        await publish_job(nc, subjects, spec, ack_wait=4)
-        [helper] = await eventually(lambda: _processes_with(marker), within_s=60)
-        first.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(first.wait, 30)
+        async with lab_process_with_job(nc, subjects, first_config, spec,
+                                        tmp_path / "lab-1.log") as first:
+            [helper] = await eventually(lambda: _processes_with(marker), within_s=60)
+            first.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(first.wait, 30)
         # What a SIGKILL leaves: the helper keeps running, the place stays locked.
         assert _processes_with(marker) == [helper]
         assert labgrid_coordinator.holder(labgrid_place) == LAB_PLACE_USER
 
         # A new daemon on the same work directory (no helper this time).
-        second_config = lab_config(nats_config, work, fake_suite, env={"FAKE_SLEEP": "0"},
-                                   **common)
+        second_config = place_lab(job_ack_wait_s=4, env={"FAKE_SLEEP": "0"})
         async with running_lab(second_config):
             # Online means cleaned up: the old pytest and its helper are gone.
             assert _processes_with(str(fake_suite)) == []
             await events.wait_for(lambda e: e.of(ev.JobFinished))
             await eventually(lambda: labgrid_coordinator.holder(labgrid_place) is None)
     finally:
-        first.kill()
         for pid in _processes_with(marker):  # left only when the test failed
             os.kill(pid, signal.SIGKILL)
     [finished] = events.of(ev.JobFinished)

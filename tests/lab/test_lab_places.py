@@ -15,7 +15,6 @@ from tests.lab_helpers import (
     cancel_job,
     device_status,
     fake_job,
-    lab_config,
     publish_job,
     running_lab,
     write_config,
@@ -54,12 +53,11 @@ def test_holder_is_read_from_labgrid_client_show():
 
 
 async def test_job_runs_with_the_place_acquired_and_releases_it(
-        js, nc, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path,
-        labgrid_coordinator, labgrid_place):
+        js, nc, subjects, events, place_lab, fake_suite, fake_firmware_url, labgrid_coordinator,
+        labgrid_place):
     (fake_suite / "tests" / "test_place.py").write_text(PLACE_TEST)
     spec = fake_job("wrtci:job:place", fake_firmware_url, tests=["tests/test_place.py"])
-    config = lab_config(nats_config, tmp_path / "work", fake_suite, place=labgrid_place,
-                        coordinator=labgrid_coordinator.address)
+    config = place_lab()
     async with running_lab(config):
         await publish_job(nc, subjects, spec)
         await events.wait_for(lambda e: e.of(ev.JobFinished))
@@ -72,12 +70,10 @@ async def test_job_runs_with_the_place_acquired_and_releases_it(
 
 
 async def test_cancelled_job_releases_the_place(
-        js, nc, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path,
-        labgrid_coordinator, labgrid_place):
+        js, nc, subjects, events, place_lab, fake_firmware_url, labgrid_coordinator, labgrid_place):
     spec = fake_job("wrtci:job:place-cancel", fake_firmware_url,
                     tests=["tests/test_fake.py::test_hang"])
-    config = lab_config(nats_config, tmp_path / "work", fake_suite, place=labgrid_place,
-                        coordinator=labgrid_coordinator.address)
+    config = place_lab()
     async with running_lab(config):
         await publish_job(nc, subjects, spec)
         await events.wait_for(lambda e: any(p.data.stage == "test"
@@ -90,13 +86,12 @@ async def test_cancelled_job_releases_the_place(
 
 
 async def test_place_held_by_a_developer_keeps_the_job_queued_until_released(
-        js, nc, subjects, events, nats_config, fake_suite, fake_firmware_url, tmp_path,
-        labgrid_coordinator, labgrid_place):
+        js, nc, subjects, events, place_lab, fake_firmware_url, labgrid_coordinator,
+        labgrid_place):
     labgrid_coordinator.client("acquire", place=labgrid_place, user="alice")
     spec = fake_job("wrtci:job:place-busy", fake_firmware_url,
                     tests=["tests/test_fake.py::test_prints"])
-    config = lab_config(nats_config, tmp_path / "work", fake_suite, place=labgrid_place,
-                        coordinator=labgrid_coordinator.address, place_check_s=0.3)
+    config = place_lab(place_check_s=0.3)
     # The queue the daemon would pull from (created here so that it can be inspected).
     consumer = job_consumer(subjects, Priority.SNAPSHOT, DEVICE_TYPE)
     await ensure_consumer(js, subjects.jobs_stream, consumer)
@@ -121,15 +116,11 @@ async def test_place_held_by_a_developer_keeps_the_job_queued_until_released(
 
 
 async def test_place_held_by_a_developer_is_not_a_health_failure(
-        js, nc, subjects, events, nats_config, fake_suite, tmp_path, labgrid_coordinator,
-        labgrid_place):
+        js, nc, subjects, events, place_lab, tmp_path, labgrid_coordinator, labgrid_place):
     labgrid_coordinator.client("acquire", place=labgrid_place, user="alice")
     # The check itself must fail (no firmware to boot): what matters is when it runs.
-    config = lab_config(nats_config, tmp_path / "work", fake_suite, place=labgrid_place,
-                        coordinator=labgrid_coordinator.address, place_check_s=0.3,
-                        health_image=str(tmp_path / "missing.bin"),
-                        health=HealthConfig(check_at_start=True, warn_after=1,
-                                            disable_after=3))
+    config = place_lab(place_check_s=0.3, health_image=str(tmp_path / "missing.bin"),
+                       health=HealthConfig(check_at_start=True, warn_after=1, disable_after=3))
     async with running_lab(config):
         status = await eventually(lambda: _blocked_status(nc, subjects))
         assert (status.health, status.consecutive_failures, status.check_passed) == (
@@ -150,10 +141,9 @@ async def _blocked_status(nc, subjects):
 
 
 async def test_standalone_health_check_leaves_a_developers_place_alone(
-        nats_config, fake_suite, tmp_path, labgrid_coordinator, labgrid_place):
+        place_lab, tmp_path, labgrid_coordinator, labgrid_place):
     labgrid_coordinator.client("acquire", place=labgrid_place, user="alice")
-    config = lab_config(nats_config, tmp_path / "work", fake_suite, place=labgrid_place,
-                        coordinator=labgrid_coordinator.address)
+    config = place_lab()
     path = write_config(config, tmp_path / "lab.toml")
     code, out = await wrtci_lab("health-check", "--config", str(path))
     assert code == 1, out

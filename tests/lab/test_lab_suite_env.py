@@ -2,10 +2,11 @@
 
 The checkout is written here (git init + commit, so it has a revision):
 ``pyproject.toml`` in poetry's format declaring pytest, labgrid and
-pytest-harvest — which wrtci's own environment lacks —, ``tests/conftest.py``
-importing it, and a target file whose strategy does ``from conftest import
-...`` (as openwrt-tests' QEMUNetworkStrategy does), for the QEMU virtual
-device. The lab builds the suite's environment, health-checks the device with
+pytest-harvest — which wrtci's own environment lacks —, and the bundled
+suite's own files (deploy/virtual-lab/openwrt-tests): ``tests/conftest.py``
+importing pytest-harvest, and the target file whose QEMUNetworkStrategy does
+``from conftest import ubus_call`` (as openwrt-tests' does), for the QEMU
+virtual device. The lab builds the suite's environment, health-checks the device with
 the suite's own shell tests, runs a job, and the results service stores the
 result with the suite's revision.
 """
@@ -13,6 +14,7 @@ result with the suite's revision.
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import pytest
 
 from tests.factories_results import Factory, ingest_all
 from tests.lab_helpers import (
-    VIRTUAL_TARGET,
+    VIRTUAL_SUITE,
     EventLog,
     commit_all,
     job_spec,
@@ -44,104 +46,19 @@ pytest = "^8.0"
 pytest-harvest = "^1.10"
 '''
 
-CONFTEST = '''
-import json
-from pathlib import Path
-
-import pytest
-from pytest_harvest import get_fixture_store
-
-SHELL = "shell"
-
-
-def pytest_addoption(parser):
-    parser.addoption("--firmware", action="store", default="firmware.bin")
-
-
-def pytest_sessionfinish(session):
-    store = get_fixture_store(session)
-    if "results_bag" in store:
-        Path("results.json").write_text(json.dumps(store["results_bag"], indent=2))
-
-
-@pytest.fixture
-def shell_command(env, target, pytestconfig):
-    env.config.data.setdefault("images", {})["firmware"] = pytestconfig.getoption("firmware")
-    target.get_strategy().transition(SHELL)
-    return target.get_driver("ShellDriver")
-'''
-
-STRATEGY = '''
-import enum
-
-import attr
-from conftest import SHELL  # only importable inside pytest, as in openwrt-tests
-from labgrid import step, target_factory
-from labgrid.strategy import Strategy, StrategyError
-
-
-class Status(enum.Enum):
-    unknown = 0
-    off = 1
-    shell = 2
-
-
-@target_factory.reg_driver
-@attr.s(eq=False)
-class VirtualShellStrategy(Strategy):
-    bindings = {"qemu": "QEMUDriver", "shell": "ShellDriver"}
-    status = attr.ib(default=Status.unknown)
-
-    @step(args=["status"])
-    def transition(self, status, *, step):
-        if not isinstance(status, Status):
-            status = Status[status]
-        if status == Status.unknown:
-            raise StrategyError(f"can not transition to {status}")
-        if status == self.status:
-            return
-        if status == Status.off:
-            self.target.deactivate(self.shell)
-            self.target.activate(self.qemu)
-            self.qemu.off()
-        elif status.name == SHELL:
-            self.target.activate(self.qemu)
-            self.qemu.on()
-            self.target.activate(self.shell)
-        self.status = status
-'''
-
-TESTS = '''
-def test_shell(shell_command):
-    assert shell_command.run_check("true") == []
-
-
-def test_echo(shell_command):
-    assert shell_command.run_check("echo hello") == ["hello"]
-
-
-def test_uname(shell_command, results_bag):
-    [line] = shell_command.run_check("uname -a")
-    results_bag["uname"] = line
-    assert "Linux" in line
-'''
-
-
-def _virtual_target() -> str:
-    """The current virtual device's target file, with the suite's own strategy."""
-    text = VIRTUAL_TARGET.read_text().replace("- ShellStrategy: {}",
-                                              "- VirtualShellStrategy: {}")
-    assert "VirtualShellStrategy" in text
-    return text + "\nimports:\n  - ../strategies/virtualstrategy.py\n"
+SUITE_PARTS = ("tests", "strategies", "targets")
+"""What the checkout takes from the bundled openwrt-tests lookalike, as it is."""
+JOB_TESTS = ["test_shell", "test_echo", "test_uname", "test_ubus_system_board"]
+"""The job's tests (the health check runs the first three): the last fills pytest-harvest's
+results_bag, which the suite's conftest writes to results.json."""
 
 
 def write_suite(root: Path) -> tuple[Path, str]:
-    files = {"pyproject.toml": PYPROJECT, "tests/conftest.py": CONFTEST,
-             "tests/test_base.py": TESTS, "strategies/virtualstrategy.py": STRATEGY,
-             "targets/qemu-x86-64.yaml": _virtual_target()}
-    for name, text in files.items():
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text(textwrap.dedent(text))
+    """The bundled suite's tests, strategy and target file under a poetry declaration."""
+    for part in SUITE_PARTS:
+        shutil.copytree(VIRTUAL_SUITE / part, root / part,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT))
     return root, commit_all(root)
 
 
@@ -158,13 +75,11 @@ async def test_openwrt_tests_layout_runs_in_its_own_environment_through_the_pipe
     job_id = await factory.job(firmware_id)
     spec = job_spec(job_id, f"{base_url}/fw.img", virtual_firmware.sha256,
                     name="fw.img", revision=None,
-                    plans=[TestPlan(name="base", tests=["tests/test_base.py"], timeout_s=300)])
+                    plans=[TestPlan(name="base", timeout_s=300, tests=[
+                        f"tests/test_base.py::{name}" for name in JOB_TESTS])])
     config = lab_config(nats_config, tmp_path / "work", suite, python=None, suite_envs_dir=None,
-                        health_image=str(virtual_firmware.image))
-    device = config.lab.devices[0]
-    config.lab.devices[0] = type(device)(**{
-        **{f: getattr(device, f) for f in device.__struct_fields__},
-        "target_file": str(suite / "targets" / "qemu-x86-64.yaml")})
+                        health_image=str(virtual_firmware.image),
+                        target_file=suite / "targets" / "qemu-x86-64.yaml")
     events = await EventLog().start(nc, subjects)
     async with running_lab(config) as daemon:
         await publish_job(nc, subjects, spec)
@@ -182,9 +97,7 @@ async def test_openwrt_tests_layout_runs_in_its_own_environment_through_the_pipe
     assert finished.result is JobResult.PASS, finished
     assert finished.suite_revision == revision
     assert {t.path: t.status for t in finished.tests} == {
-        "base.test_base.test_shell": TestStatus.PASS,
-        "base.test_base.test_echo": TestStatus.PASS,
-        "base.test_base.test_uname": TestStatus.PASS}
+        f"base.test_base.{name}": TestStatus.PASS for name in JOB_TESTS}
     assert "results.json" in {a.name for a in finished.artifacts}  # pytest-harvest ran
     # the results service stores the result with the suite's revision
     await ingest_all(js, subjects, pool)

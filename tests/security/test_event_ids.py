@@ -20,24 +20,24 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import APIError
 
-from tests import factories
 from tests.helpers import eventually, read_object
 from tests.isolation_support import (
-    PLANS,
+    OTHER,
+    X86,
     SecuredNats,
     add_lab,
+    central_services,
     fake_firmware,
     lab_connection,
+    lab_process,
+    publish_firmware,
     wrtci,
 )
 from tests.lab_helpers import (
     job_spec,
     lab_config,
-    lab_subprocess,
-    running_log_writer,
-    write_config,
 )
-from tests.pipeline import firmware_state, running, stored_events
+from tests.pipeline import firmware_state, stored_events
 from wrtci.core.publisher import CENTRAL_KEY, central_key, msg_id, new_key
 from wrtci.core.runtime import EventPublisher, connect_nats
 from wrtci.lab_daemon.event_ids import EventIds, load_key
@@ -50,18 +50,8 @@ from wrtci.proto.topology import ensure_job_consumers
 from wrtci.services.lifecycle.dispatch import job_created_id
 from wrtci.services.lifecycle.rules import state_event_id
 from wrtci.services.scheduler.fanout import job_id as fanout_job_id
-from wrtci.services.scheduler.service import SchedulerSettings
 
-X86 = "x86/64/generic"
-OTHER = "ath79/generic/other"
 LOG_STREAMS = ("console", "pytest.log", "junit.xml", "results.json")
-
-
-@pytest.fixture
-def secured(tmp_path, subjects, database_config, storage_config):
-    server = SecuredNats(tmp_path, subjects, database_config, storage_config)
-    yield server
-    server.stop()
 
 
 @contextlib.asynccontextmanager
@@ -179,7 +169,7 @@ async def test_a_lab_cannot_read_the_central_key(secured):
     bucket = subjects.secrets_bucket
     errors: list[str] = []
     async with lab_connection(lab_a, "lab-a", errors) as nc:
-        lab_js = nc.jetstream()
+        lab_js = nc.jetstream(timeout=1)  # a refused request gets no reply: 1 s, as below
         # Through the client's KV API, and by every JetStream API subject that serves messages.
         with pytest.raises((APIError, NatsTimeoutError, NoRespondersError)):
             kv = await lab_js.key_value(bucket)
@@ -191,10 +181,15 @@ async def test_a_lab_cannot_read_the_central_key(secured):
                     f"$JS.API.CONSUMER.CREATE.KV_{bucket}.mine.$KV.{bucket}.{CENTRAL_KEY}",
                     "$JS.API.STREAM.CREATE.COPY",
                     f"$KV.{bucket}.{CENTRAL_KEY}"]
-        for subject in requests:
-            with contextlib.suppress(NatsTimeoutError, NoRespondersError):
-                reply = await nc.request(subject, b'{"last_by_subj": "$KV.x"}', timeout=1)
-                assert key.hex().encode() not in reply.data, subject
+        # Side by side: a refused request gets no reply, each waits its 1 s out.
+        replies = await asyncio.gather(*(nc.request(subject, b'{"last_by_subj": "$KV.x"}',
+                                                    timeout=1) for subject in requests),
+                                       return_exceptions=True)
+        for subject, reply in zip(requests, replies, strict=True):
+            if isinstance(reply, NatsTimeoutError | NoRespondersError):
+                continue
+            assert not isinstance(reply, BaseException), (subject, reply)
+            assert key.hex().encode() not in reply.data, subject
         await nc.subscribe(f"$KV.{bucket}.>")
         await nc.flush()
         for subject in [*requests, f"$KV.{bucket}.>"]:
@@ -241,14 +236,6 @@ async def test_a_restarted_publisher_still_dedupes_its_own_republish(secured, tm
             await nc.close()
 
 
-def _announced(pool, lab: str):
-    async def check():
-        async with pool.acquire() as conn:
-            return await conn.fetchval("SELECT count(*) FROM announced_devices WHERE lab = $1",
-                                       lab)
-    return check
-
-
 def _job_row(pool, job_id: str):
     async def check():
         async with pool.acquire() as conn:
@@ -265,8 +252,6 @@ async def test_a_real_job_runs_while_a_lab_holds_every_id_it_could_know(
     subjects = secured.subjects
     lab_b = await add_lab(secured, "lab-b", X86)
     lab_a = await add_lab(secured, "lab-a", OTHER)
-    plans = tmp_path / "plans.toml"
-    plans.write_text(PLANS)
     data = fake_firmware(X86, fake_firmware_url, "r1-preempt")
     firmware_id = data.firmware_id
     job = fanout_job_id(firmware_id, data.images[0], X86)
@@ -291,39 +276,26 @@ async def test_a_real_job_runs_while_a_lab_holds_every_id_it_could_know(
     assert not errors, errors
 
     config = lab_config(lab_b, work_b, fake_suite, name="lab-b")
-    config_path = write_config(config, tmp_path / "lab.toml")
-    settings = SchedulerSettings(holdoff_s=0.3, plans_file=str(plans))
-    async with running(secured.user("scheduler"), database_config, storage_config,
-                       scheduler=settings), \
-            running_log_writer(secured.user("logs"), storage_config, database_config):
-        proc = lab_subprocess(config_path, tmp_path / "lab.log")
-        try:
-            await eventually(_announced(pool, "lab-b"), "lab-b registered")
-            nc = await connect_nats(secured.user("trigger"), "test-trigger")
-            try:
-                await factories.publish_firmware(nc.jetstream(), subjects, data)
-            finally:
-                await nc.close()
-            done = await eventually(_job_row(pool, job), "lab-b's job done", within_s=120)
-            async with central(secured) as (js, _):
-                async def stored_ids() -> set[str]:
-                    return {e.id for e in await stored_events(js, subjects)}
+    async with central_services(secured, tmp_path, database_config, storage_config), \
+            lab_process(config, tmp_path, pool):
+        await publish_firmware(secured, data)
+        done = await eventually(_job_row(pool, job), "lab-b's job done", within_s=120)
+        async with central(secured) as (js, _):
+            async def stored_ids() -> set[str]:
+                return {e.id for e in await stored_events(js, subjects)}
 
-                def has_state(state: FirmwareState):
-                    async def check():
-                        found = await stored_ids()
-                        return any(state_event_id(firmware_id, state, r) in found
-                                   for r in (0, 1, 2))
-                    return check
+            def has_state(state: FirmwareState):
+                async def check():
+                    found = await stored_ids()
+                    return any(state_event_id(firmware_id, state, r) in found
+                               for r in (0, 1, 2))
+                return check
 
-                # The firmware's state events, each handled: done follows available.
-                await eventually(has_state(FirmwareState.AVAILABLE), "firmware available")
-                await eventually(has_state(FirmwareState.DONE), "firmware done", within_s=60)
-                assert await firmware_state(pool, firmware_id) == "done"
-                stored = await stored_ids()
-        finally:
-            proc.terminate()
-            await asyncio.to_thread(proc.wait, 30)
+            # The firmware's state events, each handled: done follows available.
+            await eventually(has_state(FirmwareState.AVAILABLE), "firmware available")
+            await eventually(has_state(FirmwareState.DONE), "firmware done", within_s=60)
+            assert await firmware_state(pool, firmware_id) == "done"
+            stored = await stored_ids()
 
     assert (done["result"], done["lab"], done["attempt"]) == (JobResult.PASS.value, "lab-b", 1)
     assert {f"firmware.discovered:{firmware_id}", job_created_id(job, 1),

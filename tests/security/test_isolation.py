@@ -12,20 +12,22 @@ import asyncio
 import subprocess
 import sys
 
+import msgspec
 import pytest
 
-from tests import factories
 from tests.helpers import eventually, read_object
 from tests.isolation_support import (
-    PLANS,
-    SecuredNats,
+    OTHER,
+    X86,
     add_lab,
+    central_services,
     fake_firmware,
     lab_connection,
+    lab_process,
+    publish_firmware,
     wrtci,
 )
-from tests.lab_helpers import lab_config, lab_subprocess, running_log_writer, write_config
-from tests.pipeline import running
+from tests.lab_helpers import lab_config
 from wrtci.core.publisher import new_key
 from wrtci.core.runtime import EventPublisher, connect_nats
 from wrtci.proto import events as ev
@@ -33,19 +35,6 @@ from wrtci.proto.model import JobResult
 from wrtci.proto.storage import job_log_key
 from wrtci.proto.subjects import Priority
 from wrtci.services import identity
-from wrtci.services.scheduler.service import SchedulerSettings
-
-X86 = "x86/64/generic"
-OTHER = "ath79/generic/other"
-
-
-@pytest.fixture
-def secured(tmp_path, subjects, database_config, storage_config):
-    server = SecuredNats(tmp_path, subjects, database_config, storage_config)
-    yield server
-    server.stop()
-
-
 
 
 def _job(pool, **where):
@@ -56,31 +45,6 @@ def _job(pool, **where):
             return row
         return None
     return check
-
-
-def _announced(pool, lab: str):
-    async def check():
-        async with pool.acquire() as conn:
-            return await conn.fetchval("SELECT count(*) FROM announced_devices WHERE lab = $1",
-                                       lab)
-    return check
-
-
-async def _publish_firmware(secured: SecuredNats, data) -> None:
-    nc = await connect_nats(secured.user("trigger"), "test-trigger")
-    try:
-        await factories.publish_firmware(nc.jetstream(), secured.subjects, data)
-    finally:
-        await nc.close()
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _lab_cli(command: str, config_path) -> subprocess.CompletedProcess:
@@ -132,64 +96,57 @@ async def test_real_lab_runs_under_generated_credentials_and_another_lab_cannot_
     lab_a = await add_lab(secured, "lab-a", OTHER)
     listing = await wrtci("lab", "list", "-c", str(secured.site))
     assert "lab-a" in listing.stdout and "lab-b" in listing.stdout and X86 in listing.stdout
-    plans = tmp_path / "plans.toml"
-    plans.write_text(PLANS)
-    settings = SchedulerSettings(holdoff_s=0.3, plans_file=str(plans))
     before = dict(identity.REJECTED)
+    # The job runs until the attack is over: the test creates the release file.
+    release = tmp_path / "release-the-job"
     config = lab_config(lab_b, tmp_path / "work", fake_suite, name="lab-b",
-                        env={"FAKE_SLEEP": "12"})
-    config_path = write_config(config, tmp_path / "lab.toml")
+                        env={"FAKE_SLEEP": "600", "FAKE_RELEASE": str(release)})
 
-    async with running(secured.user("scheduler"), database_config, storage_config,
-                       scheduler=settings), \
-            running_log_writer(secured.user("logs"), storage_config, database_config):
-        proc = lab_subprocess(config_path, tmp_path / "lab.log")
-        try:
-            await eventually(_announced(pool, "lab-b"), "lab-b registered")
-            check = await asyncio.to_thread(_lab_cli, "check", config_path)
-            assert check.returncode == 0, check.stdout + check.stderr
+    async with central_services(secured, tmp_path, database_config, storage_config), \
+            lab_process(config, tmp_path, pool) as config_path:
+        check = await asyncio.to_thread(_lab_cli, "check", config_path)
+        assert check.returncode == 0, check.stdout + check.stderr
 
-            async def healthy():
-                # the device's first health check runs the suite under lab-b's credentials
-                status = await asyncio.to_thread(_lab_cli, "status", config_path)
-                assert status.returncode == 0, status
-                return "dut1: state=idle health=healthy" in status.stdout
+        async def healthy():
+            # the device's first health check runs the suite under lab-b's credentials
+            status = await asyncio.to_thread(_lab_cli, "status", config_path)
+            assert status.returncode == 0, status
+            return "dut1: state=idle health=healthy" in status.stdout
 
-            await eventually(healthy, "lab-b's device passes its health check")
+        await eventually(healthy, "lab-b's device passes its health check")
 
-            await _publish_firmware(secured, fake_firmware(X86, fake_firmware_url, "r1-iso"))
-            job = await eventually(_job(pool, state="running", lab="lab-b"), "lab-b runs the job")
+        await publish_firmware(secured, fake_firmware(X86, fake_firmware_url, "r1-iso"))
+        job = await eventually(_job(pool, state="running", lab="lab-b"), "lab-b runs the job")
 
-            errors: list[str] = []
-            async with lab_connection(lab_a, "lab-a", errors) as nc:
-                refused = await _attack(nc, subjects, job["id"])
-                # Forgeries under A's own subjects, which A may publish on.
-                publisher = EventPublisher(nc.jetstream(), subjects, key=new_key())
-                for event in (
-                    ev.JobStarted.build(ev.JobStartedData(
-                        job_id=job["id"], attempt=1, lab="lab-a", device="x"), source="a"),
-                    ev.JobFinished.build(ev.JobFinishedData(
-                        job_id=job["id"], attempt=1, lab="lab-a", device="x",
-                        result=JobResult.FAIL), source="a"),
-                    ev.LogChunk.build(ev.LogChunkData(
-                        job_id=job["id"], attempt=1, lab="lab-a", device="x", seq=0,
-                        text="forged console\n", final=True), source="a"),
-                ):
-                    await publisher.publish(event)
-                await eventually(lambda: asyncio.sleep(0, result=all(
-                    any(subject.lower() in e for e in errors) for subject in refused.values())),
-                    "every permission violation", within_s=10)
+        errors: list[str] = []
+        async with lab_connection(lab_a, "lab-a", errors) as nc:
+            refused = await _attack(nc, subjects, job["id"])
+            # Forgeries under A's own subjects, which A may publish on.
+            publisher = EventPublisher(nc.jetstream(), subjects, key=new_key())
+            for event in (
+                ev.JobStarted.build(ev.JobStartedData(
+                    job_id=job["id"], attempt=1, lab="lab-a", device="x"), source="a"),
+                ev.JobFinished.build(ev.JobFinishedData(
+                    job_id=job["id"], attempt=1, lab="lab-a", device="x",
+                    result=JobResult.FAIL), source="a"),
+                ev.LogChunk.build(ev.LogChunkData(
+                    job_id=job["id"], attempt=1, lab="lab-a", device="x", seq=0,
+                    text="forged console\n", final=True), source="a"),
+            ):
+                await publisher.publish(event)
+            await eventually(lambda: asyncio.sleep(0, result=all(
+                any(subject.lower() in e for e in errors) for subject in refused.values())),
+                "every permission violation", within_s=10)
 
-            def rejected(service: str, kind: str) -> int:
-                return identity.REJECTED[(service, kind)] - before.get((service, kind), 0)
+        def rejected(service: str, kind: str) -> int:
+            return identity.REJECTED[(service, kind)] - before.get((service, kind), 0)
 
-            await eventually(lambda: asyncio.sleep(0, result=rejected("timeout", "job.started") >= 1
+        await eventually(lambda: asyncio.sleep(0, result=rejected("timeout", "job.started") >= 1
                                                 and rejected("timeout", "job.finished") >= 1
                                                 and rejected("logs", "log.chunk") >= 1),
                          "the services rejecting the forgeries", within_s=20)
-            done = await eventually(_job(pool, state="done"), "the job done", within_s=120)
-        finally:
-            await asyncio.to_thread(_stop, proc)
+        release.touch()
+        done = await eventually(_job(pool, state="done"), "the job done", within_s=120)
 
     assert (done["result"], done["lab"], done["attempt"]) == ("pass", "lab-b", 1)
     # The console (empty: the fake suite boots nothing) is B's, not A's forged text.
@@ -197,7 +154,7 @@ async def test_real_lab_runs_under_generated_credentials_and_another_lab_cannot_
     assert "forged" not in console
     pytest_log = read_object(storage_config, job_log_key(job["id"], 1, "pytest.log")).decode()
     assert "3 passed" in pytest_log
-    log_text = (tmp_path / "lab.log").read_text()
+    log_text = (tmp_path / "lab-b.log").read_text()
     assert "Permissions Violation" not in log_text, log_text[-3000:]
 
 
@@ -206,24 +163,18 @@ async def test_revoke_cuts_an_online_lab_off_and_its_job_goes_to_another_lab(
         fake_firmware_url):
     lab_a = await add_lab(secured, "lab-a", X86)
     lab_b = await add_lab(secured, "lab-b", X86)
-    plans = tmp_path / "plans.toml"
-    plans.write_text(PLANS)
-    settings = SchedulerSettings(holdoff_s=0.3, plans_file=str(plans))
-    path_a = write_config(lab_config(lab_a, tmp_path / "work-a", fake_suite, name="lab-a",
-                                     env={"FAKE_SLEEP": "600"}), tmp_path / "lab-a.toml")
-    path_b = write_config(lab_config(lab_b, tmp_path / "work-b", fake_suite, name="lab-b"),
-                          tmp_path / "lab-b.toml")
-    async with running(secured.user("scheduler"), database_config, storage_config,
-                       scheduler=settings):
-        proc_a = lab_subprocess(path_a, tmp_path / "lab-a.log")
-        proc_b = None
-        try:
-            await eventually(_announced(pool, "lab-a"), "lab-a registered")
-            await _publish_firmware(secured, fake_firmware(X86, fake_firmware_url, "r2-iso"))
-            job = await eventually(_job(pool, state="running", lab="lab-a"), "lab-a runs the job")
-            proc_b = lab_subprocess(path_b, tmp_path / "lab-b.log")
-            await eventually(_announced(pool, "lab-b"), "lab-b registered")
-
+    # Lab A's job outlasts the test. Revoked, lab A can hand nothing back and reach
+    # nothing when it is stopped at the end: a short grace and short NATS timeouts let
+    # it exit in seconds, not after the default 60 s grace and a 5 s wait per request.
+    config_a = lab_config(msgspec.structs.replace(lab_a, request_timeout_s=1.0),
+                          tmp_path / "work-a", fake_suite, name="lab-a",
+                          env={"FAKE_SLEEP": "600"}, shutdown_grace_s=0.5)
+    config_b = lab_config(lab_b, tmp_path / "work-b", fake_suite, name="lab-b")
+    async with central_services(secured, tmp_path, database_config, storage_config,
+                                logs=False), lab_process(config_a, tmp_path, pool):
+        await publish_firmware(secured, fake_firmware(X86, fake_firmware_url, "r2-iso"))
+        job = await eventually(_job(pool, state="running", lab="lab-a"), "lab-a runs the job")
+        async with lab_process(config_b, tmp_path, pool):
             result = await wrtci("lab", "revoke", "lab-a", "-c", str(secured.site))
             assert result.returncode == 0, result.stderr
             assert f"job {job['id']}: retried" in result.stdout
@@ -233,11 +184,8 @@ async def test_revoke_cuts_an_online_lab_off_and_its_job_goes_to_another_lab(
                 return not any("lab-a" in name for name in names)
 
             await eventually(a_gone, "lab-a's connection closed", within_s=20)
-            done = await eventually(_job(pool, state="done"), "the job done by lab-b", within_s=120)
-        finally:
-            await asyncio.to_thread(_stop, proc_a)
-            if proc_b is not None:
-                await asyncio.to_thread(_stop, proc_b)
+            done = await eventually(_job(pool, state="done"), "the job done by lab-b",
+                                    within_s=120)
 
     assert (done["result"], done["lab"], done["attempt"]) == ("pass", "lab-b", 2)
     assert "authorization violation" in (tmp_path / "lab-a.log").read_text().lower()

@@ -258,6 +258,9 @@ async def _shut_down(loops: list[asyncio.Task], labs: list[Lab],
         with contextlib.suppress(Exception):
             await lab.queue.close()
             await lab.nc.close()
+    for process in replicas:  # SIGTERM to all first: they wind down side by side
+        if process.proc.poll() is None:
+            process.proc.terminate()
     for process in replicas:
         process.stop()
 

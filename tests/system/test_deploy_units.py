@@ -13,6 +13,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -59,11 +60,14 @@ def test_unit_commands_exist_after_install_and_accept_their_arguments(unit: Path
         installed = Path(_installed(program))
         assert installed.is_file(), f"{unit.name}: {installed} missing after install"
         if installed.name == "wrtci" and argv[1] == "run":
-            # `wrtci run %i`: every instance names a service `wrtci run` knows.
-            for name in registry.SERVICES:
-                help_run = subprocess.run([str(installed), "run", name, "--help"],
-                                          capture_output=True, text=True, timeout=60)
-                assert help_run.returncode == 0, help_run.stderr
+            # `wrtci run %i`: every instance names a service `wrtci run` knows
+            # (independent processes: side by side).
+            with ThreadPoolExecutor() as pool:
+                helps = pool.map(lambda name, wrtci=str(installed): subprocess.run(
+                    [wrtci, "run", name, "--help"], capture_output=True, text=True,
+                    timeout=60), registry.SERVICES)
+            for name, help_run in zip(registry.SERVICES, helps, strict=True):
+                assert help_run.returncode == 0, (name, help_run.stderr)
         elif installed.name == "wrtci-lab":
             help_lab = subprocess.run([str(installed), argv[1], "--help"],
                                       capture_output=True, text=True, timeout=60)

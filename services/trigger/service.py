@@ -18,7 +18,7 @@ import aiohttp
 import asyncpg
 import msgspec
 
-from wrtci.core.retry import sleep_or_stop
+from wrtci.core.retry import sleep_or_stop, wait_or_stop
 from wrtci.core.runtime import Daemon, EventPublisher, check_all, check_nats
 from wrtci.services import db
 from wrtci.services.checks import check_database
@@ -76,13 +76,16 @@ def every(name: str, interval_s: float,
     """A loop running ``work`` now and then every ``interval_s`` until ``stop``.
 
     The sources are remote HTTP servers with no way to push to us, so polling
-    is the only way; ``stop`` ends the wait at once. A failed poll (the
-    downloads server or GitHub away) is logged and retried at the next interval.
+    is the only way; ``stop`` ends the wait at once, and cuts a poll short (a
+    poll that waits on a server or on NATS would otherwise hold the daemon past
+    its stop; the next poll, here or in another replica, does it again). A
+    failed poll (the downloads server or GitHub away) is logged and retried at
+    the next interval.
     """
     async def loop(stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                await work()
+                await wait_or_stop(work(), stop)
             except Exception:  # one failed poll must not end the daemon; the next one retries
                 log.exception("poll failed, retrying at the next interval",
                               extra={"source": name})

@@ -441,6 +441,23 @@ async def test_daemon_scans_on_start_and_stops_when_asked(generated, make_config
     assert len(await checkouts(pool)) == 1
 
 
+async def test_daemon_stops_at_once_while_a_scan_waits_on_the_server(generated, make_config):
+    """A scan held by a server that does not answer is cut short by stop: the daemon
+    does not sit out its fetch timeout (an hour here) or its loops' grace."""
+    generate_mirror(generated, targets=1, profiles=1)
+    arrived = generated.hold(".versions.json")
+    config = make_config(generated.url, channels=["stable"], interval_s=3600, timeout_s=3600)
+    stop = asyncio.Event()
+    daemon = asyncio.create_task(run(config, stop))
+    try:
+        await asyncio.wait_for(arrived.wait(), 30)
+        stop.set()
+        await asyncio.wait_for(daemon, 20)  # the loops' grace is 30 s
+    finally:
+        generated.release(".versions.json")
+        daemon.cancel()
+
+
 async def test_check_mode_answers_for_the_site_config(site_config_file) -> None:
     result = run_cli("run", "trigger", "--config", str(site_config_file), "--check")
     assert "trigger: ok" in result.stdout

@@ -157,6 +157,7 @@ class Replica:
 
     def __init__(self, name: str, replica: str, config: Path, log: Path) -> None:
         self.name, self.replica, self.log = name, replica, log
+        self.terminated = False
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "wrtci.services.cli.main", "run", name,
@@ -169,13 +170,19 @@ class Replica:
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
+    def terminate(self) -> None:
+        """SIGTERM once: a second one, sent while Python winds down after its event
+        loop closed (its handler gone), would end the process by the signal."""
+        if self.proc.poll() is None and not self.terminated:
             self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
+            self.terminated = True
+
+    def stop(self) -> None:
+        self.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.kill()
 
 
 def _site_config(path: Path, url: str, prefix: str, database: DatabaseConfig,
@@ -259,8 +266,7 @@ async def _shut_down(loops: list[asyncio.Task], labs: list[Lab],
             await lab.queue.close()
             await lab.nc.close()
     for process in replicas:  # SIGTERM to all first: they wind down side by side
-        if process.proc.poll() is None:
-            process.proc.terminate()
+        process.terminate()
     for process in replicas:
         process.stop()
 
@@ -426,4 +432,7 @@ async def test_services_two_replicas_each_a_node_and_a_replica_of_each_killed(
     assert len(mirror_ids) == MIRROR_RELEASES and counts["mirror_releases"] == MIRROR_RELEASES
     assert sum(announced[f] for f in mirror_ids) == MIRROR_TARGETS, announced
     assert len({e.id for e in discovered}) == len(discovered), Counter(e.id for e in discovered)
+    # The survivors stopped on SIGTERM by themselves (not killed after the test's 20 s).
+    exits = {f"{p.name} ({p.replica})": p.proc.returncode for p in replicas["a"]}
+    assert set(exits.values()) == {0}, exits
     await central.close()

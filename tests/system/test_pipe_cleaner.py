@@ -95,14 +95,14 @@ async def pipe_cleaner(config: Path, firmware: Path, *extra: str) -> tuple[int, 
 
 @pytest.mark.parametrize("status", [TestStatus.PASS, TestStatus.FAIL])
 async def test_pipe_cleaner_exits_by_whether_the_system_works(
-        status, js, subjects, nats_config, database_config, storage_config, pool,
+        status, js, nc, subjects, nats_config, database_config, storage_config, pool,
         site_config_file, tmp_path):
     firmware = tmp_path / "openwrt-24.10.0-x86-64-generic-initramfs-rootfs.cpio.gz"
     firmware.write_bytes(os.urandom(4096))
     await factories.announce_lab(js, subjects, "lab-a", [("x86-1", X86, [])])
     async with installation(nats_config, database_config, storage_config):
         cleaner = asyncio.create_task(pipe_cleaner(site_config_file, firmware, "--timeout", "90"))
-        firmware_id = await play_lab(js, subjects, status=status)
+        firmware_id = await play_lab(js, nc, subjects, status=status)
         code, out = await cleaner
     assert firmware_id.startswith("wrtci:pipe-cleaner:") and firmware_id in out, out
     if status is TestStatus.PASS:

@@ -50,20 +50,27 @@ class ControlRecord(msgspec.Struct, frozen=True, kw_only=True):
     jobs already running finish."""
 
 
-class LogWriterRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """``<prefix>_control`` bucket, key ``logs-writer.<writer>``: one log writer's buffer.
+class LogBufferFigures(msgspec.Struct, kw_only=True):
+    """What a log writer's buffer holds and what it could not keep: counted by
+    ``services.logs.buffer``, published in :class:`LogWriterRecord`."""
 
-    Written by each log writer when its figures change, shown by ``wrtci logs status``.
-    """
-
-    writer: Name
     memory_bytes: Size = 0
     spilled_bytes: Size = 0
     dropped_bytes: Size = 0
     """Since the writer started: chunk text not stored because memory and disk were full."""
     dropped_chunks: Size = 0
     truncated_logs: Size = 0
-    """Since the writer started: logs stored with text missing (marked in the object)."""
+    """Since the writer started: logs stored with text missing (dropped here, or by the
+    lab while NATS was away; marked in the object)."""
+
+
+class LogWriterRecord(LogBufferFigures, frozen=True, kw_only=True):
+    """``<prefix>_control`` bucket, key ``logs-writer.<writer>``: one log writer's buffer.
+
+    Written by each log writer when its figures change, shown by ``wrtci logs status``.
+    """
+
+    writer: Name
     memory_limit: Size = 0
     spill_limit: Size = 0
     updated_at: dt.datetime

@@ -279,13 +279,12 @@ class LogWriter:
 
 
     def record(self, name: str) -> LogWriterRecord:
-        stats = self.buffer.stats
+        figures = msgspec.structs.asdict(self.buffer.stats)
+        for held in ("memory_bytes", "spilled_bytes"):
+            figures[held] = max(0, figures[held])
         return LogWriterRecord(
-            writer=name, memory_bytes=max(0, stats.memory_bytes),
-            spilled_bytes=max(0, stats.spilled_bytes), dropped_bytes=stats.dropped_bytes,
-            dropped_chunks=stats.dropped_chunks, truncated_logs=stats.truncated_logs,
-            memory_limit=self.buffer.memory_limit, spill_limit=self.buffer.spill_limit,
-            updated_at=dt.datetime.now(dt.UTC))
+            **figures, writer=name, memory_limit=self.buffer.memory_limit,
+            spill_limit=self.buffer.spill_limit, updated_at=dt.datetime.now(dt.UTC))
 
 
 class StatusReporter:

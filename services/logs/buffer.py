@@ -29,6 +29,8 @@ from pathlib import Path
 
 import msgspec
 
+from wrtci.proto.records import LogBufferFigures
+
 log = logging.getLogger(__name__)
 
 CHUNK_OVERHEAD = 128
@@ -129,15 +131,6 @@ def remove_stale(root: Path, keep: Path) -> int:
     return removed
 
 
-class BufferStats(msgspec.Struct, kw_only=True):
-    memory_bytes: int = 0
-    spilled_bytes: int = 0
-    dropped_bytes: int = 0
-    dropped_chunks: int = 0
-    truncated_logs: int = 0
-    """Logs stored with text missing (dropped here, or by the lab while NATS was away)."""
-
-
 class ChunkBuffer:
     """The bounds shared by every log in the writer, and what was dropped."""
 
@@ -146,7 +139,7 @@ class ChunkBuffer:
         self.memory_limit = memory_bytes
         self.spill_root = spill_dir
         self.spill_limit = spill_bytes if spill_dir is not None else 0
-        self.stats = BufferStats()
+        self.stats = LogBufferFigures()
         self._spill_dir: SpillDir | None = None
 
     def _dir(self) -> SpillDir:

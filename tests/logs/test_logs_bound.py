@@ -24,6 +24,7 @@ from wrtci.services.cli.logs_cmd import writer_records
 from wrtci.services.cli.main import main as wrtci
 from wrtci.services.config import StorageConfig
 from wrtci.services.logs.buffer import DROPPED_HEADER, SpillDir
+from wrtci.services.logs.store import FINAL_META
 from wrtci.services.stack.servers import S3Server
 
 LINE = "{i:04d} [ok] Päivää ✓ 🚀 {pad}\n"
@@ -63,12 +64,15 @@ def fetch(storage: StorageConfig, key: str) -> tuple[bytes, dict[str, str]] | No
 
 async def stored(storage: StorageConfig, key: str, expected: bytes | None = None,
                  limit: float = 60) -> tuple[bytes, dict[str, str]]:
-    """The object once it is there (and, if given, once it holds ``expected``)."""
+    """The object once the writer stored it complete (marked final: it may store a log
+    before its last chunk came) and, if given, once it holds ``expected``."""
     found: list[tuple[bytes, dict[str, str]]] = []
 
     async def there() -> bool:
         got = await asyncio.to_thread(fetch, storage, key)
-        if got is None or (expected is not None and got[0] != expected):
+        if got is None or got[1].get(f"x-amz-meta-{FINAL_META}") != "1":
+            return False
+        if expected is not None and got[0] != expected:
             return False
         found.append(got)
         return True

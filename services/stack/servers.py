@@ -7,6 +7,7 @@ SIGTERM when the parent process dies, even by SIGKILL.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import ctypes
 import glob
@@ -89,7 +90,7 @@ def _tcp_open(port: int) -> bool:
         return sock.connect_ex((LOOPBACK, port)) == 0
 
 
-class _Process:
+class _Process(abc.ABC):
     """A server process we start and wait for: a subclass says how to launch it
     (``_launch``) and how to tell that it serves (``_ready_checks``)."""
 
@@ -113,8 +114,9 @@ class _Process:
                         self.name, proc)
         return self
 
+    @abc.abstractmethod
     def _launch(self) -> subprocess.Popen:
-        raise NotImplementedError
+        """Start the server process (through ``_spawn``)."""
 
     def _ready_checks(self) -> Sequence[Callable[[], bool]]:
         return ()

@@ -346,8 +346,21 @@ async def check_all(timeout_s: float = 10.0, **checks: Awaitable[object]) -> Non
 
 
 async def check_nats(config: NatsConfig, **options: Any) -> None:
-    """Connect and see that JetStream answers."""
-    nc = await connect_nats(config, "wrtci-check", max_reconnect_attempts=0, **options)
+    """Connect and see that JetStream answers; a server that is away fails in about
+    a second, saying why."""
+    failures: list[Exception] = []
+
+    async def remember(exc: Exception) -> None:
+        failures.append(exc)
+
+    try:
+        # nats.py never gives up on a server while max_reconnect_attempts is 0 (it drops
+        # a server once its failures exceed a positive limit): 1 is two tries, 1 s apart.
+        nc = await connect_nats(config, "wrtci-check", max_reconnect_attempts=1,
+                                error_cb=remember, **options)
+    except nats.errors.NoServersError as exc:
+        raise ConnectionError(f"no NATS server answers at {config.url}: "
+                              f"{failures[-1] if failures else exc}") from exc
     try:
         await nc.jetstream().account_info()
     finally:

@@ -47,6 +47,7 @@ def test_check_fails_when_nats_is_unreachable(name, checks_without_nats) -> None
     result = checks_without_nats[name]
     assert result.returncode == 1, result.stdout + result.stderr
     assert "degraded: nats:" in result.stderr
+    assert "no NATS server answers at nats://127.0.0.1:1" in result.stderr  # and why
 
 
 @pytest.mark.parametrize("name", SERVICE_NAMES)

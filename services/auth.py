@@ -30,6 +30,8 @@ import secrets
 import asyncpg
 import msgspec
 
+from wrtci.services.db.rows import columns_of, fetch_row, fetch_rows
+
 log = logging.getLogger(__name__)
 
 SCOPES = ("upload", "control", "read")
@@ -139,27 +141,26 @@ async def create_token(conn: asyncpg.Connection, name: str, scopes: list[str],
     return token
 
 
-_COLUMNS = "name, scopes, created_at, expires_at, revoked_at, last_used_at"
+_COLUMNS = columns_of(TokenInfo)
 
 
 async def list_tokens(conn: asyncpg.Connection) -> list[TokenInfo]:
-    rows = await conn.fetch(f"SELECT {_COLUMNS} FROM api_tokens ORDER BY created_at, name")
-    return [TokenInfo(**dict(row)) for row in rows]
+    return await fetch_rows(conn, TokenInfo,
+                            f"SELECT {_COLUMNS} FROM api_tokens ORDER BY created_at, name")
 
 
 async def find_token(conn: asyncpg.Connection, token: str) -> TokenInfo | None:
     """The token a secret belongs to (None: unknown), e.g. to reuse a stored one."""
-    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM api_tokens WHERE digest = $1",
-                              token_digest(token))
-    return TokenInfo(**dict(row)) if row else None
+    return await fetch_row(conn, TokenInfo,
+                           f"SELECT {_COLUMNS} FROM api_tokens WHERE digest = $1",
+                           token_digest(token))
 
 
 async def revoke_token(conn: asyncpg.Connection, name: str) -> TokenInfo | None:
     """Refuse the token from now on (again: unchanged); None when there is no such token."""
-    row = await conn.fetchrow(
-        f"""UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now())
-             WHERE name = $1 RETURNING {_COLUMNS}""", name)
-    return TokenInfo(**dict(row)) if row else None
+    return await fetch_row(conn, TokenInfo,
+                           f"""UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now())
+                                WHERE name = $1 RETURNING {_COLUMNS}""", name)
 
 
 # -- checking --------------------------------------------------------------------------

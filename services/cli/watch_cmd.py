@@ -26,6 +26,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from wrtci.services import db
 from wrtci.services.cli.common import add_config_argument, cli_config, nats_connection
 from wrtci.services.cli.events_cmd import EventFilter, format_line, next_event
+from wrtci.services.db.rows import columns_of, fetch_row, fetch_rows
 
 
 class Verdict(enum.IntEnum):
@@ -86,7 +87,7 @@ def firmware_outcome(state: str, jobs: list[JobOutcome], regressions: int) -> Ou
     return Outcome(verdict=Verdict.PASS, message=f"pass: {tally}")
 
 
-_JOB_COLUMNS = "id, device_type, state, result, error_code"
+_JOB_COLUMNS = columns_of(JobOutcome)
 
 
 async def identify(conn: asyncpg.Connection, object_id: str) -> str | None:
@@ -99,12 +100,13 @@ async def identify(conn: asyncpg.Connection, object_id: str) -> str | None:
 
 async def current_outcome(conn: asyncpg.Connection, kind: str, object_id: str) -> Outcome:
     if kind == "job":
-        row = await conn.fetchrow(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = $1", object_id)
-        job = msgspec.convert(dict(row), JobOutcome)
+        job = await fetch_row(conn, JobOutcome, f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = $1",
+                              object_id)
         return Outcome(verdict=job_verdict(job), message=f"job {_describe_job(job)}")
     state = await conn.fetchval("SELECT state FROM checkouts WHERE id = $1", object_id)
-    jobs = [msgspec.convert(dict(r), JobOutcome) for r in await conn.fetch(
-        f"SELECT {_JOB_COLUMNS} FROM jobs WHERE checkout_id = $1 ORDER BY id", object_id)]
+    jobs = await fetch_rows(conn, JobOutcome,
+                            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE checkout_id = $1 ORDER BY id",
+                            object_id)
     regressions = await conn.fetchval(
         """SELECT count(*) FROM regressions
             WHERE first_failing_checkout_id = $1 AND NOT flaky""", object_id)

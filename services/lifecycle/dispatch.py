@@ -2,7 +2,7 @@
 
 Once jobs are stored, the labs with devices of their type are woken: one
 wake-up per (priority, device type) per publish or batch, however many jobs
-it queued (``jobqueue.wake_labs``; a woken lab takes jobs until none is left).
+it queued (``jobwake.wake_labs``; a woken lab takes jobs until none is left).
 """
 
 from __future__ import annotations
@@ -104,10 +104,9 @@ class Dispatcher:
     async def wake(self, queued: Sequence[tuple[int, str]]) -> None:
         """Wake the labs for stored jobs of these (priority, device type)s. Best effort:
         a lab that misses it finds the jobs by its safety poll."""
-        try:
+        # NATS away: the jobs are stored, only the signal is lost.
+        with logged("labs not woken", log, wakes=len(set(queued))):
             await wake_labs(self.nc, self.subjects, queued)
-        except Exception as exc:  # NATS away: the jobs are stored, only the signal is lost
-            log.warning("labs not woken: %r", exc, extra={"wakes": len(set(queued))})
 
     def job_subject(self, priority: int, device_type: str) -> str:
         key = (priority, device_type)
